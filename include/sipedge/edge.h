@@ -1,0 +1,94 @@
+/*
+ * edge: the SIP edge proxy logic of one worker (RFC 3261 §16.11 stateless relay,
+ * RFC 3327 Path, RFC 3581 rport, RFC 5626 flow tokens).
+ *
+ * Every datagram from the public side enters through edge_rx_public, every datagram
+ * from the core side through edge_rx_core. The edge parses, decides and writes each
+ * outgoing message once, straight into a buffer the transport lends it (edge_out),
+ * so the transport can batch the sends. No libuv here; time comes in as now_ms.
+ * Single-threaded: one edge per worker.
+ */
+#ifndef SIPEDGE_EDGE_H
+#define SIPEDGE_EDGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "sipedge/config.h"
+#include "sipedge/flow_token.h"
+
+/* Index of the core-side socket in edge_out calls; public sockets are 0..n-1. */
+#define EDGE_SOCK_CORE 255
+
+/* Where outgoing datagrams go. reserve lends a buffer of at least 65535 bytes;
+ * commit queues the first len bytes of it for dst on socket sock. */
+struct edge_out {
+    char *(*reserve)(void *ctx, size_t *cap);
+    void (*commit)(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len);
+    void *ctx;
+};
+
+#define EDGE_STATS(X)                                                                              \
+    X(rx_public)                                                                                   \
+    X(rx_core)                                                                                     \
+    X(relayed_register)                                                                            \
+    X(relayed_request)                                                                             \
+    X(relayed_response_to_client)                                                                  \
+    X(relayed_response_to_core)                                                                    \
+    X(inbound_delivered)                                                                           \
+    X(keepalive_pong)                                                                              \
+    X(drop_oversize)                                                                               \
+    X(drop_not_sip)                                                                                \
+    X(drop_malformed)                                                                              \
+    X(drop_stray_response)                                                                         \
+    X(drop_non_core_peer)                                                                          \
+    X(drop_100_trying)                                                                             \
+    X(drop_dead_flow_response)                                                                     \
+    X(reply_400)                                                                                   \
+    X(reply_403_bad_token)                                                                         \
+    X(reply_404_not_routable)                                                                      \
+    X(reply_430_flow_failed)                                                                       \
+    X(reply_483_too_many_hops)                                                                     \
+    X(reply_503_flows_full)                                                                        \
+    X(reply_513_too_large)                                                                         \
+    X(flows_created)                                                                               \
+    X(flows_released)                                                                              \
+    X(tx_overflow)
+
+struct edge_stats {
+#define EDGE_STATS_FIELD(name) uint64_t name;
+    EDGE_STATS(EDGE_STATS_FIELD)
+#undef EDGE_STATS_FIELD
+};
+
+struct edge;
+
+struct edge_opts {
+    const struct config *cfg;    /* borrowed for the edge's lifetime */
+    const struct policy *policy; /* copied */
+    uint8_t worker;
+    struct edge_out out;
+};
+
+/* Returns 0, -ENOMEM or -EINVAL (bad key/capacity). */
+int edge_new(struct edge **out, const struct edge_opts *opts);
+void edge_free(struct edge *e);
+
+/* Replaces the policy (limits apply to the next message). */
+void edge_set_policy(struct edge *e, const struct policy *policy);
+
+void edge_rx_public(struct edge *e, uint8_t sock, const char *buf, size_t len,
+                    const struct sockaddr *src, uint64_t now_ms);
+void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sockaddr *src,
+                  uint64_t now_ms);
+
+/* Housekeeping (flow expiry); call about once a second. */
+void edge_tick(struct edge *e, uint64_t now_ms);
+
+const struct edge_stats *edge_stats(const struct edge *e);
+/* Writes "name=value ..." for every counter into buf. */
+void edge_stats_format(const struct edge *e, char *buf, size_t cap);
+uint32_t edge_n_flows(const struct edge *e);
+
+#endif

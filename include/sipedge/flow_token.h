@@ -1,0 +1,60 @@
+/*
+ * flow_token: RFC 5626 flow tokens, HMAC-protected, carried in the user part of our
+ * Path URI and in a parameter of our Via.
+ *
+ * A token names one flow (worker, slot, generation) and carries the flow's remote
+ * address, so a verified token is enough to check that a slot still belongs to the
+ * same peer. It is authenticated with HMAC-SHA256 truncated to 80 bits under a
+ * 32-byte key; one previous key is accepted for rotation. Decoding checks the MAC
+ * before it trusts any field. Keys objects are single-threaded (one per worker).
+ */
+#ifndef SIPEDGE_FLOW_TOKEN_H
+#define SIPEDGE_FLOW_TOKEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "sipedge/slice.h"
+
+#define FLOW_TOKEN_KEY_LEN 32
+/* base64url of the longest (IPv6) token, plus NUL. */
+#define FLOW_TOKEN_MAX 64
+
+union flow_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
+struct flow_token_fields {
+    uint8_t worker;
+    uint8_t transport; /* enum flow_transport */
+    uint32_t slot;
+    uint32_t gen;
+    union flow_addr remote;
+};
+
+struct flow_token_keys;
+
+/* Creates a key set. prev may be NULL. Returns 0 or -ENOMEM. */
+int flow_token_keys_new(struct flow_token_keys **out, const uint8_t key[FLOW_TOKEN_KEY_LEN],
+                        const uint8_t *prev);
+void flow_token_keys_free(struct flow_token_keys *k);
+
+/*
+ * Writes the base64url token for f into out (cap >= FLOW_TOKEN_MAX), NUL-terminated.
+ * Returns its length, or -EINVAL (unsupported address family).
+ */
+int flow_token_encode(struct flow_token_keys *k, const struct flow_token_fields *f, char *out,
+                      size_t cap);
+
+/*
+ * Verifies and decodes a token. Returns 0 and fills *out, -EBADMSG when it is not a
+ * token of ours (wrong length, alphabet or version), -EPERM when the MAC fails
+ * under both keys (tampered or forged).
+ */
+int flow_token_decode(struct flow_token_keys *k, struct slice tok, struct flow_token_fields *out);
+
+#endif

@@ -1,0 +1,82 @@
+/*
+ * registrar: the embedded SIP registrar and location-based stateless proxy.
+ *
+ * It is a separate SIP element on its own core-side address; the edge talks to it
+ * over UDP exactly as it would to Kamailio. It implements RFC 3261 §10.3 (several
+ * contacts per AOR, expires, q, Call-ID/CSeq ordering, '*', 423), RFC 3327 (stores
+ * the Path of a REGISTER and returns it in the 200 OK), digest authentication
+ * (RFC 7616, MD5 and SHA-256, qop=auth, nonce expiry) against a users file, and
+ * routes INVITE/MESSAGE/OPTIONS for a registered AOR to its contacts through the
+ * stored Path (stateless, RFC 3261 §16.11). A 430 Flow Failed coming back for a
+ * binding removes that binding (RFC 5626 §5.3).
+ *
+ * The module is pure logic: it receives datagrams through registrar_handle and emits
+ * them through the send callback; time comes in as now_ms. Single-threaded.
+ */
+#ifndef SIPEDGE_REGISTRAR_H
+#define SIPEDGE_REGISTRAR_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "sipedge/config.h"
+
+struct registrar;
+
+typedef void (*registrar_send_cb)(void *ctx, const struct sockaddr *dst, socklen_t dst_len,
+                                  const char *buf, size_t len);
+
+struct registrar_opts {
+    const struct config_addr *self;      /* our own address, for Via */
+    const char *users_file;              /* "user:password" lines, '#' comments; NULL: no auth */
+    const char *realm;
+    const struct policy *policy;         /* expires bounds, table bounds, nonce ttl */
+    const struct config_addr *trusted;   /* peers whose P-Asserted-Identity de-REGISTER is
+                                            accepted without a challenge (the edge) */
+    unsigned n_trusted;
+};
+
+/* Builds a registrar. Returns 0, -ENOMEM, or -EINVAL with err "file:line: reason"
+ * for a bad users file. */
+int registrar_new(struct registrar **out, const struct registrar_opts *opts,
+                  registrar_send_cb send, void *send_ctx, char *err, size_t errcap);
+void registrar_free(struct registrar *r);
+
+/* Handles one received datagram from src. Never fails; bad input is counted. */
+void registrar_handle(struct registrar *r, const char *buf, size_t len,
+                      const struct sockaddr *src, socklen_t src_len, uint64_t now_ms);
+
+/* Drops expired bindings and nonces; call about once a second. */
+void registrar_tick(struct registrar *r, uint64_t now_ms);
+
+/* Number of live bindings (for tests and stats). */
+size_t registrar_n_bindings(const struct registrar *r);
+
+/* Counters since registrar_new; every drop and reject has one. */
+struct registrar_stats {
+    uint64_t registers_ok;    /* 200 to REGISTER (including queries) */
+    uint64_t challenges;      /* 401 sent: no credentials, bad or stale nonce */
+    uint64_t auth_fail;       /* 401 sent for a wrong response (wrong password) */
+    uint64_t forbidden;       /* 403: unknown user, or user is not the AOR's */
+    uint64_t trusted_dereg;   /* de-REGISTERs accepted on P-Asserted-Identity */
+    uint64_t rejected;        /* other 4xx/5xx to REGISTER (400, 420, 423, 500) */
+    uint64_t table_full;      /* 503: location table or per-AOR bound reached */
+    uint64_t not_found;       /* 404 unknown AOR */
+    uint64_t unavailable;     /* 480 AOR without a live binding */
+    uint64_t too_many_hops;   /* 483 */
+    uint64_t routed;          /* requests forwarded */
+    uint64_t options_local;   /* OPTIONS answered 200 by the registrar itself */
+    uint64_t acks_absorbed;   /* ACKs with nowhere to go (for our own final responses) */
+    uint64_t responses_fwd;   /* responses forwarded */
+    uint64_t responses_dropped; /* not our Via, 100 Trying, no next hop */
+    uint64_t flow_failed;     /* bindings removed on 430 (RFC 5626 §5.3) */
+    uint64_t dropped_bad;     /* unparsable input (answered 400 when possible) */
+    uint64_t send_errors;     /* replies or forwards that could not be built */
+    uint64_t expired;         /* bindings removed by registrar_tick */
+};
+
+/* Copies the counters into *out. */
+void registrar_stats(const struct registrar *r, struct registrar_stats *out);
+
+#endif

@@ -1,0 +1,56 @@
+/*
+ * transport_udp: a worker's UDP sockets on its libuv loop.
+ *
+ * Receives with recvmmsg (libuv UV_UDP_RECVMMSG, up to 16 datagrams per syscall into
+ * one reused buffer) and hands each datagram to one callback with the id of the socket
+ * it arrived on. Sends are batched: callers reserve space in the transmit batch, write
+ * the message there once, and commit it; the batch goes out with sendmmsg once per
+ * loop iteration (uv_check) or when it fills up. UDP sends that would block are
+ * dropped and counted, never queued without bound. Loop thread only.
+ */
+#ifndef SIPEDGE_TRANSPORT_UDP_H
+#define SIPEDGE_TRANSPORT_UDP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "sipedge/config.h"
+
+typedef void (*transport_udp_recv_cb)(void *ctx, uint8_t sock, const char *buf, size_t len,
+                                      const struct sockaddr *src);
+typedef void (*transport_udp_close_cb)(void *ctx);
+
+struct transport_udp;
+
+struct transport_udp_stats {
+    uint64_t rx_datagrams;
+    uint64_t rx_syscalls;
+    uint64_t tx_datagrams;
+    uint64_t tx_syscalls;
+    uint64_t tx_dropped;
+};
+
+/* Returns 0 or -ENOMEM. */
+int transport_udp_new(struct transport_udp **out, uv_loop_t *loop, transport_udp_recv_cb cb,
+                      void *ctx);
+
+/* Binds socket id (any value, unique) to addr and starts receiving.
+ * Returns 0 or a negative errno (e.g. -EADDRINUSE). */
+int transport_udp_bind(struct transport_udp *t, uint8_t id, const struct config_addr *addr);
+
+/* Lends at least 65535 bytes of the transmit batch; valid until the next commit/flush. */
+char *transport_udp_reserve(struct transport_udp *t, size_t *cap);
+/* Queues the first len bytes of the last reservation for dst on socket id. */
+void transport_udp_commit(struct transport_udp *t, uint8_t id, const struct sockaddr *dst,
+                          size_t len);
+/* Sends everything queued. */
+void transport_udp_flush(struct transport_udp *t);
+
+const struct transport_udp_stats *transport_udp_stats(const struct transport_udp *t);
+
+/* Closes every handle; cb(ctx) runs once all are closed, then the object is freed. */
+void transport_udp_close(struct transport_udp *t, transport_udp_close_cb cb, void *ctx);
+
+#endif

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages sipedge needs.
+#   deps-debian.sh run    build + runtime dependencies
+#   deps-debian.sh test   the above plus test peers and tools (Kamailio, sipp, nftables, clang)
+set -euo pipefail
+mode=${1:-run}
+pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libyaml-dev openssl)
+if [ "$mode" = test ]; then
+    pkgs+=(libcmocka-dev clang libclang-rt-14-dev kamailio sip-tester iproute2 nftables
+           procps python3 netcat-openbsd)
+fi
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+SUDO=
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,213 @@
+/*
+ * config_load: the daemon configuration schema, its defaults and address parsing.
+ *
+ * Loading is all-or-nothing: the walk runs on a scratch copy and *cfg is replaced only when
+ * the whole file was accepted, so a bad reload leaves the running configuration alone.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config_internal.h"
+#include "sipedge/config.h"
+#include "sipedge/log.h"
+
+#define C struct config
+
+/* Indexed by enum log_level. */
+static const char *const config_log_levels[] = {"error", "warn", "info", "debug", NULL};
+
+static const struct yaml_walk_field config_listen_schema[] = {
+    YAML_WALK_FIELD_ADDR_LIST(C, "udp", listen_udp, n_listen_udp, 1),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field config_core_schema[] = {
+    YAML_WALK_FIELD_ADDR(C, "address", core),
+    YAML_WALK_FIELD_ADDR_LIST(C, "peers", core_peers, n_core_peers, 0),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field config_embedded_schema[] = {
+    YAML_WALK_FIELD_ADDR(C, "listen", embedded_listen),
+    YAML_WALK_FIELD_PATH(C, "users", users_file),
+    YAML_WALK_FIELD_STRING(C, "realm", realm),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field config_registrar_schema[] = {
+    YAML_WALK_FIELD_ADDR_FLAG(C, "address", registrar, has_external_registrar),
+    YAML_WALK_FIELD_MAP("embedded", config_embedded_schema),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field config_flow_schema[] = {
+    YAML_WALK_FIELD_HEX32_FLAG(C, "key", flow_key, has_flow_key),
+    YAML_WALK_FIELD_HEX32_FLAG(C, "previous_key", flow_key_prev, has_flow_key_prev),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field config_log_schema[] = {
+    YAML_WALK_FIELD_ENUM(C, "level", log_level, config_log_levels),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field config_schema[] = {
+    YAML_WALK_FIELD_MAP("listen", config_listen_schema),
+    YAML_WALK_FIELD_MAP("core", config_core_schema),
+    YAML_WALK_FIELD_MAP("registrar", config_registrar_schema),
+    YAML_WALK_FIELD_STR_LIST(C, "domains", domains, n_domains),
+    YAML_WALK_FIELD_MAP("flow", config_flow_schema),
+    YAML_WALK_FIELD_PATH(C, "policy", policy_dir),
+    YAML_WALK_FIELD_MAP("log", config_log_schema),
+    YAML_WALK_FIELD_U32(C, "workers", workers, 0, 256),
+    YAML_WALK_FIELD_END,
+};
+
+#undef C
+
+/* Literal defaults always parse; a failure here is a programming error caught by tests. */
+static void config_addr_default(struct config_addr *addr, const char *text)
+{
+    if (config_addr_parse(text, addr) != 0)
+        abort();
+}
+
+void config_defaults(struct config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    config_addr_default(&cfg->listen_udp[0], "0.0.0.0:5060");
+    cfg->n_listen_udp = 1;
+    config_addr_default(&cfg->core, "127.0.0.1:5070");
+    config_addr_default(&cfg->embedded_listen, "127.0.0.1:5080");
+    cfg->registrar = cfg->embedded_listen;
+    cfg->has_external_registrar = false;
+    snprintf(cfg->realm, sizeof(cfg->realm), "sipedge");
+    snprintf(cfg->policy_dir, sizeof(cfg->policy_dir), "policies/default");
+    cfg->log_level = LOG_LEVEL_INFO;
+    cfg->workers = 1;
+}
+
+/* Port: 1..65535, decimal digits only (no sign, no spaces). */
+static int parse_port(const char *s, uint16_t *out)
+{
+    unsigned v = 0;
+    size_t n = 0;
+    for (; s[n] != '\0'; n++) {
+        if (s[n] < '0' || s[n] > '9' || n >= 5)
+            return -EINVAL;
+        v = v * 10 + (unsigned)(s[n] - '0');
+    }
+    if (n == 0 || v == 0 || v > 65535)
+        return -EINVAL;
+    *out = (uint16_t)v;
+    return 0;
+}
+
+int config_addr_parse(const char *s, struct config_addr *out)
+{
+    if (s == NULL || out == NULL)
+        return -EINVAL;
+
+    struct config_addr a;
+    memset(&a, 0, sizeof(a));
+    char host[INET6_ADDRSTRLEN];
+    const char *port;
+
+    if (s[0] == '[') {
+        const char *close = strchr(s, ']');
+        if (close == NULL || close[1] != ':')
+            return -EINVAL;
+        size_t n = (size_t)(close - (s + 1));
+        if (n == 0 || n >= sizeof(host))
+            return -EINVAL;
+        memcpy(host, s + 1, n);
+        host[n] = '\0';
+        port = close + 2;
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&a.ss;
+        if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+            return -EINVAL;
+        if (parse_port(port, &a.port) != 0)
+            return -EINVAL;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(a.port);
+        a.len = sizeof(*sin6);
+        /* Canonical text, so logs and URIs print one spelling per address. */
+        char canon[INET6_ADDRSTRLEN];
+        inet_ntop(AF_INET6, &sin6->sin6_addr, canon, sizeof(canon));
+        snprintf(a.host, sizeof(a.host), "[%s]", canon);
+    } else {
+        /* Exactly one colon: an unbracketed IPv6 address would be ambiguous with a port. */
+        const char *colon = strchr(s, ':');
+        if (colon == NULL || strchr(colon + 1, ':') != NULL)
+            return -EINVAL;
+        size_t n = (size_t)(colon - s);
+        if (n == 0 || n >= sizeof(host))
+            return -EINVAL;
+        memcpy(host, s, n);
+        host[n] = '\0';
+        port = colon + 1;
+        struct sockaddr_in *sin = (struct sockaddr_in *)&a.ss;
+        if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+            return -EINVAL;
+        if (parse_port(port, &a.port) != 0)
+            return -EINVAL;
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(a.port);
+        a.len = sizeof(*sin);
+        inet_ntop(AF_INET, &sin->sin_addr, a.host, sizeof(a.host));
+    }
+    snprintf(a.text, sizeof(a.text), "%s:%u", a.host, (unsigned)a.port);
+    *out = a;
+    return 0;
+}
+
+int config_load_string(struct config *cfg, const char *name, const char *text, size_t len,
+                       char *err, size_t errcap)
+{
+    if (cfg == NULL || (text == NULL && len > 0))
+        return -EINVAL;
+    if (name == NULL)
+        name = "<config>";
+
+    char dir[CONFIG_PATH_MAX];
+    if (yaml_walk_dirname(name, dir, sizeof(dir)) != 0) {
+        snprintf(err, errcap, "%s: path too long", name);
+        return -ENAMETOOLONG;
+    }
+
+    struct config *tmp = malloc(sizeof(*tmp));
+    if (tmp == NULL) {
+        snprintf(err, errcap, "%s: out of memory", name);
+        return -ENOMEM;
+    }
+    *tmp = *cfg;
+    struct yaml_walk_src src = {.name = name, .text = text, .len = len, .base_dir = dir};
+    int rc = yaml_walk_run(config_schema, tmp, &src, err, errcap);
+    if (rc != 0)
+        goto out;
+    /* Without an external registrar, REGISTERs go to the embedded one. */
+    if (!tmp->has_external_registrar)
+        tmp->registrar = tmp->embedded_listen;
+    *cfg = *tmp;
+out:
+    free(tmp);
+    return rc;
+}
+
+int config_load_file(struct config *cfg, const char *path, char *err, size_t errcap)
+{
+    if (cfg == NULL || path == NULL)
+        return -EINVAL;
+    char *text = NULL;
+    size_t len = 0;
+    int rc = yaml_walk_read_file(path, &text, &len, err, errcap);
+    if (rc != 0)
+        return rc;
+    rc = config_load_string(cfg, path, text, len, err, errcap);
+    free(text);
+    return rc;
+}

@@ -1,0 +1,288 @@
+/*
+ * policy_load: the policy schema, its defaults, and loading a policy directory.
+ *
+ * A policy directory holds any number of *.yaml files applied in name order over the
+ * defaults ("10-base.yaml", then "20-site.yaml"). Each file may set any subset of keys.
+ * Cross-field rules (min_expires <= default_expires <= max_expires) are checked once, on
+ * the merged result, so a value may be split across files; an error points at the key
+ * that was set last among those involved, which is the one an operator just edited.
+ *
+ * To add a knob: add the field to struct policy, a default in policy_defaults, a line in
+ * the schema table below, a commented entry in policies/default/policy.yaml and a row in
+ * docs/CONFIG.md. Ordering rules between fields go in policy_orders.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config_internal.h"
+#include "sipedge/config.h"
+
+#define P struct policy
+
+static const struct yaml_walk_field policy_limits_schema[] = {
+    YAML_WALK_FIELD_U32(P, "max_message_bytes", max_message_bytes, 1024, 65535),
+    YAML_WALK_FIELD_U32(P, "max_headers", max_headers, 8, 256),
+    YAML_WALK_FIELD_U32(P, "max_flows", max_flows, 16, 4194304),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_registrar_schema[] = {
+    YAML_WALK_FIELD_U32(P, "min_expires", min_expires_s, 1, 86400),
+    YAML_WALK_FIELD_U32(P, "max_expires", max_expires_s, 60, 604800),
+    YAML_WALK_FIELD_U32(P, "default_expires", default_expires_s, 1, 604800),
+    YAML_WALK_FIELD_U32(P, "max_bindings", max_bindings, 1, 10000000),
+    YAML_WALK_FIELD_U32(P, "max_contacts_per_aor", max_contacts_per_aor, 1, 1000),
+    YAML_WALK_FIELD_U32(P, "nonce_ttl", nonce_ttl_s, 10, 86400),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_flows_schema[] = {
+    YAML_WALK_FIELD_U32(P, "idle_timeout", flow_idle_timeout_s, 10, 86400),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_schema[] = {
+    YAML_WALK_FIELD_MAP("limits", policy_limits_schema),
+    YAML_WALK_FIELD_MAP("registrar", policy_registrar_schema),
+    YAML_WALK_FIELD_MAP("flows", policy_flows_schema),
+    YAML_WALK_FIELD_END,
+};
+
+/* "lo <= hi" rules between uint32_t fields, checked after all files are merged. */
+struct policy_order {
+    size_t lo_off, hi_off;
+    const char *lo_key, *hi_key;
+};
+
+static const struct policy_order policy_orders[] = {
+    {offsetof(P, min_expires_s), offsetof(P, default_expires_s), "registrar.min_expires",
+     "registrar.default_expires"},
+    {offsetof(P, default_expires_s), offsetof(P, max_expires_s), "registrar.default_expires",
+     "registrar.max_expires"},
+};
+
+#undef P
+
+#define POLICY_TRACK_MAX 64
+#define POLICY_FILES_MAX 256
+
+/* Where a field was last set, so cross-field errors can point at a file position. */
+struct policy_origin {
+    size_t off;
+    char name[CONFIG_PATH_MAX];
+    size_t line, col;
+    unsigned seq;
+};
+
+struct policy_track {
+    const char *name; /* file being walked */
+    struct policy_origin origin[POLICY_TRACK_MAX];
+    unsigned n_origin;
+    unsigned seq;
+};
+
+void policy_defaults(struct policy *pol)
+{
+    memset(pol, 0, sizeof(*pol));
+    pol->max_message_bytes = 65535;
+    pol->max_headers = 64;
+    pol->max_flows = 65536;
+    pol->min_expires_s = 60;
+    pol->max_expires_s = 3600;
+    pol->default_expires_s = 3600;
+    pol->max_bindings = 100000;
+    pol->max_contacts_per_aor = 10;
+    pol->nonce_ttl_s = 300;
+    pol->flow_idle_timeout_s = 300;
+}
+
+static struct policy_origin *policy_origin_find(struct policy_track *t, size_t off)
+{
+    for (unsigned i = 0; i < t->n_origin; i++)
+        if (t->origin[i].off == off)
+            return &t->origin[i];
+    return NULL;
+}
+
+static void on_policy_field(void *arg, const struct yaml_walk_field *field, const char *path,
+                            size_t line, size_t col)
+{
+    (void)path;
+    struct policy_track *t = arg;
+    struct policy_origin *o = policy_origin_find(t, field->off);
+    if (o == NULL) {
+        if (t->n_origin == POLICY_TRACK_MAX)
+            return;
+        o = &t->origin[t->n_origin++];
+        o->off = field->off;
+    }
+    snprintf(o->name, sizeof(o->name), "%s", t->name);
+    o->line = line;
+    o->col = col;
+    o->seq = ++t->seq;
+}
+
+static uint32_t policy_u32_at(const struct policy *pol, size_t off)
+{
+    uint32_t v;
+    memcpy(&v, (const unsigned char *)pol + off, sizeof(v));
+    return v;
+}
+
+static int policy_check(const struct policy *pol, struct policy_track *t, const char *fallback,
+                        char *err, size_t errcap)
+{
+    for (size_t i = 0; i < sizeof(policy_orders) / sizeof(policy_orders[0]); i++) {
+        const struct policy_order *r = &policy_orders[i];
+        uint32_t lo = policy_u32_at(pol, r->lo_off), hi = policy_u32_at(pol, r->hi_off);
+        if (lo <= hi)
+            continue;
+        const struct policy_origin *olo = policy_origin_find(t, r->lo_off);
+        const struct policy_origin *ohi = policy_origin_find(t, r->hi_off);
+        bool blame_lo = olo != NULL && (ohi == NULL || olo->seq > ohi->seq);
+        const struct policy_origin *o = blame_lo ? olo : ohi;
+        const char *name = o ? o->name : fallback;
+        size_t line = o ? o->line : 1, col = o ? o->col : 1;
+        if (blame_lo)
+            yaml_walk_error(err, errcap, name, line, col,
+                            "'%s' (%u) must not be greater than '%s' (%u)", r->lo_key,
+                            (unsigned)lo, r->hi_key, (unsigned)hi);
+        else
+            yaml_walk_error(err, errcap, name, line, col,
+                            "'%s' (%u) must not be less than '%s' (%u)", r->hi_key,
+                            (unsigned)hi, r->lo_key, (unsigned)lo);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int policy_walk(struct policy *tmp, struct policy_track *t, const char *name,
+                       const char *text, size_t len, char *err, size_t errcap)
+{
+    char dir[CONFIG_PATH_MAX];
+    if (yaml_walk_dirname(name, dir, sizeof(dir)) != 0) {
+        snprintf(err, errcap, "%s: path too long", name);
+        return -ENAMETOOLONG;
+    }
+    t->name = name;
+    struct yaml_walk_src src = {.name = name,
+                                .text = text,
+                                .len = len,
+                                .base_dir = dir,
+                                .on_field = on_policy_field,
+                                .cb_arg = t};
+    return yaml_walk_run(policy_schema, tmp, &src, err, errcap);
+}
+
+int policy_load_string(struct policy *pol, const char *name, const char *text, size_t len,
+                       char *err, size_t errcap)
+{
+    if (pol == NULL || (text == NULL && len > 0))
+        return -EINVAL;
+    if (name == NULL)
+        name = "<policy>";
+
+    struct policy tmp = *pol;
+    struct policy_track *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        snprintf(err, errcap, "%s: out of memory", name);
+        return -ENOMEM;
+    }
+    int rc = policy_walk(&tmp, t, name, text, len, err, errcap);
+    if (rc == 0)
+        rc = policy_check(&tmp, t, name, err, errcap);
+    if (rc == 0)
+        *pol = tmp;
+    free(t);
+    return rc;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static bool is_policy_file(const char *name)
+{
+    size_t n = strlen(name);
+    return name[0] != '.' && n > 5 && strcmp(name + n - 5, ".yaml") == 0;
+}
+
+int policy_load_dir(struct policy *pol, const char *dir, char *err, size_t errcap)
+{
+    if (pol == NULL || dir == NULL)
+        return -EINVAL;
+
+    int rc = 0;
+    char **names = NULL;
+    size_t n_names = 0;
+    char *text = NULL;
+    struct policy_track *t = NULL;
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        rc = -errno;
+        snprintf(err, errcap, "%s: cannot open policy directory: %s", dir, strerror(-rc));
+        goto out;
+    }
+    names = calloc(POLICY_FILES_MAX, sizeof(*names));
+    t = calloc(1, sizeof(*t));
+    if (names == NULL || t == NULL) {
+        rc = -ENOMEM;
+        snprintf(err, errcap, "%s: out of memory", dir);
+        goto out;
+    }
+    for (struct dirent *e; (e = readdir(d)) != NULL;) {
+        if (!is_policy_file(e->d_name))
+            continue;
+        if (n_names == POLICY_FILES_MAX) {
+            rc = -EINVAL;
+            snprintf(err, errcap, "%s: too many policy files (limit %d)", dir, POLICY_FILES_MAX);
+            goto out;
+        }
+        names[n_names] = strdup(e->d_name);
+        if (names[n_names] == NULL) {
+            rc = -ENOMEM;
+            snprintf(err, errcap, "%s: out of memory", dir);
+            goto out;
+        }
+        n_names++;
+    }
+    qsort(names, n_names, sizeof(*names), cmp_names);
+
+    struct policy tmp;
+    policy_defaults(&tmp);
+    for (size_t i = 0; i < n_names; i++) {
+        char path[CONFIG_PATH_MAX];
+        const char *sep = dir[0] != '\0' && dir[strlen(dir) - 1] != '/' ? "/" : "";
+        int n = snprintf(path, sizeof(path), "%s%s%s", dir, sep, names[i]);
+        if (n < 0 || (size_t)n >= sizeof(path)) {
+            rc = -ENAMETOOLONG;
+            snprintf(err, errcap, "%s: path too long for '%s'", dir, names[i]);
+            goto out;
+        }
+        size_t len = 0;
+        rc = yaml_walk_read_file(path, &text, &len, err, errcap);
+        if (rc != 0)
+            goto out;
+        rc = policy_walk(&tmp, t, path, text, len, err, errcap);
+        free(text);
+        text = NULL;
+        if (rc != 0)
+            goto out;
+    }
+    rc = policy_check(&tmp, t, dir, err, errcap);
+    if (rc == 0)
+        *pol = tmp;
+out:
+    if (d != NULL)
+        closedir(d);
+    for (size_t i = 0; i < n_names; i++)
+        free(names[i]);
+    free(names);
+    free(text);
+    free(t);
+    return rc;
+}

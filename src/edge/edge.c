@@ -1,0 +1,816 @@
+/*
+ * edge: decisions for every datagram, and the rewrites they need.
+ *
+ * Public side (untrusted):  requests are checked, then relayed to the registrar with
+ *   our Via (flow token in ;fl=), received/rport on the client's Via (RFC 3581),
+ *   Max-Forwards, and for REGISTER a Path with the flow token (RFC 3327, RFC 5626 §5.1).
+ *   Responses are accepted only when their top Via is one we added for an inbound
+ *   request; they go on to the next Via over the core socket.
+ * Core side (trusted peers only): responses are routed by the flow token in our Via;
+ *   requests whose top Route carries our flow token are delivered to that flow
+ *   (RFC 5626 §5.3: 403 for a token that fails its MAC, 430 for a flow that is gone).
+ */
+#include "sipedge/edge.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "sipedge/flow_table.h"
+#include "sipedge/log.h"
+#include "sipedge/sip_build.h"
+#include "sipedge/sip_check.h"
+#include "sipedge/sip_hdr.h"
+#include "sipedge/sip_msg.h"
+#include "sipedge/sip_reply.h"
+
+#define EDGE_MAX_HDRS 256
+#define EDGE_TX_MIN 65535
+/* Our inbound Via branches start with this, so a client response can be recognised. */
+#define EDGE_BRANCH_IN "z9hG4bKsE"
+#define EDGE_BRANCH_OUT "z9hG4bKsO"
+
+struct edge {
+    const struct config *cfg;
+    struct policy pol;
+    struct flow_token_keys *keys;
+    struct flow_table *flows;
+    struct edge_out out;
+    struct edge_stats st;
+    uint64_t last_sweep_ms;
+    struct sip_hdr hdrs[EDGE_MAX_HDRS];
+    char pub_host[CONFIG_MAX_LISTEN][64]; /* host:port for our inbound Via per socket */
+};
+
+/* ---- small helpers ------------------------------------------------------------------ */
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+#define FNV_INIT 14695981039346656037ull
+
+static void addr_ip(const struct sockaddr *sa, char *ip, size_t cap, unsigned *port)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, ip, (socklen_t)cap);
+        *port = ntohs(in->sin_port);
+    } else {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, (socklen_t)cap);
+        *port = ntohs(in6->sin6_port);
+    }
+}
+
+static bool sockaddr_eq(const struct sockaddr *a, const struct sockaddr *b)
+{
+    if (a->sa_family != b->sa_family)
+        return false;
+    if (a->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
+    }
+    return false;
+}
+
+/* Parses a numeric host (IPv6 in brackets) and port into a socket address. */
+static int host_port_to_addr(struct slice host, uint16_t port, union flow_addr *out)
+{
+    char tmp[64];
+    if (host.len == 0 || host.len >= sizeof(tmp))
+        return -EINVAL;
+    memset(out, 0, sizeof(*out));
+    if (host.p[0] == '[') {
+        if (host.len < 3 || host.p[host.len - 1] != ']')
+            return -EINVAL;
+        memcpy(tmp, host.p + 1, host.len - 2);
+        tmp[host.len - 2] = '\0';
+        if (inet_pton(AF_INET6, tmp, &out->in6.sin6_addr) != 1)
+            return -EINVAL;
+        out->in6.sin6_family = AF_INET6;
+        out->in6.sin6_port = htons(port ? port : 5060);
+        return 0;
+    }
+    memcpy(tmp, host.p, host.len);
+    tmp[host.len] = '\0';
+    if (inet_pton(AF_INET, tmp, &out->in.sin_addr) != 1)
+        return -EINVAL;
+    out->in.sin_family = AF_INET;
+    out->in.sin_port = htons(port ? port : 5060);
+    return 0;
+}
+
+/* True when host:port names the config address a (numeric compare). */
+static bool hostport_is(struct slice host, uint16_t port, const struct config_addr *a)
+{
+    union flow_addr x;
+    if (host_port_to_addr(host, port, &x) < 0)
+        return false;
+    return sockaddr_eq(&x.sa, (const struct sockaddr *)&a->ss);
+}
+
+static bool is_core_peer(const struct edge *e, const struct sockaddr *src)
+{
+    if (sockaddr_eq(src, (const struct sockaddr *)&e->cfg->registrar.ss))
+        return true;
+    for (unsigned i = 0; i < e->cfg->n_core_peers; i++) {
+        if (sockaddr_eq(src, (const struct sockaddr *)&e->cfg->core_peers[i].ss))
+            return true;
+    }
+    return false;
+}
+
+static struct sip_limits edge_limits(const struct edge *e)
+{
+    struct sip_limits lim = {.max_msg_bytes = e->pol.max_message_bytes,
+                             .max_headers = e->pol.max_headers};
+    if (lim.max_headers > EDGE_MAX_HDRS)
+        lim.max_headers = EDGE_MAX_HDRS;
+    return lim;
+}
+
+/* ---- stateless replies ---------------------------------------------------------------- */
+
+static void reply(struct edge *e, uint8_t sock, const struct sockaddr *dst,
+                  const struct sip_msg *req, int status, const char *reason, const char *extra)
+{
+    if (req->is_request && req->method_id == SIP_METHOD_ACK)
+        return; /* ACK is never answered (RFC 3261 §17.2.3) */
+    char ip[INET6_ADDRSTRLEN];
+    unsigned port;
+    addr_ip(dst, ip, sizeof(ip), &port);
+    struct sip_reply_opts o = {.received = ip, .rport = port, .to_tag = NULL, .extra = extra};
+    size_t cap;
+    char *buf = e->out.reserve(e->out.ctx, &cap);
+    int n = sip_reply_build(req, status, reason, &o, buf, cap);
+    if (n <= 0)
+        return;
+    e->out.commit(e->out.ctx, sock, dst, (size_t)n);
+}
+
+/* ---- rewriting helpers ---------------------------------------------------------------- */
+
+/* Derives our branch from the incoming one (RFC 3261 §16.11) so that retransmissions of
+ * a request map to the same branch, and different transactions to different ones. */
+static void derive_branch(const struct sip_msg *m, const struct sip_via *via,
+                          const struct sockaddr *src, char out[17])
+{
+    uint64_t h = FNV_INIT;
+    if (via->branch.len > 7 && slice_case_prefix(via->branch, "z9hG4bK")) {
+        h = fnv1a(h, via->branch.p, via->branch.len);
+    } else {
+        /* RFC 2543 peer: hash what identifies the transaction. */
+        const struct sip_hdr *hs[] = {sip_msg_hdr(m, SIP_HDR_CALL_ID), sip_msg_hdr(m, SIP_HDR_CSEQ),
+                                      sip_msg_hdr(m, SIP_HDR_FROM), sip_msg_hdr(m, SIP_HDR_TO)};
+        for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++) {
+            if (hs[i])
+                h = fnv1a(h, hs[i]->value.p, hs[i]->value.len);
+        }
+        h = fnv1a(h, m->ruri.p, m->ruri.len);
+    }
+    h = fnv1a(h, via->host.p, via->host.len);
+    if (src->sa_family == AF_INET)
+        h = fnv1a(h, &((const struct sockaddr_in *)src)->sin_addr, 6);
+    else
+        h = fnv1a(h, &((const struct sockaddr_in6 *)src)->sin6_addr, 18);
+    h = fnv1a(h, m->method.p, m->method.len);
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+/*
+ * Writes the client's top Via element with received= and a filled rport= (RFC 3581 §4),
+ * dropping any received/rport the client put there itself.
+ */
+static void build_client_via(struct sip_build *b, const struct sip_via *via,
+                             const struct sockaddr *src)
+{
+    const char *start = via->raw.p;
+    const char *pstart = via->params.raw.len ? via->params.raw.p : via->raw.p + via->raw.len;
+    sip_build_mem(b, start, (size_t)(pstart - start));
+    struct slice rest = via->params.raw;
+    bool had_rport = false;
+    while (rest.len) {
+        /* rest starts at ';' */
+        size_t i = 1;
+        while (i < rest.len && rest.p[i] != ';')
+            i++;
+        struct slice seg = slice_make(rest.p, i);
+        struct slice name = slice_make(seg.p + 1, seg.len - 1);
+        long eq = slice_find(name, '=');
+        if (eq >= 0)
+            name.len = (size_t)eq;
+        name = slice_trim(name);
+        if (slice_case_eq_str(name, "rport"))
+            had_rport = true;
+        else if (!slice_case_eq_str(name, "received"))
+            sip_build_mem(b, seg.p, seg.len);
+        rest = slice_make(rest.p + i, rest.len - i);
+    }
+    char ip[INET6_ADDRSTRLEN];
+    unsigned port;
+    addr_ip(src, ip, sizeof(ip), &port);
+    sip_build_str(b, ";received=");
+    sip_build_str(b, ip);
+    if (had_rport) {
+        sip_build_str(b, ";rport=");
+        sip_build_u32(b, port);
+    }
+}
+
+/* What to do with the headers of a message being copied. */
+struct copy_plan {
+    const struct sip_hdr *top_via;   /* rewrite its first element (client Via) ... */
+    const struct sip_via *via;       /* ... as parsed */
+    const struct sockaddr *via_src;  /* ... with this source */
+    const struct sip_hdr *pop_via;   /* drop the first element of this Via line */
+    struct slice pop_via_rest;       /* what follows that element */
+    const struct sip_hdr *pop_route; /* drop the first element of this Route line */
+    struct slice pop_route_rest;
+    uint32_t mf;                     /* new Max-Forwards value */
+    bool strip_identity;             /* drop P-Asserted-/P-Preferred-Identity */
+};
+
+/* Copies a header line replacing its value by rest (the elements after the first). */
+static void copy_line_rest(struct sip_build *b, const struct sip_msg *m,
+                           const struct sip_hdr *h, struct slice rest)
+{
+    rest = slice_trim(rest);
+    if (rest.len && rest.p[0] == ',')
+        rest = slice_trim(slice_make(rest.p + 1, rest.len - 1));
+    if (!rest.len)
+        return; /* the line held one element: drop it whole */
+    sip_build_mem(b, m->buf + h->off, (size_t)(h->value.p - (m->buf + h->off)));
+    sip_build_slice(b, rest);
+    sip_build_str(b, "\r\n");
+}
+
+static void copy_headers(struct sip_build *b, const struct sip_msg *m,
+                         const struct copy_plan *plan)
+{
+    for (uint16_t i = 0; i < m->n_hdrs; i++) {
+        const struct sip_hdr *h = &m->hdrs[i];
+        const char *line = m->buf + h->off;
+        if (h == plan->top_via) {
+            sip_build_mem(b, line, (size_t)(plan->via->raw.p - line));
+            build_client_via(b, plan->via, plan->via_src);
+            const char *after = plan->via->raw.p + plan->via->raw.len;
+            sip_build_mem(b, after, (size_t)(line + h->line_len - after));
+            continue;
+        }
+        if (h == plan->pop_via) {
+            copy_line_rest(b, m, h, plan->pop_via_rest);
+            continue;
+        }
+        if (h == plan->pop_route) {
+            copy_line_rest(b, m, h, plan->pop_route_rest);
+            continue;
+        }
+        if (h->id == SIP_HDR_MAX_FORWARDS) {
+            sip_build_mem(b, line, (size_t)(h->value.p - line));
+            sip_build_u32(b, plan->mf);
+            sip_build_str(b, "\r\n");
+            continue;
+        }
+        if (plan->strip_identity &&
+            (h->id == SIP_HDR_P_ASSERTED_IDENTITY || h->id == SIP_HDR_P_PREFERRED_IDENTITY))
+            continue;
+        sip_build_mem(b, line, h->line_len);
+    }
+    /* The empty line and the body, without any trailing bytes of the datagram. */
+    sip_build_mem(b, m->buf + m->hdr_end, m->len - m->hdr_end);
+}
+
+/* Max-Forwards of a request: 70 when absent (RFC 3261 §16.6 step 3). */
+static int max_forwards(const struct sip_msg *m, uint32_t *mf)
+{
+    const struct sip_hdr *h = sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS);
+    if (!h) {
+        *mf = 70;
+        return 0;
+    }
+    return slice_to_u32(h->value, 255, mf);
+}
+
+static void send_built(struct edge *e, struct sip_build *b, uint8_t sock,
+                       const struct sockaddr *dst)
+{
+    size_t len;
+    if (sip_build_finish(b, &len) < 0) {
+        e->st.tx_overflow++;
+        return;
+    }
+    e->out.commit(e->out.ctx, sock, dst, len);
+}
+
+/* ---- public side ---------------------------------------------------------------------- */
+
+static bool uri_is_ours_public(const struct edge *e, const struct sip_uri *u)
+{
+    for (unsigned i = 0; i < e->cfg->n_listen_udp; i++) {
+        if (hostport_is(u->host, u->port, &e->cfg->listen_udp[i]))
+            return true;
+    }
+    return false;
+}
+
+/* Client request → registrar (REGISTER, with Path) or core proxy (anything else). */
+static void relay_client_request(struct edge *e, uint8_t sock, const struct sip_msg *m,
+                                 const struct sockaddr *src, uint64_t now_ms)
+{
+    const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
+    struct sip_via via;
+    struct slice via_rest;
+    if (sip_via_parse(vh->value, &via, &via_rest) < 0) {
+        e->st.drop_malformed++;
+        e->st.reply_400++;
+        reply(e, sock, src, m, 400, "Bad Via", NULL);
+        return;
+    }
+    uint32_t mf;
+    if (max_forwards(m, &mf) < 0) {
+        e->st.drop_malformed++;
+        e->st.reply_400++;
+        reply(e, sock, src, m, 400, "Bad Max-Forwards", NULL);
+        return;
+    }
+    if (mf == 0) {
+        e->st.reply_483_too_many_hops++;
+        reply(e, sock, src, m, 483, "Too Many Hops", NULL);
+        return;
+    }
+
+    struct flow *f = flow_table_find(e->flows, FLOW_UDP, sock, src);
+    if (f && f->state != FLOW_LIVE) {
+        flow_table_release(e->flows, f); /* a new packet from a dead UDP flow starts over */
+        f = NULL;
+    }
+    if (!f) {
+        int rc = flow_table_add(e->flows, e->keys, FLOW_UDP, sock, src, now_ms, &f);
+        if (rc < 0) {
+            e->st.reply_503_flows_full++;
+            reply(e, sock, src, m, 503, "Service Unavailable", "Retry-After: 30\r\n");
+            return;
+        }
+        e->st.flows_created++;
+    }
+    f->last_rx_ms = now_ms;
+
+    /* A client that uses us as outbound proxy may put our address in a Route. */
+    struct copy_plan plan = {.top_via = vh, .via = &via, .via_src = src, .mf = mf - 1,
+                             .strip_identity = true};
+    const struct sip_hdr *rh = sip_msg_hdr(m, SIP_HDR_ROUTE);
+    struct sip_nameaddr route;
+    struct slice route_rest;
+    if (rh && sip_nameaddr_parse(rh->value, &route, &route_rest) == 0) {
+        struct sip_uri ru;
+        bool is_sip;
+        if (sip_uri_parse(route.uri, &ru, &is_sip) == 0 && is_sip && uri_is_ours_public(e, &ru)) {
+            plan.pop_route = rh;
+            plan.pop_route_rest = route_rest;
+        }
+    }
+
+    char branch[17];
+    derive_branch(m, &via, src, branch);
+    size_t cap;
+    char *buf = e->out.reserve(e->out.ctx, &cap);
+    struct sip_build b;
+    sip_build_init(&b, buf, cap);
+    sip_build_mem(&b, m->buf, m->start_line_len);
+    sip_build_str(&b, "Via: SIP/2.0/UDP ");
+    sip_build_str(&b, e->cfg->core.text);
+    sip_build_str(&b, ";branch=" EDGE_BRANCH_OUT);
+    sip_build_str(&b, branch);
+    sip_build_str(&b, ";fl=");
+    sip_build_mem(&b, f->token, f->token_len);
+    sip_build_str(&b, "\r\n");
+    if (m->method_id == SIP_METHOD_REGISTER) {
+        /* RFC 5626 §5.1: ;ob only as the first hop (one Via) when the client asked for
+         * outbound (a Contact with reg-id). */
+        bool ob = false;
+        if (m->count[SIP_HDR_VIA] == 1 && via_rest.len == 0) {
+            for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch && !ob;
+                 ch = sip_msg_hdr_next(m, ch)) {
+                struct slice rest = ch->value;
+                struct sip_nameaddr c;
+                while (rest.len && sip_nameaddr_parse(rest, &c, &rest) == 0) {
+                    struct slice v;
+                    if (sip_params_get(c.params, "reg-id", &v)) {
+                        ob = true;
+                        break;
+                    }
+                }
+            }
+        }
+        sip_build_str(&b, "Path: <sip:");
+        sip_build_mem(&b, f->token, f->token_len);
+        sip_build_str(&b, "@");
+        sip_build_str(&b, e->cfg->core.text);
+        sip_build_str(&b, ob ? ";lr;ob>\r\n" : ";lr>\r\n");
+        bool has_path_tag = false;
+        for (const struct sip_hdr *sh = sip_msg_hdr(m, SIP_HDR_SUPPORTED); sh && !has_path_tag;
+             sh = sip_msg_hdr_next(m, sh))
+            has_path_tag = sip_tag_list_has(sh->value, "path");
+        if (!has_path_tag)
+            sip_build_str(&b, "Supported: path\r\n");
+    }
+    if (!sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS)) {
+        sip_build_str(&b, "Max-Forwards: ");
+        sip_build_u32(&b, plan.mf);
+        sip_build_str(&b, "\r\n");
+    }
+    copy_headers(&b, m, &plan);
+    if (m->method_id == SIP_METHOD_REGISTER)
+        e->st.relayed_register++;
+    else
+        e->st.relayed_request++;
+    send_built(e, &b, EDGE_SOCK_CORE, (const struct sockaddr *)&e->cfg->registrar.ss);
+}
+
+/* Client response to a request we delivered: pop our Via, on to the next Via. */
+static void relay_client_response(struct edge *e, uint8_t sock, const struct sip_msg *m,
+                                  const struct sockaddr *src)
+{
+    const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
+    struct sip_via ours, next;
+    struct slice rest;
+    if (!vh || sip_via_parse(vh->value, &ours, &rest) < 0 ||
+        !slice_case_prefix(ours.branch, EDGE_BRANCH_IN)) {
+        e->st.drop_stray_response++;
+        return;
+    }
+    /* The next Via is the rest of this line or the next Via line. */
+    struct slice nrest = slice_trim(rest);
+    if (nrest.len && nrest.p[0] == ',')
+        nrest = slice_make(nrest.p + 1, nrest.len - 1);
+    const struct sip_hdr *nh = vh;
+    if (!slice_trim(nrest).len) {
+        nh = sip_msg_hdr_next(m, vh);
+        if (!nh) {
+            e->st.drop_stray_response++;
+            return;
+        }
+        nrest = nh->value;
+    }
+    struct slice dummy;
+    if (sip_via_parse(nrest, &next, &dummy) < 0) {
+        e->st.drop_stray_response++;
+        return;
+    }
+    uint32_t port = next.port;
+    if (next.rport.len)
+        slice_to_u32(next.rport, 65535, &port);
+    union flow_addr dst;
+    struct slice host = next.received.len ? next.received : next.host;
+    if (host_port_to_addr(host, (uint16_t)port, &dst) < 0 || !is_core_peer(e, &dst.sa)) {
+        e->st.drop_stray_response++;
+        return;
+    }
+    if (m->status == 100) {
+        e->st.drop_100_trying++;
+        return;
+    }
+    struct flow *f = flow_table_find(e->flows, FLOW_UDP, sock, src);
+    if (f)
+        f->last_rx_ms = f->last_rx_ms; /* responses keep the flow as alive as requests */
+    size_t cap;
+    char *buf = e->out.reserve(e->out.ctx, &cap);
+    struct sip_build b;
+    sip_build_init(&b, buf, cap);
+    sip_build_mem(&b, m->buf, m->start_line_len);
+    struct copy_plan plan = {.pop_via = vh, .pop_via_rest = rest, .mf = 0};
+    /* Responses carry no Max-Forwards to rewrite; keep any as received. */
+    const struct sip_hdr *mfh = sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS);
+    if (mfh)
+        slice_to_u32(mfh->value, 255, &plan.mf);
+    copy_headers(&b, m, &plan);
+    e->st.relayed_response_to_core++;
+    send_built(e, &b, EDGE_SOCK_CORE, &dst.sa);
+}
+
+void edge_rx_public(struct edge *e, uint8_t sock, const char *buf, size_t len,
+                    const struct sockaddr *src, uint64_t now_ms)
+{
+    e->st.rx_public++;
+    if (len == 0)
+        return;
+    /* RFC 5626 §4.4.1 style keepalive: CRLFCRLF answered with CRLF, lone CRLF ignored. */
+    if (buf[0] == '\r' || buf[0] == '\n') {
+        if (len == 4 && memcmp(buf, "\r\n\r\n", 4) == 0) {
+            size_t cap;
+            char *out = e->out.reserve(e->out.ctx, &cap);
+            memcpy(out, "\r\n", 2);
+            e->out.commit(e->out.ctx, sock, src, 2);
+            e->st.keepalive_pong++;
+            struct flow *f = flow_table_find(e->flows, FLOW_UDP, sock, src);
+            if (f)
+                f->last_rx_ms = now_ms;
+            return;
+        }
+        if (len <= 4)
+            return;
+    }
+    struct sip_msg m;
+    struct sip_err err = {0, NULL};
+    struct sip_limits lim = edge_limits(e);
+    int rc = sip_msg_parse(&m, buf, len, e->hdrs, &lim, &err);
+    if (rc == -EMSGSIZE) {
+        e->st.drop_oversize++;
+        /* Answer 513 when the headers can be read at all (RFC 3261 §21.5.14). */
+        struct sip_limits big = {.max_msg_bytes = 65535, .max_headers = lim.max_headers};
+        struct sip_err err2;
+        if (len <= 65535 && sip_msg_parse(&m, buf, len, e->hdrs, &big, &err2) == 0 &&
+            m.is_request) {
+            e->st.reply_513_too_large++;
+            reply(e, sock, src, &m, 513, "Message Too Large", NULL);
+        }
+        return;
+    }
+    if (rc < 0) {
+        if (err.status == 0) {
+            e->st.drop_not_sip++;
+            return;
+        }
+        e->st.drop_malformed++;
+        if (m.is_request && err.status >= 400) {
+            e->st.reply_400++;
+            reply(e, sock, src, &m, err.status, err.reason ? err.reason : "Bad Request", NULL);
+        }
+        return;
+    }
+    if (!m.is_request) {
+        relay_client_response(e, sock, &m, src);
+        return;
+    }
+    if (sip_check_msg(&m, &err) < 0) {
+        e->st.drop_malformed++;
+        e->st.reply_400++;
+        reply(e, sock, src, &m, err.status ? err.status : 400,
+              err.reason ? err.reason : "Bad Request", NULL);
+        return;
+    }
+    relay_client_request(e, sock, &m, src, now_ms);
+}
+
+/* ---- core side ------------------------------------------------------------------------ */
+
+/* Registrar response → client, by the flow token in our Via. */
+static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_t now_ms)
+{
+    const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
+    struct sip_via ours;
+    struct slice rest;
+    struct slice tok;
+    if (!vh || sip_via_parse(vh->value, &ours, &rest) < 0 ||
+        !slice_case_prefix(ours.branch, EDGE_BRANCH_OUT) ||
+        !hostport_is(ours.host, ours.port, &e->cfg->core) ||
+        !sip_params_get(ours.params, "fl", &tok)) {
+        e->st.drop_stray_response++;
+        return;
+    }
+    struct flow_token_fields tf;
+    if (flow_token_decode(e->keys, tok, &tf) < 0) {
+        e->st.drop_stray_response++;
+        return;
+    }
+    struct flow *f = flow_table_get(e->flows, tf.slot, tf.gen);
+    if (!f || f->state != FLOW_LIVE) {
+        e->st.drop_dead_flow_response++;
+        return;
+    }
+    if (m->status == 100) {
+        e->st.drop_100_trying++;
+        return;
+    }
+    /* A 2xx to REGISTER keeps the flow at least as long as the longest binding. */
+    const struct sip_hdr *cseq = sip_msg_hdr(m, SIP_HDR_CSEQ);
+    uint32_t seq;
+    struct slice method;
+    if (m->status >= 200 && m->status < 300 && cseq &&
+        sip_cseq_parse(cseq->value, &seq, &method) == 0 &&
+        slice_eq(method, SLICE_LIT("REGISTER"))) {
+        uint32_t max_exp = 0;
+        const struct sip_hdr *eh = sip_msg_hdr(m, SIP_HDR_EXPIRES);
+        uint32_t hdr_exp = 0;
+        if (eh)
+            sip_expires_parse(eh->value, &hdr_exp);
+        for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch;
+             ch = sip_msg_hdr_next(m, ch)) {
+            struct slice r = ch->value;
+            struct sip_nameaddr c;
+            while (r.len && sip_nameaddr_parse(r, &c, &r) == 0) {
+                struct slice v;
+                uint32_t x = hdr_exp;
+                if (sip_params_get(c.params, "expires", &v))
+                    sip_expires_parse(v, &x);
+                if (x > max_exp)
+                    max_exp = x;
+            }
+        }
+        uint64_t until = now_ms + (uint64_t)max_exp * 1000;
+        if (until > f->reg_until_ms || max_exp == 0)
+            f->reg_until_ms = until;
+    }
+    size_t cap;
+    char *buf = e->out.reserve(e->out.ctx, &cap);
+    struct sip_build b;
+    sip_build_init(&b, buf, cap);
+    sip_build_mem(&b, m->buf, m->start_line_len);
+    struct copy_plan plan = {.pop_via = vh, .pop_via_rest = rest};
+    const struct sip_hdr *mfh = sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS);
+    if (mfh)
+        slice_to_u32(mfh->value, 255, &plan.mf);
+    copy_headers(&b, m, &plan);
+    e->st.relayed_response_to_client++;
+    send_built(e, &b, f->sock, &f->remote.sa);
+}
+
+/* True when the request is addressed to this edge itself (R-URI host is our core address). */
+static bool ruri_is_core(const struct edge *e, const struct sip_msg *m)
+{
+    struct sip_uri u;
+    bool is_sip;
+    return sip_uri_parse(m->ruri, &u, &is_sip) == 0 && is_sip &&
+           hostport_is(u.host, u.port, &e->cfg->core);
+}
+
+/* Request from the core whose top Route is our Path: deliver over the client's flow. */
+static void relay_core_request(struct edge *e, const struct sip_msg *m,
+                               const struct sockaddr *src, uint64_t now_ms)
+{
+    uint32_t mf;
+    if (max_forwards(m, &mf) < 0) {
+        e->st.reply_400++;
+        reply(e, EDGE_SOCK_CORE, src, m, 400, "Bad Max-Forwards", NULL);
+        return;
+    }
+    const struct sip_hdr *rh = sip_msg_hdr(m, SIP_HDR_ROUTE);
+    struct sip_nameaddr route;
+    struct slice route_rest;
+    struct sip_uri ru;
+    bool is_sip = false;
+    if (!rh || sip_nameaddr_parse(rh->value, &route, &route_rest) < 0 ||
+        sip_uri_parse(route.uri, &ru, &is_sip) < 0 || !is_sip ||
+        !hostport_is(ru.host, ru.port, &e->cfg->core)) {
+        if (m->method_id == SIP_METHOD_OPTIONS && ruri_is_core(e, m)) {
+            reply(e, EDGE_SOCK_CORE, src, m, 200, "OK", NULL);
+            return;
+        }
+        e->st.reply_404_not_routable++;
+        reply(e, EDGE_SOCK_CORE, src, m, 404, "Not Found", NULL);
+        return;
+    }
+    struct flow_token_fields tf;
+    int rc = flow_token_decode(e->keys, ru.user, &tf);
+    if (rc < 0) {
+        e->st.reply_403_bad_token++;
+        reply(e, EDGE_SOCK_CORE, src, m, 403, "Forbidden", NULL);
+        return;
+    }
+    struct flow *f = flow_table_get(e->flows, tf.slot, tf.gen);
+    if (!f || f->state != FLOW_LIVE || tf.worker != flow_table_worker(e->flows)) {
+        e->st.reply_430_flow_failed++;
+        reply(e, EDGE_SOCK_CORE, src, m, 430, "Flow Failed", NULL);
+        return;
+    }
+    if (mf == 0) {
+        e->st.reply_483_too_many_hops++;
+        reply(e, EDGE_SOCK_CORE, src, m, 483, "Too Many Hops", NULL);
+        return;
+    }
+    const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
+    struct sip_via via;
+    struct slice vrest;
+    if (!vh || sip_via_parse(vh->value, &via, &vrest) < 0) {
+        e->st.reply_400++;
+        reply(e, EDGE_SOCK_CORE, src, m, 400, "Bad Via", NULL);
+        return;
+    }
+    char branch[17];
+    derive_branch(m, &via, src, branch);
+    size_t cap;
+    char *buf = e->out.reserve(e->out.ctx, &cap);
+    struct sip_build b;
+    sip_build_init(&b, buf, cap);
+    sip_build_mem(&b, m->buf, m->start_line_len);
+    sip_build_str(&b, "Via: SIP/2.0/UDP ");
+    sip_build_str(&b, e->pub_host[f->sock < CONFIG_MAX_LISTEN ? f->sock : 0]);
+    sip_build_str(&b, ";branch=" EDGE_BRANCH_IN);
+    sip_build_str(&b, branch);
+    sip_build_str(&b, "\r\n");
+    if (!sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS)) {
+        sip_build_str(&b, "Max-Forwards: ");
+        sip_build_u32(&b, mf - 1);
+        sip_build_str(&b, "\r\n");
+    }
+    struct copy_plan plan = {.pop_route = rh, .pop_route_rest = route_rest, .mf = mf - 1};
+    copy_headers(&b, m, &plan);
+    e->st.inbound_delivered++;
+    (void)now_ms;
+    send_built(e, &b, f->sock, &f->remote.sa);
+}
+
+void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sockaddr *src,
+                  uint64_t now_ms)
+{
+    e->st.rx_core++;
+    if (!is_core_peer(e, src)) {
+        e->st.drop_non_core_peer++;
+        return;
+    }
+    if (len == 0 || buf[0] == '\r' || buf[0] == '\n')
+        return;
+    struct sip_msg m;
+    struct sip_err err = {0, NULL};
+    struct sip_limits lim = {.max_msg_bytes = 65535, .max_headers = EDGE_MAX_HDRS};
+    if (sip_msg_parse(&m, buf, len, e->hdrs, &lim, &err) < 0) {
+        e->st.drop_malformed++;
+        if (err.status >= 400 && m.is_request) {
+            e->st.reply_400++;
+            reply(e, EDGE_SOCK_CORE, src, &m, err.status, err.reason, NULL);
+        }
+        return;
+    }
+    if (m.is_request)
+        relay_core_request(e, &m, src, now_ms);
+    else
+        relay_core_response(e, &m, now_ms);
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------ */
+
+int edge_new(struct edge **out, const struct edge_opts *opts)
+{
+    struct edge *e = calloc(1, sizeof(*e));
+    if (!e)
+        return -ENOMEM;
+    e->cfg = opts->cfg;
+    e->pol = *opts->policy;
+    e->out = opts->out;
+    int rc = flow_token_keys_new(&e->keys, opts->cfg->flow_key,
+                                 opts->cfg->has_flow_key_prev ? opts->cfg->flow_key_prev : NULL);
+    if (rc < 0)
+        goto fail;
+    rc = flow_table_new(&e->flows, e->pol.max_flows, opts->worker);
+    if (rc < 0)
+        goto fail;
+    for (unsigned i = 0; i < e->cfg->n_listen_udp && i < CONFIG_MAX_LISTEN; i++)
+        snprintf(e->pub_host[i], sizeof(e->pub_host[i]), "%s", e->cfg->listen_udp[i].text);
+    *out = e;
+    return 0;
+fail:
+    edge_free(e);
+    return rc;
+}
+
+void edge_free(struct edge *e)
+{
+    if (!e)
+        return;
+    flow_token_keys_free(e->keys);
+    flow_table_free(e->flows);
+    free(e);
+}
+
+void edge_set_policy(struct edge *e, const struct policy *policy) { e->pol = *policy; }
+
+void edge_tick(struct edge *e, uint64_t now_ms)
+{
+    /* Sweep the whole table about once a minute, a slice per tick. */
+    uint32_t cap = flow_table_capacity(e->flows);
+    uint32_t per_tick = cap / 60 + 1;
+    e->st.flows_released += flow_table_sweep(e->flows, now_ms,
+                                             (uint64_t)e->pol.flow_idle_timeout_s * 1000, per_tick);
+    e->last_sweep_ms = now_ms;
+}
+
+const struct edge_stats *edge_stats(const struct edge *e) { return &e->st; }
+
+uint32_t edge_n_flows(const struct edge *e) { return flow_table_count(e->flows); }
+
+void edge_stats_format(const struct edge *e, char *buf, size_t cap)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+#define EDGE_STATS_PRINT(name)                                                                     \
+    if (n < cap)                                                                                   \
+        n += (size_t)snprintf(buf + n, cap - n, "%s%s=%llu", n ? " " : "", #name,                  \
+                              (unsigned long long)e->st.name);
+    EDGE_STATS(EDGE_STATS_PRINT)
+#undef EDGE_STATS_PRINT
+    if (n < cap)
+        snprintf(buf + n, cap - n, " flows=%u", flow_table_count(e->flows));
+}

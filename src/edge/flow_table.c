@@ -1,0 +1,216 @@
+#include "sipedge/flow_table.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct flow_table {
+    struct flow *slots;
+    uint32_t *buckets; /* slot + 1 of the chain head; 0 = empty */
+    uint32_t cap;
+    uint32_t mask;     /* buckets - 1 */
+    uint32_t n_live;
+    uint32_t free_head; /* slot + 1 of the first free slot (chained through hnext) */
+    uint32_t sweep_pos;
+    uint8_t worker;
+};
+
+static uint32_t addr_hash(uint8_t transport, uint8_t sock, const struct sockaddr *sa)
+{
+    /* FNV-1a over the fields that make a flow; not exposed to peers as an id. */
+    uint32_t h = 2166136261u;
+    const uint8_t *p;
+    size_t n;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        h = (h ^ (uint32_t)in->sin_port) * 16777619u;
+        p = (const uint8_t *)&in->sin_addr;
+        n = 4;
+    } else {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        h = (h ^ (uint32_t)in6->sin6_port) * 16777619u;
+        p = (const uint8_t *)&in6->sin6_addr;
+        n = 16;
+    }
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 16777619u;
+    h = (h ^ transport) * 16777619u;
+    h = (h ^ sock) * 16777619u;
+    return h;
+}
+
+static bool addr_eq(const union flow_addr *a, const struct sockaddr *b)
+{
+    if (a->sa.sa_family != b->sa_family)
+        return false;
+    if (b->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)b;
+        return a->in.sin_port == in->sin_port && a->in.sin_addr.s_addr == in->sin_addr.s_addr;
+    }
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)b;
+    return a->in6.sin6_port == in6->sin6_port &&
+           memcmp(&a->in6.sin6_addr, &in6->sin6_addr, 16) == 0;
+}
+
+int flow_table_new(struct flow_table **out, uint32_t cap, uint8_t worker)
+{
+    if (cap == 0 || cap > (1u << 24))
+        return -EINVAL;
+    struct flow_table *t = calloc(1, sizeof(*t));
+    if (!t)
+        return -ENOMEM;
+    uint32_t nb = 1;
+    while (nb < cap)
+        nb <<= 1;
+    /* calloc'd memory stays untouched (and unbacked) until a slot is used. */
+    t->slots = calloc(cap, sizeof(*t->slots));
+    t->buckets = calloc(nb, sizeof(*t->buckets));
+    if (!t->slots || !t->buckets) {
+        flow_table_free(t);
+        return -ENOMEM;
+    }
+    t->cap = cap;
+    t->mask = nb - 1;
+    t->worker = worker;
+    t->free_head = 0; /* slots are handed out in order first, see take_slot */
+    *out = t;
+    return 0;
+}
+
+void flow_table_free(struct flow_table *t)
+{
+    if (!t)
+        return;
+    free(t->slots);
+    free(t->buckets);
+    free(t);
+}
+
+/* Never-used slots are taken in order; released ones go on a free list. */
+static struct flow *take_slot(struct flow_table *t, uint32_t *slot_out)
+{
+    if (t->free_head) {
+        uint32_t s = t->free_head - 1;
+        t->free_head = t->slots[s].hnext;
+        *slot_out = s;
+        return &t->slots[s];
+    }
+    uint32_t used = t->n_live; /* with an empty free list every slot below n_live is taken */
+    if (used >= t->cap)
+        return NULL;
+    *slot_out = used;
+    return &t->slots[used];
+}
+
+struct flow *flow_table_find(struct flow_table *t, uint8_t transport, uint8_t sock,
+                             const struct sockaddr *remote)
+{
+    uint32_t i = t->buckets[addr_hash(transport, sock, remote) & t->mask];
+    while (i) {
+        struct flow *f = &t->slots[i - 1];
+        if (f->transport == transport && f->sock == sock && addr_eq(&f->remote, remote))
+            return f->state == FLOW_FREE ? NULL : f;
+        i = f->hnext;
+    }
+    return NULL;
+}
+
+int flow_table_add(struct flow_table *t, struct flow_token_keys *keys, uint8_t transport,
+                   uint8_t sock, const struct sockaddr *remote, uint64_t now_ms,
+                   struct flow **out)
+{
+    if (remote->sa_family != AF_INET && remote->sa_family != AF_INET6)
+        return -EINVAL;
+    uint32_t slot;
+    struct flow *f = take_slot(t, &slot);
+    if (!f)
+        return -ENOSPC;
+    uint32_t gen = f->gen + 1;
+    memset(f, 0, sizeof(*f));
+    f->gen = gen;
+    f->state = FLOW_LIVE;
+    f->transport = transport;
+    f->sock = sock;
+    if (remote->sa_family == AF_INET)
+        memcpy(&f->remote.in, remote, sizeof(f->remote.in));
+    else
+        memcpy(&f->remote.in6, remote, sizeof(f->remote.in6));
+    f->last_rx_ms = now_ms;
+    struct flow_token_fields tf = {
+        .worker = t->worker, .transport = transport, .slot = slot, .gen = gen, .remote = f->remote};
+    int n = flow_token_encode(keys, &tf, f->token, sizeof(f->token));
+    if (n < 0) {
+        f->state = FLOW_FREE;
+        f->hnext = t->free_head;
+        t->free_head = slot + 1;
+        return n;
+    }
+    f->token_len = (uint8_t)n;
+    uint32_t b = addr_hash(transport, sock, remote) & t->mask;
+    f->hnext = t->buckets[b];
+    t->buckets[b] = slot + 1;
+    t->n_live++;
+    *out = f;
+    return 0;
+}
+
+struct flow *flow_table_get(struct flow_table *t, uint32_t slot, uint32_t gen)
+{
+    if (slot >= t->cap)
+        return NULL;
+    struct flow *f = &t->slots[slot];
+    if (f->state == FLOW_FREE || f->gen != gen)
+        return NULL;
+    return f;
+}
+
+uint32_t flow_table_slot(const struct flow_table *t, const struct flow *f)
+{
+    return (uint32_t)(f - t->slots);
+}
+
+uint8_t flow_table_worker(const struct flow_table *t) { return t->worker; }
+
+void flow_table_mark_dead(struct flow_table *t, struct flow *f)
+{
+    (void)t;
+    if (f->state == FLOW_LIVE)
+        f->state = FLOW_DEAD;
+}
+
+void flow_table_release(struct flow_table *t, struct flow *f)
+{
+    if (f->state == FLOW_FREE)
+        return;
+    uint32_t slot = flow_table_slot(t, f);
+    uint32_t *pp = &t->buckets[addr_hash(f->transport, f->sock, &f->remote.sa) & t->mask];
+    while (*pp && *pp != slot + 1)
+        pp = &t->slots[*pp - 1].hnext;
+    if (*pp)
+        *pp = f->hnext;
+    f->state = FLOW_FREE;
+    f->gen++;
+    f->hnext = t->free_head;
+    t->free_head = slot + 1;
+    t->n_live--;
+}
+
+uint32_t flow_table_sweep(struct flow_table *t, uint64_t now_ms, uint64_t idle_ms,
+                          uint32_t max_scan)
+{
+    uint32_t released = 0;
+    for (uint32_t i = 0; i < max_scan && i < t->cap; i++) {
+        struct flow *f = &t->slots[t->sweep_pos];
+        t->sweep_pos = (t->sweep_pos + 1) % t->cap;
+        if (f->state == FLOW_FREE)
+            continue;
+        if (now_ms >= f->reg_until_ms && now_ms - f->last_rx_ms >= idle_ms) {
+            flow_table_release(t, f);
+            released++;
+        }
+    }
+    return released;
+}
+
+uint32_t flow_table_count(const struct flow_table *t) { return t->n_live; }
+uint32_t flow_table_capacity(const struct flow_table *t) { return t->cap; }

@@ -1,0 +1,275 @@
+/*
+ * sipedge: command line → config → policy → worker → orderly stop.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "sipedge/config.h"
+#include "sipedge/log.h"
+#include "sipedge/worker.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sipedge [-c FILE] [options]\n"
+            "  -c, --config FILE          YAML configuration file\n"
+            "      --listen-udp ADDR:PORT public UDP listener (repeatable; replaces the config's)\n"
+            "      --core ADDR:PORT       our core-side address (towards registrars)\n"
+            "      --registrar ADDR:PORT  external registrar (without it the embedded one runs)\n"
+            "      --registrar-listen ADDR:PORT  address of the embedded registrar\n"
+            "      --core-peer ADDR:PORT  another trusted core peer (repeatable)\n"
+            "      --users FILE           users file of the embedded registrar (user:password)\n"
+            "      --realm REALM          digest realm of the embedded registrar\n"
+            "      --policy DIR           policy directory\n"
+            "      --flow-key HEX         32-byte flow token key as 64 hex characters\n"
+            "      --log-level LEVEL      error|warn|info|debug\n"
+            "      --registrar-only       run only the embedded registrar\n"
+            "      --check-config         validate the configuration and policy, then exit\n"
+            "      --version              print the version and exit\n");
+}
+
+enum {
+    OPT_LISTEN_UDP = 256,
+    OPT_CORE,
+    OPT_REGISTRAR,
+    OPT_REGISTRAR_LISTEN,
+    OPT_CORE_PEER,
+    OPT_USERS,
+    OPT_REALM,
+    OPT_POLICY,
+    OPT_FLOW_KEY,
+    OPT_LOG_LEVEL,
+    OPT_REGISTRAR_ONLY,
+    OPT_CHECK_CONFIG,
+    OPT_VERSION,
+};
+
+static const struct option long_opts[] = {
+    {"config", required_argument, NULL, 'c'},
+    {"listen-udp", required_argument, NULL, OPT_LISTEN_UDP},
+    {"core", required_argument, NULL, OPT_CORE},
+    {"registrar", required_argument, NULL, OPT_REGISTRAR},
+    {"registrar-listen", required_argument, NULL, OPT_REGISTRAR_LISTEN},
+    {"core-peer", required_argument, NULL, OPT_CORE_PEER},
+    {"users", required_argument, NULL, OPT_USERS},
+    {"realm", required_argument, NULL, OPT_REALM},
+    {"policy", required_argument, NULL, OPT_POLICY},
+    {"flow-key", required_argument, NULL, OPT_FLOW_KEY},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"registrar-only", no_argument, NULL, OPT_REGISTRAR_ONLY},
+    {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static int parse_hex_key(const char *s, uint8_t out[32])
+{
+    if (strlen(s) != 64)
+        return -EINVAL;
+    for (int i = 0; i < 32; i++) {
+        unsigned v;
+        if (sscanf(s + 2 * i, "%2x", &v) != 1)
+            return -EINVAL;
+        out[i] = (uint8_t)v;
+    }
+    return 0;
+}
+
+static int addr_opt(const char *opt, const char *val, struct config_addr *out)
+{
+    if (config_addr_parse(val, out) < 0) {
+        fprintf(stderr, "sipedge: --%s: '%s' is not a numeric ADDR:PORT\n", opt, val);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int copy_opt(const char *opt, const char *val, char *dst, size_t cap)
+{
+    if (strlen(val) >= cap) {
+        fprintf(stderr, "sipedge: --%s: value too long\n", opt);
+        return -EINVAL;
+    }
+    memcpy(dst, val, strlen(val) + 1);
+    return 0;
+}
+
+/* Overrides collected from the command line, applied after the config file. */
+struct overrides {
+    struct config cli;
+    bool has_listen, has_core, has_registrar, has_reg_listen, has_users, has_realm, has_policy,
+        has_flow_key, has_log_level, has_peers;
+};
+
+static void apply_overrides(struct config *cfg, const struct overrides *o)
+{
+    if (o->has_listen) {
+        memcpy(cfg->listen_udp, o->cli.listen_udp, sizeof(cfg->listen_udp));
+        cfg->n_listen_udp = o->cli.n_listen_udp;
+    }
+    if (o->has_core)
+        cfg->core = o->cli.core;
+    if (o->has_reg_listen) {
+        cfg->embedded_listen = o->cli.embedded_listen;
+        if (!cfg->has_external_registrar)
+            cfg->registrar = cfg->embedded_listen;
+    }
+    if (o->has_registrar) {
+        cfg->registrar = o->cli.registrar;
+        cfg->has_external_registrar = true;
+    }
+    if (o->has_peers) {
+        memcpy(cfg->core_peers, o->cli.core_peers, sizeof(cfg->core_peers));
+        cfg->n_core_peers = o->cli.n_core_peers;
+    }
+    if (o->has_users)
+        memcpy(cfg->users_file, o->cli.users_file, sizeof(cfg->users_file));
+    if (o->has_realm)
+        memcpy(cfg->realm, o->cli.realm, sizeof(cfg->realm));
+    if (o->has_policy)
+        memcpy(cfg->policy_dir, o->cli.policy_dir, sizeof(cfg->policy_dir));
+    if (o->has_flow_key) {
+        memcpy(cfg->flow_key, o->cli.flow_key, sizeof(cfg->flow_key));
+        cfg->has_flow_key = true;
+    }
+    if (o->has_log_level)
+        cfg->log_level = o->cli.log_level;
+}
+
+int main(int argc, char **argv)
+{
+    static struct config cfg;
+    static struct overrides o;
+    static struct policy pol;
+    const char *config_path = NULL;
+    bool check_only = false, registrar_only = false;
+    int c;
+    while ((c = getopt_long(argc, argv, "c:h", long_opts, NULL)) != -1) {
+        int rc = 0;
+        switch (c) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case OPT_LISTEN_UDP:
+            if (o.cli.n_listen_udp >= CONFIG_MAX_LISTEN) {
+                fprintf(stderr, "sipedge: at most %d --listen-udp\n", CONFIG_MAX_LISTEN);
+                return 1;
+            }
+            rc = addr_opt("listen-udp", optarg, &o.cli.listen_udp[o.cli.n_listen_udp++]);
+            o.has_listen = true;
+            break;
+        case OPT_CORE:
+            rc = addr_opt("core", optarg, &o.cli.core);
+            o.has_core = true;
+            break;
+        case OPT_REGISTRAR:
+            rc = addr_opt("registrar", optarg, &o.cli.registrar);
+            o.has_registrar = true;
+            break;
+        case OPT_REGISTRAR_LISTEN:
+            rc = addr_opt("registrar-listen", optarg, &o.cli.embedded_listen);
+            o.has_reg_listen = true;
+            break;
+        case OPT_CORE_PEER:
+            if (o.cli.n_core_peers >= CONFIG_MAX_PEERS) {
+                fprintf(stderr, "sipedge: at most %d --core-peer\n", CONFIG_MAX_PEERS);
+                return 1;
+            }
+            rc = addr_opt("core-peer", optarg, &o.cli.core_peers[o.cli.n_core_peers++]);
+            o.has_peers = true;
+            break;
+        case OPT_USERS:
+            rc = copy_opt("users", optarg, o.cli.users_file, sizeof(o.cli.users_file));
+            o.has_users = true;
+            break;
+        case OPT_REALM:
+            rc = copy_opt("realm", optarg, o.cli.realm, sizeof(o.cli.realm));
+            o.has_realm = true;
+            break;
+        case OPT_POLICY:
+            rc = copy_opt("policy", optarg, o.cli.policy_dir, sizeof(o.cli.policy_dir));
+            o.has_policy = true;
+            break;
+        case OPT_FLOW_KEY:
+            if (parse_hex_key(optarg, o.cli.flow_key) < 0) {
+                fprintf(stderr, "sipedge: --flow-key: expected 64 hex characters\n");
+                return 1;
+            }
+            o.has_flow_key = true;
+            break;
+        case OPT_LOG_LEVEL: {
+            enum log_level lvl;
+            if (log_level_parse(optarg, &lvl) < 0) {
+                fprintf(stderr, "sipedge: --log-level: expected error|warn|info|debug\n");
+                return 1;
+            }
+            o.cli.log_level = (int)lvl;
+            o.has_log_level = true;
+            break;
+        }
+        case OPT_REGISTRAR_ONLY:
+            registrar_only = true;
+            break;
+        case OPT_CHECK_CONFIG:
+            check_only = true;
+            break;
+        case OPT_VERSION:
+            printf("sipedge %s\n", SIPEDGE_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+        if (rc < 0)
+            return 1;
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sipedge: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+
+    config_defaults(&cfg);
+    char err[CONFIG_ERR_MAX];
+    if (config_path && config_load_file(&cfg, config_path, err, sizeof(err)) < 0) {
+        fprintf(stderr, "sipedge: %s\n", err);
+        return 1;
+    }
+    apply_overrides(&cfg, &o);
+    log_set_level((enum log_level)cfg.log_level);
+    if (policy_load_dir(&pol, cfg.policy_dir, err, sizeof(err)) < 0) {
+        fprintf(stderr, "sipedge: %s\n", err);
+        return 1;
+    }
+    if (check_only) {
+        printf("sipedge: configuration %s and policy %s are valid\n",
+               config_path ? config_path : "(defaults)", cfg.policy_dir);
+        return 0;
+    }
+    if (!cfg.has_flow_key) {
+        if (RAND_bytes(cfg.flow_key, sizeof(cfg.flow_key)) != 1) {
+            fprintf(stderr, "sipedge: cannot get random bytes for the flow key\n");
+            return 1;
+        }
+        cfg.has_flow_key = true;
+        log_warn("no flow.key configured: using a random key; flow tokens (Path) will not "
+                 "survive a restart and differ between nodes");
+    }
+    struct worker_opts wo = {
+        .cfg = &cfg,
+        .policy = &pol,
+        .run_edge = !registrar_only,
+        .run_registrar = registrar_only || !cfg.has_external_registrar,
+    };
+    int rc = worker_run(&wo);
+    return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,455 @@
+/*
+ * digest: RFC 7616 digest authentication for the embedded registrar.
+ *
+ * Nonce layout (48 hex characters, no server state):
+ *
+ *   +------------------+-------------------------------------------+
+ *   | created, ms, BE  | HMAC-SHA256(key, created || realm)[0..16) |
+ *   |     8 bytes      |                 16 bytes                  |
+ *   +------------------+-------------------------------------------+
+ *
+ * The key is random per process, so nonces die with a restart (clients then get a
+ * fresh challenge). A nonce may be reused until it expires: without a nonce table the
+ * nc counter cannot be tracked, which RFC 7616 §3.4 allows (nc checks are a SHOULD).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include "registrar/registrar_internal.h"
+#include "sipedge/sip_hdr.h"
+
+#define DIGEST_NIL UINT32_MAX
+#define DIGEST_NONCE_MAC 16
+#define DIGEST_DEFAULT_TTL_S 300
+#define DIGEST_SKEW_MS 5000
+
+struct digest_user {
+    char name[DIGEST_USER_MAX];
+    char ha1_md5[33];
+    char ha1_sha256[65];
+    uint32_t hnext;
+};
+
+struct digest {
+    char realm[128];
+    uint8_t key[32];
+    struct digest_user *users;
+    uint32_t n_users;
+    uint32_t cap_users;
+    uint32_t *buckets;
+    uint32_t bucket_mask;
+};
+
+static uint32_t name_hash(const char *p, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 16777619u;
+    }
+    return h;
+}
+
+static void hex_encode(const uint8_t *in, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int hex_val(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+void digest_hash_hex(enum digest_alg alg, const void *data, size_t len, char *out)
+{
+    uint8_t md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    const EVP_MD *type = alg == DIGEST_ALG_SHA256 ? EVP_sha256() : EVP_md5();
+    if (EVP_Digest(data, len, md, &md_len, type, NULL) != 1)
+        md_len = 0; /* leaves an empty hash that never matches */
+    hex_encode(md, md_len, out);
+}
+
+static const struct digest_user *user_lookup(const struct digest *d, struct slice name)
+{
+    if (!d->buckets)
+        return NULL;
+    for (uint32_t i = d->buckets[name_hash(name.p, name.len) & d->bucket_mask];
+         i != DIGEST_NIL; i = d->users[i].hnext) {
+        const struct digest_user *u = &d->users[i];
+        if (strlen(u->name) == name.len && memcmp(u->name, name.p, name.len) == 0)
+            return u;
+    }
+    return NULL;
+}
+
+static int index_build(struct digest *d)
+{
+    uint32_t n_buckets = 16;
+    while (n_buckets < 2 * d->n_users)
+        n_buckets <<= 1;
+    uint32_t *buckets = malloc(n_buckets * sizeof(*buckets));
+    if (!buckets)
+        return -ENOMEM;
+    free(d->buckets);
+    d->buckets = buckets;
+    for (uint32_t i = 0; i < n_buckets; i++)
+        d->buckets[i] = DIGEST_NIL;
+    d->bucket_mask = n_buckets - 1;
+    for (uint32_t i = 0; i < d->n_users; i++) {
+        struct digest_user *u = &d->users[i];
+        uint32_t *head = &d->buckets[name_hash(u->name, strlen(u->name)) & d->bucket_mask];
+        u->hnext = *head;
+        *head = i;
+    }
+    return 0;
+}
+
+static int user_add(struct digest *d, const char *name, size_t name_len, const char *pw,
+                    size_t pw_len)
+{
+    if (d->n_users == d->cap_users) {
+        uint32_t cap = d->cap_users ? d->cap_users * 2 : 64;
+        struct digest_user *u = realloc(d->users, cap * sizeof(*u));
+        if (!u)
+            return -ENOMEM;
+        d->users = u;
+        d->cap_users = cap;
+    }
+    struct digest_user *u = &d->users[d->n_users];
+    memcpy(u->name, name, name_len);
+    u->name[name_len] = '\0';
+    char a1[DIGEST_USER_MAX + 128 + 512 + 3];
+    int n = snprintf(a1, sizeof(a1), "%s:%s:%.*s", u->name, d->realm, (int)pw_len, pw);
+    if (n < 0 || (size_t)n >= sizeof(a1))
+        return -EINVAL;
+    digest_hash_hex(DIGEST_ALG_MD5, a1, (size_t)n, u->ha1_md5);
+    digest_hash_hex(DIGEST_ALG_SHA256, a1, (size_t)n, u->ha1_sha256);
+    OPENSSL_cleanse(a1, sizeof(a1));
+    d->n_users++;
+    if (!d->buckets || d->n_users * 2 > d->bucket_mask + 1)
+        return index_build(d);
+    uint32_t *head = &d->buckets[name_hash(u->name, name_len) & d->bucket_mask];
+    u->hnext = *head;
+    *head = d->n_users - 1;
+    return 0;
+}
+
+static int parse_users(struct digest *d, const char *name, const char *text, size_t len,
+                       char *err, size_t errcap)
+{
+    unsigned line_no = 0;
+    size_t pos = 0;
+    while (pos < len) {
+        size_t end = pos;
+        while (end < len && text[end] != '\n')
+            end++;
+        line_no++;
+        struct slice line = slice_trim(slice_make(text + pos, end - pos));
+        pos = end + 1;
+        if (line.len == 0 || line.p[0] == '#')
+            continue;
+        long colon = slice_find(line, ':');
+        const char *reason = NULL;
+        if (colon < 0)
+            reason = "expected user:password";
+        else if (colon == 0)
+            reason = "empty user name";
+        else if ((size_t)colon >= DIGEST_USER_MAX)
+            reason = "user name too long";
+        else if (line.len - (size_t)colon - 1 > 512)
+            reason = "password too long";
+        else if (memchr(line.p, '"', (size_t)colon) || memchr(line.p, ' ', (size_t)colon))
+            reason = "user name contains a quote or a space";
+        else if (user_lookup(d, slice_make(line.p, (size_t)colon)))
+            reason = "duplicate user";
+        if (reason) {
+            snprintf(err, errcap, "%s:%u: %s", name, line_no, reason);
+            return -EINVAL;
+        }
+        int rc = user_add(d, line.p, (size_t)colon, line.p + colon + 1,
+                          line.len - (size_t)colon - 1);
+        if (rc != 0) {
+            snprintf(err, errcap, "%s:%u: %s", name, line_no,
+                     rc == -ENOMEM ? "out of memory" : "line too long");
+            return rc;
+        }
+    }
+    return 0;
+}
+
+int digest_new_string(struct digest **out, const char *name, const char *text, size_t len,
+                      const char *realm, char *err, size_t errcap)
+{
+    if (!out || !realm || strlen(realm) >= sizeof(((struct digest *)0)->realm)) {
+        snprintf(err, errcap, "%s: bad realm", name);
+        return -EINVAL;
+    }
+    struct digest *d = calloc(1, sizeof(*d));
+    if (!d)
+        return -ENOMEM;
+    snprintf(d->realm, sizeof(d->realm), "%s", realm);
+    int rc = RAND_bytes(d->key, sizeof(d->key)) == 1 ? 0 : -EIO;
+    if (rc != 0)
+        snprintf(err, errcap, "%s: no randomness for the nonce key", name);
+    if (rc == 0)
+        rc = parse_users(d, name, text, len, err, errcap);
+    if (rc == 0 && !d->buckets)
+        rc = index_build(d);
+    if (rc != 0) {
+        digest_free(d);
+        return rc;
+    }
+    *out = d;
+    return 0;
+}
+
+int digest_new(struct digest **out, const char *users_file, const char *realm, char *err,
+               size_t errcap)
+{
+    FILE *f = fopen(users_file, "rb");
+    if (!f) {
+        int rc = -errno;
+        snprintf(err, errcap, "%s:0: %s", users_file, strerror(errno));
+        return rc;
+    }
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    int rc = 0;
+    for (;;) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 4096;
+            char *t = realloc(text, cap);
+            if (!t) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            text = t;
+        }
+        size_t n = fread(text + len, 1, cap - len, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    if (ferror(f)) {
+        rc = -EIO;
+        snprintf(err, errcap, "%s:0: read error", users_file);
+        goto out;
+    }
+    rc = digest_new_string(out, users_file, text, len, realm, err, errcap);
+out:
+    if (text) {
+        OPENSSL_cleanse(text, cap);
+        free(text);
+    }
+    fclose(f);
+    return rc;
+}
+
+void digest_free(struct digest *d)
+{
+    if (!d)
+        return;
+    if (d->users)
+        OPENSSL_cleanse(d->users, d->cap_users * sizeof(*d->users));
+    free(d->users);
+    free(d->buckets);
+    OPENSSL_cleanse(d->key, sizeof(d->key));
+    free(d);
+}
+
+size_t digest_n_users(const struct digest *d)
+{
+    return d->n_users;
+}
+
+bool digest_has_user(const struct digest *d, struct slice user)
+{
+    return user_lookup(d, user) != NULL;
+}
+
+const char *digest_realm(const struct digest *d)
+{
+    return d->realm;
+}
+
+static void nonce_mac(const struct digest *d, const uint8_t ts[8], uint8_t mac[32])
+{
+    uint8_t msg[8 + sizeof(d->realm)];
+    size_t realm_len = strlen(d->realm);
+    memcpy(msg, ts, 8);
+    memcpy(msg + 8, d->realm, realm_len);
+    unsigned int mac_len = 0;
+    if (!HMAC(EVP_sha256(), d->key, sizeof(d->key), msg, 8 + realm_len, mac, &mac_len))
+        memset(mac, 0, 32);
+}
+
+void digest_nonce_make(const struct digest *d, uint64_t now_ms, char *out, size_t cap)
+{
+    uint8_t raw[8 + DIGEST_NONCE_MAC];
+    uint8_t mac[32];
+    for (int i = 0; i < 8; i++)
+        raw[i] = (uint8_t)(now_ms >> (56 - 8 * i));
+    nonce_mac(d, raw, mac);
+    memcpy(raw + 8, mac, DIGEST_NONCE_MAC);
+    if (cap > DIGEST_NONCE_LEN)
+        hex_encode(raw, sizeof(raw), out);
+    else if (cap > 0)
+        out[0] = '\0';
+}
+
+int digest_nonce_check(const struct digest *d, struct slice nonce, uint64_t now_ms,
+                       uint32_t ttl_s)
+{
+    uint8_t raw[8 + DIGEST_NONCE_MAC];
+    uint8_t mac[32];
+    if (nonce.len != DIGEST_NONCE_LEN)
+        return -EBADMSG;
+    for (size_t i = 0; i < sizeof(raw); i++) {
+        int hi = hex_val(nonce.p[2 * i]), lo = hex_val(nonce.p[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -EBADMSG;
+        raw[i] = (uint8_t)(hi << 4 | lo);
+    }
+    nonce_mac(d, raw, mac);
+    if (CRYPTO_memcmp(mac, raw + 8, DIGEST_NONCE_MAC) != 0)
+        return -EBADMSG;
+    uint64_t created = 0;
+    for (int i = 0; i < 8; i++)
+        created = created << 8 | raw[i];
+    if (created > now_ms + DIGEST_SKEW_MS)
+        return -EBADMSG;
+    uint64_t ttl_ms = (uint64_t)(ttl_s ? ttl_s : DIGEST_DEFAULT_TTL_S) * 1000;
+    if (now_ms > created && now_ms - created > ttl_ms)
+        return -ETIMEDOUT;
+    return 0;
+}
+
+int digest_creds_parse(struct slice value, struct digest_creds *out)
+{
+    struct slice v = slice_trim(value);
+    if (v.len < 7 || !slice_case_prefix(v, "Digest") || (v.p[6] != ' ' && v.p[6] != '\t'))
+        return -EBADMSG;
+    struct digest_creds c;
+    memset(&c, 0, sizeof(c));
+    static const struct {
+        const char *name;
+        size_t off;
+    } fields[] = {
+        {"username", offsetof(struct digest_creds, username)},
+        {"realm", offsetof(struct digest_creds, realm)},
+        {"nonce", offsetof(struct digest_creds, nonce)},
+        {"uri", offsetof(struct digest_creds, uri)},
+        {"response", offsetof(struct digest_creds, response)},
+        {"algorithm", offsetof(struct digest_creds, algorithm)},
+        {"qop", offsetof(struct digest_creds, qop)},
+        {"nc", offsetof(struct digest_creds, nc)},
+        {"cnonce", offsetof(struct digest_creds, cnonce)},
+        {"opaque", offsetof(struct digest_creds, opaque)},
+    };
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        struct slice *dst = (struct slice *)((char *)&c + fields[i].off);
+        if (!sip_auth_param(v, fields[i].name, dst))
+            *dst = SLICE_NULL;
+    }
+    if (c.username.len == 0 || c.realm.p == NULL || c.nonce.len == 0 || c.uri.len == 0 ||
+        c.response.len == 0)
+        return -EBADMSG;
+    *out = c;
+    return 0;
+}
+
+/* H(a:b:...) over NUL-separated parts joined with ':'. */
+static int hash_join(enum digest_alg alg, char *out, const struct slice *parts, size_t n)
+{
+    char buf[2048];
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (len + parts[i].len + 1 > sizeof(buf))
+            return -EBADMSG;
+        if (i > 0)
+            buf[len++] = ':';
+        memcpy(buf + len, parts[i].p, parts[i].len);
+        len += parts[i].len;
+    }
+    digest_hash_hex(alg, buf, len, out);
+    return 0;
+}
+
+int digest_verify(const struct digest *d, const struct digest_creds *c, struct slice method,
+                  uint64_t now_ms, uint32_t ttl_s)
+{
+    const struct digest_user *u = user_lookup(d, c->username);
+    if (!u)
+        return -ENOENT;
+    if (!slice_eq(c->realm, slice_make(d->realm, strlen(d->realm))))
+        return -EBADMSG;
+    enum digest_alg alg;
+    if (c->algorithm.len == 0 || slice_case_eq_str(c->algorithm, "MD5"))
+        alg = DIGEST_ALG_MD5;
+    else if (slice_case_eq_str(c->algorithm, "SHA-256"))
+        alg = DIGEST_ALG_SHA256;
+    else
+        return -EBADMSG; /* -sess variants and SHA-512-256 are not offered */
+    /* We only offer qop="auth" (RFC 7616 §3.3); nc is 8 hex digits (§3.4). */
+    if (!slice_case_eq_str(c->qop, "auth") || c->nc.len != 8 || c->cnonce.len == 0)
+        return -EBADMSG;
+    int rc = digest_nonce_check(d, c->nonce, now_ms, ttl_s);
+    if (rc != 0)
+        return rc;
+
+    const char *ha1 = alg == DIGEST_ALG_SHA256 ? u->ha1_sha256 : u->ha1_md5;
+    char ha2[65], expect[65];
+    struct slice a2[] = {method, c->uri};
+    if (hash_join(alg, ha2, a2, 2) != 0)
+        return -EBADMSG;
+    struct slice kd[] = {slice_make(ha1, strlen(ha1)), c->nonce, c->nc, c->cnonce, c->qop,
+                         slice_make(ha2, strlen(ha2))};
+    if (hash_join(alg, expect, kd, 6) != 0)
+        return -EBADMSG;
+    size_t n = strlen(expect);
+    if (c->response.len != n)
+        return -EACCES;
+    /* Hex digits may come in upper case; the comparison stays constant-time. */
+    char got[65];
+    for (size_t i = 0; i < n; i++) {
+        char ch = c->response.p[i];
+        got[i] = (ch >= 'A' && ch <= 'F') ? (char)(ch - 'A' + 'a') : ch;
+    }
+    return CRYPTO_memcmp(got, expect, n) == 0 ? 0 : -EACCES;
+}
+
+int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stale, char *buf,
+                           size_t cap)
+{
+    char nonce[DIGEST_NONCE_LEN + 1];
+    digest_nonce_make(d, now_ms, nonce, sizeof(nonce));
+    const char *stale = is_stale ? ", stale=true" : "";
+    int n = snprintf(buf, cap,
+                     "WWW-Authenticate: Digest realm=\"%s\", nonce=\"%s\", qop=\"auth\", "
+                     "algorithm=SHA-256%s\r\n"
+                     "WWW-Authenticate: Digest realm=\"%s\", nonce=\"%s\", qop=\"auth\", "
+                     "algorithm=MD5%s\r\n",
+                     d->realm, nonce, stale, d->realm, nonce, stale);
+    if (n < 0 || (size_t)n >= cap)
+        return -ENOSPC;
+    return n;
+}

@@ -1,0 +1,1195 @@
+/*
+ * registrar: REGISTER processing (RFC 3261 §10.3), digest challenges (RFC 7616), and
+ * stateless routing to registered contacts through their Path (RFC 3261 §16.11,
+ * RFC 3327 §5.3). See include/sipedge/registrar.h for the contract.
+ *
+ * Everything works on one received datagram at a time; the only per-message memory is
+ * the registrar's preallocated header array and output buffers.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "registrar/registrar_internal.h"
+#include "sipedge/log.h"
+#include "sipedge/registrar.h"
+#include "sipedge/sip_build.h"
+#include "sipedge/sip_check.h"
+#include "sipedge/sip_hdr.h"
+#include "sipedge/sip_msg.h"
+#include "sipedge/sip_reply.h"
+
+#define REGISTRAR_MAX_CONTACTS 32    /* Contact elements in one REGISTER */
+#define REGISTRAR_OUT_MAX (65535 + 2048)
+#define REGISTRAR_EXTRA_MAX 16384
+#define REGISTRAR_DEFAULT_HEADERS 64
+#define REGISTRAR_RETRY_AFTER_S 30
+#define REGISTRAR_DEFAULT_MF 70      /* RFC 3261 §16.6 step 3 */
+#define SIP_DEFAULT_PORT 5060
+#define BRANCH_COOKIE "z9hG4bK"      /* RFC 3261 §8.1.1.7 */
+
+struct registrar {
+    struct config_addr self;
+    char realm[128];
+    struct policy policy;
+    struct config_addr *trusted;
+    unsigned n_trusted;
+    registrar_send_cb send;
+    void *send_ctx;
+    struct location *loc;
+    struct digest *dig; /* NULL: no authentication */
+    struct registrar_stats stats;
+    struct sip_hdr *hdrs;
+    uint16_t max_hdrs;
+    struct location_binding **found; /* scratch for one AOR's bindings */
+    size_t found_cap;
+    char extra[REGISTRAR_EXTRA_MAX];
+    char out[REGISTRAR_OUT_MAX];
+};
+
+/* The request being handled. */
+struct req {
+    struct registrar *r;
+    const struct sip_msg *m;
+    const struct sockaddr *src;
+    socklen_t src_len;
+    uint64_t now_ms;
+};
+
+/* One Contact element of a REGISTER and what will happen to it. */
+struct contact_plan {
+    struct slice uri;
+    uint32_t expires_s;
+    uint16_t q;
+    struct slice instance;
+    uint32_t reg_id;
+    bool has_reg_id;
+    struct location_binding *existing;
+    bool is_superseded; /* a later element of the same request names the same binding */
+};
+
+/* ---- small helpers ----------------------------------------------------------------- */
+
+static bool host_to_addr(struct slice host, uint16_t port, struct sockaddr_storage *ss,
+                         socklen_t *len)
+{
+    char text[64];
+    if (host.len >= 2 && host.p[0] == '[' && host.p[host.len - 1] == ']')
+        host = slice_make(host.p + 1, host.len - 2);
+    if (host.len == 0 || host.len >= sizeof(text))
+        return false;
+    memcpy(text, host.p, host.len);
+    text[host.len] = '\0';
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, text, &sin->sin_addr) == 1) {
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons(port ? port : SIP_DEFAULT_PORT);
+        *len = sizeof(*sin);
+        return true;
+    }
+    if (inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1) {
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons(port ? port : SIP_DEFAULT_PORT);
+        *len = sizeof(*sin6);
+        return true;
+    }
+    return false;
+}
+
+static bool addr_eq(const struct sockaddr *a, const struct sockaddr *b)
+{
+    if (a->sa_family != b->sa_family)
+        return false;
+    if (a->sa_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+        return x->sin6_port == y->sin6_port &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return false;
+}
+
+static bool is_self_hostport(const struct registrar *r, struct slice host, uint16_t port)
+{
+    return slice_case_eq_str(host, r->self.host) &&
+           (port ? port : SIP_DEFAULT_PORT) == r->self.port;
+}
+
+static bool is_self_uri(const struct registrar *r, struct slice uri_text)
+{
+    struct sip_uri uri;
+    bool is_sip = false;
+    return sip_uri_parse(uri_text, &uri, &is_sip) == 0 && is_sip &&
+           is_self_hostport(r, uri.host, uri.port);
+}
+
+/* "user@host" with the host lower-cased (RFC 3261 §19.1.4: hosts compare without case). */
+static int aor_make(struct slice user, struct slice host, char *out, size_t cap)
+{
+    if (user.len == 0 || host.len == 0 || user.len + host.len + 2 > cap)
+        return -EINVAL;
+    memcpy(out, user.p, user.len);
+    out[user.len] = '@';
+    char *h = out + user.len + 1;
+    for (size_t i = 0; i < host.len; i++) {
+        char c = host.p[i];
+        h[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+    }
+    h[host.len] = '\0';
+    return 0;
+}
+
+/* AOR of a sip/sips URI text, with its user part. */
+static int aor_from_uri(struct slice uri_text, char *out, size_t cap, struct slice *user)
+{
+    struct sip_uri uri;
+    bool is_sip = false;
+    if (sip_uri_parse(uri_text, &uri, &is_sip) != 0 || !is_sip)
+        return -EBADMSG;
+    if (user)
+        *user = uri.user;
+    return aor_make(uri.user, uri.host, out, cap);
+}
+
+static void copy_slice(char *dst, size_t cap, struct slice s)
+{
+    slice_copy_cstr(dst, cap, s);
+}
+
+/* q-value "0", "0.5", "1.000" (RFC 3261 §20.10) as permille. */
+static int q_parse(struct slice s, uint16_t *out)
+{
+    s = slice_trim(s);
+    if (s.len == 0 || (s.p[0] != '0' && s.p[0] != '1'))
+        return -EBADMSG;
+    unsigned v = (unsigned)(s.p[0] - '0') * 1000;
+    if (s.len > 1) {
+        if (s.p[1] != '.' || s.len > 5)
+            return -EBADMSG;
+        unsigned scale = 100;
+        for (size_t i = 2; i < s.len; i++, scale /= 10) {
+            if (s.p[i] < '0' || s.p[i] > '9')
+                return -EBADMSG;
+            v += (unsigned)(s.p[i] - '0') * scale;
+        }
+    }
+    if (v > 1000)
+        return -EBADMSG;
+    *out = (uint16_t)v;
+    return 0;
+}
+
+static void q_format(uint16_t q, char *out, size_t cap)
+{
+    if (q >= 1000) {
+        snprintf(out, cap, "1");
+        return;
+    }
+    char digits[4];
+    snprintf(digits, sizeof(digits), "%03u", q);
+    int n = 3;
+    while (n > 1 && digits[n - 1] == '0')
+        n--;
+    snprintf(out, cap, "0.%.*s", n, digits);
+}
+
+/* Bindings without q rank as 1.0 (the highest preference). */
+static unsigned q_rank(const struct location_binding *b)
+{
+    return b->q == LOCATION_Q_NONE ? 1000 : b->q;
+}
+
+/* True when a should be tried before b: higher q, then the more recent registration. */
+static bool binding_before(const struct location_binding *a, const struct location_binding *b)
+{
+    if (q_rank(a) != q_rank(b))
+        return q_rank(a) > q_rank(b);
+    return a->updated_ms > b->updated_ms;
+}
+
+static bool hdr_tag_present(const struct sip_msg *m, enum sip_hdr_id id, const char *tag)
+{
+    for (const struct sip_hdr *h = sip_msg_hdr(m, id); h; h = sip_msg_hdr_next(m, h))
+        if (sip_tag_list_has(h->value, tag))
+            return true;
+    return false;
+}
+
+static uint64_t fnv1a64(uint64_t h, struct slice s)
+{
+    for (size_t i = 0; i < s.len; i++) {
+        h ^= (unsigned char)s.p[i];
+        h *= 1099511628211ull;
+    }
+    return h ^ 0xff; /* separates consecutive fields */
+}
+
+/* ---- sending ----------------------------------------------------------------------- */
+
+static void send_to(struct registrar *r, const struct sockaddr *dst, socklen_t dst_len,
+                    const char *buf, size_t len)
+{
+    r->send(r->send_ctx, dst, dst_len, buf, len);
+}
+
+/*
+ * Stateless response to the request's source (RFC 3581 semantics: the edge, or any
+ * peer, gets the answer where the request came from). received/rport are added to the
+ * top Via when the request asked for rport.
+ */
+static void reply(struct req *q, int status, const char *reason, const char *extra)
+{
+    struct registrar *r = q->r;
+    if (q->m->method_id == SIP_METHOD_ACK)
+        return; /* ACK never gets a response (RFC 3261 §17.1.1.3) */
+    struct sip_reply_opts opts = {.extra = extra};
+    char ip[INET6_ADDRSTRLEN] = "";
+    const struct sip_hdr *vh = sip_msg_hdr(q->m, SIP_HDR_VIA);
+    struct sip_via via;
+    struct slice rest;
+    if (vh && sip_via_parse(vh->value, &via, &rest) == 0 && via.has_rport && via.rport.len == 0) {
+        if (q->src->sa_family == AF_INET) {
+            const struct sockaddr_in *sin = (const void *)q->src;
+            inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
+            opts.rport = ntohs(sin->sin_port);
+        } else if (q->src->sa_family == AF_INET6) {
+            const struct sockaddr_in6 *sin6 = (const void *)q->src;
+            inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
+            opts.rport = ntohs(sin6->sin6_port);
+        }
+        if (ip[0])
+            opts.received = ip;
+    }
+    int n = sip_reply_build(q->m, status, reason, &opts, r->out, sizeof(r->out));
+    if (n <= 0) {
+        r->stats.send_errors++;
+        return;
+    }
+    send_to(r, q->src, q->src_len, r->out, (size_t)n);
+}
+
+/* ---- REGISTER ---------------------------------------------------------------------- */
+
+/*
+ * Digest check (RFC 3261 §10.3 steps 3-4, RFC 7616). Returns true when the request may
+ * proceed; otherwise the answer has been sent.
+ */
+static bool register_authorize(struct req *q, struct slice aor_user)
+{
+    struct registrar *r = q->r;
+    struct digest_creds c;
+    bool has_creds = false;
+    struct slice realm = slice_make(r->realm, strlen(r->realm));
+    for (const struct sip_hdr *h = sip_msg_hdr(q->m, SIP_HDR_AUTHORIZATION); h;
+         h = sip_msg_hdr_next(q->m, h)) {
+        if (digest_creds_parse(h->value, &c) == 0 && slice_eq(c.realm, realm)) {
+            has_creds = true;
+            break;
+        }
+    }
+    bool is_stale = false;
+    if (has_creds) {
+        /* Unknown users and users registering someone else's AOR get the same 403, so
+         * the answer does not tell which user names exist. */
+        if (!slice_eq(c.username, aor_user) || !digest_has_user(r->dig, c.username)) {
+            r->stats.forbidden++;
+            log_info("registrar: 403 for user %.*s on AOR user %.*s", SLICE_FMT(c.username),
+                     SLICE_FMT(aor_user));
+            reply(q, 403, "Forbidden", NULL);
+            return false;
+        }
+        int rc = digest_verify(r->dig, &c, q->m->method, q->now_ms, r->policy.nonce_ttl_s);
+        if (rc == 0)
+            return true;
+        if (rc == -EACCES) {
+            r->stats.auth_fail++;
+            log_info("registrar: wrong digest response for %.*s", SLICE_FMT(c.username));
+        } else {
+            r->stats.challenges++;
+            is_stale = rc == -ETIMEDOUT;
+        }
+    } else {
+        r->stats.challenges++;
+    }
+    int n = digest_challenge_build(r->dig, q->now_ms, is_stale, r->extra, sizeof(r->extra));
+    if (n < 0) {
+        r->stats.send_errors++;
+        return false;
+    }
+    reply(q, 401, "Unauthorized", r->extra);
+    return false;
+}
+
+/*
+ * RFC 3325 trust domain: a peer listed in opts->trusted (the edge) removes bindings it
+ * can no longer reach by asserting the AOR; it cannot sign for the user. Only removals
+ * qualify, so the assertion never creates a binding.
+ */
+static bool register_is_trusted_dereg(struct req *q, const char *aor, bool is_star,
+                                      const struct contact_plan *plans, size_t n_plans)
+{
+    struct registrar *r = q->r;
+    bool is_trusted = false;
+    for (unsigned i = 0; i < r->n_trusted && !is_trusted; i++)
+        is_trusted = addr_eq(q->src, (const struct sockaddr *)&r->trusted[i].ss);
+    if (!is_trusted || (!is_star && n_plans == 0))
+        return false;
+    for (size_t i = 0; i < n_plans; i++)
+        if (plans[i].expires_s != 0)
+            return false;
+    for (const struct sip_hdr *h = sip_msg_hdr(q->m, SIP_HDR_P_ASSERTED_IDENTITY); h;
+         h = sip_msg_hdr_next(q->m, h)) {
+        struct sip_nameaddr na;
+        struct slice rest;
+        char pai[LOCATION_AOR_MAX];
+        if (sip_nameaddr_parse(h->value, &na, &rest) == 0 &&
+            aor_from_uri(na.uri, pai, sizeof(pai), NULL) == 0 && strcmp(pai, aor) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Drops the AOR's expired bindings and loads the rest into r->found. */
+static size_t register_load(struct registrar *r, const char *aor, uint64_t now_ms)
+{
+    size_t n = location_find(r->loc, aor, r->found, r->found_cap);
+    size_t kept = 0;
+    for (size_t i = 0; i < n && i < r->found_cap; i++) {
+        if (r->found[i]->expires_at_ms <= now_ms)
+            location_remove(r->loc, r->found[i]);
+        else
+            r->found[kept++] = r->found[i];
+    }
+    return kept;
+}
+
+static bool binding_matches(const struct location_binding *b, const struct contact_plan *p)
+{
+    /* RFC 5626 §6: with +sip.instance the binding is (instance, reg-id); otherwise the
+     * Contact URI names it (compared without case, a simplification of §19.1.4). */
+    if (p->instance.len > 0 || b->instance[0])
+        return slice_eq(p->instance, slice_make(b->instance, strlen(b->instance))) &&
+               p->has_reg_id == b->has_reg_id && (!p->has_reg_id || p->reg_id == b->reg_id);
+    return slice_case_eq_str(p->uri, b->contact);
+}
+
+static bool plans_same(const struct contact_plan *a, const struct contact_plan *b)
+{
+    if (a->instance.len > 0 || b->instance.len > 0)
+        return slice_eq(a->instance, b->instance) && a->has_reg_id == b->has_reg_id &&
+               (!a->has_reg_id || a->reg_id == b->reg_id);
+    return slice_case_eq(a->uri, b->uri);
+}
+
+/*
+ * Parses every Contact element (RFC 3261 §10.3 step 6-7: expires from the contact
+ * param, else Expires, else the default). Returns 0, or a status with *reason set.
+ * *min_violated is set when a non-zero expires is below the policy minimum (423).
+ */
+static int register_parse_contacts(struct req *q, struct contact_plan *plans, size_t *n_plans,
+                                   bool *is_star, bool *min_violated, const char **reason)
+{
+    const struct policy *pol = &q->r->policy;
+    uint32_t hdr_expires = pol->default_expires_s;
+    bool has_hdr_expires = false;
+    const struct sip_hdr *eh = sip_msg_hdr(q->m, SIP_HDR_EXPIRES);
+    if (eh) {
+        if (sip_expires_parse(eh->value, &hdr_expires) != 0) {
+            *reason = "Bad Expires";
+            return 400;
+        }
+        has_hdr_expires = true;
+    }
+    size_t n = 0;
+    *is_star = false;
+    *min_violated = false;
+    for (const struct sip_hdr *h = sip_msg_hdr(q->m, SIP_HDR_CONTACT); h;
+         h = sip_msg_hdr_next(q->m, h)) {
+        struct slice rest = h->value;
+        while (rest.len > 0) {
+            struct sip_nameaddr na;
+            if (sip_nameaddr_parse(rest, &na, &rest) != 0) {
+                *reason = "Bad Contact";
+                return 400;
+            }
+            if (na.is_star) {
+                *is_star = true;
+                continue;
+            }
+            if (n == REGISTRAR_MAX_CONTACTS) {
+                *reason = "Too Many Contacts";
+                return 400;
+            }
+            struct contact_plan *p = &plans[n++];
+            memset(p, 0, sizeof(*p));
+            p->uri = na.uri;
+            p->q = LOCATION_Q_NONE;
+            struct sip_uri uri;
+            bool is_sip;
+            if (na.uri.len == 0 || na.uri.len >= LOCATION_CONTACT_MAX ||
+                sip_uri_parse(na.uri, &uri, &is_sip) != 0) {
+                *reason = "Bad Contact URI";
+                return 400;
+            }
+            struct slice v;
+            p->expires_s = hdr_expires;
+            if (sip_params_get(na.params, "expires", &v) && sip_expires_parse(v, &p->expires_s)) {
+                *reason = "Bad Contact Expires";
+                return 400;
+            }
+            if (sip_params_get(na.params, "q", &v) && q_parse(v, &p->q) != 0) {
+                *reason = "Bad q";
+                return 400;
+            }
+            if (sip_params_get(na.params, "+sip.instance", &v)) {
+                if (v.len >= LOCATION_INSTANCE_MAX) {
+                    *reason = "Bad +sip.instance";
+                    return 400;
+                }
+                p->instance = v;
+            }
+            if (sip_params_get(na.params, "reg-id", &v)) {
+                if (slice_to_u32(v, UINT32_MAX, &p->reg_id) != 0) {
+                    *reason = "Bad reg-id";
+                    return 400;
+                }
+                p->has_reg_id = true;
+            }
+            if (p->expires_s != 0 && p->expires_s < pol->min_expires_s)
+                *min_violated = true;
+            if (p->expires_s > pol->max_expires_s)
+                p->expires_s = pol->max_expires_s;
+        }
+    }
+    /* RFC 3261 §10.3 step 6: '*' only alone and only with Expires: 0. */
+    if (*is_star && (n > 0 || !has_hdr_expires || hdr_expires != 0)) {
+        *reason = "Bad Wildcard Contact";
+        return 400;
+    }
+    *n_plans = n;
+    return 0;
+}
+
+/*
+ * RFC 3261 §10.3 step 7 ordering: for a binding with the same Call-ID the request's
+ * CSeq must be higher than the stored one, otherwise "the update MUST be aborted and
+ * the request fails". We answer that failure with 500 and change nothing. An equal
+ * CSeq is accepted as a retransmission of the request that made the binding: this
+ * element has no transaction layer to absorb retransmissions (RFC 3261 §17.2.1), and
+ * re-applying the same REGISTER is idempotent.
+ */
+static bool cseq_in_order(const struct location_binding *b, struct slice call_id, uint32_t cseq)
+{
+    if (!slice_eq(call_id, slice_make(b->call_id, strlen(b->call_id))))
+        return true;
+    return cseq >= b->cseq;
+}
+
+/* Path values of the request, ", "-joined, for storage (RFC 3327 §5.3). */
+static int register_join_path(const struct sip_msg *m, char *out, size_t cap)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (const struct sip_hdr *h = sip_msg_hdr(m, SIP_HDR_PATH); h; h = sip_msg_hdr_next(m, h)) {
+        size_t need = h->value.len + (len ? 2 : 0);
+        if (len + need + 1 > cap)
+            return -ENOSPC;
+        if (len) {
+            memcpy(out + len, ", ", 2);
+            len += 2;
+        }
+        memcpy(out + len, h->value.p, h->value.len);
+        len += h->value.len;
+        out[len] = '\0';
+    }
+    return 0;
+}
+
+static void binding_fill(struct req *q, struct location_binding *b, const struct contact_plan *p,
+                         struct slice call_id, uint32_t cseq, const char *path)
+{
+    copy_slice(b->contact, sizeof(b->contact), p->uri);
+    b->q = p->q;
+    b->expires_at_ms = q->now_ms + (uint64_t)p->expires_s * 1000;
+    b->updated_ms = q->now_ms;
+    copy_slice(b->call_id, sizeof(b->call_id), call_id);
+    b->cseq = cseq;
+    snprintf(b->path, sizeof(b->path), "%s", path);
+    memset(&b->received, 0, sizeof(b->received));
+    size_t n = q->src_len < sizeof(b->received) ? q->src_len : sizeof(b->received);
+    memcpy(&b->received, q->src, n);
+    b->received_len = (socklen_t)n;
+    copy_slice(b->instance, sizeof(b->instance), p->instance);
+    b->reg_id = p->reg_id;
+    b->has_reg_id = p->has_reg_id;
+    const struct sip_hdr *ua = sip_msg_hdr(q->m, SIP_HDR_USER_AGENT);
+    copy_slice(b->user_agent, sizeof(b->user_agent), ua ? ua->value : SLICE_NULL);
+}
+
+/* 200 OK: every current binding (RFC 3261 §10.3 step 8) and the request's Path echoed
+ * (RFC 3327 §5.3). */
+static void register_reply_ok(struct req *q, const char *aor)
+{
+    struct registrar *r = q->r;
+    size_t n = register_load(r, aor, q->now_ms);
+    if (n > r->found_cap)
+        n = r->found_cap;
+    for (size_t i = 1; i < n; i++) { /* insertion sort: n <= max_contacts_per_aor */
+        struct location_binding *b = r->found[i];
+        size_t j = i;
+        for (; j > 0 && binding_before(b, r->found[j - 1]); j--)
+            r->found[j] = r->found[j - 1];
+        r->found[j] = b;
+    }
+    struct sip_build sb;
+    sip_build_init(&sb, r->extra, sizeof(r->extra));
+    for (size_t i = 0; i < n; i++) {
+        const struct location_binding *b = r->found[i];
+        uint64_t left_ms = b->expires_at_ms - q->now_ms;
+        sip_build_fmt(&sb, "Contact: <%s>;expires=%u", b->contact,
+                      (unsigned)((left_ms + 999) / 1000));
+        if (b->q != LOCATION_Q_NONE) {
+            char qtext[8];
+            q_format(b->q, qtext, sizeof(qtext));
+            sip_build_fmt(&sb, ";q=%s", qtext);
+        }
+        if (b->instance[0])
+            sip_build_fmt(&sb, ";+sip.instance=%s", b->instance);
+        if (b->has_reg_id)
+            sip_build_fmt(&sb, ";reg-id=%u", b->reg_id);
+        sip_build_str(&sb, "\r\n");
+    }
+    for (const struct sip_hdr *h = sip_msg_hdr(q->m, SIP_HDR_PATH); h;
+         h = sip_msg_hdr_next(q->m, h))
+        sip_build_fmt(&sb, "Path: %.*s\r\n", SLICE_FMT(h->value));
+    sip_build_mem(&sb, "", 1);
+    size_t len;
+    if (sip_build_finish(&sb, &len) != 0) {
+        r->stats.send_errors++;
+        reply(q, 500, "Response Too Large", NULL);
+        return;
+    }
+    r->stats.registers_ok++;
+    reply(q, 200, "OK", r->extra);
+}
+
+static void register_reject(struct req *q, int status, const char *reason, const char *extra)
+{
+    q->r->stats.rejected++;
+    log_debug("registrar: REGISTER rejected %d %s", status, reason);
+    reply(q, status, reason, extra);
+}
+
+static void handle_register(struct req *q)
+{
+    struct registrar *r = q->r;
+    const struct sip_msg *m = q->m;
+    char aor[LOCATION_AOR_MAX];
+    struct slice aor_user;
+    struct sip_nameaddr to;
+    struct slice rest;
+    const struct sip_hdr *to_h = sip_msg_hdr(m, SIP_HDR_TO);
+    if (!to_h || sip_nameaddr_parse(to_h->value, &to, &rest) != 0 ||
+        aor_from_uri(to.uri, aor, sizeof(aor), &aor_user) != 0) {
+        register_reject(q, 400, "Bad To", NULL);
+        return;
+    }
+    /* RFC 3327 §5.3: Path without Supported: path is refused. */
+    if (sip_msg_hdr(m, SIP_HDR_PATH) && !hdr_tag_present(m, SIP_HDR_SUPPORTED, "path")) {
+        register_reject(q, 420, "Bad Extension", "Unsupported: path\r\n");
+        return;
+    }
+
+    struct contact_plan plans[REGISTRAR_MAX_CONTACTS];
+    size_t n_plans = 0;
+    bool is_star = false, min_violated = false;
+    const char *bad_reason = NULL;
+    int bad = register_parse_contacts(q, plans, &n_plans, &is_star, &min_violated, &bad_reason);
+
+    bool is_trusted = bad == 0 && register_is_trusted_dereg(q, aor, is_star, plans, n_plans);
+    if (!is_trusted && r->dig && !register_authorize(q, aor_user))
+        return;
+    if (bad) {
+        register_reject(q, bad, bad_reason, NULL);
+        return;
+    }
+    if (min_violated) { /* RFC 3261 §10.3 step 7, §21.4.17 */
+        char extra[48];
+        snprintf(extra, sizeof(extra), "Min-Expires: %u\r\n", r->policy.min_expires_s);
+        register_reject(q, 423, "Interval Too Brief", extra);
+        return;
+    }
+
+    struct slice call_id = sip_msg_hdr(m, SIP_HDR_CALL_ID)->value;
+    uint32_t cseq = 0;
+    struct slice cseq_method;
+    if (sip_cseq_parse(sip_msg_hdr(m, SIP_HDR_CSEQ)->value, &cseq, &cseq_method) != 0) {
+        register_reject(q, 400, "Bad CSeq", NULL);
+        return;
+    }
+    if (call_id.len >= LOCATION_CALL_ID_MAX) {
+        register_reject(q, 400, "Call-ID Too Long", NULL);
+        return;
+    }
+    char path[LOCATION_PATH_MAX];
+    if (register_join_path(m, path, sizeof(path)) != 0) {
+        register_reject(q, 400, "Path Too Long", NULL);
+        return;
+    }
+
+    size_t n_found = register_load(r, aor, q->now_ms);
+    if (is_star) {
+        for (size_t i = 0; i < n_found; i++) {
+            if (!cseq_in_order(r->found[i], call_id, cseq)) {
+                register_reject(q, 500, "CSeq Out Of Order", NULL);
+                return;
+            }
+        }
+        for (size_t i = 0; i < n_found; i++)
+            location_remove(r->loc, r->found[i]);
+        if (n_found)
+            log_info("registrar: %s: removed all %zu bindings", aor, n_found);
+    } else {
+        size_t n_new = 0, n_removed = 0;
+        for (size_t i = 0; i < n_plans; i++) {
+            struct contact_plan *p = &plans[i];
+            for (size_t j = 0; j < n_found && !p->existing; j++)
+                if (binding_matches(r->found[j], p))
+                    p->existing = r->found[j];
+            for (size_t j = 0; j < i; j++) {
+                if (!plans[j].is_superseded && plans_same(&plans[j], p)) {
+                    plans[j].is_superseded = true;
+                    break;
+                }
+            }
+            if (p->existing && !cseq_in_order(p->existing, call_id, cseq)) {
+                register_reject(q, 500, "CSeq Out Of Order", NULL);
+                return;
+            }
+        }
+        for (size_t i = 0; i < n_plans; i++) {
+            if (plans[i].is_superseded)
+                continue;
+            if (plans[i].existing && plans[i].expires_s == 0)
+                n_removed++;
+            else if (!plans[i].existing && plans[i].expires_s != 0)
+                n_new++;
+        }
+        if (n_new > location_n_free(r->loc))
+            r->stats.expired += location_expire(r->loc, q->now_ms);
+        if (n_found - n_removed + n_new > location_max_per_aor(r->loc) ||
+            n_new > location_n_free(r->loc)) {
+            /* Bounded table: refuse, never evict a live binding (DESIGN ownership 6). */
+            char extra[32];
+            r->stats.table_full++;
+            log_warn("registrar: %s: location table full (%zu bindings), 503", aor,
+                     location_count(r->loc));
+            snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", REGISTRAR_RETRY_AFTER_S);
+            reply(q, 503, "Service Unavailable", extra);
+            return;
+        }
+        for (size_t i = 0; i < n_plans; i++) {
+            struct contact_plan *p = &plans[i];
+            if (p->is_superseded)
+                continue;
+            struct location_binding *b = p->existing;
+            if (b && p->expires_s == 0) {
+                log_info("registrar: %s: removed binding %s", aor, b->contact);
+                location_remove(r->loc, b);
+                continue;
+            }
+            if (!b && p->expires_s == 0)
+                continue;
+            if (!b) {
+                if (location_add(r->loc, aor, &b) != 0) { /* checked above */
+                    r->stats.send_errors++;
+                    continue;
+                }
+                log_info("registrar: %s: new binding %.*s for %us", aor, SLICE_FMT(p->uri),
+                         p->expires_s);
+            }
+            binding_fill(q, b, p, call_id, cseq, path);
+        }
+    }
+    if (is_trusted)
+        r->stats.trusted_dereg++;
+    register_reply_ok(q, aor);
+}
+
+/* ---- routing ----------------------------------------------------------------------- */
+
+/*
+ * Next hop for a binding: the first Path URI when there is a Path (RFC 3327 §5.3), else
+ * the Contact; a host that is not a numeric address falls back to the address the
+ * REGISTER came from.
+ */
+static void binding_next_hop(const struct location_binding *b, struct sockaddr_storage *ss,
+                             socklen_t *len)
+{
+    struct slice target = slice_make(b->contact, strlen(b->contact));
+    struct sip_nameaddr na;
+    struct slice rest;
+    if (b->path[0] &&
+        sip_nameaddr_parse(slice_make(b->path, strlen(b->path)), &na, &rest) == 0)
+        target = na.uri;
+    struct sip_uri uri;
+    bool is_sip = false;
+    if (sip_uri_parse(target, &uri, &is_sip) == 0 && is_sip &&
+        host_to_addr(uri.host, uri.port, ss, len))
+        return;
+    memcpy(ss, &b->received, sizeof(*ss));
+    *len = b->received_len;
+}
+
+/*
+ * Stateless branch (RFC 3261 §16.11): a hash of the received branch and the R-URI, so a
+ * retransmission, the CANCEL and the ACK for a non-2xx of the same INVITE all get the
+ * same branch. The method is left out on purpose: CANCEL must match the INVITE's
+ * branch downstream (§9.2). Without the magic cookie the §16.11 field set is used.
+ */
+static uint64_t branch_hash(const struct sip_msg *m, const struct sip_via *top)
+{
+    uint64_t h = 14695981039346656037ull;
+    h = fnv1a64(h, m->ruri);
+    if (slice_case_prefix(top->branch, BRANCH_COOKIE))
+        return fnv1a64(h, top->branch);
+    h = fnv1a64(h, top->raw);
+    static const enum sip_hdr_id ids[] = {SIP_HDR_TO, SIP_HDR_FROM, SIP_HDR_CALL_ID};
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
+        const struct sip_hdr *hh = sip_msg_hdr(m, ids[i]);
+        if (hh)
+            h = fnv1a64(h, hh->value);
+    }
+    uint32_t seq = 0;
+    struct slice method;
+    const struct sip_hdr *cs = sip_msg_hdr(m, SIP_HDR_CSEQ);
+    if (cs && sip_cseq_parse(cs->value, &seq, &method) == 0) {
+        char num[12];
+        int n = snprintf(num, sizeof(num), "%u", seq);
+        h = fnv1a64(h, slice_make(num, (size_t)n));
+    }
+    return h;
+}
+
+struct forward {
+    struct slice ruri;            /* new Request-URI */
+    const struct location_binding *b; /* target binding, or NULL */
+    bool strip_top_route;         /* top Route was ours (RFC 3261 §16.4) */
+    struct slice top_route_rest;  /* remaining elements of that Route header */
+    uint32_t max_forwards;        /* received value (already checked > 0) */
+    struct sockaddr_storage dst;
+    socklen_t dst_len;
+};
+
+/*
+ * Writes and sends the forwarded request: our Via on top, Route from the binding's Path,
+ * Max-Forwards decremented, the rest copied in order (RFC 3261 §16.6).
+ *
+ *   Via: SIP/2.0/UDP <self>;branch=z9hG4bK<16 hex>[;sb=<slot>.<gen>]
+ *
+ * sb names the binding so a 430 coming back can remove it without any state.
+ */
+static void forward_request(struct req *q, const struct forward *f)
+{
+    struct registrar *r = q->r;
+    const struct sip_msg *m = q->m;
+    struct sip_via top;
+    struct slice rest;
+    const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
+    if (sip_via_parse(vh->value, &top, &rest) != 0) {
+        reply(q, 400, "Bad Via", NULL);
+        r->stats.dropped_bad++;
+        return;
+    }
+    struct sip_build sb;
+    sip_build_init(&sb, r->out, sizeof(r->out));
+    sip_build_fmt(&sb, "%.*s %.*s SIP/2.0\r\n", SLICE_FMT(m->method), SLICE_FMT(f->ruri));
+    sip_build_fmt(&sb, "Via: SIP/2.0/UDP %s;branch=" BRANCH_COOKIE "%016llx", r->self.text,
+                  (unsigned long long)branch_hash(m, &top));
+    if (f->b)
+        sip_build_fmt(&sb, ";sb=%u.%u", f->b->slot, f->b->gen);
+    sip_build_str(&sb, "\r\n");
+    if (f->b && f->b->path[0])
+        sip_build_fmt(&sb, "Route: %s\r\n", f->b->path);
+    bool has_mf = false;
+    const struct sip_hdr *top_route = sip_msg_hdr(m, SIP_HDR_ROUTE);
+    for (uint16_t i = 0; i < m->n_hdrs; i++) {
+        const struct sip_hdr *h = &m->hdrs[i];
+        if (h->id == SIP_HDR_MAX_FORWARDS) {
+            if (!has_mf)
+                sip_build_fmt(&sb, "Max-Forwards: %u\r\n", f->max_forwards - 1);
+            has_mf = true;
+            continue;
+        }
+        if (f->strip_top_route && h == top_route) {
+            if (f->top_route_rest.len > 0)
+                sip_build_fmt(&sb, "Route: %.*s\r\n", SLICE_FMT(f->top_route_rest));
+            continue;
+        }
+        sip_build_mem(&sb, m->buf + h->off, h->line_len);
+    }
+    if (!has_mf)
+        sip_build_fmt(&sb, "Max-Forwards: %u\r\n", REGISTRAR_DEFAULT_MF);
+    sip_build_mem(&sb, m->buf + m->hdr_end, m->len - m->hdr_end); /* empty line + body */
+    size_t len;
+    if (sip_build_finish(&sb, &len) != 0) {
+        r->stats.send_errors++;
+        reply(q, 513, "Message Too Large", NULL);
+        return;
+    }
+    r->stats.routed++;
+    send_to(r, (const struct sockaddr *)&f->dst, f->dst_len, r->out, len);
+}
+
+/* Live binding of aor to try first, or NULL; *n_known counts expired ones too. */
+static struct location_binding *route_pick(struct registrar *r, const char *aor, uint64_t now_ms,
+                                           size_t *n_known)
+{
+    size_t n = location_find(r->loc, aor, r->found, r->found_cap);
+    *n_known = n;
+    struct location_binding *best = NULL;
+    for (size_t i = 0; i < n && i < r->found_cap; i++) {
+        struct location_binding *b = r->found[i];
+        if (b->expires_at_ms > now_ms && (!best || binding_before(b, best)))
+            best = b;
+    }
+    return best;
+}
+
+/* First element of a Route list as a forward target. */
+static bool route_target(struct slice route_list, struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sip_nameaddr na;
+    struct slice rest;
+    struct sip_uri uri;
+    bool is_sip = false;
+    return sip_nameaddr_parse(route_list, &na, &rest) == 0 &&
+           sip_uri_parse(na.uri, &uri, &is_sip) == 0 && is_sip &&
+           host_to_addr(uri.host, uri.port, ss, len);
+}
+
+static void handle_request(struct req *q)
+{
+    struct registrar *r = q->r;
+    const struct sip_msg *m = q->m;
+    bool is_ack = m->method_id == SIP_METHOD_ACK;
+    struct forward f;
+    memset(&f, 0, sizeof(f));
+    f.ruri = m->ruri;
+    f.max_forwards = REGISTRAR_DEFAULT_MF + 1; /* absent: the copy gets 70 */
+    const struct sip_hdr *mfh = sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS);
+    if (mfh && slice_to_u32(mfh->value, 255, &f.max_forwards) != 0) {
+        r->stats.dropped_bad++;
+        reply(q, 400, "Bad Max-Forwards", NULL);
+        return;
+    }
+
+    /* RFC 3261 §16.4: a top Route naming us is removed; what follows decides. */
+    const struct sip_hdr *rh = sip_msg_hdr(m, SIP_HDR_ROUTE);
+    struct slice next_route = SLICE_NULL;
+    if (rh) {
+        struct sip_nameaddr na;
+        struct slice rest;
+        if (sip_nameaddr_parse(rh->value, &na, &rest) != 0) {
+            r->stats.dropped_bad++;
+            reply(q, 400, "Bad Route", NULL);
+            return;
+        }
+        if (is_self_uri(r, na.uri)) {
+            f.strip_top_route = true;
+            f.top_route_rest = slice_trim(rest);
+            if (f.top_route_rest.len > 0) {
+                next_route = f.top_route_rest;
+            } else {
+                const struct sip_hdr *nh = sip_msg_hdr_next(m, rh);
+                if (nh)
+                    next_route = nh->value;
+            }
+        } else {
+            next_route = rh->value;
+        }
+    }
+
+    struct sip_uri ruri;
+    bool is_sip = false;
+    bool ruri_ok = sip_uri_parse(m->ruri, &ruri, &is_sip) == 0 && is_sip;
+    char aor[LOCATION_AOR_MAX];
+    bool has_aor = ruri_ok && aor_make(ruri.user, ruri.host, aor, sizeof(aor)) == 0;
+
+    if (next_route.len == 0 && m->method_id == SIP_METHOD_OPTIONS &&
+        (!ruri_ok || ruri.user.len == 0)) {
+        r->stats.options_local++;
+        reply(q, 200, "OK", "Allow: REGISTER, INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE\r\n");
+        return;
+    }
+
+    if (next_route.len > 0) {
+        if (!route_target(next_route, &f.dst, &f.dst_len)) {
+            r->stats.not_found++;
+            reply(q, 404, "Not Found", NULL);
+            return;
+        }
+    } else {
+        size_t n_known = 0;
+        struct location_binding *b = has_aor ? route_pick(r, aor, q->now_ms, &n_known) : NULL;
+        if (b) {
+            f.b = b;
+            f.ruri = slice_make(b->contact, strlen(b->contact));
+            binding_next_hop(b, &f.dst, &f.dst_len);
+        } else if (has_aor && (n_known > 0 || (r->dig && digest_has_user(r->dig, ruri.user)))) {
+            if (is_ack) {
+                r->stats.acks_absorbed++;
+                return;
+            }
+            r->stats.unavailable++;
+            reply(q, 480, "Temporarily Unavailable", NULL);
+            return;
+        } else if (ruri_ok && m->method_id == SIP_METHOD_OPTIONS &&
+                   is_self_hostport(r, ruri.host, ruri.port)) {
+            r->stats.options_local++;
+            reply(q, 200, "OK", "Allow: REGISTER, INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE\r\n");
+            return;
+        } else if (f.strip_top_route && ruri_ok && !is_self_hostport(r, ruri.host, ruri.port) &&
+                   host_to_addr(ruri.host, ruri.port, &f.dst, &f.dst_len)) {
+            /* Loose routing of an in-dialog request to the remote target. */
+        } else {
+            if (is_ack) {
+                /* ACK for a final response this element generated (404/480/483). */
+                r->stats.acks_absorbed++;
+                return;
+            }
+            r->stats.not_found++;
+            reply(q, 404, "Not Found", NULL);
+            return;
+        }
+    }
+    /* RFC 3261 §16.3 step 3. */
+    if (f.max_forwards == 0) {
+        if (is_ack) {
+            r->stats.acks_absorbed++;
+            return;
+        }
+        r->stats.too_many_hops++;
+        reply(q, 483, "Too Many Hops", NULL);
+        return;
+    }
+    forward_request(q, &f);
+}
+
+/* ---- responses --------------------------------------------------------------------- */
+
+/*
+ * Stateless response forwarding (RFC 3261 §16.7 step 3, §18.2.2): our Via must be on
+ * top; it is popped and the response goes to the next Via's received/rport or sent-by.
+ * 100 Trying is dropped: it only stops retransmissions of the hop that sent it, and a
+ * stateless element has no transaction whose retransmissions it could stop upstream.
+ */
+static void handle_response(struct registrar *r, const struct sip_msg *m)
+{
+    const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
+    struct sip_via top, next;
+    struct slice rest;
+    if (!vh || sip_via_parse(vh->value, &top, &rest) != 0 ||
+        !is_self_hostport(r, top.host, top.port) ||
+        !slice_case_prefix(top.branch, BRANCH_COOKIE)) {
+        r->stats.responses_dropped++;
+        return;
+    }
+    if (m->status == 100) {
+        r->stats.responses_dropped++;
+        return;
+    }
+    struct slice sbv;
+    if (m->status == 430 && sip_params_get(top.params, "sb", &sbv)) {
+        /* RFC 5626 §5.3: the flow behind this binding is gone. */
+        long dot = slice_find(sbv, '.');
+        uint32_t slot, gen;
+        if (dot > 0 && slice_to_u32(slice_make(sbv.p, (size_t)dot), UINT32_MAX, &slot) == 0 &&
+            slice_to_u32(slice_make(sbv.p + dot + 1, sbv.len - (size_t)dot - 1), UINT32_MAX,
+                         &gen) == 0) {
+            struct location_binding *b = location_get(r->loc, slot, gen);
+            if (b) {
+                log_info("registrar: %s: 430 Flow Failed, removed binding %s", b->aor,
+                         b->contact);
+                location_remove(r->loc, b);
+                r->stats.flow_failed++;
+            }
+        }
+    }
+    rest = slice_trim(rest);
+    struct slice next_text = rest;
+    const struct sip_hdr *next_hdr = NULL;
+    if (next_text.len == 0) {
+        next_hdr = sip_msg_hdr_next(m, vh);
+        if (next_hdr)
+            next_text = next_hdr->value;
+    }
+    struct slice next_rest;
+    struct sockaddr_storage dst;
+    socklen_t dst_len = 0;
+    uint32_t port = 0;
+    if (next_text.len == 0 || sip_via_parse(next_text, &next, &next_rest) != 0) {
+        r->stats.responses_dropped++;
+        return;
+    }
+    port = next.port;
+    if (next.rport.len > 0 && slice_to_u32(next.rport, 65535, &port) != 0)
+        port = next.port;
+    if (!host_to_addr(next.received.len ? next.received : next.host, (uint16_t)port, &dst,
+                      &dst_len)) {
+        r->stats.responses_dropped++;
+        return;
+    }
+
+    struct sip_build sb;
+    sip_build_init(&sb, r->out, sizeof(r->out));
+    sip_build_mem(&sb, m->buf, m->start_line_len);
+    for (uint16_t i = 0; i < m->n_hdrs; i++) {
+        const struct sip_hdr *h = &m->hdrs[i];
+        if (h == vh) {
+            if (rest.len > 0)
+                sip_build_fmt(&sb, "Via: %.*s\r\n", SLICE_FMT(rest));
+            continue;
+        }
+        sip_build_mem(&sb, m->buf + h->off, h->line_len);
+    }
+    sip_build_mem(&sb, m->buf + m->hdr_end, m->len - m->hdr_end);
+    size_t len;
+    if (sip_build_finish(&sb, &len) != 0) {
+        r->stats.send_errors++;
+        return;
+    }
+    r->stats.responses_fwd++;
+    send_to(r, (const struct sockaddr *)&dst, dst_len, r->out, len);
+}
+
+/* ---- interface --------------------------------------------------------------------- */
+
+int registrar_new(struct registrar **out, const struct registrar_opts *opts,
+                  registrar_send_cb send, void *send_ctx, char *err, size_t errcap)
+{
+    if (!out || !opts || !opts->self || !opts->policy || !send ||
+        (opts->n_trusted && !opts->trusted)) {
+        snprintf(err, errcap, "registrar: bad options");
+        return -EINVAL;
+    }
+    const struct policy *pol = opts->policy;
+    const char *realm = opts->realm ? opts->realm : opts->self->host;
+    if (strlen(realm) >= sizeof(((struct registrar *)0)->realm) || pol->max_bindings == 0 ||
+        pol->max_contacts_per_aor == 0 || pol->min_expires_s > pol->max_expires_s) {
+        snprintf(err, errcap, "registrar: bad realm or policy bounds");
+        return -EINVAL;
+    }
+    struct registrar *r = calloc(1, sizeof(*r));
+    if (!r)
+        return -ENOMEM;
+    int rc = 0;
+    r->self = *opts->self;
+    snprintf(r->realm, sizeof(r->realm), "%s", realm);
+    r->policy = *pol;
+    r->send = send;
+    r->send_ctx = send_ctx;
+    r->max_hdrs = pol->max_headers ? pol->max_headers : REGISTRAR_DEFAULT_HEADERS;
+    r->found_cap = pol->max_contacts_per_aor;
+    r->hdrs = calloc(r->max_hdrs, sizeof(*r->hdrs));
+    r->found = calloc(r->found_cap, sizeof(*r->found));
+    if (opts->n_trusted) {
+        r->trusted = calloc(opts->n_trusted, sizeof(*r->trusted));
+        if (r->trusted) {
+            memcpy(r->trusted, opts->trusted, opts->n_trusted * sizeof(*r->trusted));
+            r->n_trusted = opts->n_trusted;
+        }
+    }
+    if (!r->hdrs || !r->found || (opts->n_trusted && !r->trusted)) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    rc = location_new(&r->loc, pol->max_bindings, pol->max_contacts_per_aor);
+    if (rc != 0)
+        goto out;
+    if (opts->users_file)
+        rc = digest_new(&r->dig, opts->users_file, r->realm, err, errcap);
+out:
+    if (rc != 0) {
+        if (rc == -ENOMEM)
+            snprintf(err, errcap, "registrar: out of memory");
+        registrar_free(r);
+        return rc == -ENOMEM ? rc : -EINVAL;
+    }
+    *out = r;
+    return 0;
+}
+
+void registrar_free(struct registrar *r)
+{
+    if (!r)
+        return;
+    digest_free(r->dig);
+    location_free(r->loc);
+    free(r->trusted);
+    free(r->found);
+    free(r->hdrs);
+    free(r);
+}
+
+void registrar_handle(struct registrar *r, const char *buf, size_t len,
+                      const struct sockaddr *src, socklen_t src_len, uint64_t now_ms)
+{
+    struct sip_msg m;
+    struct sip_err err = {0};
+    struct sip_limits limits = {
+        .max_msg_bytes = r->policy.max_message_bytes ? r->policy.max_message_bytes : 65535,
+        .max_headers = r->max_hdrs,
+    };
+    if (sip_msg_parse(&m, buf, len, r->hdrs, &limits, &err) != 0) {
+        /* The parser gives no message to answer from on failure; the edge in front has
+         * already answered 400 to clients, so dropping here costs nothing. */
+        r->stats.dropped_bad++;
+        log_debug("registrar: unparsable message dropped: %s", err.reason ? err.reason : "?");
+        return;
+    }
+    if (sip_check_msg(&m, &err) != 0) {
+        r->stats.dropped_bad++;
+        if (m.is_request && m.method_id != SIP_METHOD_ACK && err.status >= 400) {
+            struct req bad = {.r = r, .m = &m, .src = src, .src_len = src_len, .now_ms = now_ms};
+            reply(&bad, err.status, err.reason ? err.reason : "Bad Request", NULL);
+        }
+        return;
+    }
+    if (!m.is_request) {
+        handle_response(r, &m);
+        return;
+    }
+    struct req q = {.r = r, .m = &m, .src = src, .src_len = src_len, .now_ms = now_ms};
+    if (m.method_id == SIP_METHOD_REGISTER)
+        handle_register(&q);
+    else
+        handle_request(&q);
+}
+
+void registrar_tick(struct registrar *r, uint64_t now_ms)
+{
+    size_t n = location_expire(r->loc, now_ms);
+    if (n) {
+        r->stats.expired += n;
+        log_debug("registrar: %zu bindings expired", n);
+    }
+}
+
+size_t registrar_n_bindings(const struct registrar *r)
+{
+    return location_count(r->loc);
+}
+
+void registrar_stats(const struct registrar *r, struct registrar_stats *out)
+{
+    *out = r->stats;
+}

@@ -1,0 +1,243 @@
+#include "sipedge/worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "sipedge/edge.h"
+#include "sipedge/log.h"
+#include "sipedge/registrar.h"
+#include "sipedge/transport_udp.h"
+
+#define SOCK_REGISTRAR 254
+
+struct worker {
+    uv_loop_t loop;
+    const struct config *cfg;
+    struct policy pol;
+    struct transport_udp *udp;
+    struct edge *edge;
+    struct registrar *reg;
+    uv_timer_t tick;
+    uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
+    bool is_stopping;
+};
+
+static char *out_reserve(void *ctx, size_t *cap)
+{
+    struct worker *w = ctx;
+    return transport_udp_reserve(w->udp, cap);
+}
+
+static void out_commit(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len)
+{
+    struct worker *w = ctx;
+    transport_udp_commit(w->udp, sock, dst, len);
+}
+
+static void registrar_send(void *ctx, const struct sockaddr *dst, socklen_t dst_len,
+                           const char *buf, size_t len)
+{
+    struct worker *w = ctx;
+    size_t cap;
+    (void)dst_len;
+    char *out = transport_udp_reserve(w->udp, &cap);
+    if (len > cap)
+        return;
+    memcpy(out, buf, len);
+    transport_udp_commit(w->udp, SOCK_REGISTRAR, dst, len);
+}
+
+static void on_datagram(void *ctx, uint8_t sock, const char *buf, size_t len,
+                        const struct sockaddr *src)
+{
+    struct worker *w = ctx;
+    uint64_t now = uv_now(&w->loop);
+    if (sock == SOCK_REGISTRAR)
+        registrar_handle(w->reg, buf, len, src,
+                         src->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+                                                   : sizeof(struct sockaddr_in6),
+                         now);
+    else if (sock == EDGE_SOCK_CORE)
+        edge_rx_core(w->edge, buf, len, src, now);
+    else
+        edge_rx_public(w->edge, sock, buf, len, src, now);
+}
+
+static void log_stats(struct worker *w)
+{
+    char buf[2048];
+    if (w->edge) {
+        edge_stats_format(w->edge, buf, sizeof(buf));
+        log_info("stats edge %s", buf);
+    }
+    const struct transport_udp_stats *us = transport_udp_stats(w->udp);
+    log_info("stats udp rx_datagrams=%llu rx_syscalls=%llu tx_datagrams=%llu tx_syscalls=%llu "
+             "tx_dropped=%llu",
+             (unsigned long long)us->rx_datagrams, (unsigned long long)us->rx_syscalls,
+             (unsigned long long)us->tx_datagrams, (unsigned long long)us->tx_syscalls,
+             (unsigned long long)us->tx_dropped);
+    if (w->reg)
+        log_info("stats registrar bindings=%zu", registrar_n_bindings(w->reg));
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct worker *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+    if (w->edge)
+        edge_tick(w->edge, now);
+    if (w->reg)
+        registrar_tick(w->reg, now);
+}
+
+static void on_closed_handle(uv_handle_t *h) { (void)h; }
+
+static void on_udp_closed(void *ctx)
+{
+    struct worker *w = ctx;
+    w->udp = NULL;
+}
+
+static void worker_stop(struct worker *w)
+{
+    if (w->is_stopping)
+        return;
+    w->is_stopping = true;
+    log_stats(w);
+    uv_timer_stop(&w->tick);
+    uv_close((uv_handle_t *)&w->tick, on_closed_handle);
+    uv_close((uv_handle_t *)&w->sig_term, on_closed_handle);
+    uv_close((uv_handle_t *)&w->sig_int, on_closed_handle);
+    uv_close((uv_handle_t *)&w->sig_usr1, on_closed_handle);
+    uv_close((uv_handle_t *)&w->sig_hup, on_closed_handle);
+    transport_udp_close(w->udp, on_udp_closed, w);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    struct worker *w = s->data;
+    if (signum == SIGUSR1) {
+        log_stats(w);
+        return;
+    }
+    if (signum == SIGHUP) {
+        struct policy pol;
+        char err[CONFIG_ERR_MAX];
+        if (policy_load_dir(&pol, w->cfg->policy_dir, err, sizeof(err)) < 0) {
+            log_error("policy reload refused, keeping the current policy: %s", err);
+            return;
+        }
+        w->pol = pol;
+        if (w->edge)
+            edge_set_policy(w->edge, &w->pol);
+        log_info("policy reloaded from %s", w->cfg->policy_dir);
+        return;
+    }
+    log_info("stopping on signal %d", signum);
+    worker_stop(w);
+}
+
+static int bind_or_log(struct worker *w, uint8_t id, const struct config_addr *a, const char *what)
+{
+    int rc = transport_udp_bind(w->udp, id, a);
+    if (rc < 0)
+        log_error("cannot bind %s socket on %s: %s", what, a->text, uv_strerror(rc));
+    return rc;
+}
+
+int worker_run(const struct worker_opts *opts)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    int rc = uv_loop_init(&w->loop);
+    if (rc < 0) {
+        free(w);
+        return rc;
+    }
+    w->cfg = opts->cfg;
+    w->pol = *opts->policy;
+    rc = transport_udp_new(&w->udp, &w->loop, on_datagram, w);
+    if (rc < 0)
+        goto out;
+
+    if (opts->run_registrar) {
+        struct registrar_opts ro = {
+            .self = &w->cfg->embedded_listen,
+            .users_file = w->cfg->users_file[0] ? w->cfg->users_file : NULL,
+            .realm = w->cfg->realm,
+            .policy = &w->pol,
+            .trusted = &w->cfg->core,
+            .n_trusted = 1,
+        };
+        char err[CONFIG_ERR_MAX] = "";
+        rc = registrar_new(&w->reg, &ro, registrar_send, w, err, sizeof(err));
+        if (rc < 0) {
+            log_error("embedded registrar: %s", err[0] ? err : strerror(-rc));
+            goto out_close;
+        }
+        rc = bind_or_log(w, SOCK_REGISTRAR, &w->cfg->embedded_listen, "registrar");
+        if (rc < 0)
+            goto out_close;
+    }
+    if (opts->run_edge) {
+        struct edge_opts eo = {
+            .cfg = w->cfg,
+            .policy = &w->pol,
+            .worker = 0,
+            .out = {.reserve = out_reserve, .commit = out_commit, .ctx = w},
+        };
+        rc = edge_new(&w->edge, &eo);
+        if (rc < 0) {
+            log_error("edge: %s", strerror(-rc));
+            goto out_close;
+        }
+        for (unsigned i = 0; i < w->cfg->n_listen_udp; i++) {
+            rc = bind_or_log(w, (uint8_t)i, &w->cfg->listen_udp[i], "public");
+            if (rc < 0)
+                goto out_close;
+        }
+        rc = bind_or_log(w, EDGE_SOCK_CORE, &w->cfg->core, "core");
+        if (rc < 0)
+            goto out_close;
+    }
+
+    uv_timer_init(&w->loop, &w->tick);
+    w->tick.data = w;
+    uv_timer_start(&w->tick, on_tick, 1000, 1000);
+    uv_signal_t *sigs[] = {&w->sig_term, &w->sig_int, &w->sig_usr1, &w->sig_hup};
+    int signums[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
+    for (int i = 0; i < 4; i++) {
+        uv_signal_init(&w->loop, sigs[i]);
+        sigs[i]->data = w;
+        uv_signal_start(sigs[i], on_signal, signums[i]);
+    }
+
+    char listen_txt[512] = "";
+    size_t n = 0;
+    for (unsigned i = 0; opts->run_edge && i < w->cfg->n_listen_udp; i++)
+        n += (size_t)snprintf(listen_txt + n, sizeof(listen_txt) - n, "%sudp:%s", i ? "," : "",
+                              w->cfg->listen_udp[i].text);
+    log_info("sipedge: ready %s%s core=%s registrar=%s (%s)", listen_txt,
+             opts->run_edge ? "" : "registrar-only", w->cfg->core.text,
+             opts->run_registrar ? w->cfg->embedded_listen.text : w->cfg->registrar.text,
+             opts->run_registrar ? "embedded" : "external");
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    rc = 0;
+    goto out;
+
+out_close:
+    transport_udp_close(w->udp, on_udp_closed, w);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+out:
+    edge_free(w->edge);
+    registrar_free(w->reg);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&w->loop) != 0)
+        log_warn("event loop closed with handles still open");
+    free(w);
+    return rc;
+}

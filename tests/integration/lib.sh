@@ -1,0 +1,314 @@
+# shellcheck shell=bash
+# Helpers for tests/integration/t_*.sh. Source it, then call it_init.
+#
+# Environment (set by CTest, defaults for running a test by hand from the repo):
+#   SIPEDGE_SRC    repo root
+#   SIPEDGE_BUILD  build dir
+#   SIPEDGE_BIN    the daemon
+#   CI=true        a missing peer or tool fails the test instead of skipping it
+#   IT_KEEP=1      keep the temp dir (logs, sipp traces) after the test
+#
+# Exit codes: 0 pass, 1 fail, 77 skipped (CTest needs SKIP_RETURN_CODE 77).
+#
+# Addresses: every test run gets its own 127.A.B.0/24 block on loopback (A from the
+# test name, B from the PID), so tests run in parallel by ctest never share a port.
+
+set -uo pipefail
+
+IT_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+: "${SIPEDGE_SRC:=$(cd "$IT_LIB_DIR/../.." && pwd)}"
+: "${SIPEDGE_BUILD:=$SIPEDGE_SRC/build}"
+: "${SIPEDGE_BIN:=$SIPEDGE_BUILD/sipedge}"
+IT_SIPP_DIR=$IT_LIB_DIR/sipp
+IT_KAM_DIR=$IT_LIB_DIR/kamailio
+
+IT_NAME=
+IT_TMP=
+IT_NET=
+IT_PIDS=()          # every background process we started, in start order
+IT_FAILED=0
+SIPEDGE_PID=
+SIPEDGE_LOG=
+KAM_PID=
+KAM_LOG=
+KAM_CTL=
+
+log() { printf '[%s %(%H:%M:%S)T] %s\n' "${IT_NAME:-it}" -1 "$*" >&2; }
+
+# Print the tail of every log in the temp dir.
+it_dump_logs() {
+    local f
+    [ -n "$IT_TMP" ] && [ -d "$IT_TMP" ] || return 0
+    for f in "$IT_TMP"/*.log "$IT_TMP"/*.out; do
+        [ -s "$f" ] || continue
+        printf '\n----- %s (last 40 lines) -----\n' "${f#"$IT_TMP"/}" >&2
+        tail -n 40 "$f" >&2
+    done
+}
+
+fail() {
+    IT_FAILED=1
+    log "FAIL: $*"
+    it_dump_logs
+    exit 1
+}
+
+skip() {
+    log "SKIP: $*"
+    exit 77
+}
+
+# need_cmd CMD...: a missing peer skips the test, or fails it under CI=true.
+need_cmd() {
+    local c
+    for c in "$@"; do
+        command -v "$c" >/dev/null 2>&1 && continue
+        if [ "${CI:-}" = true ]; then
+            fail "required command '$c' not found (CI=true: nothing is skipped)"
+        fi
+        skip "required command '$c' not found"
+    done
+}
+
+need_sipedge() {
+    if [ ! -x "$SIPEDGE_BIN" ]; then
+        [ "${CI:-}" = true ] && fail "sipedge binary not found at $SIPEDGE_BIN"
+        skip "sipedge binary not found at $SIPEDGE_BIN"
+    fi
+}
+
+# Kill only what we started, newest first: TERM, grace, then KILL.
+it_cleanup() {
+    local rc=$? i pid n
+    for ((i = ${#IT_PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${IT_PIDS[i]}
+        kill -0 "$pid" 2>/dev/null || continue
+        kill -TERM "$pid" 2>/dev/null
+    done
+    for ((i = ${#IT_PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${IT_PIDS[i]}
+        for ((n = 0; n < 30; n++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    if [ -n "$IT_TMP" ] && [ -d "$IT_TMP" ]; then
+        if [ "${IT_KEEP:-0}" = 1 ] || { [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ] && [ "${CI:-}" != true ]; }; then
+            log "temp dir kept: $IT_TMP"
+        else
+            rm -rf "$IT_TMP"
+        fi
+    fi
+    exit "$rc"
+}
+
+# it_init NAME: temp dir, address block, cleanup trap.
+it_init() {
+    IT_NAME=$1
+    IT_TMP=$(mktemp -d "/tmp/sipedge-it-$IT_NAME.XXXXXX") || exit 1
+    trap it_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    local h
+    h=$(printf '%s' "$IT_NAME" | cksum | cut -d' ' -f1)
+    IT_NET=127.$((10 + h % 200)).$(($$ % 250 + 1))
+    log "temp $IT_TMP, addresses $IT_NET.0/24"
+}
+
+# it_addr N: the Nth address of this test's block.
+it_addr() { printf '%s.%s\n' "$IT_NET" "$1"; }
+
+# free_udp_port ADDR: a UDP port currently free on ADDR.
+free_udp_port() {
+    python3 - "$1" <<'EOF'
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0))
+print(s.getsockname()[1])
+EOF
+}
+
+# bg LOGFILE CMD...: start CMD in the background, stdout+stderr to LOGFILE; sets BG_PID.
+bg() {
+    local out=$1
+    shift
+    "$@" >"$out" 2>&1 &
+    BG_PID=$!
+    IT_PIDS+=("$BG_PID")
+}
+
+# wait_for_line FILE PATTERN SECONDS PID: wait until FILE has a line matching PATTERN;
+# fails early when PID dies.
+wait_for_line() {
+    local file=$1 pat=$2 secs=$3 pid=${4:-} n
+    for ((n = 0; n < secs * 20; n++)); do
+        grep -qE "$pat" "$file" 2>/dev/null && return 0
+        if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+            return 2
+        fi
+        sleep 0.05
+    done
+    return 1
+}
+
+# make_users FILE: the test users: alice:alicepw, bob:bobpw and 1000..1999 with pw<N>
+# (the same rule registrar.cfg uses under WITH_AUTH).
+make_users() {
+    {
+        echo "alice:alicepw"
+        echo "bob:bobpw"
+        for ((u = 1000; u < 2000; u++)); do echo "$u:pw$u"; done
+    } >"$1"
+}
+
+# make_csv FILE FIRST COUNT: sipp injection file for users FIRST..FIRST+COUNT-1:
+# user;password;[authentication username=user password=password]
+make_csv() {
+    local f=$1 first=$2 count=$3 u
+    {
+        echo SEQUENTIAL
+        for ((u = first; u < first + count; u++)); do
+            echo "$u;pw$u;[authentication username=$u password=pw$u]"
+        done
+    } >"$f"
+}
+
+# start_sipedge ARGS...: run the daemon, wait up to SIPEDGE_READY_SECONDS (5) for
+# "sipedge: ready" on stderr. Sets SIPEDGE_PID, SIPEDGE_LOG.
+start_sipedge() {
+    need_sipedge
+    SIPEDGE_LOG=$IT_TMP/sipedge.log
+    log "sipedge $*"
+    "$SIPEDGE_BIN" "$@" 2>"$SIPEDGE_LOG" >/dev/null &
+    SIPEDGE_PID=$!
+    IT_PIDS+=("$SIPEDGE_PID")
+    local rc=0
+    wait_for_line "$SIPEDGE_LOG" 'sipedge: ready' "${SIPEDGE_READY_SECONDS:-5}" "$SIPEDGE_PID" || rc=$?
+    case $rc in
+        0) return 0 ;;
+        2) wait "$SIPEDGE_PID"; fail "sipedge exited during startup (status $?)" ;;
+        *) fail "sipedge did not print 'sipedge: ready' within ${SIPEDGE_READY_SECONDS:-5}s" ;;
+    esac
+}
+
+sipedge_alive() { [ -n "$SIPEDGE_PID" ] && kill -0 "$SIPEDGE_PID" 2>/dev/null; }
+
+# stop_sipedge: SIGTERM, expect a clean exit (status 0, no sanitizer report).
+stop_sipedge() {
+    local n rc
+    sipedge_alive || fail "sipedge is not running (died earlier)"
+    kill -TERM "$SIPEDGE_PID"
+    for ((n = 0; n < 100; n++)); do
+        kill -0 "$SIPEDGE_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -0 "$SIPEDGE_PID" 2>/dev/null && fail "sipedge did not stop within 5s of SIGTERM"
+    wait "$SIPEDGE_PID"
+    rc=$?
+    SIPEDGE_PID=
+    grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$SIPEDGE_LOG" &&
+        fail "sanitizer report in sipedge log"
+    [ "$rc" -eq 0 ] || fail "sipedge exit status $rc after SIGTERM"
+    log "sipedge stopped cleanly"
+}
+
+# start_kamailio CFG ADDR PORT [DEFINE...]: Kamailio in the foreground (-DD -E) in the
+# background, own runtime dir and ctl socket. Sets KAM_PID, KAM_LOG, KAM_CTL.
+start_kamailio() {
+    local cfg=$1 addr=$2 port=$3
+    shift 3
+    need_cmd kamailio kamcmd
+    local dir=$IT_TMP/kam
+    mkdir -p "$dir/run"
+    KAM_LOG=$IT_TMP/kamailio.log
+    KAM_CTL=unix:$dir/kamailio_ctl
+    local args=(-DD -E -f "$cfg" -l "udp:$addr:$port" -Y "$dir/run" -w "$dir"
+        -m "${KAM_SHM_MB:-64}" -M 8 -n "${KAM_CHILDREN:-2}" -a no
+        -A "CTL_SOCK=\"$KAM_CTL\"")
+    local d
+    for d in "$@"; do args+=(-A "$d"); done
+    log "kamailio ${args[*]}"
+    kamailio "${args[@]}" >"$KAM_LOG" 2>&1 &
+    KAM_PID=$!
+    IT_PIDS+=("$KAM_PID")
+    local n
+    for ((n = 0; n < 100; n++)); do
+        kill -0 "$KAM_PID" 2>/dev/null || { wait "$KAM_PID"; fail "kamailio exited during startup (status $?)"; }
+        kamcmd -s "$KAM_CTL" core.version >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    fail "kamailio control socket did not answer within 10s"
+}
+
+kam_ul_dump() { kamcmd -s "$KAM_CTL" ul.dump; }
+
+# run_sipp TAG ARGS...: sipp in the foreground (bounded by `timeout`), in the temp
+# dir, with stats. Output in $IT_TMP/sipp-TAG.out; stats csv $IT_TMP/sipp-TAG.csv.
+# Returns sipp's exit status (0: every call succeeded).
+run_sipp() {
+    local tag=$1
+    shift
+    need_cmd sipp
+    log "sipp[$tag] $*"
+    (cd "$IT_TMP" && timeout -k 5 "${SIPP_TIMEOUT:-60}" sipp -nostdin \
+        -trace_err -error_file "$IT_TMP/sipp-$tag-errors.log" \
+        -trace_msg -message_file "$IT_TMP/sipp-$tag-msg.log" \
+        -trace_stat -stf "$IT_TMP/sipp-$tag.csv" -fd 1 \
+        -trace_screen -screen_file "$IT_TMP/sipp-$tag-screen.log" \
+        "$@") >"$IT_TMP/sipp-$tag.out" 2>&1
+}
+
+# bg_sipp TAG ARGS...: same, in the background; sets BG_PID.
+bg_sipp() {
+    local tag=$1
+    shift
+    need_cmd sipp
+    log "sipp[$tag] (bg) $*"
+    (cd "$IT_TMP" && exec timeout -k 5 "${SIPP_TIMEOUT:-60}" sipp -nostdin \
+        -trace_err -error_file "$IT_TMP/sipp-$tag-errors.log" \
+        -trace_msg -message_file "$IT_TMP/sipp-$tag-msg.log" \
+        -trace_logs -log_file "$IT_TMP/sipp-$tag-logs.log" \
+        -trace_stat -stf "$IT_TMP/sipp-$tag.csv" -fd 1 \
+        -trace_screen -screen_file "$IT_TMP/sipp-$tag-screen.log" \
+        "$@") >"$IT_TMP/sipp-$tag.out" 2>&1 &
+    BG_PID=$!
+    IT_PIDS+=("$BG_PID")
+}
+
+# sipp_stat TAG COLUMN: last value of COLUMN (e.g. SuccessfulCall(C)) in the stats csv.
+sipp_stat() {
+    python3 - "$IT_TMP/sipp-$1.csv" "$2" <<'EOF'
+import sys
+rows = [l.rstrip('\n').split(';') for l in open(sys.argv[1]) if l.strip()]
+col = rows[0].index(sys.argv[2])
+print(rows[-1][col])
+EOF
+}
+
+# udp_send.py wrapper: send a file or bytes, print the replies (see udp_tool below).
+# udp_tool SRC_ADDR DST_ADDR DST_PORT WAIT_MS FILE: sends FILE's bytes as one datagram
+# from SRC_ADDR (ephemeral port), prints the first line of each reply received within
+# WAIT_MS, one per line.
+udp_tool() {
+    python3 - "$@" <<'EOF'
+import socket, sys, time
+src, dst, port, wait_ms, path = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+data = open(path, 'rb').read()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((src, 0))
+s.sendto(data, (dst, port))
+end = time.time() + wait_ms / 1000.0
+while True:
+    left = end - time.time()
+    if left <= 0:
+        break
+    s.settimeout(left)
+    try:
+        rep, _ = s.recvfrom(65535)
+    except socket.timeout:
+        break
+    print(rep.split(b'\r\n', 1)[0].decode('latin-1'))
+EOF
+}
