@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <openssl/rand.h>
 
@@ -19,6 +20,11 @@ static void usage(FILE *f)
             "usage: sipedge [-c FILE] [options]\n"
             "  -c, --config FILE          YAML configuration file\n"
             "      --listen-udp ADDR:PORT public UDP listener (repeatable; replaces the config's)\n"
+            "      --listen-ws ADDR:PORT  public WebSocket listener (repeatable)\n"
+            "      --listen-wss ADDR:PORT public secure WebSocket listener (repeatable)\n"
+            "      --tls-cert FILE        certificate (PEM) for wss\n"
+            "      --tls-key FILE         private key (PEM) for wss\n"
+            "      --ws-origin ORIGIN     allowed Origin, scheme://host[:port] (repeatable)\n"
             "      --core ADDR:PORT       our core-side address (towards registrars)\n"
             "      --registrar ADDR:PORT  external registrar (without it the embedded one runs)\n"
             "      --registrar-listen ADDR:PORT  address of the embedded registrar\n"
@@ -47,6 +53,11 @@ enum {
     OPT_REGISTRAR_ONLY,
     OPT_CHECK_CONFIG,
     OPT_VERSION,
+    OPT_LISTEN_WS,
+    OPT_LISTEN_WSS,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_WS_ORIGIN,
 };
 
 static const struct option long_opts[] = {
@@ -64,6 +75,11 @@ static const struct option long_opts[] = {
     {"registrar-only", no_argument, NULL, OPT_REGISTRAR_ONLY},
     {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
     {"version", no_argument, NULL, OPT_VERSION},
+    {"listen-ws", required_argument, NULL, OPT_LISTEN_WS},
+    {"listen-wss", required_argument, NULL, OPT_LISTEN_WSS},
+    {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+    {"tls-key", required_argument, NULL, OPT_TLS_KEY},
+    {"ws-origin", required_argument, NULL, OPT_WS_ORIGIN},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -103,6 +119,7 @@ static int copy_opt(const char *opt, const char *val, char *dst, size_t cap)
 /* Overrides collected from the command line, applied after the config file. */
 struct overrides {
     struct config cli;
+    bool has_ws, has_wss, has_cert, has_key, has_origins;
     bool has_listen, has_core, has_registrar, has_reg_listen, has_users, has_realm, has_policy,
         has_flow_key, has_log_level, has_peers;
 };
@@ -115,6 +132,22 @@ static void apply_overrides(struct config *cfg, const struct overrides *o)
     }
     if (o->has_core)
         cfg->core = o->cli.core;
+    if (o->has_ws) {
+        memcpy(cfg->listen_ws, o->cli.listen_ws, sizeof(cfg->listen_ws));
+        cfg->n_listen_ws = o->cli.n_listen_ws;
+    }
+    if (o->has_wss) {
+        memcpy(cfg->listen_wss, o->cli.listen_wss, sizeof(cfg->listen_wss));
+        cfg->n_listen_wss = o->cli.n_listen_wss;
+    }
+    if (o->has_cert)
+        memcpy(cfg->tls_cert, o->cli.tls_cert, sizeof(cfg->tls_cert));
+    if (o->has_key)
+        memcpy(cfg->tls_key, o->cli.tls_key, sizeof(cfg->tls_key));
+    if (o->has_origins) {
+        memcpy(cfg->ws_origins, o->cli.ws_origins, sizeof(cfg->ws_origins));
+        cfg->n_ws_origins = o->cli.n_ws_origins;
+    }
     if (o->has_reg_listen) {
         cfg->embedded_listen = o->cli.embedded_listen;
         if (!cfg->has_external_registrar)
@@ -163,6 +196,41 @@ int main(int argc, char **argv)
             }
             rc = addr_opt("listen-udp", optarg, &o.cli.listen_udp[o.cli.n_listen_udp++]);
             o.has_listen = true;
+            break;
+        case OPT_LISTEN_WS:
+        case OPT_LISTEN_WSS: {
+            bool is_wss = c == OPT_LISTEN_WSS;
+            unsigned *n = is_wss ? &o.cli.n_listen_wss : &o.cli.n_listen_ws;
+            if (*n >= CONFIG_MAX_LISTEN) {
+                fprintf(stderr, "sipedge: at most %d listeners per transport\n",
+                        CONFIG_MAX_LISTEN);
+                return 1;
+            }
+            struct config_addr *a = is_wss ? &o.cli.listen_wss[(*n)++] : &o.cli.listen_ws[(*n)++];
+            rc = addr_opt(is_wss ? "listen-wss" : "listen-ws", optarg, a);
+            if (is_wss)
+                o.has_wss = true;
+            else
+                o.has_ws = true;
+            break;
+        }
+        case OPT_TLS_CERT:
+            rc = copy_opt("tls-cert", optarg, o.cli.tls_cert, sizeof(o.cli.tls_cert));
+            o.has_cert = true;
+            break;
+        case OPT_TLS_KEY:
+            rc = copy_opt("tls-key", optarg, o.cli.tls_key, sizeof(o.cli.tls_key));
+            o.has_key = true;
+            break;
+        case OPT_WS_ORIGIN:
+            if (o.cli.n_ws_origins >= CONFIG_MAX_ORIGINS) {
+                fprintf(stderr, "sipedge: at most %d --ws-origin\n", CONFIG_MAX_ORIGINS);
+                return 1;
+            }
+            rc = copy_opt("ws-origin", optarg, o.cli.ws_origins[o.cli.n_ws_origins],
+                          sizeof(o.cli.ws_origins[0]));
+            o.cli.n_ws_origins++;
+            o.has_origins = true;
             break;
         case OPT_CORE:
             rc = addr_opt("core", optarg, &o.cli.core);
@@ -246,8 +314,21 @@ int main(int argc, char **argv)
     }
     apply_overrides(&cfg, &o);
     log_set_level((enum log_level)cfg.log_level);
-    if (policy_load_dir(&pol, cfg.policy_dir, err, sizeof(err)) < 0) {
+    struct config builtin;
+    config_defaults(&builtin);
+    struct stat st;
+    if (strcmp(cfg.policy_dir, builtin.policy_dir) == 0 && stat(cfg.policy_dir, &st) != 0) {
+        /* Not configured and not found next to us: the compiled-in defaults are the same
+         * values policies/default ships. */
+        policy_defaults(&pol);
+        log_info("policy directory %s not found, using built-in defaults", cfg.policy_dir);
+    } else if (policy_load_dir(&pol, cfg.policy_dir, err, sizeof(err)) < 0) {
         fprintf(stderr, "sipedge: %s\n", err);
+        return 1;
+    }
+    if (cfg.n_listen_wss && (!cfg.tls_cert[0] || !cfg.tls_key[0])) {
+        fprintf(stderr, "sipedge: a wss listener needs tls.cert and tls.key (--tls-cert, "
+                        "--tls-key)\n");
         return 1;
     }
     if (check_only) {

@@ -17,6 +17,7 @@
 #define CONFIG_MAX_LISTEN 8
 #define CONFIG_MAX_PEERS 16
 #define CONFIG_MAX_DOMAINS 16
+#define CONFIG_MAX_ORIGINS 16
 #define CONFIG_PATH_MAX 512
 #define CONFIG_ERR_MAX 512
 
@@ -47,9 +48,26 @@ struct config {
     bool has_flow_key;
     uint8_t flow_key_prev[32];
     bool has_flow_key_prev;
+    /* WebSocket (RFC 7118) */
+    struct config_addr listen_ws[CONFIG_MAX_LISTEN];
+    unsigned n_listen_ws;
+    struct config_addr listen_wss[CONFIG_MAX_LISTEN];
+    unsigned n_listen_wss;
+    char tls_cert[CONFIG_PATH_MAX];
+    char tls_key[CONFIG_PATH_MAX];
+    char ws_origins[CONFIG_MAX_ORIGINS][128];         /* "scheme://host[:port]"; none = any */
+    unsigned n_ws_origins;
     int log_level;                                    /* enum log_level */
     unsigned workers;                                 /* 0 = one per CPU */
 };
+
+#define POLICY_MAX_BAN_STEPS 8
+#define POLICY_MAX_ALLOW 32
+#define POLICY_MAX_SCANNERS 32
+
+enum policy_over_limit { POLICY_OVER_LIMIT_REJECT = 0, POLICY_OVER_LIMIT_DROP };
+enum policy_ban_scope { POLICY_BAN_SCOPE_PORT = 0, POLICY_BAN_SCOPE_IP };
+enum policy_nft_drop { POLICY_NFT_DROP_LISTEN_PORTS = 0, POLICY_NFT_DROP_ALL };
 
 struct policy {
     /* limits */
@@ -65,6 +83,49 @@ struct policy {
     uint32_t nonce_ttl_s;
     /* flows */
     uint32_t flow_idle_timeout_s; /* UDP flow forgotten after this much silence */
+    uint32_t dead_flow_grace_s;   /* after a flow dies: de-REGISTER its contacts after this */
+    /* WebSocket */
+    uint32_t ws_max_message_bytes;  /* reassembled message cap, >= 65536 */
+    uint32_t ws_first_message_timeout_s; /* idle after handshake before the first SIP message */
+    uint32_t ws_max_conns_per_ip;
+    uint32_t ws_handshakes_per_ip_per_s; /* token bucket rate; burst = 2x */
+    uint32_t ws_ping_interval_s;    /* server ping after this much idle */
+    uint32_t ws_pong_timeout_s;     /* no traffic this long after a ping: close */
+    uint32_t ws_out_queue_max_bytes; /* per connection; over it the client is too slow */
+    bool ws_require_origin;         /* refuse handshakes without an Origin header */
+    uint32_t flow_timer_s;          /* Flow-Timer in 2xx REGISTER (RFC 5626 §5.4) */
+    /* guard: rate limits (token buckets: rate per second, burst in messages) */
+    uint32_t guard_ip_rate, guard_ip_burst;           /* per source address */
+    uint32_t guard_ip_port_rate, guard_ip_port_burst; /* per (address, port) */
+    uint32_t guard_aor_rate, guard_aor_burst;         /* REGISTERs per address-of-record */
+    uint32_t guard_registrar_rate, guard_registrar_burst; /* REGISTERs towards the registrar */
+    uint32_t guard_registrar_reserved_pct; /* share only known authenticated flows may use */
+    int guard_over_limit_action;           /* enum policy_over_limit */
+    uint32_t guard_retry_after_min_s, guard_retry_after_max_s; /* 503 Retry-After range */
+    uint32_t guard_max_sources;            /* bucket/strike table bound */
+    uint32_t guard_max_aors;               /* per-AOR bucket table bound */
+    /* guard: strikes (sliding window per source) */
+    uint32_t guard_window_s;
+    uint32_t guard_threshold;              /* strikes of one (address, port) or address: ban */
+    uint32_t guard_ip_threshold;           /* strikes of a whole address: address ban */
+    uint32_t guard_w_malformed, guard_w_auth_failure, guard_w_forbidden, guard_w_not_found;
+    uint32_t guard_w_scanner, guard_w_unknown_domain, guard_w_over_limit, guard_w_user_scan;
+    uint32_t guard_unknown_users;          /* distinct 404'd users from one address: scan */
+    uint32_t guard_auth_memory_s;          /* 2xx after credentials marks (address, port) */
+    /* guard: bans */
+    char guard_ban_durations_text[POLICY_MAX_BAN_STEPS][16]; /* as written; see below */
+    unsigned n_guard_ban_durations_text;
+    uint32_t guard_ban_durations_s[POLICY_MAX_BAN_STEPS]; /* ladder, filled by the loader */
+    unsigned n_guard_ban_durations;
+    int guard_ban_scope;                   /* enum policy_ban_scope */
+    uint32_t guard_max_bans;               /* ban table bound */
+    uint32_t guard_ban_memory_s;           /* escalation level forgotten after this */
+    char guard_allowlist[POLICY_MAX_ALLOW][48]; /* CIDRs, validated by the loader */
+    unsigned n_guard_allowlist;
+    char guard_scanners[POLICY_MAX_SCANNERS][32]; /* User-Agent substrings, case-insensitive */
+    unsigned n_guard_scanners;
+    int guard_nft_drop;                    /* enum policy_nft_drop */
+    char guard_event_log[CONFIG_PATH_MAX]; /* "-" stdout, "" off */
 };
 
 /* Fills built-in defaults (embedded registrar on 127.0.0.1:5080, listen 0.0.0.0:5060,

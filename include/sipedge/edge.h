@@ -21,11 +21,17 @@
 /* Index of the core-side socket in edge_out calls; public sockets are 0..n-1. */
 #define EDGE_SOCK_CORE 255
 
-/* Where outgoing datagrams go. reserve lends a buffer of at least 65535 bytes;
- * commit queues the first len bytes of it for dst on socket sock. */
+/*
+ * Where outgoing messages go. reserve lends a buffer of at least 65535 bytes; commit
+ * queues the first len bytes of it as a datagram for dst on UDP socket sock;
+ * send_conn queues a copy of buf on a connection flow (WS/WSS) and returns 0 or a
+ * negative errno (the connection is gone or too slow). send_conn may be NULL when the
+ * worker runs no connection transport.
+ */
 struct edge_out {
     char *(*reserve)(void *ctx, size_t *cap);
     void (*commit)(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len);
+    int (*send_conn)(void *ctx, uint64_t conn, const char *buf, size_t len);
     void *ctx;
 };
 
@@ -53,6 +59,14 @@ struct edge_out {
     X(reply_503_flows_full)                                                                        \
     X(reply_513_too_large)                                                                         \
     X(flows_created)                                                                               \
+    X(flows_dead)                                                                                  \
+    X(flow_timer_added)                                                                            \
+    X(regs_recorded)                                                                               \
+    X(regs_not_recorded)                                                                           \
+    X(dereg_sent)                                                                                  \
+    X(dereg_answered_ok)                                                                           \
+    X(dereg_answered_error)                                                                        \
+    X(conn_send_failed)                                                                            \
     X(flows_released)                                                                              \
     X(tx_overflow)
 
@@ -83,7 +97,22 @@ void edge_rx_public(struct edge *e, uint8_t sock, const char *buf, size_t len,
 void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sockaddr *src,
                   uint64_t now_ms);
 
-/* Housekeeping (flow expiry); call about once a second. */
+/*
+ * Connection flows (WS/WSS). edge_flow_open creates a flow for a new connection and
+ * returns a reference for the later calls; -ENOSPC when the flow table is full.
+ * edge_rx_flow handles one complete SIP message received on it. edge_flow_alive notes
+ * keepalive traffic. edge_flow_closed marks the flow dead at once (requests routed to
+ * it get 430, RFC 5626 §5.3); after the policy's dead_flow_grace_s the edge sends the
+ * registrar a de-REGISTER, asserted with P-Asserted-Identity (RFC 3325), for the
+ * contacts it relayed over that flow, then forgets the flow.
+ */
+int edge_flow_open(struct edge *e, uint8_t transport, uint8_t listener,
+                   const struct sockaddr *remote, uint64_t conn, uint64_t now_ms, uint64_t *ref);
+void edge_rx_flow(struct edge *e, uint64_t ref, const char *buf, size_t len, uint64_t now_ms);
+void edge_flow_alive(struct edge *e, uint64_t ref, uint64_t now_ms);
+void edge_flow_closed(struct edge *e, uint64_t ref, uint64_t now_ms);
+
+/* Housekeeping (idle UDP flows, de-registration of dead flows); call about once a second. */
 void edge_tick(struct edge *e, uint64_t now_ms);
 
 const struct edge_stats *edge_stats(const struct edge *e);

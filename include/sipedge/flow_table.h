@@ -20,6 +20,8 @@
 enum flow_transport { FLOW_UDP = 1, FLOW_WS = 2, FLOW_WSS = 3 };
 enum flow_state { FLOW_FREE = 0, FLOW_LIVE, FLOW_DEAD };
 
+struct flow_reg;
+
 struct flow {
     uint32_t gen;
     uint8_t state;     /* enum flow_state */
@@ -29,7 +31,11 @@ struct flow {
     union flow_addr remote;
     uint64_t last_rx_ms;
     uint64_t reg_until_ms; /* latest registration expiry the registrar granted over it */
+    uint64_t conn;         /* connection id of a WS/WSS flow (transport_ws) */
+    uint64_t dead_at_ms;   /* when it died; its bindings are de-registered after a grace */
+    struct flow_reg *regs; /* registrations relayed over this flow (owned by the edge) */
     uint32_t hnext;        /* hash chain, slot + 1; 0 ends the chain */
+    uint32_t dnext;        /* dead list, slot + 1 (owned by the edge) */
     uint8_t token_len;
     char token[FLOW_TOKEN_MAX]; /* computed once when the flow is created */
 };
@@ -55,6 +61,9 @@ int flow_table_add(struct flow_table *t, struct flow_token_keys *keys, uint8_t t
 /* Flow in slot with generation gen in any state but free, or NULL. */
 struct flow *flow_table_get(struct flow_table *t, uint32_t slot, uint32_t gen);
 
+/* Slot by index whatever its state (for owners walking their own lists), or NULL. */
+struct flow *flow_table_get_slot(struct flow_table *t, uint32_t slot);
+
 uint32_t flow_table_slot(const struct flow_table *t, const struct flow *f);
 uint8_t flow_table_worker(const struct flow_table *t);
 
@@ -64,12 +73,16 @@ void flow_table_mark_dead(struct flow_table *t, struct flow *f);
 /* Frees the slot (its generation changes). */
 void flow_table_release(struct flow_table *t, struct flow *f);
 
+typedef void (*flow_table_release_cb)(void *ctx, struct flow *f);
+
 /*
- * Releases up to max_scan slots' worth of flows that are idle for idle_ms and hold no
- * registration, resuming where the previous call stopped. Returns the count released.
+ * Releases UDP flows, among the next max_scan slots (resuming where the previous call
+ * stopped), that are idle for idle_ms and hold no registration. on_release(ctx, f)
+ * runs before each release (may be NULL). Returns the count released. Connection
+ * flows (WS) end with their connection, never here.
  */
 uint32_t flow_table_sweep(struct flow_table *t, uint64_t now_ms, uint64_t idle_ms,
-                          uint32_t max_scan);
+                          uint32_t max_scan, flow_table_release_cb on_release, void *ctx);
 
 uint32_t flow_table_count(const struct flow_table *t);
 uint32_t flow_table_capacity(const struct flow_table *t);

@@ -47,7 +47,8 @@ void registrar_free(struct registrar *r);
 void registrar_handle(struct registrar *r, const char *buf, size_t len,
                       const struct sockaddr *src, socklen_t src_len, uint64_t now_ms);
 
-/* Drops expired bindings and nonces; call about once a second. */
+/* Drops expired bindings (nonces need no state: they carry their own time); call about
+ * once a second. */
 void registrar_tick(struct registrar *r, uint64_t now_ms);
 
 /* Number of live bindings (for tests and stats). */
@@ -55,25 +56,25 @@ size_t registrar_n_bindings(const struct registrar *r);
 
 /* Counters since registrar_new; every drop and reject has one. */
 struct registrar_stats {
-    uint64_t registers_ok;    /* 200 to REGISTER (including queries) */
-    uint64_t challenges;      /* 401 sent: no credentials, bad or stale nonce */
-    uint64_t auth_fail;       /* 401 sent for a wrong response (wrong password) */
-    uint64_t forbidden;       /* 403: unknown user, or user is not the AOR's */
-    uint64_t trusted_dereg;   /* de-REGISTERs accepted on P-Asserted-Identity */
-    uint64_t rejected;        /* other 4xx/5xx to REGISTER (400, 420, 423, 500) */
-    uint64_t table_full;      /* 503: location table or per-AOR bound reached */
-    uint64_t not_found;       /* 404 unknown AOR */
-    uint64_t unavailable;     /* 480 AOR without a live binding */
-    uint64_t too_many_hops;   /* 483 */
-    uint64_t routed;          /* requests forwarded */
-    uint64_t options_local;   /* OPTIONS answered 200 by the registrar itself */
-    uint64_t acks_absorbed;   /* ACKs with nowhere to go (for our own final responses) */
-    uint64_t responses_fwd;   /* responses forwarded */
-    uint64_t responses_dropped; /* not our Via, 100 Trying, no next hop */
-    uint64_t flow_failed;     /* bindings removed on 430 (RFC 5626 §5.3) */
-    uint64_t dropped_bad;     /* unparsable input (answered 400 when possible) */
-    uint64_t send_errors;     /* replies or forwards that could not be built */
-    uint64_t expired;         /* bindings removed by registrar_tick */
+    uint64_t registers_ok;       /* 200 to REGISTER (including queries) */
+    uint64_t challenges;         /* 401 sent: no credentials, bad or stale nonce */
+    uint64_t auth_fail;          /* 401 sent for a wrong response (wrong password) */
+    uint64_t forbidden;          /* 403: unknown user, or user is not the AOR's */
+    uint64_t trusted_dereg;      /* de-REGISTERs accepted on P-Asserted-Identity */
+    uint64_t rejected;           /* other 4xx/5xx to REGISTER (400, 420, 423, 500) */
+    uint64_t table_full;         /* 503: location table or per-AOR bound reached */
+    uint64_t not_found;          /* 404 unknown AOR */
+    uint64_t unavailable;        /* 480 AOR without a live binding */
+    uint64_t too_many_hops;      /* 483 */
+    uint64_t routed;             /* requests forwarded */
+    uint64_t options_local;      /* OPTIONS answered 200 by the registrar itself */
+    uint64_t acks_absorbed;      /* ACKs with nowhere to go (for our own final responses) */
+    uint64_t responses_fwd;      /* responses forwarded */
+    uint64_t responses_dropped;  /* not our Via, 100 Trying, no next hop */
+    uint64_t flow_failed;        /* bindings removed on 430 (RFC 5626 §5.3) */
+    uint64_t dropped_bad;        /* unparsable input (answered 400 when possible) */
+    uint64_t send_errors;        /* replies or forwards that could not be built */
+    uint64_t expired;            /* bindings removed by registrar_tick */
 };
 
 /* Copies the counters into *out. */

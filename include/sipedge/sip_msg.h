@@ -120,6 +120,9 @@ struct sip_msg {
  * Returns 0 and fills *m, or a negative errno and fills *err:
  *   -EMSGSIZE too large, -E2BIG too many headers, -EBADMSG malformed.
  * err->status is 0 when no response can be formed (e.g. not SIP at all, responses).
+ * When err->status is not 0, *m still holds the start line and the headers indexed so
+ * far, so the caller can try sip_reply_build (which fails when a needed header is
+ * missing). A missing empty line at the very end of the input is tolerated.
  */
 int sip_msg_parse(struct sip_msg *m, const char *buf, size_t len, struct sip_hdr *hdrs,
                   const struct sip_limits *limits, struct sip_err *err);

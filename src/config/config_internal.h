@@ -44,10 +44,10 @@ struct yaml_walk_field {
     size_t count_off; /* lists: offset of the unsigned element count */
     unsigned min_items;
     unsigned max_items;
-    uint32_t min, max;         /* U32 range, inclusive */
-    bool has_flag;             /* a bool at flag_off is set to true when the key is present */
+    uint32_t min, max; /* U32 range, inclusive */
+    bool has_flag;     /* a bool at flag_off is set to true when the key is present */
     size_t flag_off;
-    const char *const *names;  /* ENUM: NULL-terminated list of accepted values */
+    const char *const *names;               /* ENUM: NULL-terminated list of accepted values */
     const struct yaml_walk_field *children; /* MAP */
 };
 
@@ -55,14 +55,14 @@ struct yaml_walk_field {
  * Called after a value has been stored, with the position of its key. Loaders use it to
  * remember where a value came from so a later cross-field check can point at it.
  */
-typedef void (*yaml_walk_field_cb)(void *arg, const struct yaml_walk_field *field,
-                                   const char *path, size_t line, size_t col);
+typedef void (*yaml_walk_field_cb)(void *arg, const struct yaml_walk_field *field, const char *path,
+                                   size_t line, size_t col);
 
 struct yaml_walk_src {
-    const char *name;      /* used in error messages */
-    const char *text;      /* need not be NUL-terminated */
+    const char *name; /* used in error messages */
+    const char *text; /* need not be NUL-terminated */
     size_t len;
-    const char *base_dir;  /* for YAML_WALK_PATH; NULL or "" leaves relative paths alone */
+    const char *base_dir;        /* for YAML_WALK_PATH; NULL or "" leaves relative paths alone */
     yaml_walk_field_cb on_field; /* optional */
     void *cb_arg;
 };
@@ -95,47 +95,61 @@ int yaml_walk_read_file(const char *path, char **text, size_t *len, char *err, s
 int yaml_walk_dirname(const char *path, char *out, size_t cap);
 
 /* Schema-building helpers; T is the destination struct type. */
-#define YAML_WALK_FIELD_STRING(T, k, m)                                                           \
-    { .key = (k), .type = YAML_WALK_STRING, .off = offsetof(T, m), .size = sizeof(((T *)0)->m) }
-#define YAML_WALK_FIELD_PATH(T, k, m)                                                             \
-    { .key = (k), .type = YAML_WALK_PATH, .off = offsetof(T, m), .size = sizeof(((T *)0)->m) }
-#define YAML_WALK_FIELD_BOOL(T, k, m)                                                             \
-    { .key = (k), .type = YAML_WALK_BOOL, .off = offsetof(T, m), .size = sizeof(((T *)0)->m) }
-#define YAML_WALK_FIELD_U32(T, k, m, lo, hi)                                                      \
+#define YAML_WALK_FIELD_STRING(T, k, m)                                                            \
     {                                                                                              \
-        .key = (k), .type = YAML_WALK_U32, .off = offsetof(T, m), .size = sizeof(((T *)0)->m),  \
+        .key = (k), .type = YAML_WALK_STRING, .off = offsetof(T, m), .size = sizeof(((T *)0)->m)   \
+    }
+#define YAML_WALK_FIELD_PATH(T, k, m)                                                              \
+    {                                                                                              \
+        .key = (k), .type = YAML_WALK_PATH, .off = offsetof(T, m), .size = sizeof(((T *)0)->m)     \
+    }
+#define YAML_WALK_FIELD_BOOL(T, k, m)                                                              \
+    {                                                                                              \
+        .key = (k), .type = YAML_WALK_BOOL, .off = offsetof(T, m), .size = sizeof(((T *)0)->m)     \
+    }
+#define YAML_WALK_FIELD_U32(T, k, m, lo, hi)                                                       \
+    {                                                                                              \
+        .key = (k), .type = YAML_WALK_U32, .off = offsetof(T, m), .size = sizeof(((T *)0)->m),     \
         .min = (lo), .max = (hi)                                                                   \
     }
-#define YAML_WALK_FIELD_ENUM(T, k, m, n)                                                          \
+#define YAML_WALK_FIELD_ENUM(T, k, m, n)                                                           \
     {                                                                                              \
-        .key = (k), .type = YAML_WALK_ENUM, .off = offsetof(T, m), .size = sizeof(((T *)0)->m), \
+        .key = (k), .type = YAML_WALK_ENUM, .off = offsetof(T, m), .size = sizeof(((T *)0)->m),    \
         .names = (n)                                                                               \
     }
-#define YAML_WALK_FIELD_ADDR(T, k, m)                                                             \
-    { .key = (k), .type = YAML_WALK_ADDR, .off = offsetof(T, m), .size = sizeof(((T *)0)->m) }
-#define YAML_WALK_FIELD_ADDR_FLAG(T, k, m, flag)                                                  \
+#define YAML_WALK_FIELD_ADDR(T, k, m)                                                              \
     {                                                                                              \
-        .key = (k), .type = YAML_WALK_ADDR, .off = offsetof(T, m), .size = sizeof(((T *)0)->m), \
+        .key = (k), .type = YAML_WALK_ADDR, .off = offsetof(T, m), .size = sizeof(((T *)0)->m)     \
+    }
+#define YAML_WALK_FIELD_ADDR_FLAG(T, k, m, flag)                                                   \
+    {                                                                                              \
+        .key = (k), .type = YAML_WALK_ADDR, .off = offsetof(T, m), .size = sizeof(((T *)0)->m),    \
         .has_flag = true, .flag_off = offsetof(T, flag)                                            \
     }
-#define YAML_WALK_FIELD_ADDR_LIST(T, k, m, n, lo)                                                 \
+#define YAML_WALK_FIELD_ADDR_LIST(T, k, m, n, lo)                                                  \
     {                                                                                              \
-        .key = (k), .type = YAML_WALK_ADDR_LIST, .off = offsetof(T, m),                           \
-        .size = sizeof(((T *)0)->m[0]), .count_off = offsetof(T, n), .min_items = (lo),           \
+        .key = (k), .type = YAML_WALK_ADDR_LIST, .off = offsetof(T, m),                            \
+        .size = sizeof(((T *)0)->m[0]), .count_off = offsetof(T, n), .min_items = (lo),            \
         .max_items = sizeof(((T *)0)->m) / sizeof(((T *)0)->m[0])                                  \
     }
-#define YAML_WALK_FIELD_STR_LIST(T, k, m, n)                                                      \
+#define YAML_WALK_FIELD_STR_LIST(T, k, m, n)                                                       \
     {                                                                                              \
-        .key = (k), .type = YAML_WALK_STR_LIST, .off = offsetof(T, m),                            \
-        .size = sizeof(((T *)0)->m[0]), .count_off = offsetof(T, n),                              \
+        .key = (k), .type = YAML_WALK_STR_LIST, .off = offsetof(T, m),                             \
+        .size = sizeof(((T *)0)->m[0]), .count_off = offsetof(T, n),                               \
         .max_items = sizeof(((T *)0)->m) / sizeof(((T *)0)->m[0])                                  \
     }
-#define YAML_WALK_FIELD_HEX32_FLAG(T, k, m, flag)                                                 \
+#define YAML_WALK_FIELD_HEX32_FLAG(T, k, m, flag)                                                  \
     {                                                                                              \
-        .key = (k), .type = YAML_WALK_HEX32, .off = offsetof(T, m), .size = sizeof(((T *)0)->m),\
+        .key = (k), .type = YAML_WALK_HEX32, .off = offsetof(T, m), .size = sizeof(((T *)0)->m),   \
         .has_flag = true, .flag_off = offsetof(T, flag)                                            \
     }
-#define YAML_WALK_FIELD_MAP(k, c) { .key = (k), .type = YAML_WALK_MAP, .children = (c) }
-#define YAML_WALK_FIELD_END { .key = NULL }
+#define YAML_WALK_FIELD_MAP(k, c)                                                                  \
+    {                                                                                              \
+        .key = (k), .type = YAML_WALK_MAP, .children = (c)                                         \
+    }
+#define YAML_WALK_FIELD_END                                                                        \
+    {                                                                                              \
+        .key = NULL                                                                                \
+    }
 
 #endif

@@ -22,6 +22,8 @@ static const char *const config_log_levels[] = {"error", "warn", "info", "debug"
 
 static const struct yaml_walk_field config_listen_schema[] = {
     YAML_WALK_FIELD_ADDR_LIST(C, "udp", listen_udp, n_listen_udp, 1),
+    YAML_WALK_FIELD_ADDR_LIST(C, "ws", listen_ws, n_listen_ws, 0),
+    YAML_WALK_FIELD_ADDR_LIST(C, "wss", listen_wss, n_listen_wss, 0),
     YAML_WALK_FIELD_END,
 };
 
@@ -50,6 +52,17 @@ static const struct yaml_walk_field config_flow_schema[] = {
     YAML_WALK_FIELD_END,
 };
 
+static const struct yaml_walk_field config_tls_schema[] = {
+    YAML_WALK_FIELD_PATH(C, "cert", tls_cert),
+    YAML_WALK_FIELD_PATH(C, "key", tls_key),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field config_ws_schema[] = {
+    YAML_WALK_FIELD_STR_LIST(C, "origins", ws_origins, n_ws_origins),
+    YAML_WALK_FIELD_END,
+};
+
 static const struct yaml_walk_field config_log_schema[] = {
     YAML_WALK_FIELD_ENUM(C, "level", log_level, config_log_levels),
     YAML_WALK_FIELD_END,
@@ -62,6 +75,8 @@ static const struct yaml_walk_field config_schema[] = {
     YAML_WALK_FIELD_STR_LIST(C, "domains", domains, n_domains),
     YAML_WALK_FIELD_MAP("flow", config_flow_schema),
     YAML_WALK_FIELD_PATH(C, "policy", policy_dir),
+    YAML_WALK_FIELD_MAP("tls", config_tls_schema),
+    YAML_WALK_FIELD_MAP("ws", config_ws_schema),
     YAML_WALK_FIELD_MAP("log", config_log_schema),
     YAML_WALK_FIELD_U32(C, "workers", workers, 0, 256),
     YAML_WALK_FIELD_END,

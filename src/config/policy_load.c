@@ -19,6 +19,7 @@
 
 #include "config/config_internal.h"
 #include "sipedge/config.h"
+#include "sipedge/guard.h"
 
 #define P struct policy
 
@@ -41,6 +42,105 @@ static const struct yaml_walk_field policy_registrar_schema[] = {
 
 static const struct yaml_walk_field policy_flows_schema[] = {
     YAML_WALK_FIELD_U32(P, "idle_timeout", flow_idle_timeout_s, 10, 86400),
+    YAML_WALK_FIELD_U32(P, "dead_flow_grace", dead_flow_grace_s, 0, 3600),
+    YAML_WALK_FIELD_U32(P, "flow_timer", flow_timer_s, 10, 3600),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_ws_schema[] = {
+    YAML_WALK_FIELD_U32(P, "max_message_bytes", ws_max_message_bytes, 65536, 1048576),
+    YAML_WALK_FIELD_U32(P, "first_message_timeout", ws_first_message_timeout_s, 1, 3600),
+    YAML_WALK_FIELD_U32(P, "max_connections_per_ip", ws_max_conns_per_ip, 1, 1000000),
+    YAML_WALK_FIELD_U32(P, "handshakes_per_ip_per_s", ws_handshakes_per_ip_per_s, 1, 100000),
+    YAML_WALK_FIELD_U32(P, "ping_interval", ws_ping_interval_s, 5, 3600),
+    YAML_WALK_FIELD_U32(P, "pong_timeout", ws_pong_timeout_s, 1, 600),
+    YAML_WALK_FIELD_U32(P, "out_queue_max_bytes", ws_out_queue_max_bytes, 65536, 67108864),
+    YAML_WALK_FIELD_BOOL(P, "require_origin", ws_require_origin),
+    YAML_WALK_FIELD_END,
+};
+
+static const char *const policy_over_limit_names[] = {"reject", "drop", NULL};
+static const char *const policy_ban_scope_names[] = {"port", "ip", NULL};
+static const char *const policy_nft_drop_names[] = {"listen-ports", "all", NULL};
+
+static const struct yaml_walk_field policy_guard_ip_schema[] = {
+    YAML_WALK_FIELD_U32(P, "rate", guard_ip_rate, 1, 1000000),
+    YAML_WALK_FIELD_U32(P, "burst", guard_ip_burst, 1, 1000000),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_guard_ip_port_schema[] = {
+    YAML_WALK_FIELD_U32(P, "rate", guard_ip_port_rate, 1, 1000000),
+    YAML_WALK_FIELD_U32(P, "burst", guard_ip_port_burst, 1, 1000000),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_guard_aor_schema[] = {
+    YAML_WALK_FIELD_U32(P, "rate", guard_aor_rate, 1, 1000000),
+    YAML_WALK_FIELD_U32(P, "burst", guard_aor_burst, 1, 1000000),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_guard_registrar_schema[] = {
+    YAML_WALK_FIELD_U32(P, "rate", guard_registrar_rate, 1, 10000000),
+    YAML_WALK_FIELD_U32(P, "burst", guard_registrar_burst, 1, 10000000),
+    YAML_WALK_FIELD_U32(P, "reserved_percent", guard_registrar_reserved_pct, 0, 90),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_guard_limits_schema[] = {
+    YAML_WALK_FIELD_MAP("per_ip", policy_guard_ip_schema),
+    YAML_WALK_FIELD_MAP("per_ip_port", policy_guard_ip_port_schema),
+    YAML_WALK_FIELD_MAP("per_aor_register", policy_guard_aor_schema),
+    YAML_WALK_FIELD_MAP("registrar", policy_guard_registrar_schema),
+    YAML_WALK_FIELD_ENUM(P, "over_limit_action", guard_over_limit_action,
+                         policy_over_limit_names),
+    YAML_WALK_FIELD_U32(P, "retry_after_min", guard_retry_after_min_s, 1, 3600),
+    YAML_WALK_FIELD_U32(P, "retry_after_max", guard_retry_after_max_s, 1, 3600),
+    YAML_WALK_FIELD_U32(P, "max_sources", guard_max_sources, 16, 4194304),
+    YAML_WALK_FIELD_U32(P, "max_aors", guard_max_aors, 16, 4194304),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_guard_weights_schema[] = {
+    YAML_WALK_FIELD_U32(P, "malformed", guard_w_malformed, 0, 1000),
+    YAML_WALK_FIELD_U32(P, "auth_failure", guard_w_auth_failure, 0, 1000),
+    YAML_WALK_FIELD_U32(P, "forbidden", guard_w_forbidden, 0, 1000),
+    YAML_WALK_FIELD_U32(P, "not_found", guard_w_not_found, 0, 1000),
+    YAML_WALK_FIELD_U32(P, "scanner", guard_w_scanner, 0, 1000),
+    YAML_WALK_FIELD_U32(P, "unknown_domain", guard_w_unknown_domain, 0, 1000),
+    YAML_WALK_FIELD_U32(P, "over_limit", guard_w_over_limit, 0, 1000),
+    YAML_WALK_FIELD_U32(P, "user_scan", guard_w_user_scan, 0, 1000),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_guard_strikes_schema[] = {
+    YAML_WALK_FIELD_U32(P, "window", guard_window_s, 1, 86400),
+    YAML_WALK_FIELD_U32(P, "threshold", guard_threshold, 1, 100000),
+    YAML_WALK_FIELD_U32(P, "ip_threshold", guard_ip_threshold, 1, 100000),
+    YAML_WALK_FIELD_MAP("weights", policy_guard_weights_schema),
+    YAML_WALK_FIELD_U32(P, "unknown_users", guard_unknown_users, 2, 64),
+    YAML_WALK_FIELD_U32(P, "auth_memory", guard_auth_memory_s, 1, 604800),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_guard_bans_schema[] = {
+    YAML_WALK_FIELD_STR_LIST(P, "durations", guard_ban_durations_text,
+                             n_guard_ban_durations_text),
+    YAML_WALK_FIELD_ENUM(P, "scope", guard_ban_scope, policy_ban_scope_names),
+    YAML_WALK_FIELD_U32(P, "max_bans", guard_max_bans, 1, 4194304),
+    YAML_WALK_FIELD_U32(P, "memory", guard_ban_memory_s, 1, 31536000),
+    YAML_WALK_FIELD_ENUM(P, "nft_drop", guard_nft_drop, policy_nft_drop_names),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_guard_schema[] = {
+    YAML_WALK_FIELD_MAP("limits", policy_guard_limits_schema),
+    YAML_WALK_FIELD_MAP("strikes", policy_guard_strikes_schema),
+    YAML_WALK_FIELD_MAP("bans", policy_guard_bans_schema),
+    YAML_WALK_FIELD_STR_LIST(P, "allowlist", guard_allowlist, n_guard_allowlist),
+    YAML_WALK_FIELD_STR_LIST(P, "scanners", guard_scanners, n_guard_scanners),
+    YAML_WALK_FIELD_STRING(P, "event_log", guard_event_log),
     YAML_WALK_FIELD_END,
 };
 
@@ -48,6 +148,8 @@ static const struct yaml_walk_field policy_schema[] = {
     YAML_WALK_FIELD_MAP("limits", policy_limits_schema),
     YAML_WALK_FIELD_MAP("registrar", policy_registrar_schema),
     YAML_WALK_FIELD_MAP("flows", policy_flows_schema),
+    YAML_WALK_FIELD_MAP("ws", policy_ws_schema),
+    YAML_WALK_FIELD_MAP("guard", policy_guard_schema),
     YAML_WALK_FIELD_END,
 };
 
@@ -62,11 +164,15 @@ static const struct policy_order policy_orders[] = {
      "registrar.default_expires"},
     {offsetof(P, default_expires_s), offsetof(P, max_expires_s), "registrar.default_expires",
      "registrar.max_expires"},
+    {offsetof(P, guard_retry_after_min_s), offsetof(P, guard_retry_after_max_s),
+     "guard.limits.retry_after_min", "guard.limits.retry_after_max"},
+    {offsetof(P, guard_threshold), offsetof(P, guard_ip_threshold), "guard.strikes.threshold",
+     "guard.strikes.ip_threshold"},
 };
 
 #undef P
 
-#define POLICY_TRACK_MAX 64
+#define POLICY_TRACK_MAX 128
 #define POLICY_FILES_MAX 256
 
 /* Where a field was last set, so cross-field errors can point at a file position. */
@@ -84,6 +190,60 @@ struct policy_track {
     unsigned seq;
 };
 
+static void policy_guard_defaults(struct policy *pol)
+{
+    static const char *const scanners[] = {
+        "sipvicious", "friendly-scanner", "sipcli", "sip-scan", "vaxsipuseragent",
+        "sipsak", "sundayddr", "iWar", "smap", "pplsip", "sipptk",
+    };
+    static const uint32_t ladder[] = {600, 3600, 86400};
+    pol->guard_ip_rate = 200;
+    pol->guard_ip_burst = 400;
+    pol->guard_ip_port_rate = 50;
+    pol->guard_ip_port_burst = 100;
+    pol->guard_aor_rate = 2;
+    pol->guard_aor_burst = 10;
+    pol->guard_registrar_rate = 2000;
+    pol->guard_registrar_burst = 4000;
+    pol->guard_registrar_reserved_pct = 30;
+    pol->guard_over_limit_action = POLICY_OVER_LIMIT_REJECT;
+    pol->guard_retry_after_min_s = 5;
+    pol->guard_retry_after_max_s = 30;
+    pol->guard_max_sources = 65536;
+    pol->guard_max_aors = 65536;
+    pol->guard_window_s = 60;
+    pol->guard_threshold = 10;
+    pol->guard_ip_threshold = 30;
+    pol->guard_w_malformed = 2;
+    pol->guard_w_auth_failure = 2;
+    pol->guard_w_forbidden = 2;
+    pol->guard_w_not_found = 1;
+    pol->guard_w_scanner = 10;
+    pol->guard_w_unknown_domain = 3;
+    pol->guard_w_over_limit = 2;
+    pol->guard_w_user_scan = 10;
+    pol->guard_unknown_users = 5;
+    pol->guard_auth_memory_s = 3600;
+    for (size_t i = 0; i < sizeof(ladder) / sizeof(ladder[0]); i++) {
+        snprintf(pol->guard_ban_durations_text[i], sizeof(pol->guard_ban_durations_text[i]),
+                 "%u", (unsigned)ladder[i]);
+        pol->guard_ban_durations_s[i] = ladder[i];
+    }
+    pol->n_guard_ban_durations_text = sizeof(ladder) / sizeof(ladder[0]);
+    pol->n_guard_ban_durations = sizeof(ladder) / sizeof(ladder[0]);
+    pol->guard_ban_scope = POLICY_BAN_SCOPE_PORT;
+    pol->guard_max_bans = 100000;
+    pol->guard_ban_memory_s = 7 * 86400;
+    snprintf(pol->guard_allowlist[0], sizeof(pol->guard_allowlist[0]), "127.0.0.0/8");
+    snprintf(pol->guard_allowlist[1], sizeof(pol->guard_allowlist[1]), "::1/128");
+    pol->n_guard_allowlist = 2;
+    for (size_t i = 0; i < sizeof(scanners) / sizeof(scanners[0]); i++)
+        snprintf(pol->guard_scanners[i], sizeof(pol->guard_scanners[i]), "%s", scanners[i]);
+    pol->n_guard_scanners = sizeof(scanners) / sizeof(scanners[0]);
+    pol->guard_nft_drop = POLICY_NFT_DROP_LISTEN_PORTS;
+    snprintf(pol->guard_event_log, sizeof(pol->guard_event_log), "-");
+}
+
 void policy_defaults(struct policy *pol)
 {
     memset(pol, 0, sizeof(*pol));
@@ -97,6 +257,17 @@ void policy_defaults(struct policy *pol)
     pol->max_contacts_per_aor = 10;
     pol->nonce_ttl_s = 300;
     pol->flow_idle_timeout_s = 300;
+    pol->dead_flow_grace_s = 5;
+    pol->flow_timer_s = 30;
+    pol->ws_max_message_bytes = 65536;
+    pol->ws_first_message_timeout_s = 10;
+    pol->ws_max_conns_per_ip = 100;
+    pol->ws_handshakes_per_ip_per_s = 10;
+    pol->ws_ping_interval_s = 30;
+    pol->ws_pong_timeout_s = 10;
+    pol->ws_out_queue_max_bytes = 262144;
+    pol->ws_require_origin = false;
+    policy_guard_defaults(pol);
 }
 
 static struct policy_origin *policy_origin_find(struct policy_track *t, size_t off)
@@ -148,14 +319,56 @@ static int policy_check(const struct policy *pol, struct policy_track *t, const 
         size_t line = o ? o->line : 1, col = o ? o->col : 1;
         if (blame_lo)
             yaml_walk_error(err, errcap, name, line, col,
-                            "'%s' (%u) must not be greater than '%s' (%u)", r->lo_key,
-                            (unsigned)lo, r->hi_key, (unsigned)hi);
+                            "'%s' (%u) must not be greater than '%s' (%u)", r->lo_key, (unsigned)lo,
+                            r->hi_key, (unsigned)hi);
         else
             yaml_walk_error(err, errcap, name, line, col,
-                            "'%s' (%u) must not be less than '%s' (%u)", r->hi_key,
-                            (unsigned)hi, r->lo_key, (unsigned)lo);
+                            "'%s' (%u) must not be less than '%s' (%u)", r->hi_key, (unsigned)hi,
+                            r->lo_key, (unsigned)lo);
         return -EINVAL;
     }
+    return 0;
+}
+
+/*
+ * Guard values the walker keeps as text: the ban ladder becomes seconds, allowlist CIDRs
+ * and scanner patterns are checked. Errors point at the list's key.
+ */
+static int policy_guard_finish(struct policy *pol, struct policy_track *t, const char *fallback,
+                               char *err, size_t errcap)
+{
+    const struct policy_origin *o;
+#define GUARD_ERR(field, ...)                                                                      \
+    do {                                                                                           \
+        o = policy_origin_find(t, offsetof(struct policy, field));                                 \
+        yaml_walk_error(err, errcap, o ? o->name : fallback, o ? o->line : 1, o ? o->col : 1,      \
+                        __VA_ARGS__);                                                              \
+        return -EINVAL;                                                                            \
+    } while (0)
+
+    if (pol->n_guard_ban_durations_text == 0)
+        GUARD_ERR(guard_ban_durations_text, "'guard.bans.durations' needs at least one duration");
+    for (unsigned i = 0; i < pol->n_guard_ban_durations_text; i++) {
+        const char *v = pol->guard_ban_durations_text[i];
+        char *end = NULL;
+        errno = 0;
+        unsigned long d = strtoul(v, &end, 10);
+        if (v[0] < '0' || v[0] > '9' || *end != '\0' || errno != 0 || d < 1 || d > 31536000)
+            GUARD_ERR(guard_ban_durations_text,
+                      "'guard.bans.durations' item %u ('%s') must be an integer 1..31536000", i + 1,
+                      v);
+        pol->guard_ban_durations_s[i] = (uint32_t)d;
+    }
+    pol->n_guard_ban_durations = pol->n_guard_ban_durations_text;
+    for (unsigned i = 0; i < pol->n_guard_allowlist; i++)
+        if (guard_cidr_parse(pol->guard_allowlist[i], NULL) != 0)
+            GUARD_ERR(guard_allowlist,
+                      "'guard.allowlist' item %u ('%s') is not an address or CIDR (a.b.c.d/n, x::/n)",
+                      i + 1, pol->guard_allowlist[i]);
+    for (unsigned i = 0; i < pol->n_guard_scanners; i++)
+        if (pol->guard_scanners[i][0] == '\0')
+            GUARD_ERR(guard_scanners, "'guard.scanners' item %u is empty", i + 1);
+#undef GUARD_ERR
     return 0;
 }
 
@@ -194,6 +407,8 @@ int policy_load_string(struct policy *pol, const char *name, const char *text, s
     int rc = policy_walk(&tmp, t, name, text, len, err, errcap);
     if (rc == 0)
         rc = policy_check(&tmp, t, name, err, errcap);
+    if (rc == 0)
+        rc = policy_guard_finish(&tmp, t, name, err, errcap);
     if (rc == 0)
         *pol = tmp;
     free(t);
@@ -274,6 +489,8 @@ int policy_load_dir(struct policy *pol, const char *dir, char *err, size_t errca
             goto out;
     }
     rc = policy_check(&tmp, t, dir, err, errcap);
+    if (rc == 0)
+        rc = policy_guard_finish(&tmp, t, dir, err, errcap);
     if (rc == 0)
         *pol = tmp;
 out:

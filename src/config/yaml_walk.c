@@ -6,6 +6,7 @@
  * never recurses deeper than the schema. Anchors, aliases and explicit tags are refused;
  * a config needs none of them and aliases are the classic way to blow up a YAML reader.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -105,8 +106,7 @@ static int syntax_error(struct walk *w)
     const char *problem = p->problem ? p->problem : "syntax error";
     if (p->context != NULL && p->error != YAML_READER_ERROR)
         yaml_walk_error(w->err, w->errcap, w->src->name, line, col, "%s (%s started at %zu:%zu)",
-                        problem, p->context, p->context_mark.line + 1,
-                        p->context_mark.column + 1);
+                        problem, p->context, p->context_mark.line + 1, p->context_mark.column + 1);
     else
         yaml_walk_error(w->err, w->errcap, w->src->name, line, col, "%s", problem);
     return -EINVAL;
@@ -209,8 +209,7 @@ static int store_string(struct walk *w, const struct yaml_walk_field *f, char *d
         return -EINVAL;
     }
     if (len >= f->size) {
-        walk_err(w, ev->start_mark, "'%s' is too long (at most %zu characters)", path,
-                 f->size - 1);
+        walk_err(w, ev->start_mark, "'%s' is too long (at most %zu characters)", path, f->size - 1);
         return -EINVAL;
     }
     if (f->type == YAML_WALK_PATH && scalar_str(ev)[0] != '/' && w->src->base_dir != NULL &&
@@ -219,8 +218,8 @@ static int store_string(struct walk *w, const struct yaml_walk_field *f, char *d
         const char *sep = base[strlen(base) - 1] == '/' ? "" : "/";
         int n = snprintf(dest, f->size, "%s%s%s", base, sep, scalar_str(ev));
         if (n < 0 || (size_t)n >= f->size) {
-            walk_err(w, ev->start_mark, "'%s' is too long once joined to '%s' (at most %zu)",
-                     path, base, f->size - 1);
+            walk_err(w, ev->start_mark, "'%s' is too long once joined to '%s' (at most %zu)", path,
+                     base, f->size - 1);
             return -EINVAL;
         }
         return 0;
@@ -249,8 +248,8 @@ static int store_bool(struct walk *w, bool *dest, const char *path, const yaml_e
     return -EINVAL;
 }
 
-static int store_u32(struct walk *w, const struct yaml_walk_field *f, void *dest,
-                     const char *path, const yaml_event_t *ev)
+static int store_u32(struct walk *w, const struct yaml_walk_field *f, void *dest, const char *path,
+                     const yaml_event_t *ev)
 {
     const char *s = scalar_str(ev);
     size_t len = ev->data.scalar.length;
@@ -292,8 +291,8 @@ static int store_u32(struct walk *w, const struct yaml_walk_field *f, void *dest
     return 0;
 }
 
-static int store_enum(struct walk *w, const struct yaml_walk_field *f, int *dest,
-                      const char *path, const yaml_event_t *ev)
+static int store_enum(struct walk *w, const struct yaml_walk_field *f, int *dest, const char *path,
+                      const yaml_event_t *ev)
 {
     for (int i = 0; f->names[i] != NULL; i++) {
         if (!scalar_has_nul(ev) && strcmp(scalar_str(ev), f->names[i]) == 0) {
@@ -525,10 +524,11 @@ static int walk_map(struct walk *w, const struct yaml_walk_field *fields, const 
                 walk_err(w, key_mark, "unknown key '%s'", shown);
             return -EINVAL;
         }
+        assert(i < YAML_WALK_MAP_MAX); /* schema tables are ours, never input */
         if (seen & (UINT64_C(1) << i)) {
             if (path[0] != '\0')
-                walk_err(w, key_mark, "duplicate key '%s' in '%s' (first at line %zu)", shown,
-                         path, first_line[i]);
+                walk_err(w, key_mark, "duplicate key '%s' in '%s' (first at line %zu)", shown, path,
+                         first_line[i]);
             else
                 walk_err(w, key_mark, "duplicate key '%s' (first at line %zu)", shown,
                          first_line[i]);

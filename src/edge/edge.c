@@ -33,6 +33,24 @@
 /* Our inbound Via branches start with this, so a client response can be recognised. */
 #define EDGE_BRANCH_IN "z9hG4bKsE"
 #define EDGE_BRANCH_OUT "z9hG4bKsO"
+/* Branch of the edge's own de-REGISTER requests. */
+#define EDGE_BRANCH_DEREG "z9hG4bKsD"
+
+/*
+ * A registration relayed over a flow: what the edge needs to de-register it when the
+ * flow dies (RFC 5626 §5.3 leaves that to the edge), bounded and owned by the flow.
+ */
+struct flow_reg {
+    struct flow_reg *next;
+    uint64_t until_ms; /* expiry granted by the registrar; 0 until a 2xx confirms it */
+    uint32_t cseq;
+    bool is_authed;    /* the 2xx answered a request that carried credentials */
+    char aor[256];     /* To URI */
+    char call_id[128];
+    char contacts[512]; /* "<uri>, <uri>" as the client registered them */
+};
+
+#define FLOW_REGS_MAX 8
 
 struct edge {
     const struct config *cfg;
@@ -42,6 +60,8 @@ struct edge {
     struct edge_out out;
     struct edge_stats st;
     uint64_t last_sweep_ms;
+    uint32_t dead_head; /* slot + 1 of the first dead flow waiting for de-registration */
+    uint64_t dereg_seq;
     struct sip_hdr hdrs[EDGE_MAX_HDRS];
     char pub_host[CONFIG_MAX_LISTEN][64]; /* host:port for our inbound Via per socket */
 };
@@ -142,23 +162,61 @@ static struct sip_limits edge_limits(const struct edge *e)
     return lim;
 }
 
+/* ---- output --------------------------------------------------------------------------- */
+
+/* Where a message came from and where answers to it go. */
+struct rx {
+    uint8_t transport;          /* FLOW_UDP / FLOW_WS / FLOW_WSS; 0 for the core socket */
+    uint8_t sock;               /* UDP socket id, WS listener index, or EDGE_SOCK_CORE */
+    const struct sockaddr *src;
+    struct flow *f;             /* the flow, once known (always for WS) */
+};
+
+/* Sends the reserved buffer's first len bytes to a flow over its own transport. */
+static void send_to_flow(struct edge *e, struct flow *f, const char *buf, size_t len)
+{
+    if (f->transport == FLOW_UDP) {
+        e->out.commit(e->out.ctx, f->sock, &f->remote.sa, len);
+        return;
+    }
+    if (!e->out.send_conn || e->out.send_conn(e->out.ctx, f->conn, buf, len) < 0)
+        e->st.conn_send_failed++;
+}
+
+static void send_to_rx(struct edge *e, const struct rx *rx, const char *buf, size_t len)
+{
+    if (rx->transport == FLOW_WS || rx->transport == FLOW_WSS)
+        send_to_flow(e, rx->f, buf, len);
+    else
+        e->out.commit(e->out.ctx, rx->sock, rx->src, len);
+}
+
+static bool finish(struct edge *e, struct sip_build *b, size_t *len)
+{
+    if (sip_build_finish(b, len) < 0) {
+        e->st.tx_overflow++;
+        return false;
+    }
+    return true;
+}
+
 /* ---- stateless replies ---------------------------------------------------------------- */
 
-static void reply(struct edge *e, uint8_t sock, const struct sockaddr *dst,
-                  const struct sip_msg *req, int status, const char *reason, const char *extra)
+static void reply(struct edge *e, const struct rx *rx, const struct sip_msg *req, int status,
+                  const char *reason, const char *extra)
 {
     if (req->is_request && req->method_id == SIP_METHOD_ACK)
         return; /* ACK is never answered (RFC 3261 §17.2.3) */
     char ip[INET6_ADDRSTRLEN];
     unsigned port;
-    addr_ip(dst, ip, sizeof(ip), &port);
+    addr_ip(rx->src, ip, sizeof(ip), &port);
     struct sip_reply_opts o = {.received = ip, .rport = port, .to_tag = NULL, .extra = extra};
     size_t cap;
     char *buf = e->out.reserve(e->out.ctx, &cap);
     int n = sip_reply_build(req, status, reason, &o, buf, cap);
     if (n <= 0)
         return;
-    e->out.commit(e->out.ctx, sock, dst, (size_t)n);
+    send_to_rx(e, rx, buf, (size_t)n);
 }
 
 /* ---- rewriting helpers ---------------------------------------------------------------- */
@@ -304,15 +362,256 @@ static int max_forwards(const struct sip_msg *m, uint32_t *mf)
     return slice_to_u32(h->value, 255, mf);
 }
 
-static void send_built(struct edge *e, struct sip_build *b, uint8_t sock,
-                       const struct sockaddr *dst)
+static void send_built_udp(struct edge *e, struct sip_build *b, uint8_t sock,
+                           const struct sockaddr *dst)
 {
     size_t len;
-    if (sip_build_finish(b, &len) < 0) {
-        e->st.tx_overflow++;
+    if (finish(e, b, &len))
+        e->out.commit(e->out.ctx, sock, dst, len);
+}
+
+static void send_built_flow(struct edge *e, struct sip_build *b, struct flow *f)
+{
+    size_t len;
+    if (finish(e, b, &len))
+        send_to_flow(e, f, b->buf, len);
+}
+
+/* ---- registrations relayed over a flow ---------------------------------------------- */
+
+static void flow_regs_free(struct flow *f)
+{
+    struct flow_reg *r = f->regs;
+    while (r) {
+        struct flow_reg *next = r->next;
+        free(r);
+        r = next;
+    }
+    f->regs = NULL;
+}
+
+static void on_flow_release(void *ctx, struct flow *f)
+{
+    struct edge *e = ctx;
+    flow_regs_free(f);
+    e->st.flows_released++;
+}
+
+static struct flow_reg *flow_reg_find(struct flow *f, const char *aor)
+{
+    for (struct flow_reg *r = f->regs; r; r = r->next) {
+        if (strcmp(r->aor, aor) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+static void flow_reg_remove(struct flow *f, struct flow_reg *victim)
+{
+    for (struct flow_reg **pp = &f->regs; *pp; pp = &(*pp)->next) {
+        if (*pp == victim) {
+            *pp = victim->next;
+            free(victim);
+            return;
+        }
+    }
+}
+
+/* A live flow registered aor again: a dead flow must not de-register it afterwards. */
+static void dead_flows_forget_aor(struct edge *e, const char *aor, const char *contacts)
+{
+    for (uint32_t i = e->dead_head; i;) {
+        struct flow *d = flow_table_get_slot(e->flows, i - 1);
+        struct flow_reg *r = flow_reg_find(d, aor);
+        if (r && strcmp(r->contacts, contacts) == 0)
+            flow_reg_remove(d, r);
+        i = d->dnext;
+    }
+}
+
+/*
+ * Notes a REGISTER relayed over f: AOR, Call-ID, CSeq and the Contact URIs, so the
+ * edge can de-register them if the flow dies. A removal of every contact forgets it.
+ */
+static void flow_reg_note(struct edge *e, struct flow *f, const struct sip_msg *m)
+{
+    const struct sip_hdr *to = sip_msg_hdr(m, SIP_HDR_TO);
+    const struct sip_hdr *cid = sip_msg_hdr(m, SIP_HDR_CALL_ID);
+    const struct sip_hdr *cseq = sip_msg_hdr(m, SIP_HDR_CSEQ);
+    struct sip_nameaddr na;
+    struct slice rest;
+    uint32_t seq;
+    struct slice method;
+    if (!to || !cid || !cseq || sip_nameaddr_parse(to->value, &na, &rest) < 0 ||
+        sip_cseq_parse(cseq->value, &seq, &method) < 0)
+        return;
+    char aor[256];
+    if (na.uri.len >= sizeof(aor) || cid->value.len >= sizeof(((struct flow_reg *)0)->call_id))
+        goto not_recorded;
+    slice_copy_cstr(aor, sizeof(aor), na.uri);
+
+    uint32_t hdr_exp = UINT32_MAX;
+    const struct sip_hdr *eh = sip_msg_hdr(m, SIP_HDR_EXPIRES);
+    if (eh)
+        sip_expires_parse(eh->value, &hdr_exp);
+    char contacts[512];
+    size_t n = 0;
+    bool any_live = false, is_star = false;
+    contacts[0] = '\0';
+    for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch;
+         ch = sip_msg_hdr_next(m, ch)) {
+        struct slice r = ch->value;
+        struct sip_nameaddr c;
+        while (r.len && sip_nameaddr_parse(r, &c, &r) == 0) {
+            if (c.is_star) {
+                is_star = true;
+                break;
+            }
+            uint32_t x = hdr_exp;
+            struct slice v;
+            if (sip_params_get(c.params, "expires", &v))
+                sip_expires_parse(v, &x);
+            if (x == 0)
+                continue;
+            any_live = true;
+            if (n + c.uri.len + 4 >= sizeof(contacts))
+                goto not_recorded;
+            n += (size_t)snprintf(contacts + n, sizeof(contacts) - n, "%s<%.*s>", n ? ", " : "",
+                                  SLICE_FMT(c.uri));
+        }
+    }
+    struct flow_reg *r = flow_reg_find(f, aor);
+    if (is_star || !any_live) {
+        if (r && !sip_msg_hdr(m, SIP_HDR_CONTACT))
+            return; /* a query (no Contact) changes nothing */
+        if (r)
+            flow_reg_remove(f, r);
         return;
     }
-    e->out.commit(e->out.ctx, sock, dst, len);
+    if (!r) {
+        unsigned count = 0;
+        for (struct flow_reg *x = f->regs; x; x = x->next)
+            count++;
+        if (count >= FLOW_REGS_MAX)
+            goto not_recorded;
+        r = calloc(1, sizeof(*r));
+        if (!r)
+            goto not_recorded;
+        memcpy(r->aor, aor, strlen(aor) + 1);
+        r->next = f->regs;
+        f->regs = r;
+        e->st.regs_recorded++;
+    }
+    slice_copy_cstr(r->call_id, sizeof(r->call_id), cid->value);
+    memcpy(r->contacts, contacts, n + 1);
+    r->cseq = seq;
+    if (e->dead_head)
+        dead_flows_forget_aor(e, aor, contacts);
+    return;
+not_recorded:
+    e->st.regs_not_recorded++;
+}
+
+/* A 2xx to a REGISTER relayed over f confirms (or, at expiry 0, ends) its record. */
+static void flow_reg_confirm(struct edge *e, struct flow *f, const struct sip_msg *m,
+                             bool had_credentials, uint64_t now_ms)
+{
+    const struct sip_hdr *cid = sip_msg_hdr(m, SIP_HDR_CALL_ID);
+    if (!cid)
+        return;
+    uint32_t max_exp = 0;
+    const struct sip_hdr *eh = sip_msg_hdr(m, SIP_HDR_EXPIRES);
+    uint32_t hdr_exp = 0;
+    if (eh)
+        sip_expires_parse(eh->value, &hdr_exp);
+    for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch;
+         ch = sip_msg_hdr_next(m, ch)) {
+        struct slice r = ch->value;
+        struct sip_nameaddr c;
+        while (r.len && sip_nameaddr_parse(r, &c, &r) == 0) {
+            struct slice v;
+            uint32_t x = hdr_exp;
+            if (sip_params_get(c.params, "expires", &v))
+                sip_expires_parse(v, &x);
+            if (x > max_exp)
+                max_exp = x;
+        }
+    }
+    uint64_t until = now_ms + (uint64_t)max_exp * 1000;
+    if (until > f->reg_until_ms)
+        f->reg_until_ms = until;
+    for (struct flow_reg *r = f->regs; r; r = r->next) {
+        if (slice_eq(cid->value, slice_make(r->call_id, strlen(r->call_id)))) {
+            r->until_ms = until;
+            r->is_authed = had_credentials;
+            break;
+        }
+    }
+    (void)e;
+}
+
+/*
+ * The edge's own de-REGISTER for a dead flow's contacts. The client's password is not
+ * ours, so the request asserts the AOR with P-Asserted-Identity (RFC 3325); the edge
+ * strips that header from every client request, so only its own reach the core.
+ */
+static void send_dereg(struct edge *e, const struct flow_reg *r)
+{
+    struct sip_uri u;
+    bool is_sip;
+    if (sip_uri_parse(slice_make(r->aor, strlen(r->aor)), &u, &is_sip) < 0 || !is_sip)
+        return;
+    uint64_t id = fnv1a(FNV_INIT ^ ++e->dereg_seq, r->aor, strlen(r->aor));
+    size_t cap;
+    char *buf = e->out.reserve(e->out.ctx, &cap);
+    struct sip_build b;
+    sip_build_init(&b, buf, cap);
+    sip_build_fmt(&b, "REGISTER %.*s:%.*s SIP/2.0\r\n", SLICE_FMT(u.scheme), SLICE_FMT(u.host));
+    sip_build_fmt(&b, "Via: SIP/2.0/UDP %s;branch=" EDGE_BRANCH_DEREG "%016llx\r\n",
+                  e->cfg->core.text, (unsigned long long)id);
+    sip_build_str(&b, "Max-Forwards: 70\r\n");
+    sip_build_fmt(&b, "From: <%s>;tag=%08llx\r\n", r->aor, (unsigned long long)(id >> 32));
+    sip_build_fmt(&b, "To: <%s>\r\n", r->aor);
+    sip_build_fmt(&b, "Call-ID: %s\r\n", r->call_id);
+    sip_build_fmt(&b, "CSeq: %u REGISTER\r\n", r->cseq + 1);
+    sip_build_fmt(&b, "Contact: %s;expires=0\r\n", r->contacts);
+    sip_build_fmt(&b, "P-Asserted-Identity: <%s>\r\n", r->aor);
+    sip_build_str(&b, "Expires: 0\r\nUser-Agent: sipedge\r\nContent-Length: 0\r\n\r\n");
+    e->st.dereg_sent++;
+    log_info("flow dead: de-registering %s (%s)", r->aor, r->contacts);
+    send_built_udp(e, &b, EDGE_SOCK_CORE, (const struct sockaddr *)&e->cfg->registrar.ss);
+}
+
+static void flow_die(struct edge *e, struct flow *f, uint64_t now_ms)
+{
+    if (f->state != FLOW_LIVE)
+        return;
+    flow_table_mark_dead(e->flows, f);
+    f->dead_at_ms = now_ms;
+    f->dnext = e->dead_head;
+    e->dead_head = flow_table_slot(e->flows, f) + 1;
+    e->st.flows_dead++;
+}
+
+/* De-registers and forgets dead flows whose grace period is over. */
+static void dead_flows_process(struct edge *e, uint64_t now_ms)
+{
+    uint64_t grace = (uint64_t)e->pol.dead_flow_grace_s * 1000;
+    uint32_t *pp = &e->dead_head;
+    while (*pp) {
+        struct flow *d = flow_table_get_slot(e->flows, *pp - 1);
+        if (now_ms - d->dead_at_ms < grace) {
+            pp = &d->dnext;
+            continue;
+        }
+        *pp = d->dnext;
+        for (struct flow_reg *r = d->regs; r; r = r->next) {
+            if (r->until_ms > now_ms)
+                send_dereg(e, r);
+        }
+        on_flow_release(e, d);
+        flow_table_release(e->flows, d);
+    }
 }
 
 /* ---- public side ---------------------------------------------------------------------- */
@@ -323,12 +622,57 @@ static bool uri_is_ours_public(const struct edge *e, const struct sip_uri *u)
         if (hostport_is(u->host, u->port, &e->cfg->listen_udp[i]))
             return true;
     }
+    for (unsigned i = 0; i < e->cfg->n_listen_ws; i++) {
+        if (hostport_is(u->host, u->port, &e->cfg->listen_ws[i]))
+            return true;
+    }
+    for (unsigned i = 0; i < e->cfg->n_listen_wss; i++) {
+        if (hostport_is(u->host, u->port, &e->cfg->listen_wss[i]))
+            return true;
+    }
     return false;
 }
 
+static bool contacts_have_reg_id(const struct sip_msg *m)
+{
+    for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch;
+         ch = sip_msg_hdr_next(m, ch)) {
+        struct slice rest = ch->value;
+        struct sip_nameaddr c;
+        while (rest.len && sip_nameaddr_parse(rest, &c, &rest) == 0) {
+            struct slice v;
+            if (sip_params_get(c.params, "reg-id", &v))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* UDP flows are found (or made) by address; connection flows come with the message. */
+static struct flow *rx_flow(struct edge *e, struct rx *rx, const struct sip_msg *m,
+                            uint64_t now_ms)
+{
+    if (rx->f)
+        return rx->f;
+    struct flow *f = flow_table_find(e->flows, FLOW_UDP, rx->sock, rx->src);
+    if (f && f->state != FLOW_LIVE)
+        f = NULL; /* a new packet from a dead UDP flow starts a new flow */
+    if (!f) {
+        if (flow_table_add(e->flows, e->keys, FLOW_UDP, rx->sock, rx->src, now_ms, &f) < 0) {
+            e->st.reply_503_flows_full++;
+            reply(e, rx, m, 503, "Service Unavailable", "Retry-After: 30\r\n");
+            return NULL;
+        }
+        e->st.flows_created++;
+    }
+    f->last_rx_ms = now_ms;
+    rx->f = f;
+    return f;
+}
+
 /* Client request → registrar (REGISTER, with Path) or core proxy (anything else). */
-static void relay_client_request(struct edge *e, uint8_t sock, const struct sip_msg *m,
-                                 const struct sockaddr *src, uint64_t now_ms)
+static void relay_client_request(struct edge *e, struct rx *rx, const struct sip_msg *m,
+                                 uint64_t now_ms)
 {
     const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
     struct sip_via via;
@@ -336,40 +680,27 @@ static void relay_client_request(struct edge *e, uint8_t sock, const struct sip_
     if (sip_via_parse(vh->value, &via, &via_rest) < 0) {
         e->st.drop_malformed++;
         e->st.reply_400++;
-        reply(e, sock, src, m, 400, "Bad Via", NULL);
+        reply(e, rx, m, 400, "Bad Via", NULL);
         return;
     }
     uint32_t mf;
     if (max_forwards(m, &mf) < 0) {
         e->st.drop_malformed++;
         e->st.reply_400++;
-        reply(e, sock, src, m, 400, "Bad Max-Forwards", NULL);
+        reply(e, rx, m, 400, "Bad Max-Forwards", NULL);
         return;
     }
     if (mf == 0) {
         e->st.reply_483_too_many_hops++;
-        reply(e, sock, src, m, 483, "Too Many Hops", NULL);
+        reply(e, rx, m, 483, "Too Many Hops", NULL);
         return;
     }
-
-    struct flow *f = flow_table_find(e->flows, FLOW_UDP, sock, src);
-    if (f && f->state != FLOW_LIVE) {
-        flow_table_release(e->flows, f); /* a new packet from a dead UDP flow starts over */
-        f = NULL;
-    }
-    if (!f) {
-        int rc = flow_table_add(e->flows, e->keys, FLOW_UDP, sock, src, now_ms, &f);
-        if (rc < 0) {
-            e->st.reply_503_flows_full++;
-            reply(e, sock, src, m, 503, "Service Unavailable", "Retry-After: 30\r\n");
-            return;
-        }
-        e->st.flows_created++;
-    }
-    f->last_rx_ms = now_ms;
+    struct flow *f = rx_flow(e, rx, m, now_ms);
+    if (!f)
+        return;
 
     /* A client that uses us as outbound proxy may put our address in a Route. */
-    struct copy_plan plan = {.top_via = vh, .via = &via, .via_src = src, .mf = mf - 1,
+    struct copy_plan plan = {.top_via = vh, .via = &via, .via_src = rx->src, .mf = mf - 1,
                              .strip_identity = true};
     const struct sip_hdr *rh = sip_msg_hdr(m, SIP_HDR_ROUTE);
     struct sip_nameaddr route;
@@ -382,39 +713,36 @@ static void relay_client_request(struct edge *e, uint8_t sock, const struct sip_
             plan.pop_route_rest = route_rest;
         }
     }
+    bool is_register = m->method_id == SIP_METHOD_REGISTER;
+    /* RFC 5626 §5.1: ;ob only as the first hop (one Via) when the client asked for
+     * outbound (a Contact with reg-id). */
+    bool ob = is_register && m->count[SIP_HDR_VIA] == 1 && slice_trim(via_rest).len == 0 &&
+              contacts_have_reg_id(m);
+    bool has_cred = sip_msg_hdr(m, SIP_HDR_AUTHORIZATION) != NULL ||
+                    sip_msg_hdr(m, SIP_HDR_PROXY_AUTHORIZATION) != NULL;
 
     char branch[17];
-    derive_branch(m, &via, src, branch);
+    derive_branch(m, &via, rx->src, branch);
     size_t cap;
     char *buf = e->out.reserve(e->out.ctx, &cap);
     struct sip_build b;
     sip_build_init(&b, buf, cap);
     sip_build_mem(&b, m->buf, m->start_line_len);
+    /* Our Via carries the flow token (responses are routed by it, never by the client's
+     * Via host) and flags the response handling needs: ob (add Flow-Timer), au (the
+     * request carried credentials). */
     sip_build_str(&b, "Via: SIP/2.0/UDP ");
     sip_build_str(&b, e->cfg->core.text);
     sip_build_str(&b, ";branch=" EDGE_BRANCH_OUT);
     sip_build_str(&b, branch);
     sip_build_str(&b, ";fl=");
     sip_build_mem(&b, f->token, f->token_len);
+    if (ob)
+        sip_build_str(&b, ";ob");
+    if (has_cred)
+        sip_build_str(&b, ";au");
     sip_build_str(&b, "\r\n");
-    if (m->method_id == SIP_METHOD_REGISTER) {
-        /* RFC 5626 §5.1: ;ob only as the first hop (one Via) when the client asked for
-         * outbound (a Contact with reg-id). */
-        bool ob = false;
-        if (m->count[SIP_HDR_VIA] == 1 && via_rest.len == 0) {
-            for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch && !ob;
-                 ch = sip_msg_hdr_next(m, ch)) {
-                struct slice rest = ch->value;
-                struct sip_nameaddr c;
-                while (rest.len && sip_nameaddr_parse(rest, &c, &rest) == 0) {
-                    struct slice v;
-                    if (sip_params_get(c.params, "reg-id", &v)) {
-                        ob = true;
-                        break;
-                    }
-                }
-            }
-        }
+    if (is_register) {
         sip_build_str(&b, "Path: <sip:");
         sip_build_mem(&b, f->token, f->token_len);
         sip_build_str(&b, "@");
@@ -433,16 +761,18 @@ static void relay_client_request(struct edge *e, uint8_t sock, const struct sip_
         sip_build_str(&b, "\r\n");
     }
     copy_headers(&b, m, &plan);
-    if (m->method_id == SIP_METHOD_REGISTER)
+    if (is_register) {
         e->st.relayed_register++;
-    else
+        flow_reg_note(e, f, m);
+    } else {
         e->st.relayed_request++;
-    send_built(e, &b, EDGE_SOCK_CORE, (const struct sockaddr *)&e->cfg->registrar.ss);
+    }
+    send_built_udp(e, &b, EDGE_SOCK_CORE, (const struct sockaddr *)&e->cfg->registrar.ss);
 }
 
 /* Client response to a request we delivered: pop our Via, on to the next Via. */
-static void relay_client_response(struct edge *e, uint8_t sock, const struct sip_msg *m,
-                                  const struct sockaddr *src)
+static void relay_client_response(struct edge *e, struct rx *rx, const struct sip_msg *m,
+                                  uint64_t now_ms)
 {
     const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
     struct sip_via ours, next;
@@ -456,9 +786,8 @@ static void relay_client_response(struct edge *e, uint8_t sock, const struct sip
     struct slice nrest = slice_trim(rest);
     if (nrest.len && nrest.p[0] == ',')
         nrest = slice_make(nrest.p + 1, nrest.len - 1);
-    const struct sip_hdr *nh = vh;
     if (!slice_trim(nrest).len) {
-        nh = sip_msg_hdr_next(m, vh);
+        const struct sip_hdr *nh = sip_msg_hdr_next(m, vh);
         if (!nh) {
             e->st.drop_stray_response++;
             return;
@@ -483,26 +812,30 @@ static void relay_client_response(struct edge *e, uint8_t sock, const struct sip
         e->st.drop_100_trying++;
         return;
     }
-    struct flow *f = flow_table_find(e->flows, FLOW_UDP, sock, src);
-    if (f)
-        f->last_rx_ms = f->last_rx_ms; /* responses keep the flow as alive as requests */
+    if (rx->f)
+        rx->f->last_rx_ms = now_ms;
+    else {
+        struct flow *f = flow_table_find(e->flows, FLOW_UDP, rx->sock, rx->src);
+        if (f)
+            f->last_rx_ms = now_ms;
+    }
     size_t cap;
     char *buf = e->out.reserve(e->out.ctx, &cap);
     struct sip_build b;
     sip_build_init(&b, buf, cap);
     sip_build_mem(&b, m->buf, m->start_line_len);
-    struct copy_plan plan = {.pop_via = vh, .pop_via_rest = rest, .mf = 0};
-    /* Responses carry no Max-Forwards to rewrite; keep any as received. */
+    struct copy_plan plan = {.pop_via = vh, .pop_via_rest = rest, .mf = 70};
     const struct sip_hdr *mfh = sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS);
     if (mfh)
         slice_to_u32(mfh->value, 255, &plan.mf);
     copy_headers(&b, m, &plan);
     e->st.relayed_response_to_core++;
-    send_built(e, &b, EDGE_SOCK_CORE, &dst.sa);
+    send_built_udp(e, &b, EDGE_SOCK_CORE, &dst.sa);
 }
 
-void edge_rx_public(struct edge *e, uint8_t sock, const char *buf, size_t len,
-                    const struct sockaddr *src, uint64_t now_ms)
+/* Every message from a client, UDP datagram or WebSocket message. */
+static void ingress_public(struct edge *e, struct rx *rx, const char *buf, size_t len,
+                           uint64_t now_ms)
 {
     e->st.rx_public++;
     if (len == 0)
@@ -513,9 +846,9 @@ void edge_rx_public(struct edge *e, uint8_t sock, const char *buf, size_t len,
             size_t cap;
             char *out = e->out.reserve(e->out.ctx, &cap);
             memcpy(out, "\r\n", 2);
-            e->out.commit(e->out.ctx, sock, src, 2);
+            send_to_rx(e, rx, out, 2);
             e->st.keepalive_pong++;
-            struct flow *f = flow_table_find(e->flows, FLOW_UDP, sock, src);
+            struct flow *f = rx->f ? rx->f : flow_table_find(e->flows, FLOW_UDP, rx->sock, rx->src);
             if (f)
                 f->last_rx_ms = now_ms;
             return;
@@ -526,6 +859,8 @@ void edge_rx_public(struct edge *e, uint8_t sock, const char *buf, size_t len,
     struct sip_msg m;
     struct sip_err err = {0, NULL};
     struct sip_limits lim = edge_limits(e);
+    if (rx->transport != FLOW_UDP && lim.max_msg_bytes < e->pol.ws_max_message_bytes)
+        lim.max_msg_bytes = e->pol.ws_max_message_bytes;
     int rc = sip_msg_parse(&m, buf, len, e->hdrs, &lim, &err);
     if (rc == -EMSGSIZE) {
         e->st.drop_oversize++;
@@ -535,7 +870,7 @@ void edge_rx_public(struct edge *e, uint8_t sock, const char *buf, size_t len,
         if (len <= 65535 && sip_msg_parse(&m, buf, len, e->hdrs, &big, &err2) == 0 &&
             m.is_request) {
             e->st.reply_513_too_large++;
-            reply(e, sock, src, &m, 513, "Message Too Large", NULL);
+            reply(e, rx, &m, 513, "Message Too Large", NULL);
         }
         return;
     }
@@ -547,22 +882,74 @@ void edge_rx_public(struct edge *e, uint8_t sock, const char *buf, size_t len,
         e->st.drop_malformed++;
         if (m.is_request && err.status >= 400) {
             e->st.reply_400++;
-            reply(e, sock, src, &m, err.status, err.reason ? err.reason : "Bad Request", NULL);
+            reply(e, rx, &m, err.status, err.reason ? err.reason : "Bad Request", NULL);
         }
         return;
     }
     if (!m.is_request) {
-        relay_client_response(e, sock, &m, src);
+        relay_client_response(e, rx, &m, now_ms);
         return;
     }
     if (sip_check_msg(&m, &err) < 0) {
         e->st.drop_malformed++;
         e->st.reply_400++;
-        reply(e, sock, src, &m, err.status ? err.status : 400,
-              err.reason ? err.reason : "Bad Request", NULL);
+        reply(e, rx, &m, err.status ? err.status : 400, err.reason ? err.reason : "Bad Request",
+              NULL);
         return;
     }
-    relay_client_request(e, sock, &m, src, now_ms);
+    relay_client_request(e, rx, &m, now_ms);
+}
+
+void edge_rx_public(struct edge *e, uint8_t sock, const char *buf, size_t len,
+                    const struct sockaddr *src, uint64_t now_ms)
+{
+    struct rx rx = {.transport = FLOW_UDP, .sock = sock, .src = src, .f = NULL};
+    ingress_public(e, &rx, buf, len, now_ms);
+}
+
+static struct flow *flow_from_ref(struct edge *e, uint64_t ref)
+{
+    return flow_table_get(e->flows, (uint32_t)(ref >> 32), (uint32_t)ref);
+}
+
+int edge_flow_open(struct edge *e, uint8_t transport, uint8_t listener,
+                   const struct sockaddr *remote, uint64_t conn, uint64_t now_ms, uint64_t *ref)
+{
+    struct flow *f;
+    int rc = flow_table_add(e->flows, e->keys, transport, listener, remote, now_ms, &f);
+    if (rc < 0) {
+        if (rc == -ENOSPC)
+            e->st.reply_503_flows_full++;
+        return rc;
+    }
+    f->conn = conn;
+    e->st.flows_created++;
+    *ref = (uint64_t)flow_table_slot(e->flows, f) << 32 | f->gen;
+    return 0;
+}
+
+void edge_rx_flow(struct edge *e, uint64_t ref, const char *buf, size_t len, uint64_t now_ms)
+{
+    struct flow *f = flow_from_ref(e, ref);
+    if (!f || f->state != FLOW_LIVE)
+        return;
+    f->last_rx_ms = now_ms;
+    struct rx rx = {.transport = f->transport, .sock = f->sock, .src = &f->remote.sa, .f = f};
+    ingress_public(e, &rx, buf, len, now_ms);
+}
+
+void edge_flow_alive(struct edge *e, uint64_t ref, uint64_t now_ms)
+{
+    struct flow *f = flow_from_ref(e, ref);
+    if (f)
+        f->last_rx_ms = now_ms;
+}
+
+void edge_flow_closed(struct edge *e, uint64_t ref, uint64_t now_ms)
+{
+    struct flow *f = flow_from_ref(e, ref);
+    if (f)
+        flow_die(e, f, now_ms);
 }
 
 /* ---- core side ------------------------------------------------------------------------ */
@@ -575,8 +962,21 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_
     struct slice rest;
     struct slice tok;
     if (!vh || sip_via_parse(vh->value, &ours, &rest) < 0 ||
-        !slice_case_prefix(ours.branch, EDGE_BRANCH_OUT) ||
-        !hostport_is(ours.host, ours.port, &e->cfg->core) ||
+        !hostport_is(ours.host, ours.port, &e->cfg->core)) {
+        e->st.drop_stray_response++;
+        return;
+    }
+    if (slice_case_prefix(ours.branch, EDGE_BRANCH_DEREG)) {
+        /* The answer to our own de-REGISTER ends here. */
+        if (m->status >= 200 && m->status < 300)
+            e->st.dereg_answered_ok++;
+        else if (m->status >= 300) {
+            e->st.dereg_answered_error++;
+            log_warn("registrar answered %u to a de-REGISTER of a dead flow", m->status);
+        }
+        return;
+    }
+    if (!slice_case_prefix(ours.branch, EDGE_BRANCH_OUT) ||
         !sip_params_get(ours.params, "fl", &tok)) {
         e->st.drop_stray_response++;
         return;
@@ -595,47 +995,35 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_
         e->st.drop_100_trying++;
         return;
     }
-    /* A 2xx to REGISTER keeps the flow at least as long as the longest binding. */
     const struct sip_hdr *cseq = sip_msg_hdr(m, SIP_HDR_CSEQ);
     uint32_t seq;
     struct slice method;
-    if (m->status >= 200 && m->status < 300 && cseq &&
-        sip_cseq_parse(cseq->value, &seq, &method) == 0 &&
-        slice_eq(method, SLICE_LIT("REGISTER"))) {
-        uint32_t max_exp = 0;
-        const struct sip_hdr *eh = sip_msg_hdr(m, SIP_HDR_EXPIRES);
-        uint32_t hdr_exp = 0;
-        if (eh)
-            sip_expires_parse(eh->value, &hdr_exp);
-        for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch;
-             ch = sip_msg_hdr_next(m, ch)) {
-            struct slice r = ch->value;
-            struct sip_nameaddr c;
-            while (r.len && sip_nameaddr_parse(r, &c, &r) == 0) {
-                struct slice v;
-                uint32_t x = hdr_exp;
-                if (sip_params_get(c.params, "expires", &v))
-                    sip_expires_parse(v, &x);
-                if (x > max_exp)
-                    max_exp = x;
-            }
-        }
-        uint64_t until = now_ms + (uint64_t)max_exp * 1000;
-        if (until > f->reg_until_ms || max_exp == 0)
-            f->reg_until_ms = until;
-    }
+    struct slice flag;
+    bool is_reg_2xx = m->status >= 200 && m->status < 300 && cseq &&
+                      sip_cseq_parse(cseq->value, &seq, &method) == 0 &&
+                      slice_eq(method, SLICE_LIT("REGISTER"));
+    if (is_reg_2xx)
+        flow_reg_confirm(e, f, m, sip_params_get(ours.params, "au", &flag), now_ms);
     size_t cap;
     char *buf = e->out.reserve(e->out.ctx, &cap);
     struct sip_build b;
     sip_build_init(&b, buf, cap);
     sip_build_mem(&b, m->buf, m->start_line_len);
-    struct copy_plan plan = {.pop_via = vh, .pop_via_rest = rest};
+    /* RFC 5626 §5.4: tell an outbound client how often to send keepalives. */
+    if (is_reg_2xx && sip_params_get(ours.params, "ob", &flag) &&
+        !sip_msg_hdr(m, SIP_HDR_FLOW_TIMER)) {
+        sip_build_str(&b, "Flow-Timer: ");
+        sip_build_u32(&b, e->pol.flow_timer_s);
+        sip_build_str(&b, "\r\n");
+        e->st.flow_timer_added++;
+    }
+    struct copy_plan plan = {.pop_via = vh, .pop_via_rest = rest, .mf = 70};
     const struct sip_hdr *mfh = sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS);
     if (mfh)
         slice_to_u32(mfh->value, 255, &plan.mf);
     copy_headers(&b, m, &plan);
     e->st.relayed_response_to_client++;
-    send_built(e, &b, f->sock, &f->remote.sa);
+    send_built_flow(e, &b, f);
 }
 
 /* True when the request is addressed to this edge itself (R-URI host is our core address). */
@@ -647,14 +1035,36 @@ static bool ruri_is_core(const struct edge *e, const struct sip_msg *m)
            hostport_is(u.host, u.port, &e->cfg->core);
 }
 
+static const char *via_transport(const struct flow *f)
+{
+    switch (f->transport) {
+    case FLOW_WS:
+        return "WS";
+    case FLOW_WSS:
+        return "WSS";
+    default:
+        return "UDP";
+    }
+}
+
+static const struct config_addr *flow_listener(const struct edge *e, const struct flow *f)
+{
+    if (f->transport == FLOW_WS && f->sock < e->cfg->n_listen_ws)
+        return &e->cfg->listen_ws[f->sock];
+    if (f->transport == FLOW_WSS && f->sock < e->cfg->n_listen_wss)
+        return &e->cfg->listen_wss[f->sock];
+    if (f->sock < e->cfg->n_listen_udp)
+        return &e->cfg->listen_udp[f->sock];
+    return &e->cfg->core;
+}
+
 /* Request from the core whose top Route is our Path: deliver over the client's flow. */
-static void relay_core_request(struct edge *e, const struct sip_msg *m,
-                               const struct sockaddr *src, uint64_t now_ms)
+static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_msg *m)
 {
     uint32_t mf;
     if (max_forwards(m, &mf) < 0) {
         e->st.reply_400++;
-        reply(e, EDGE_SOCK_CORE, src, m, 400, "Bad Max-Forwards", NULL);
+        reply(e, rx, m, 400, "Bad Max-Forwards", NULL);
         return;
     }
     const struct sip_hdr *rh = sip_msg_hdr(m, SIP_HDR_ROUTE);
@@ -666,29 +1076,29 @@ static void relay_core_request(struct edge *e, const struct sip_msg *m,
         sip_uri_parse(route.uri, &ru, &is_sip) < 0 || !is_sip ||
         !hostport_is(ru.host, ru.port, &e->cfg->core)) {
         if (m->method_id == SIP_METHOD_OPTIONS && ruri_is_core(e, m)) {
-            reply(e, EDGE_SOCK_CORE, src, m, 200, "OK", NULL);
+            reply(e, rx, m, 200, "OK", NULL);
             return;
         }
         e->st.reply_404_not_routable++;
-        reply(e, EDGE_SOCK_CORE, src, m, 404, "Not Found", NULL);
+        reply(e, rx, m, 404, "Not Found", NULL);
         return;
     }
     struct flow_token_fields tf;
-    int rc = flow_token_decode(e->keys, ru.user, &tf);
-    if (rc < 0) {
+    if (flow_token_decode(e->keys, ru.user, &tf) < 0) {
         e->st.reply_403_bad_token++;
-        reply(e, EDGE_SOCK_CORE, src, m, 403, "Forbidden", NULL);
+        reply(e, rx, m, 403, "Forbidden", NULL);
         return;
     }
     struct flow *f = flow_table_get(e->flows, tf.slot, tf.gen);
     if (!f || f->state != FLOW_LIVE || tf.worker != flow_table_worker(e->flows)) {
+        /* RFC 5626 §5.3: the registrar/proxy may drop that binding or try another flow. */
         e->st.reply_430_flow_failed++;
-        reply(e, EDGE_SOCK_CORE, src, m, 430, "Flow Failed", NULL);
+        reply(e, rx, m, 430, "Flow Failed", NULL);
         return;
     }
     if (mf == 0) {
         e->st.reply_483_too_many_hops++;
-        reply(e, EDGE_SOCK_CORE, src, m, 483, "Too Many Hops", NULL);
+        reply(e, rx, m, 483, "Too Many Hops", NULL);
         return;
     }
     const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
@@ -696,21 +1106,18 @@ static void relay_core_request(struct edge *e, const struct sip_msg *m,
     struct slice vrest;
     if (!vh || sip_via_parse(vh->value, &via, &vrest) < 0) {
         e->st.reply_400++;
-        reply(e, EDGE_SOCK_CORE, src, m, 400, "Bad Via", NULL);
+        reply(e, rx, m, 400, "Bad Via", NULL);
         return;
     }
     char branch[17];
-    derive_branch(m, &via, src, branch);
+    derive_branch(m, &via, rx->src, branch);
     size_t cap;
     char *buf = e->out.reserve(e->out.ctx, &cap);
     struct sip_build b;
     sip_build_init(&b, buf, cap);
     sip_build_mem(&b, m->buf, m->start_line_len);
-    sip_build_str(&b, "Via: SIP/2.0/UDP ");
-    sip_build_str(&b, e->pub_host[f->sock < CONFIG_MAX_LISTEN ? f->sock : 0]);
-    sip_build_str(&b, ";branch=" EDGE_BRANCH_IN);
-    sip_build_str(&b, branch);
-    sip_build_str(&b, "\r\n");
+    sip_build_fmt(&b, "Via: SIP/2.0/%s %s;branch=" EDGE_BRANCH_IN "%s\r\n", via_transport(f),
+                  flow_listener(e, f)->text, branch);
     if (!sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS)) {
         sip_build_str(&b, "Max-Forwards: ");
         sip_build_u32(&b, mf - 1);
@@ -719,8 +1126,7 @@ static void relay_core_request(struct edge *e, const struct sip_msg *m,
     struct copy_plan plan = {.pop_route = rh, .pop_route_rest = route_rest, .mf = mf - 1};
     copy_headers(&b, m, &plan);
     e->st.inbound_delivered++;
-    (void)now_ms;
-    send_built(e, &b, f->sock, &f->remote.sa);
+    send_built_flow(e, &b, f);
 }
 
 void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sockaddr *src,
@@ -733,6 +1139,7 @@ void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sock
     }
     if (len == 0 || buf[0] == '\r' || buf[0] == '\n')
         return;
+    struct rx rx = {.transport = 0, .sock = EDGE_SOCK_CORE, .src = src, .f = NULL};
     struct sip_msg m;
     struct sip_err err = {0, NULL};
     struct sip_limits lim = {.max_msg_bytes = 65535, .max_headers = EDGE_MAX_HDRS};
@@ -740,12 +1147,12 @@ void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sock
         e->st.drop_malformed++;
         if (err.status >= 400 && m.is_request) {
             e->st.reply_400++;
-            reply(e, EDGE_SOCK_CORE, src, &m, err.status, err.reason, NULL);
+            reply(e, &rx, &m, err.status, err.reason, NULL);
         }
         return;
     }
     if (m.is_request)
-        relay_core_request(e, &m, src, now_ms);
+        relay_core_request(e, &rx, &m);
     else
         relay_core_response(e, &m, now_ms);
 }
@@ -767,8 +1174,6 @@ int edge_new(struct edge **out, const struct edge_opts *opts)
     rc = flow_table_new(&e->flows, e->pol.max_flows, opts->worker);
     if (rc < 0)
         goto fail;
-    for (unsigned i = 0; i < e->cfg->n_listen_udp && i < CONFIG_MAX_LISTEN; i++)
-        snprintf(e->pub_host[i], sizeof(e->pub_host[i]), "%s", e->cfg->listen_udp[i].text);
     *out = e;
     return 0;
 fail:
@@ -780,6 +1185,13 @@ void edge_free(struct edge *e)
 {
     if (!e)
         return;
+    if (e->flows) {
+        for (uint32_t i = 0; i < flow_table_capacity(e->flows); i++) {
+            struct flow *f = flow_table_get_slot(e->flows, i);
+            if (f && f->regs)
+                flow_regs_free(f);
+        }
+    }
     flow_token_keys_free(e->keys);
     flow_table_free(e->flows);
     free(e);
@@ -790,10 +1202,10 @@ void edge_set_policy(struct edge *e, const struct policy *policy) { e->pol = *po
 void edge_tick(struct edge *e, uint64_t now_ms)
 {
     /* Sweep the whole table about once a minute, a slice per tick. */
-    uint32_t cap = flow_table_capacity(e->flows);
-    uint32_t per_tick = cap / 60 + 1;
-    e->st.flows_released += flow_table_sweep(e->flows, now_ms,
-                                             (uint64_t)e->pol.flow_idle_timeout_s * 1000, per_tick);
+    uint32_t per_tick = flow_table_capacity(e->flows) / 60 + 1;
+    flow_table_sweep(e->flows, now_ms, (uint64_t)e->pol.flow_idle_timeout_s * 1000, per_tick,
+                     on_flow_release, e);
+    dead_flows_process(e, now_ms);
     e->last_sweep_ms = now_ms;
 }
 

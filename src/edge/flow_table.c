@@ -164,6 +164,11 @@ struct flow *flow_table_get(struct flow_table *t, uint32_t slot, uint32_t gen)
     return f;
 }
 
+struct flow *flow_table_get_slot(struct flow_table *t, uint32_t slot)
+{
+    return slot < t->cap ? &t->slots[slot] : NULL;
+}
+
 uint32_t flow_table_slot(const struct flow_table *t, const struct flow *f)
 {
     return (uint32_t)(f - t->slots);
@@ -196,15 +201,17 @@ void flow_table_release(struct flow_table *t, struct flow *f)
 }
 
 uint32_t flow_table_sweep(struct flow_table *t, uint64_t now_ms, uint64_t idle_ms,
-                          uint32_t max_scan)
+                          uint32_t max_scan, flow_table_release_cb on_release, void *ctx)
 {
     uint32_t released = 0;
     for (uint32_t i = 0; i < max_scan && i < t->cap; i++) {
         struct flow *f = &t->slots[t->sweep_pos];
         t->sweep_pos = (t->sweep_pos + 1) % t->cap;
-        if (f->state == FLOW_FREE)
+        if (f->state != FLOW_LIVE || f->transport != FLOW_UDP)
             continue;
         if (now_ms >= f->reg_until_ms && now_ms - f->last_rx_ms >= idle_ms) {
+            if (on_release)
+                on_release(ctx, f);
             flow_table_release(t, f);
             released++;
         }

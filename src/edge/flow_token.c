@@ -156,6 +156,10 @@ static long b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap)
             out[o++] = (uint8_t)(acc >> bits);
         }
     }
+    /* Only the canonical encoding is accepted: the unused low bits must be zero, so
+     * every token has exactly one spelling. */
+    if (bits && (acc & ((1u << bits) - 1)) != 0)
+        return -1;
     return (long)o;
 }
 

@@ -92,8 +92,8 @@ static const struct digest_user *user_lookup(const struct digest *d, struct slic
 {
     if (!d->buckets)
         return NULL;
-    for (uint32_t i = d->buckets[name_hash(name.p, name.len) & d->bucket_mask];
-         i != DIGEST_NIL; i = d->users[i].hnext) {
+    for (uint32_t i = d->buckets[name_hash(name.p, name.len) & d->bucket_mask]; i != DIGEST_NIL;
+         i = d->users[i].hnext) {
         const struct digest_user *u = &d->users[i];
         if (strlen(u->name) == name.len && memcmp(u->name, name.p, name.len) == 0)
             return u;
@@ -153,8 +153,8 @@ static int user_add(struct digest *d, const char *name, size_t name_len, const c
     return 0;
 }
 
-static int parse_users(struct digest *d, const char *name, const char *text, size_t len,
-                       char *err, size_t errcap)
+static int parse_users(struct digest *d, const char *name, const char *text, size_t len, char *err,
+                       size_t errcap)
 {
     unsigned line_no = 0;
     size_t pos = 0;
@@ -185,8 +185,8 @@ static int parse_users(struct digest *d, const char *name, const char *text, siz
             snprintf(err, errcap, "%s:%u: %s", name, line_no, reason);
             return -EINVAL;
         }
-        int rc = user_add(d, line.p, (size_t)colon, line.p + colon + 1,
-                          line.len - (size_t)colon - 1);
+        int rc =
+            user_add(d, line.p, (size_t)colon, line.p + colon + 1, line.len - (size_t)colon - 1);
         if (rc != 0) {
             snprintf(err, errcap, "%s:%u: %s", name, line_no,
                      rc == -ENOMEM ? "out of memory" : "line too long");
@@ -316,8 +316,7 @@ void digest_nonce_make(const struct digest *d, uint64_t now_ms, char *out, size_
         out[0] = '\0';
 }
 
-int digest_nonce_check(const struct digest *d, struct slice nonce, uint64_t now_ms,
-                       uint32_t ttl_s)
+int digest_nonce_check(const struct digest *d, struct slice nonce, uint64_t now_ms, uint32_t ttl_s)
 {
     uint8_t raw[8 + DIGEST_NONCE_MAC];
     uint8_t mac[32];
@@ -394,6 +393,18 @@ static int hash_join(enum digest_alg alg, char *out, const struct slice *parts, 
     return 0;
 }
 
+int digest_response_hex(enum digest_alg alg, const char *ha1, const struct digest_creds *c,
+                        struct slice method, char *out)
+{
+    char ha2[65];
+    struct slice a2[] = {method, c->uri};
+    if (hash_join(alg, ha2, a2, 2) != 0)
+        return -EBADMSG;
+    struct slice kd[] = {slice_make(ha1, strlen(ha1)), c->nonce, c->nc, c->cnonce, c->qop,
+                         slice_make(ha2, strlen(ha2))};
+    return hash_join(alg, out, kd, 6);
+}
+
 int digest_verify(const struct digest *d, const struct digest_creds *c, struct slice method,
                   uint64_t now_ms, uint32_t ttl_s)
 {
@@ -417,13 +428,8 @@ int digest_verify(const struct digest *d, const struct digest_creds *c, struct s
         return rc;
 
     const char *ha1 = alg == DIGEST_ALG_SHA256 ? u->ha1_sha256 : u->ha1_md5;
-    char ha2[65], expect[65];
-    struct slice a2[] = {method, c->uri};
-    if (hash_join(alg, ha2, a2, 2) != 0)
-        return -EBADMSG;
-    struct slice kd[] = {slice_make(ha1, strlen(ha1)), c->nonce, c->nc, c->cnonce, c->qop,
-                         slice_make(ha2, strlen(ha2))};
-    if (hash_join(alg, expect, kd, 6) != 0)
+    char expect[65];
+    if (digest_response_hex(alg, ha1, c, method, expect) != 0)
         return -EBADMSG;
     size_t n = strlen(expect);
     if (c->response.len != n)

@@ -72,8 +72,7 @@ void location_free(struct location *l)
     free(l);
 }
 
-size_t location_find(struct location *l, const char *aor, struct location_binding **out,
-                     size_t cap)
+size_t location_find(struct location *l, const char *aor, struct location_binding **out, size_t cap)
 {
     size_t n = 0;
     for (uint32_t i = l->buckets[aor_hash(aor) & l->bucket_mask]; i != LOCATION_NIL;

@@ -22,14 +22,14 @@
 #include "sipedge/sip_msg.h"
 #include "sipedge/sip_reply.h"
 
-#define REGISTRAR_MAX_CONTACTS 32    /* Contact elements in one REGISTER */
+#define REGISTRAR_MAX_CONTACTS 32 /* Contact elements in one REGISTER */
 #define REGISTRAR_OUT_MAX (65535 + 2048)
 #define REGISTRAR_EXTRA_MAX 16384
 #define REGISTRAR_DEFAULT_HEADERS 64
 #define REGISTRAR_RETRY_AFTER_S 30
-#define REGISTRAR_DEFAULT_MF 70      /* RFC 3261 §16.6 step 3 */
+#define REGISTRAR_DEFAULT_MF 70 /* RFC 3261 §16.6 step 3 */
 #define SIP_DEFAULT_PORT 5060
-#define BRANCH_COOKIE "z9hG4bK"      /* RFC 3261 §8.1.1.7 */
+#define BRANCH_COOKIE "z9hG4bK" /* RFC 3261 §8.1.1.7 */
 
 struct registrar {
     struct config_addr self;
@@ -113,6 +113,22 @@ static bool addr_eq(const struct sockaddr *a, const struct sockaddr *b)
         const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
         return x->sin6_port == y->sin6_port &&
                memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+    }
+    return false;
+}
+
+/* Source IP text (no brackets) and port of a socket address. */
+static bool src_ip_port(const struct sockaddr *sa, char *ip, size_t cap, uint16_t *port)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const void *)sa;
+        *port = ntohs(sin->sin_port);
+        return inet_ntop(AF_INET, &sin->sin_addr, ip, (socklen_t)cap) != NULL;
+    }
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const void *)sa;
+        *port = ntohs(sin6->sin6_port);
+        return inet_ntop(AF_INET6, &sin6->sin6_addr, ip, (socklen_t)cap) != NULL;
     }
     return false;
 }
@@ -251,22 +267,15 @@ static void reply(struct req *q, int status, const char *reason, const char *ext
     if (q->m->method_id == SIP_METHOD_ACK)
         return; /* ACK never gets a response (RFC 3261 §17.1.1.3) */
     struct sip_reply_opts opts = {.extra = extra};
-    char ip[INET6_ADDRSTRLEN] = "";
+    char ip[INET6_ADDRSTRLEN];
+    uint16_t port = 0;
     const struct sip_hdr *vh = sip_msg_hdr(q->m, SIP_HDR_VIA);
     struct sip_via via;
     struct slice rest;
-    if (vh && sip_via_parse(vh->value, &via, &rest) == 0 && via.has_rport && via.rport.len == 0) {
-        if (q->src->sa_family == AF_INET) {
-            const struct sockaddr_in *sin = (const void *)q->src;
-            inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
-            opts.rport = ntohs(sin->sin_port);
-        } else if (q->src->sa_family == AF_INET6) {
-            const struct sockaddr_in6 *sin6 = (const void *)q->src;
-            inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip));
-            opts.rport = ntohs(sin6->sin6_port);
-        }
-        if (ip[0])
-            opts.received = ip;
+    if (vh && sip_via_parse(vh->value, &via, &rest) == 0 && via.has_rport && via.rport.len == 0 &&
+        src_ip_port(q->src, ip, sizeof(ip), &port)) {
+        opts.received = ip;
+        opts.rport = port;
     }
     int n = sip_reply_build(q->m, status, reason, &opts, r->out, sizeof(r->out));
     if (n <= 0) {
@@ -588,6 +597,28 @@ static void register_reject(struct req *q, int status, const char *reason, const
     reply(q, status, reason, extra);
 }
 
+/*
+ * RFC 3261 §10.3 step 2 / §8.2.2.3: every option tag in Require must be supported; the
+ * first one that is not is returned in *tag.
+ */
+static bool register_require_ok(const struct sip_msg *m, struct slice *tag)
+{
+    for (const struct sip_hdr *h = sip_msg_hdr(m, SIP_HDR_REQUIRE); h; h = sip_msg_hdr_next(m, h)) {
+        struct slice rest = h->value;
+        while (rest.len > 0) {
+            long comma = slice_find(rest, ',');
+            size_t n = comma < 0 ? rest.len : (size_t)comma;
+            struct slice t = slice_trim(slice_make(rest.p, n));
+            rest = comma < 0 ? SLICE_NULL : slice_make(rest.p + n + 1, rest.len - n - 1);
+            if (t.len > 0 && !slice_case_eq_str(t, "path") && !slice_case_eq_str(t, "outbound")) {
+                *tag = t;
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 static void handle_register(struct req *q)
 {
     struct registrar *r = q->r;
@@ -600,6 +631,14 @@ static void handle_register(struct req *q)
     if (!to_h || sip_nameaddr_parse(to_h->value, &to, &rest) != 0 ||
         aor_from_uri(to.uri, aor, sizeof(aor), &aor_user) != 0) {
         register_reject(q, 400, "Bad To", NULL);
+        return;
+    }
+    struct slice bad_tag;
+    if (!register_require_ok(m, &bad_tag)) {
+        char extra[96];
+        snprintf(extra, sizeof(extra), "Unsupported: %.*s\r\n",
+                 (int)(bad_tag.len < 64 ? bad_tag.len : 64), bad_tag.p);
+        register_reject(q, 420, "Bad Extension", extra);
         return;
     }
     /* RFC 3327 §5.3: Path without Supported: path is refused. */
@@ -685,7 +724,7 @@ static void handle_register(struct req *q)
         }
         if (n_new > location_n_free(r->loc))
             r->stats.expired += location_expire(r->loc, q->now_ms);
-        if (n_found - n_removed + n_new > location_max_per_aor(r->loc) ||
+        if (n_found + n_new > location_max_per_aor(r->loc) + n_removed ||
             n_new > location_n_free(r->loc)) {
             /* Bounded table: refuse, never evict a live binding (DESIGN ownership 6). */
             char extra[32];
@@ -737,8 +776,7 @@ static void binding_next_hop(const struct location_binding *b, struct sockaddr_s
     struct slice target = slice_make(b->contact, strlen(b->contact));
     struct sip_nameaddr na;
     struct slice rest;
-    if (b->path[0] &&
-        sip_nameaddr_parse(slice_make(b->path, strlen(b->path)), &na, &rest) == 0)
+    if (b->path[0] && sip_nameaddr_parse(slice_make(b->path, strlen(b->path)), &na, &rest) == 0)
         target = na.uri;
     struct sip_uri uri;
     bool is_sip = false;
@@ -779,12 +817,54 @@ static uint64_t branch_hash(const struct sip_msg *m, const struct sip_via *top)
     return h;
 }
 
+/*
+ * Copies the received top Via line, adding received= when the sent-by host is not the
+ * packet's source (RFC 3261 §18.2.1) or rport was asked for, and filling a bare rport
+ * with the source port (RFC 3581 §4), so the response can find its way back.
+ */
+static void build_top_via(struct sip_build *sb, const struct sip_msg *m, const struct sip_hdr *h,
+                          const struct sip_via *v, const struct sockaddr *src)
+{
+    const char *line = m->buf + h->off;
+    char ip[INET6_ADDRSTRLEN];
+    uint16_t port = 0;
+    struct slice host = v->host;
+    if (host.len >= 2 && host.p[0] == '[')
+        host = slice_make(host.p + 1, host.len - 2);
+    bool is_bare_rport = v->has_rport && v->rport.len == 0;
+    if (!src_ip_port(src, ip, sizeof(ip), &port) ||
+        (slice_case_eq_str(host, ip) && !is_bare_rport)) {
+        sip_build_mem(sb, line, h->line_len);
+        return;
+    }
+    const char *params = v->params.raw.len ? v->params.raw.p : v->raw.p + v->raw.len;
+    sip_build_mem(sb, line, (size_t)(params - line));
+    struct slice rest = v->params.raw;
+    while (rest.len > 0) {
+        long semi = slice_find(slice_make(rest.p + 1, rest.len - 1), ';');
+        size_t item_len = semi < 0 ? rest.len : (size_t)semi + 1;
+        struct slice item = slice_trim(slice_make(rest.p + 1, item_len - 1));
+        rest = slice_make(rest.p + item_len, rest.len - item_len);
+        long eq = slice_find(item, '=');
+        struct slice name = slice_trim(eq < 0 ? item : slice_make(item.p, (size_t)eq));
+        if (item.len == 0 || slice_case_eq_str(name, "received"))
+            continue;
+        if (eq < 0 && slice_case_eq_str(name, "rport"))
+            sip_build_fmt(sb, ";rport=%u", port);
+        else
+            sip_build_fmt(sb, ";%.*s", SLICE_FMT(item));
+    }
+    sip_build_fmt(sb, ";received=%s", ip);
+    const char *after = v->raw.p + v->raw.len;
+    sip_build_mem(sb, after, h->line_len - (size_t)(after - line));
+}
+
 struct forward {
-    struct slice ruri;            /* new Request-URI */
+    struct slice ruri;                /* new Request-URI */
     const struct location_binding *b; /* target binding, or NULL */
-    bool strip_top_route;         /* top Route was ours (RFC 3261 §16.4) */
-    struct slice top_route_rest;  /* remaining elements of that Route header */
-    uint32_t max_forwards;        /* received value (already checked > 0) */
+    bool strip_top_route;             /* top Route was ours (RFC 3261 §16.4) */
+    struct slice top_route_rest;      /* remaining elements of that Route header */
+    uint32_t max_forwards;            /* received value (already checked > 0) */
     struct sockaddr_storage dst;
     socklen_t dst_len;
 };
@@ -817,12 +897,16 @@ static void forward_request(struct req *q, const struct forward *f)
     if (f->b)
         sip_build_fmt(&sb, ";sb=%u.%u", f->b->slot, f->b->gen);
     sip_build_str(&sb, "\r\n");
-    if (f->b && f->b->path[0])
-        sip_build_fmt(&sb, "Route: %s\r\n", f->b->path);
+    /* The Path values become the Route set, in order (RFC 3327 §5.3), after the Vias. */
+    bool need_route = f->b && f->b->path[0];
     bool has_mf = false;
     const struct sip_hdr *top_route = sip_msg_hdr(m, SIP_HDR_ROUTE);
     for (uint16_t i = 0; i < m->n_hdrs; i++) {
         const struct sip_hdr *h = &m->hdrs[i];
+        if (need_route && h->id != SIP_HDR_VIA) {
+            sip_build_fmt(&sb, "Route: %s\r\n", f->b->path);
+            need_route = false;
+        }
         if (h->id == SIP_HDR_MAX_FORWARDS) {
             if (!has_mf)
                 sip_build_fmt(&sb, "Max-Forwards: %u\r\n", f->max_forwards - 1);
@@ -834,8 +918,13 @@ static void forward_request(struct req *q, const struct forward *f)
                 sip_build_fmt(&sb, "Route: %.*s\r\n", SLICE_FMT(f->top_route_rest));
             continue;
         }
-        sip_build_mem(&sb, m->buf + h->off, h->line_len);
+        if (h == vh)
+            build_top_via(&sb, m, h, &top, q->src);
+        else
+            sip_build_mem(&sb, m->buf + h->off, h->line_len);
     }
+    if (need_route)
+        sip_build_fmt(&sb, "Route: %s\r\n", f->b->path);
     if (!has_mf)
         sip_build_fmt(&sb, "Max-Forwards: %u\r\n", REGISTRAR_DEFAULT_MF);
     sip_build_mem(&sb, m->buf + m->hdr_end, m->len - m->hdr_end); /* empty line + body */
@@ -876,6 +965,18 @@ static bool route_target(struct slice route_list, struct sockaddr_storage *ss, s
            host_to_addr(uri.host, uri.port, ss, len);
 }
 
+/*
+ * Routing of every request but REGISTER (RFC 3261 §16, stateless per §16.11):
+ *  - a Route set left after removing our own entry decides the next hop (§16.12);
+ *  - otherwise a registered AOR in the Request-URI is retargeted to its best binding
+ *    (highest q, then most recent) through the binding's Path;
+ *  - an in-dialog request that named us in its top Route goes on to the R-URI host.
+ * ACK is forwarded like any request when there is a target: a stateless element cannot
+ * tell an ACK for a forwarded non-2xx from one for a 2xx, and the downstream server
+ * transaction needs it (same branch as the INVITE, §16.11). An ACK that has no target
+ * acknowledges a final response this element generated itself (404/480/483) and is
+ * absorbed; ACK is never answered.
+ */
 static void handle_request(struct req *q)
 {
     struct registrar *r = q->r;
@@ -971,7 +1072,7 @@ static void handle_request(struct req *q)
             return;
         }
     }
-    /* RFC 3261 §16.3 step 3. */
+    /* RFC 3261 §16.3 item 3. */
     if (f.max_forwards == 0) {
         if (is_ack) {
             r->stats.acks_absorbed++;
@@ -992,14 +1093,14 @@ static void handle_request(struct req *q)
  * 100 Trying is dropped: it only stops retransmissions of the hop that sent it, and a
  * stateless element has no transaction whose retransmissions it could stop upstream.
  */
-static void handle_response(struct registrar *r, const struct sip_msg *m)
+static void handle_response(struct registrar *r, const struct sip_msg *m,
+                            const struct sockaddr *src)
 {
     const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
     struct sip_via top, next;
     struct slice rest;
     if (!vh || sip_via_parse(vh->value, &top, &rest) != 0 ||
-        !is_self_hostport(r, top.host, top.port) ||
-        !slice_case_prefix(top.branch, BRANCH_COOKIE)) {
+        !is_self_hostport(r, top.host, top.port) || !slice_case_prefix(top.branch, BRANCH_COOKIE)) {
         r->stats.responses_dropped++;
         return;
     }
@@ -1016,9 +1117,13 @@ static void handle_response(struct registrar *r, const struct sip_msg *m)
             slice_to_u32(slice_make(sbv.p + dot + 1, sbv.len - (size_t)dot - 1), UINT32_MAX,
                          &gen) == 0) {
             struct location_binding *b = location_get(r->loc, slot, gen);
-            if (b) {
-                log_info("registrar: %s: 430 Flow Failed, removed binding %s", b->aor,
-                         b->contact);
+            struct sockaddr_storage hop;
+            socklen_t hop_len = 0;
+            if (b)
+                binding_next_hop(b, &hop, &hop_len);
+            /* Only the hop we sent the request to may declare its flow dead. */
+            if (b && addr_eq((const struct sockaddr *)&hop, src)) {
+                log_info("registrar: %s: 430 Flow Failed, removed binding %s", b->aor, b->contact);
                 location_remove(r->loc, b);
                 r->stats.flow_failed++;
             }
@@ -1073,8 +1178,8 @@ static void handle_response(struct registrar *r, const struct sip_msg *m)
 
 /* ---- interface --------------------------------------------------------------------- */
 
-int registrar_new(struct registrar **out, const struct registrar_opts *opts,
-                  registrar_send_cb send, void *send_ctx, char *err, size_t errcap)
+int registrar_new(struct registrar **out, const struct registrar_opts *opts, registrar_send_cb send,
+                  void *send_ctx, char *err, size_t errcap)
 {
     if (!out || !opts || !opts->self || !opts->policy || !send ||
         (opts->n_trusted && !opts->trusted)) {
@@ -1140,8 +1245,8 @@ void registrar_free(struct registrar *r)
     free(r);
 }
 
-void registrar_handle(struct registrar *r, const char *buf, size_t len,
-                      const struct sockaddr *src, socklen_t src_len, uint64_t now_ms)
+void registrar_handle(struct registrar *r, const char *buf, size_t len, const struct sockaddr *src,
+                      socklen_t src_len, uint64_t now_ms)
 {
     struct sip_msg m;
     struct sip_err err = {0};
@@ -1165,7 +1270,7 @@ void registrar_handle(struct registrar *r, const char *buf, size_t len,
         return;
     }
     if (!m.is_request) {
-        handle_response(r, &m);
+        handle_response(r, &m, src);
         return;
     }
     struct req q = {.r = r, .m = &m, .src = src, .src_len = src_len, .now_ms = now_ms};

@@ -26,24 +26,24 @@
 
 /* ---- location ---------------------------------------------------------------------- */
 
-#define LOCATION_AOR_MAX 192       /* "user@host", host lower-cased */
+#define LOCATION_AOR_MAX 192 /* "user@host", host lower-cased */
 #define LOCATION_CONTACT_MAX 320
 #define LOCATION_CALL_ID_MAX 128
-#define LOCATION_PATH_MAX 512      /* all Path values of the REGISTER, ", "-joined */
+#define LOCATION_PATH_MAX 512 /* all Path values of the REGISTER, ", "-joined */
 #define LOCATION_INSTANCE_MAX 128
 #define LOCATION_UA_MAX 96
-#define LOCATION_Q_NONE 0xffff     /* no q parameter */
+#define LOCATION_Q_NONE 0xffff /* no q parameter */
 
 struct location;
 
 struct location_binding {
-    uint32_t slot;          /* index in the pool; with gen, the binding's id */
-    uint32_t gen;           /* bumped every time the slot is freed */
+    uint32_t slot; /* index in the pool; with gen, the binding's id */
+    uint32_t gen;  /* bumped every time the slot is freed */
     char aor[LOCATION_AOR_MAX];
     char contact[LOCATION_CONTACT_MAX];
-    uint16_t q;             /* permille 0..1000, or LOCATION_Q_NONE */
+    uint16_t q; /* permille 0..1000, or LOCATION_Q_NONE */
     uint64_t expires_at_ms;
-    uint64_t updated_ms;    /* last REGISTER that touched it: "most recent" on q ties */
+    uint64_t updated_ms; /* last REGISTER that touched it: "most recent" on q ties */
     char call_id[LOCATION_CALL_ID_MAX];
     uint32_t cseq;
     char path[LOCATION_PATH_MAX];
@@ -133,8 +133,7 @@ void digest_nonce_make(const struct digest *d, uint64_t now_ms, char *out, size_
  * -ETIMEDOUT when genuine but expired (answer with stale=true, RFC 7616 §3.3),
  * -EBADMSG when not ours.
  */
-int digest_nonce_check(const struct digest *d, struct slice nonce, uint64_t now_ms,
-                       uint32_t ttl_s);
+int digest_nonce_check(const struct digest *d, struct slice nonce, uint64_t now_ms, uint32_t ttl_s);
 
 /* Parses a "Digest ..." credentials value. Returns 0 or -EBADMSG (not Digest, or a
  * required parameter missing). */
@@ -155,6 +154,14 @@ int digest_verify(const struct digest *d, const struct digest_creds *c, struct s
  */
 int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stale, char *buf,
                            size_t cap);
+
+/*
+ * response = KD(H(A1), nonce:nc:cnonce:qop:H(method:uri)) for qop=auth (RFC 7616 §3.4.1),
+ * as lower-case hex into out (65 bytes). ha1 is hex H(user:realm:password).
+ * Returns 0 or -EBADMSG (fields too long).
+ */
+int digest_response_hex(enum digest_alg alg, const char *ha1, const struct digest_creds *c,
+                        struct slice method, char *out);
 
 /* Hex H(data) for alg into out (33 or 65 bytes incl. NUL). */
 void digest_hash_hex(enum digest_alg alg, const void *data, size_t len, char *out);

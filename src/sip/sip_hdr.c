@@ -13,7 +13,7 @@
 
 static inline const char *end_of(struct slice s)
 {
-    return s.p + s.len;
+    return s.len > 0 ? s.p + s.len : s.p;
 }
 
 static inline struct slice span(const char *a, const char *b)
@@ -337,7 +337,8 @@ int sip_nameaddr_parse(struct slice s, struct sip_nameaddr *out, struct slice *r
     } else {
         /* Tokens separated by LWS followed by '<' are a display name. */
         q = p;
-        while (q < end && (sip_lex_is_token((unsigned char)*q) || sip_lex_is_lws((unsigned char)*q)))
+        while (q < end &&
+               (sip_lex_is_token((unsigned char)*q) || sip_lex_is_lws((unsigned char)*q)))
             q++;
         if (q < end && *q == '<') {
             na.display = slice_trim(span(p, q));

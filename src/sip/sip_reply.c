@@ -81,7 +81,8 @@ int sip_reply_build(const struct sip_msg *req, int status, const char *reason,
     static const struct {
         enum sip_hdr_id id;
         const char *name;
-    } copied[] = {{SIP_HDR_FROM, "From: "}, {SIP_HDR_CALL_ID, "Call-ID: "}, {SIP_HDR_CSEQ, "CSeq: "}};
+    } copied[] = {
+        {SIP_HDR_FROM, "From: "}, {SIP_HDR_CALL_ID, "Call-ID: "}, {SIP_HDR_CSEQ, "CSeq: "}};
     struct sip_build b;
     const struct sip_hdr *h;
     struct sip_nameaddr to;

@@ -10,6 +10,7 @@
 #include "sipedge/log.h"
 #include "sipedge/registrar.h"
 #include "sipedge/transport_udp.h"
+#include "sipedge/transport_ws.h"
 
 #define SOCK_REGISTRAR 254
 
@@ -18,6 +19,7 @@ struct worker {
     const struct config *cfg;
     struct policy pol;
     struct transport_udp *udp;
+    struct transport_ws *ws;
     struct edge *edge;
     struct registrar *reg;
     uv_timer_t tick;
@@ -36,6 +38,48 @@ static void out_commit(void *ctx, uint8_t sock, const struct sockaddr *dst, size
     struct worker *w = ctx;
     transport_udp_commit(w->udp, sock, dst, len);
 }
+
+static int out_send_conn(void *ctx, uint64_t conn, const char *buf, size_t len)
+{
+    struct worker *w = ctx;
+    return w->ws ? transport_ws_send(w->ws, conn, buf, len) : -ENOENT;
+}
+
+static int on_ws_open(void *ctx, uint64_t conn, uint8_t transport, uint8_t listener,
+                      const struct sockaddr *remote, uint64_t *ref)
+{
+    struct worker *w = ctx;
+    return edge_flow_open(w->edge, transport, listener, remote, conn, uv_now(&w->loop), ref);
+}
+
+static void on_ws_message(void *ctx, uint64_t conn, uint64_t ref, const char *buf, size_t len)
+{
+    struct worker *w = ctx;
+    (void)conn;
+    edge_rx_flow(w->edge, ref, buf, len, uv_now(&w->loop));
+}
+
+static void on_ws_alive(void *ctx, uint64_t conn, uint64_t ref)
+{
+    struct worker *w = ctx;
+    (void)conn;
+    edge_flow_alive(w->edge, ref, uv_now(&w->loop));
+}
+
+static void on_ws_close(void *ctx, uint64_t conn, uint64_t ref)
+{
+    struct worker *w = ctx;
+    (void)conn;
+    if (w->edge)
+        edge_flow_closed(w->edge, ref, uv_now(&w->loop));
+}
+
+static const struct transport_ws_cbs ws_cbs = {
+    .on_open = on_ws_open,
+    .on_message = on_ws_message,
+    .on_alive = on_ws_alive,
+    .on_close = on_ws_close,
+};
 
 static void registrar_send(void *ctx, const struct sockaddr *dst, socklen_t dst_len,
                            const char *buf, size_t len)
@@ -79,6 +123,10 @@ static void log_stats(struct worker *w)
              (unsigned long long)us->rx_datagrams, (unsigned long long)us->rx_syscalls,
              (unsigned long long)us->tx_datagrams, (unsigned long long)us->tx_syscalls,
              (unsigned long long)us->tx_dropped);
+    if (w->ws) {
+        transport_ws_stats_format(w->ws, buf, sizeof(buf));
+        log_info("stats ws %s", buf);
+    }
     if (w->reg)
         log_info("stats registrar bindings=%zu", registrar_n_bindings(w->reg));
 }
@@ -101,6 +149,12 @@ static void on_udp_closed(void *ctx)
     w->udp = NULL;
 }
 
+static void on_ws_closed(void *ctx)
+{
+    struct worker *w = ctx;
+    w->ws = NULL;
+}
+
 static void worker_stop(struct worker *w)
 {
     if (w->is_stopping)
@@ -113,6 +167,8 @@ static void worker_stop(struct worker *w)
     uv_close((uv_handle_t *)&w->sig_int, on_closed_handle);
     uv_close((uv_handle_t *)&w->sig_usr1, on_closed_handle);
     uv_close((uv_handle_t *)&w->sig_hup, on_closed_handle);
+    if (w->ws)
+        transport_ws_close(w->ws, on_ws_closed, w);
     transport_udp_close(w->udp, on_udp_closed, w);
 }
 
@@ -133,6 +189,8 @@ static void on_signal(uv_signal_t *s, int signum)
         w->pol = pol;
         if (w->edge)
             edge_set_policy(w->edge, &w->pol);
+        if (w->ws)
+            transport_ws_set_policy(w->ws, &w->pol);
         log_info("policy reloaded from %s", w->cfg->policy_dir);
         return;
     }
@@ -160,6 +218,7 @@ int worker_run(const struct worker_opts *opts)
     }
     w->cfg = opts->cfg;
     w->pol = *opts->policy;
+    signal(SIGPIPE, SIG_IGN);
     rc = transport_udp_new(&w->udp, &w->loop, on_datagram, w);
     if (rc < 0)
         goto out;
@@ -188,7 +247,10 @@ int worker_run(const struct worker_opts *opts)
             .cfg = w->cfg,
             .policy = &w->pol,
             .worker = 0,
-            .out = {.reserve = out_reserve, .commit = out_commit, .ctx = w},
+            .out = {.reserve = out_reserve,
+                    .commit = out_commit,
+                    .send_conn = out_send_conn,
+                    .ctx = w},
         };
         rc = edge_new(&w->edge, &eo);
         if (rc < 0) {
@@ -203,6 +265,12 @@ int worker_run(const struct worker_opts *opts)
         rc = bind_or_log(w, EDGE_SOCK_CORE, &w->cfg->core, "core");
         if (rc < 0)
             goto out_close;
+        if (w->cfg->n_listen_ws + w->cfg->n_listen_wss > 0) {
+            struct transport_ws_opts wo = {.loop = &w->loop, .cfg = w->cfg, .policy = &w->pol};
+            rc = transport_ws_new(&w->ws, &wo, &ws_cbs, w);
+            if (rc < 0)
+                goto out_close;
+        }
     }
 
     uv_timer_init(&w->loop, &w->tick);
@@ -219,8 +287,14 @@ int worker_run(const struct worker_opts *opts)
     char listen_txt[512] = "";
     size_t n = 0;
     for (unsigned i = 0; opts->run_edge && i < w->cfg->n_listen_udp; i++)
-        n += (size_t)snprintf(listen_txt + n, sizeof(listen_txt) - n, "%sudp:%s", i ? "," : "",
+        n += (size_t)snprintf(listen_txt + n, sizeof(listen_txt) - n, "%sudp:%s", n ? "," : "",
                               w->cfg->listen_udp[i].text);
+    for (unsigned i = 0; opts->run_edge && i < w->cfg->n_listen_ws; i++)
+        n += (size_t)snprintf(listen_txt + n, sizeof(listen_txt) - n, "%sws:%s", n ? "," : "",
+                              w->cfg->listen_ws[i].text);
+    for (unsigned i = 0; opts->run_edge && i < w->cfg->n_listen_wss; i++)
+        n += (size_t)snprintf(listen_txt + n, sizeof(listen_txt) - n, "%swss:%s", n ? "," : "",
+                              w->cfg->listen_wss[i].text);
     log_info("sipedge: ready %s%s core=%s registrar=%s (%s)", listen_txt,
              opts->run_edge ? "" : "registrar-only", w->cfg->core.text,
              opts->run_registrar ? w->cfg->embedded_listen.text : w->cfg->registrar.text,
@@ -230,6 +304,8 @@ int worker_run(const struct worker_opts *opts)
     goto out;
 
 out_close:
+    if (w->ws)
+        transport_ws_close(w->ws, on_ws_closed, w);
     transport_udp_close(w->udp, on_udp_closed, w);
     uv_run(&w->loop, UV_RUN_DEFAULT);
 out:

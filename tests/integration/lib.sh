@@ -312,3 +312,23 @@ while True:
     print(rep.split(b'\r\n', 1)[0].decode('latin-1'))
 EOF
 }
+
+# test_policy_dir DIR [YAML]: a copy of policies/default, plus 50-test.yaml with YAML.
+test_policy_dir() {
+    local dir=$1
+    mkdir -p "$dir"
+    cp "$SIPEDGE_SRC"/policies/default/*.yaml "$dir"/ 2>/dev/null
+    [ $# -ge 2 ] && printf '%s\n' "$2" >"$dir/50-test.yaml"
+    return 0
+}
+
+# sipp_check TAG RC EXPECTED_SUCCESS: sipp exit status 0, EXPECTED_SUCCESS successful
+# calls, no failed calls.
+sipp_check() {
+    local tag=$1 rc=$2 want=$3 ok failed
+    ok=$(sipp_stat "$tag" 'SuccessfulCall(C)' 2>/dev/null || echo '?')
+    failed=$(sipp_stat "$tag" 'FailedCall(C)' 2>/dev/null || echo '?')
+    log "sipp[$tag] status $rc, successful $ok, failed $failed (want $want)"
+    [ "$rc" -eq 0 ] && [ "$ok" = "$want" ] && [ "$failed" = 0 ] ||
+        fail "sipp[$tag]: status $rc, successful $ok/$want, failed $failed"
+}

@@ -66,9 +66,23 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
-static void rm_tree(const char *dir)
+static int setup_dir(void **state)
 {
-    assert_int_equal(nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS), 0);
+    char *dir = strdup("/tmp/sipedge-cfg-XXXXXX");
+    if (dir == NULL || mkdtemp(dir) == NULL) {
+        free(dir);
+        return -1;
+    }
+    *state = dir;
+    return 0;
+}
+
+static int teardown_dir(void **state)
+{
+    char *dir = *state;
+    int rc = nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(dir);
+    return rc;
 }
 
 static void test_config_defaults_match_contract(void **state)
@@ -153,9 +167,8 @@ static void test_config_without_registrar_address_uses_embedded(void **state)
     (void)state;
     struct config cfg;
     char err[CONFIG_ERR_MAX] = "";
-    assert_int_equal(load(&cfg, "registrar:\n  embedded:\n    listen: 127.0.0.1:6000\n", err,
-                          sizeof(err)),
-                     0);
+    assert_int_equal(
+        load(&cfg, "registrar:\n  embedded:\n    listen: 127.0.0.1:6000\n", err, sizeof(err)), 0);
     assert_false(cfg.has_external_registrar);
     assert_string_equal(cfg.registrar.text, "127.0.0.1:6000");
     assert_string_equal(cfg.embedded_listen.text, "127.0.0.1:6000");
@@ -219,7 +232,8 @@ static void test_config_wrong_type(void **state)
     assert_config_error("workers: -1\n", "t.yaml:1:10: expected an integer for 'workers'");
     assert_config_error("workers: [1]\n", "t.yaml:1:10: expected an integer for 'workers'");
     assert_config_error("core: 1.2.3.4:5\n", "t.yaml:1:7: expected a mapping for 'core'");
-    assert_config_error("core:\n  peers: {a: b}\n", "t.yaml:2:10: expected a list for 'core.peers'");
+    assert_config_error("core:\n  peers: {a: b}\n",
+                        "t.yaml:2:10: expected a list for 'core.peers'");
     assert_config_error("domains: [a, [b]]\n",
                         "t.yaml:1:14: expected a string in the list 'domains'");
     assert_config_error("- workers\n", "t.yaml:1:1: the top level must be a mapping of keys");
@@ -242,9 +256,8 @@ static void test_config_out_of_range(void **state)
                         "t.yaml:2:97: 'listen.udp' has more than 8 entries");
     char text[400];
     snprintf(text, sizeof(text), "registrar:\n  embedded:\n    realm: %0200d\n", 0);
-    assert_config_error(text,
-                        "t.yaml:3:12: 'registrar.embedded.realm' is too long (at most 127 "
-                        "characters)");
+    assert_config_error(text, "t.yaml:3:12: 'registrar.embedded.realm' is too long (at most 127 "
+                              "characters)");
 }
 
 static void test_config_bad_address(void **state)
@@ -277,8 +290,7 @@ static void test_config_error_leaves_loaded_config_untouched(void **state)
     (void)state;
     struct config cfg, before;
     char err[CONFIG_ERR_MAX] = "";
-    assert_int_equal(load(&cfg, "workers: 3\ncore:\n  address: 10.1.1.1:5070\n", err,
-                          sizeof(err)),
+    assert_int_equal(load(&cfg, "workers: 3\ncore:\n  address: 10.1.1.1:5070\n", err, sizeof(err)),
                      0);
     before = cfg;
     /* The first keys are valid and would be stored; the later error must undo them. */
@@ -296,16 +308,15 @@ static void test_config_relative_paths_resolve_against_config_dir(void **state)
     const char *text = "registrar:\n  embedded:\n    users: users.txt\npolicy: ../policies/x\n";
 
     config_defaults(&cfg);
-    assert_int_equal(config_load_string(&cfg, "/opt/se/etc/sipedge.yaml", text, strlen(text), err,
-                                        sizeof(err)),
-                     0);
+    assert_int_equal(
+        config_load_string(&cfg, "/opt/se/etc/sipedge.yaml", text, strlen(text), err, sizeof(err)),
+        0);
     assert_string_equal(cfg.users_file, "/opt/se/etc/users.txt");
     assert_string_equal(cfg.policy_dir, "/opt/se/etc/../policies/x");
 
     /* A bare file name has no directory part: paths stay relative to the working dir. */
     config_defaults(&cfg);
-    assert_int_equal(config_load_string(&cfg, "sipedge.yaml", text, strlen(text), err,
-                                        sizeof(err)),
+    assert_int_equal(config_load_string(&cfg, "sipedge.yaml", text, strlen(text), err, sizeof(err)),
                      0);
     assert_string_equal(cfg.users_file, "users.txt");
     assert_string_equal(cfg.policy_dir, "../policies/x");
@@ -313,17 +324,15 @@ static void test_config_relative_paths_resolve_against_config_dir(void **state)
     /* Absolute paths are kept as they are. */
     const char *abs = "policy: /srv/policy\n";
     config_defaults(&cfg);
-    assert_int_equal(config_load_string(&cfg, "/opt/se/etc/sipedge.yaml", abs, strlen(abs), err,
-                                        sizeof(err)),
-                     0);
+    assert_int_equal(
+        config_load_string(&cfg, "/opt/se/etc/sipedge.yaml", abs, strlen(abs), err, sizeof(err)),
+        0);
     assert_string_equal(cfg.policy_dir, "/srv/policy");
 }
 
 static void test_config_load_file_resolves_and_reports_file_name(void **state)
 {
-    (void)state;
-    char dir[] = "/tmp/sipedge-cfg-XXXXXX";
-    assert_non_null(mkdtemp(dir));
+    const char *dir = *state;
     write_file(dir, "good.yaml", "registrar:\n  embedded:\n    users: users.txt\n");
     write_file(dir, "bad.yaml", "workers: 2\n\nlog:\n  levl: info\n");
 
@@ -346,7 +355,6 @@ static void test_config_load_file_resolves_and_reports_file_name(void **state)
     assert_string_equal(err, expected);
 
     assert_int_equal(config_load_file(&cfg, dir, err, sizeof(err)), -EINVAL);
-    rm_tree(dir);
 }
 
 static void test_config_shipped_example_loads(void **state)
@@ -397,8 +405,7 @@ static void test_config_addr_parse_ipv6(void **state)
     assert_int_equal(config_addr_parse("[2001:DB8:0:0::7]:1", &a), 0);
     assert_string_equal(a.text, "[2001:db8::7]:1");
     assert_string_equal(a.host, "[2001:db8::7]");
-    assert_int_equal(config_addr_parse("[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535",
-                                       &a),
+    assert_int_equal(config_addr_parse("[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535", &a),
                      0);
 }
 
@@ -406,11 +413,31 @@ static void test_config_addr_parse_rejects_bad_input(void **state)
 {
     (void)state;
     static const char *const bad[] = {
-        "",           "1.2.3.4",        "1.2.3.4:",        "1.2.3.4:0",     "1.2.3.4:65536",
-        "1.2.3.4:-1", "1.2.3.4:+80",    "1.2.3.4:5060x",   "1.2.3.4: 5060", "1.2.3:5060",
-        "1.2.3.4.5:1", "256.1.1.1:5060", "01.2.3.4:5",     ":5060",         "localhost:5060",
-        "::1:5060",   "[::1]",          "[::1]5060",       "[::1]:",        "[]:5060",
-        "[::1:5060",  "[1.2.3.4]:5060", "[fe80::1%eth0]:5", "garbage",      "1.2.3.4:123456",
+        "",
+        "1.2.3.4",
+        "1.2.3.4:",
+        "1.2.3.4:0",
+        "1.2.3.4:65536",
+        "1.2.3.4:-1",
+        "1.2.3.4:+80",
+        "1.2.3.4:5060x",
+        "1.2.3.4: 5060",
+        "1.2.3:5060",
+        "1.2.3.4.5:1",
+        "256.1.1.1:5060",
+        "01.2.3.4:5",
+        ":5060",
+        "localhost:5060",
+        "::1:5060",
+        "[::1]",
+        "[::1]5060",
+        "[::1]:",
+        "[]:5060",
+        "[::1:5060",
+        "[1.2.3.4]:5060",
+        "[fe80::1%eth0]:5",
+        "garbage",
+        "1.2.3.4:123456",
         " 1.2.3.4:5",
     };
     struct config_addr a, before;
@@ -441,7 +468,8 @@ int main(void)
         cmocka_unit_test(test_config_refuses_anchors_aliases_tags_and_documents),
         cmocka_unit_test(test_config_error_leaves_loaded_config_untouched),
         cmocka_unit_test(test_config_relative_paths_resolve_against_config_dir),
-        cmocka_unit_test(test_config_load_file_resolves_and_reports_file_name),
+        cmocka_unit_test_setup_teardown(test_config_load_file_resolves_and_reports_file_name,
+                                        setup_dir, teardown_dir),
         cmocka_unit_test(test_config_shipped_example_loads),
         cmocka_unit_test(test_config_addr_parse_ipv4),
         cmocka_unit_test(test_config_addr_parse_ipv6),

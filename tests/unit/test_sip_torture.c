@@ -88,11 +88,18 @@ static void test_sip_torture_classes_hold(void **state)
 
         if (strcmp(rows[i].cls, "valid") == 0) {
             if (rc != 0)
-                { print_error("%s: valid message rejected (%s)\n", rows[i].name, err.reason); n_bad++; }
+                {
+                print_error("%s: valid message rejected (%s)\n", rows[i].name, err.reason);
+                n_bad++;
+            }
             n_valid++;
         } else if (strcmp(rows[i].cls, "invalid") == 0 || strcmp(rows[i].name, "insuf") == 0) {
             if (rc == 0)
-                { print_error("%s: invalid message accepted\n", rows[i].name); n_bad++; continue; }
+                {
+                print_error("%s: invalid message accepted\n", rows[i].name);
+                n_bad++;
+                continue;
+            }
             assert_int_equal(rc, -EBADMSG);
             n_invalid++;
         } else {
@@ -100,7 +107,11 @@ static void test_sip_torture_classes_hold(void **state)
             static char buf[65536];
             size_t len = read_msg(rows[i].name, buf, sizeof(buf));
             if (sip_msg_parse(&m, buf, len, hdrs, &limits, &err) != 0)
-                { print_error("%s: semantic message does not parse (%s)\n", rows[i].name, err.reason); n_bad++; }
+                {
+                print_error("%s: semantic message does not parse (%s)\n", rows[i].name,
+                            err.reason);
+                n_bad++;
+            }
         }
     }
     assert_int_equal(n_bad, 0);

@@ -1,0 +1,76 @@
+/*
+ * transport_ws: SIP over WebSocket (RFC 7118), ws and wss, with libwebsockets on the
+ * worker's libuv loop (foreign loop, evlib-uv plugin).
+ *
+ * The transport owns the listen sockets (bound by us with SO_REUSEPORT and adopted into
+ * lws), the handshake policy (subprotocol "sip" echoed or refused, Origin allowlist,
+ * per-IP handshake rate and connection cap, idle timeout before the first message),
+ * message reassembly with a size cap, CRLF keepalives (a text message "\r\n\r\n" is
+ * answered with "\r\n" at once and never reaches the edge), server pings with a pong
+ * timeout, and per-connection output queues. It knows nothing about SIP: complete
+ * messages go up through on_message, and the edge answers through transport_ws_send.
+ * Connections are named by a generation-checked id, never by pointer. Loop thread only.
+ */
+#ifndef SIPEDGE_TRANSPORT_WS_H
+#define SIPEDGE_TRANSPORT_WS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "sipedge/config.h"
+
+struct transport_ws;
+
+/* Callbacks into the owner (the worker, which forwards to the edge). */
+struct transport_ws_cbs {
+    /*
+     * A handshake completed. transport is FLOW_WS or FLOW_WSS (flow_table.h), listener
+     * is the index of the listen address. Return 0 and set *ref (an opaque value the
+     * transport hands back with every later event of this connection), or a negative
+     * errno to refuse (-ENOSPC: flow table full); the transport then closes with 1013.
+     */
+    int (*on_open)(void *ctx, uint64_t conn, uint8_t transport, uint8_t listener,
+                   const struct sockaddr *remote, uint64_t *ref);
+    /* One complete SIP message (never a CRLF keepalive). */
+    void (*on_message)(void *ctx, uint64_t conn, uint64_t ref, const char *buf, size_t len);
+    /* Any keepalive traffic (CRLF, pong) that proves the peer is alive. */
+    void (*on_alive)(void *ctx, uint64_t conn, uint64_t ref);
+    /* The connection is gone (close, reset, ping timeout). Called once per on_open. */
+    void (*on_close)(void *ctx, uint64_t conn, uint64_t ref);
+};
+
+struct transport_ws_opts {
+    uv_loop_t *loop;
+    const struct config *cfg;    /* listen_ws/listen_wss, tls cert/key, ws origins */
+    const struct policy *policy; /* ws_* knobs */
+};
+
+/* Creates the lws context on opts->loop and starts listening. Returns 0 or a negative
+ * errno; the reason is logged. */
+int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *opts,
+                     const struct transport_ws_cbs *cbs, void *ctx);
+
+/*
+ * Queues one SIP message for conn (copied). Returns 0, -ENOENT when the connection is
+ * gone, -ENOBUFS when its output queue is over the policy cap (the connection is then
+ * closed as too slow).
+ */
+int transport_ws_send(struct transport_ws *t, uint64_t conn, const char *buf, size_t len);
+
+/* Closes conn with a WebSocket close code (e.g. 1008 policy, 1009 too big). */
+void transport_ws_close_conn(struct transport_ws *t, uint64_t conn, uint16_t code);
+
+/* Applies a reloaded policy to new connections and caps. */
+void transport_ws_set_policy(struct transport_ws *t, const struct policy *policy);
+
+/* Counters, as "name=value ..." text. */
+void transport_ws_stats_format(const struct transport_ws *t, char *buf, size_t cap);
+
+/* Stops listening, closes every connection with 1001 (going away) and destroys the lws
+ * context; cb(ctx) runs when every handle is closed. */
+void transport_ws_close(struct transport_ws *t, void (*cb)(void *ctx), void *ctx);
+
+#endif

@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# REGISTER benchmark: the same Kamailio registrar reached
+#   (a) direct      sipp -> Kamailio registrar
+#   (b) sipedge     sipp -> sipedge -> Kamailio registrar
+#   (c) kam-edge    sipp -> Kamailio edge (tests/integration/kamailio/edge.cfg) -> registrar
+# Each target climbs a ladder of REGISTER rates (STEP_SECONDS each, USERS distinct users
+# by csv injection) until a step has a failed call or a retransmission. Servers run on
+# CPU 0, sipp on CPU 1 (taskset). Prints, per step: calls ok/failed, retransmissions,
+# p50/p99 response time, edge and registrar CPU microseconds per REGISTER, edge memory.
+#
+# Env: RATES ("2000 4000 6000 8000 10000 14000"), STEP_SECONDS (10), USERS (20000),
+#      TARGETS ("direct sipedge kam-edge"), SIPEDGE_BIN (build/sipedge; built in Release
+#      when missing), BENCH_POLICY (policies/default), BENCH_KEEP=1 keeps the work dir.
+# Bounded: every sipp run has -timeout; every process is stopped by PID.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+RATES=${RATES:-2000 4000 6000 8000 10000 14000}
+STEP_SECONDS=${STEP_SECONDS:-10}
+USERS=${USERS:-20000}
+TARGETS=${TARGETS:-direct sipedge kam-edge}
+BENCH_POLICY=${BENCH_POLICY:-$root/policies/default}
+SIPEDGE_BIN=${SIPEDGE_BIN:-$root/build/sipedge}
+KAM_CFG_DIR=$root/tests/integration/kamailio
+SIPP_DIR=$root/tests/integration/sipp
+
+for c in sipp kamailio kamcmd taskset python3; do
+    command -v "$c" >/dev/null || { echo "bench: missing $c (scripts/deps-debian.sh test)" >&2; exit 1; }
+done
+if [[ " $TARGETS " == *" sipedge "* ]] && [ ! -x "$SIPEDGE_BIN" ]; then
+    scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DSIPEDGE_BUILD_TESTS=OFF || exit 1
+fi
+ncpu=$(nproc)
+SRV_CPU=0
+CLI_CPU=$((ncpu > 1 ? 1 : 0))
+
+NET=127.77.$(($$ % 250 + 1))
+REG=$NET.3
+PUB=$NET.1
+CORE=$NET.2
+KEDGE=$NET.5
+CLI=$NET.10
+WORK=$(mktemp -d /tmp/sipedge-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    PIDS=()
+}
+finish() {
+    cleanup
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+# stop PID: stop one process we started and forget it.
+stop() {
+    local p=$1 keep=() q
+    kill -TERM "$p" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+    for q in "${PIDS[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
+    PIDS=("${keep[@]}")
+}
+
+# kam NAME CFG ADDR [DEFINES...]: Kamailio on CPU 0; sets KPID.
+kam() {
+    local name=$1 cfg=$2 addr=$3
+    shift 3
+    local dir=$WORK/$name
+    mkdir -p "$dir/run"
+    local args=(-DD -E -f "$cfg" -l "udp:$addr:5060" -Y "$dir/run" -w "$dir" -m 256 -M 16
+        -n 1 -a no -A "CTL_SOCK=\"unix:$dir/ctl\"")
+    local d
+    for d in "$@"; do args+=(-A "$d"); done
+    taskset -c "$SRV_CPU" kamailio "${args[@]}" >"$dir/log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 100); do
+        kamcmd -s "unix:$dir/ctl" core.version >/dev/null 2>&1 && { KPID=$pid; return 0; }
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "bench: kamailio $name did not start; log:" >&2
+    tail -20 "$dir/log" >&2
+    return 1
+}
+
+# start_sipedge: sipedge on CPU 0 in front of the registrar; sets SPID.
+start_sipedge() {
+    taskset -c "$SRV_CPU" "$SIPEDGE_BIN" --listen-udp "$PUB:5060" --core "$CORE:5070" \
+        --registrar "$REG:5060" --policy "$BENCH_POLICY" --log-level warn \
+        >"$WORK/sipedge.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 100); do
+        grep -q 'sipedge: ready' "$WORK/sipedge.log" && { SPID=$pid; return 0; }
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "bench: sipedge did not start; log:" >&2
+    tail -20 "$WORK/sipedge.log" >&2
+    return 1
+}
+
+# Users 100000.. so they never clash with the integration tests' users.
+{
+    echo SEQUENTIAL
+    for ((u = 100000; u < 100000 + USERS; u++)); do echo "$u;pw$u;"; done
+} >"$WORK/users.csv"
+
+usage() { [ -n "$1" ] && python3 "$root/tests/bench/proc_usage.py" "$1" || echo "0 0 0"; }
+
+results=$WORK/results.tsv
+printf 'target\trate\tok\tfailed\tretrans\tp50_ms\tp99_ms\tedge_us_per_reg\treg_us_per_reg\tedge_pss_kib\tedge_rss_kib\n' >"$results"
+
+run_target() {
+    local target=$1 dst reg_pid edge_pid=
+    kam registrar "$KAM_CFG_DIR/registrar.cfg" "$REG" || return 1
+    reg_pid=$KPID
+    case $target in
+        direct) dst=$REG:5060 ;;
+        sipedge) start_sipedge || return 1; edge_pid=$SPID; dst=$PUB:5060 ;;
+        kam-edge) kam edge "$KAM_CFG_DIR/edge.cfg" "$KEDGE" "REGISTRAR=\"sip:$REG:5060\"" || return 1
+                  edge_pid=$KPID; dst=$KEDGE:5060 ;;
+    esac
+    local rate
+    for rate in $RATES; do
+        local calls=$((rate * STEP_SECONDS)) tag=$target-$rate
+        local e0 r0 e1 r1
+        read -r e0 _ _ < <(usage "$edge_pid")
+        read -r r0 _ _ < <(usage "$reg_pid")
+        (cd "$WORK" && taskset -c "$CLI_CPU" timeout -k 5 $((STEP_SECONDS * 3 + 20)) sipp -nostdin \
+            -sf "$SIPP_DIR/reg_uac.xml" -inf "$WORK/users.csv" -key domain "$REG" -key expires 3600 \
+            -i "$CLI" -p 5099 -t u1 -r "$rate" -m "$calls" -l $((rate * 2)) \
+            -max_retrans 2 -recv_timeout 4000 -timeout $((STEP_SECONDS * 3 + 10))s \
+            -trace_stat -stf "$WORK/$tag.csv" -fd 1 -trace_rtt -rtt_freq 1000 \
+            -buff_size 4194304 "$dst") >"$WORK/$tag.out" 2>&1
+        read -r e1 _ _ < <(usage "$edge_pid")
+        read -r r1 _ _ < <(usage "$reg_pid")
+        local pss=0 rss=0
+        [ -n "$edge_pid" ] && read -r _ pss rss < <(usage "$edge_pid")
+        local ok failed retr
+        read -r ok failed retr < <(python3 - "$WORK/$tag.csv" <<'PY'
+import sys
+try:
+    rows = [l.rstrip("\n").split(";") for l in open(sys.argv[1]) if l.strip()]
+    h = rows[0]; last = rows[-1]
+    print(last[h.index("SuccessfulCall(C)")], last[h.index("FailedCall(C)")],
+          last[h.index("Retransmissions(C)")])
+except Exception:
+    print("0 ? ?")
+PY
+)
+        local rtt
+        rtt=$(python3 "$root/tests/bench/rtt_stats.py" "$WORK"/reg_uac_*_rtt.csv)
+        rm -f "$WORK"/reg_uac_*_rtt.csv
+        local p50 p99
+        read -r _ p50 p99 _ <<<"$rtt"
+        local edge_us=- reg_us=-
+        if [ "${ok:-0}" -gt 0 ] 2>/dev/null; then
+            [ -n "$edge_pid" ] && edge_us=$(((e1 - e0) / ok))
+            reg_us=$(((r1 - r0) / ok))
+        fi
+        [ -n "$edge_pid" ] || { pss=-; rss=-; }
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$rate" "$ok" "$failed" \
+            "$retr" "$p50" "$p99" "$edge_us" "$reg_us" "$pss" "$rss" | tee -a "$results" >&2
+        if [ "$failed" != 0 ] || [ "$retr" != 0 ] || [ "$ok" != "$calls" ]; then
+            break
+        fi
+    done
+    [ -n "$edge_pid" ] && stop "$edge_pid"
+    stop "$reg_pid"
+}
+
+echo "bench: servers on CPU $SRV_CPU, sipp on CPU $CLI_CPU; rates: $RATES; ${STEP_SECONDS}s per step; $USERS users" >&2
+for t in $TARGETS; do
+    echo "== $t" >&2
+    run_target "$t" || echo "bench: target $t could not start" >&2
+    cleanup
+done
+
+python3 - "$results" <<'PY'
+import sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+hdr, rows = rows[0], rows[1:]
+print()
+print("REGISTER benchmark (per step; a step is clean when failed = 0 and retrans = 0)")
+print(f"{'target':9s} {'rate/s':>7s} {'ok':>7s} {'failed':>6s} {'retr':>6s} {'p50 ms':>7s} {'p99 ms':>7s} "
+      f"{'edge us/reg':>11s} {'reg us/reg':>10s} {'edge PSS KiB':>12s} {'edge RSS KiB':>12s}")
+for r in rows:
+    print(f"{r[0]:9s} {r[1]:>7s} {r[2]:>7s} {r[3]:>6s} {r[4]:>6s} {r[5]:>7s} {r[6]:>7s} "
+          f"{r[7]:>11s} {r[8]:>10s} {r[9]:>12s} {r[10]:>12s}")
+best = {}
+for r in rows:
+    clean = r[3] == "0" and r[4] == "0" and r[2] != "0"
+    if clean:
+        t = r[0]
+        if t not in best or int(r[1]) > int(best[t][1]):
+            best[t] = r
+print()
+print("Highest clean rate per target:")
+for t in ("direct", "sipedge", "kam-edge"):
+    if t in best:
+        b = best[t]
+        print(f"  {t:9s} {b[1]:>6s}/s  p50 {b[5]} ms  p99 {b[6]} ms  edge {b[7]} us/REGISTER  edge PSS {b[9]} KiB")
+    else:
+        print(f"  {t:9s} no clean step")
+def num(x):
+    try:
+        return float(x)
+    except ValueError:
+        return None
+if "sipedge" in best and "kam-edge" in best:
+    s, k = best["sipedge"], best["kam-edge"]
+    print()
+    print(f"sipedge / kamailio-edge: max clean rate x{int(s[1]) / int(k[1]):.2f}", end="")
+    se, ke = num(s[7]), num(k[7])
+    if se and ke:
+        print(f", CPU per REGISTER x{se / ke:.2f}", end="")
+    sp, kp = num(s[9]), num(k[9])
+    if sp and kp:
+        print(f", PSS x{sp / kp:.2f}", end="")
+    print()
+if "sipedge" in best and "direct" in best:
+    s, d = best["sipedge"], best["direct"]
+    print(f"sipedge / direct: max clean rate x{int(s[1]) / int(d[1]):.2f}, "
+          f"p50 {s[5]} vs {d[5]} ms, p99 {s[6]} vs {d[6]} ms")
+PY

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# sipedge alone (embedded registrar): 20 users register with digest through the public
+# UDP listener; then a phone registered through sipedge gets an INVITE sent to the
+# embedded registrar, routed back through the stored Path and sipedge's flow.
+. "$(dirname "$0")/lib.sh"
+it_init register_embedded
+need_cmd sipp python3
+need_sipedge
+
+PUB=$(it_addr 1)     # public listener (what a softphone talks to)
+CORE=$(it_addr 2)    # sipedge core-side socket
+REG=$(it_addr 4)     # embedded registrar
+CLI=$(it_addr 10)    # sipp registering clients
+PHONE=$(it_addr 11)  # sipp phone (UAS)
+CALLER=$(it_addr 12) # sipp caller
+REALM=sipedge-test
+
+make_users "$IT_TMP/users.txt"
+make_csv "$IT_TMP/reg.csv" 1000 20
+test_policy_dir "$IT_TMP/policy"
+
+start_sipedge --listen-udp "$PUB:5060" --core "$CORE:5070" --registrar-listen "$REG:5080" \
+    --users "$IT_TMP/users.txt" --realm "$REALM" --policy "$IT_TMP/policy" --log-level debug
+
+# 1. 20 digest registrations through the edge.
+run_sipp reg -sf "$IT_SIPP_DIR/reg_auth_uac.xml" -inf "$IT_TMP/reg.csv" \
+    -key domain "$PUB" -key expires 600 -i "$CLI" -p "$(free_udp_port "$CLI")" \
+    -m 20 -r 20 -l 20 -max_retrans 4 -recv_timeout 5000 "$PUB:5060"
+sipp_check reg $? 20
+sipedge_alive || fail "sipedge died during registrations"
+
+# 2. A phone registers through the edge, then receives a call via the registrar.
+CID="call-1500-$$@$PHONE"
+bg_sipp phone -sf "$IT_SIPP_DIR/reg_uas.xml" -key user 1500 -au 1500 -ap pw1500 \
+    -key domain "$PUB" -key expires 600 -cid_str "$CID" -nd -aa \
+    -i "$PHONE" -p "$(free_udp_port "$PHONE")" -m 1 -recv_timeout 20000 "$PUB:5060"
+PHONE_PID=$BG_PID
+wait_for_line "$IT_TMP/sipp-phone-logs.log" 'REGISTERED 1500' 10 "$PHONE_PID" ||
+    fail "phone 1500 did not register through sipedge"
+
+run_sipp call -sf "$IT_SIPP_DIR/invite_uac.xml" -key callee 1500 -key domain "$PUB" \
+    -cid_str "$CID" -i "$CALLER" -p "$(free_udp_port "$CALLER")" -m 1 \
+    -max_retrans 4 -recv_timeout 8000 "$REG:5080"
+call_rc=$?
+wait "$PHONE_PID"
+phone_rc=$?
+[ "$call_rc" -eq 0 ] || fail "caller: INVITE to the embedded registrar failed (sipp status $call_rc)"
+[ "$phone_rc" -eq 0 ] || fail "phone: call not completed (sipp status $phone_rc)"
+# The INVITE must have come through sipedge: its public-side Via is on top.
+grep -aqiE "^Via: SIP/2.0/UDP $PUB(:5060)?[;\r ]" "$IT_TMP/sipp-phone-msg.log" ||
+    fail "INVITE at the phone carries no Via of sipedge's public address $PUB"
+
+stop_sipedge
+log PASS

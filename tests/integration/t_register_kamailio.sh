@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# sipedge in front of a Kamailio registrar (digest auth on): challenges and
+# authenticated REGISTERs pass through, Kamailio stores a Path naming sipedge's core
+# address, and an INVITE sent to Kamailio reaches the phone through sipedge.
+. "$(dirname "$0")/lib.sh"
+it_init register_kamailio
+need_cmd sipp python3 kamailio kamcmd
+need_sipedge
+
+PUB=$(it_addr 1)
+CORE=$(it_addr 2)
+KAM=$(it_addr 3)
+CLI=$(it_addr 10)
+PHONE=$(it_addr 11)
+CALLER=$(it_addr 12)
+
+make_csv "$IT_TMP/reg.csv" 1000 20
+test_policy_dir "$IT_TMP/policy"
+
+start_kamailio "$IT_KAM_DIR/registrar.cfg" "$KAM" 5060 WITH_AUTH WITH_MSGLOG
+start_sipedge --listen-udp "$PUB:5060" --core "$CORE:5070" --registrar "$KAM:5060" \
+    --policy "$IT_TMP/policy" --log-level debug
+
+run_sipp reg -sf "$IT_SIPP_DIR/reg_auth_uac.xml" -inf "$IT_TMP/reg.csv" \
+    -key domain "$PUB" -key expires 600 -i "$CLI" -p "$(free_udp_port "$CLI")" \
+    -m 20 -r 20 -l 20 -max_retrans 4 -recv_timeout 5000 "$PUB:5060"
+sipp_check reg $? 20
+sipedge_alive || fail "sipedge died during registrations"
+
+# Kamailio must have seen the REGISTERs from sipedge's core socket, not from sipp.
+grep -q "MSGLOG req src=$CLI:" "$KAM_LOG" && fail "Kamailio received a request straight from the client"
+grep -q "MSGLOG req src=$CORE:5070 .*rm=\[REGISTER\]" "$KAM_LOG" ||
+    fail "no REGISTER from sipedge's core address $CORE:5070 in the Kamailio log"
+
+kam_ul_dump >"$IT_TMP/ul.dump" 2>&1 || fail "kamcmd ul.dump failed"
+python3 - "$IT_TMP/ul.dump" "$CORE" <<'PY' || fail "bindings in ul.dump lack a Path through sipedge"
+import re, sys
+text = open(sys.argv[1]).read()
+core = sys.argv[2]
+aors = {}
+cur = None
+for line in text.splitlines():
+    m = re.search(r'AoR: (\S+)', line)
+    if m:
+        cur = m.group(1); aors.setdefault(cur, [])
+    m = re.search(r'Path: (.*)', line)
+    if m and cur:
+        aors[cur].append(m.group(1).strip())
+missing = [u for u in map(str, range(1000, 1020)) if u not in aors]
+bad = [u for u in map(str, range(1000, 1020)) if u in aors and not any(
+    re.search(r'<sip:[^>]*@' + re.escape(core) + r':5070;[^>]*lr', p) for p in aors[u])]
+if missing or bad:
+    print("missing AoRs:", missing, "bad Path:", {u: aors[u] for u in bad})
+    sys.exit(1)
+print("20 bindings, each with Path via", core)
+PY
+
+CID="call-1500-$$@$PHONE"
+bg_sipp phone -sf "$IT_SIPP_DIR/reg_uas.xml" -key user 1500 -au 1500 -ap pw1500 \
+    -key domain "$PUB" -key expires 600 -cid_str "$CID" -nd -aa \
+    -i "$PHONE" -p "$(free_udp_port "$PHONE")" -m 1 -recv_timeout 20000 "$PUB:5060"
+PHONE_PID=$BG_PID
+wait_for_line "$IT_TMP/sipp-phone-logs.log" 'REGISTERED 1500' 10 "$PHONE_PID" ||
+    fail "phone 1500 did not register through sipedge"
+
+run_sipp call -sf "$IT_SIPP_DIR/invite_uac.xml" -key callee 1500 -key domain "$PUB" \
+    -cid_str "$CID" -i "$CALLER" -p "$(free_udp_port "$CALLER")" -m 1 \
+    -max_retrans 4 -recv_timeout 8000 "$KAM:5060"
+call_rc=$?
+wait "$PHONE_PID"
+phone_rc=$?
+grep -q "ROUTE INVITE .*du=\[sip:[^]]*$CORE:5070" "$KAM_LOG" ||
+    fail "Kamailio did not route the INVITE to sipedge's core address (Path not used)"
+[ "$call_rc" -eq 0 ] || fail "caller: INVITE via Kamailio failed (sipp status $call_rc)"
+[ "$phone_rc" -eq 0 ] || fail "phone: call not completed (sipp status $phone_rc)"
+grep -aqiE "^Via: SIP/2.0/UDP $PUB(:5060)?[;\r ]" "$IT_TMP/sipp-phone-msg.log" ||
+    fail "INVITE at the phone carries no Via of sipedge's public address $PUB"
+
+stop_sipedge
+log PASS
