@@ -94,6 +94,16 @@ struct policy {
     uint32_t ws_out_queue_max_bytes; /* per connection; over it the client is too slow */
     bool ws_require_origin;         /* refuse handshakes without an Origin header */
     uint32_t flow_timer_s;          /* Flow-Timer in 2xx REGISTER (RFC 5626 §5.4) */
+    /* NAT keepalive and registration caching */
+    bool nat_keepalive;             /* server pings to NATed UDP flows */
+    int nat_ping_method;            /* 0 = CRLF, 1 = OPTIONS */
+    uint32_t nat_ping_interval_s;   /* half the ~30 s many NATs keep an idle UDP mapping */
+    uint32_t nat_max_missed_pings;  /* unanswered OPTIONS pings before the flow is dead */
+    uint32_t nat_expires_s;         /* Expires granted to NATed clients */
+    uint32_t nat_expires_jitter_s;  /* spread so refreshes do not synchronise */
+    bool regcache;                  /* answer unchanged refreshes locally */
+    uint32_t regcache_registrar_expires_s; /* Expires asked of the registrar when caching */
+    uint32_t regcache_refresh_margin_s;    /* go upstream when less than this is left */
     /* guard: rate limits (token buckets: rate per second, burst in messages) */
     uint32_t guard_ip_rate, guard_ip_burst;           /* per source address */
     uint32_t guard_ip_port_rate, guard_ip_port_burst; /* per (address, port) */

@@ -44,6 +44,10 @@ struct edge_out {
     X(relayed_response_to_core)                                                                    \
     X(inbound_delivered)                                                                           \
     X(keepalive_pong)                                                                              \
+    X(stun_answered)                                                                               \
+    X(ping_sent)                                                                                   \
+    X(ping_answered)                                                                               \
+    X(regcache_hit)                                                                                \
     X(drop_oversize)                                                                               \
     X(drop_not_sip)                                                                                \
     X(drop_malformed)                                                                              \

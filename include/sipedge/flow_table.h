@@ -28,6 +28,8 @@ struct flow {
     uint8_t transport; /* enum flow_transport */
     uint8_t sock;      /* index of the local socket/listener it arrived on */
     bool is_nat;
+    bool is_ping_outstanding; /* an OPTIONS ping is waiting for its answer */
+    uint8_t missed_pings;
     union flow_addr remote;
     uint64_t last_rx_ms;
     uint64_t reg_until_ms; /* latest registration expiry the registrar granted over it */

@@ -47,6 +47,25 @@ static const struct yaml_walk_field policy_flows_schema[] = {
     YAML_WALK_FIELD_END,
 };
 
+static const char *const policy_ping_methods[] = {"crlf", "options", NULL};
+
+static const struct yaml_walk_field policy_nat_schema[] = {
+    YAML_WALK_FIELD_BOOL(P, "keepalive", nat_keepalive),
+    YAML_WALK_FIELD_ENUM(P, "ping_method", nat_ping_method, policy_ping_methods),
+    YAML_WALK_FIELD_U32(P, "ping_interval", nat_ping_interval_s, 5, 300),
+    YAML_WALK_FIELD_U32(P, "max_missed_pings", nat_max_missed_pings, 1, 100),
+    YAML_WALK_FIELD_U32(P, "expires", nat_expires_s, 20, 3600),
+    YAML_WALK_FIELD_U32(P, "expires_jitter", nat_expires_jitter_s, 0, 600),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_regcache_schema[] = {
+    YAML_WALK_FIELD_BOOL(P, "enabled", regcache),
+    YAML_WALK_FIELD_U32(P, "registrar_expires", regcache_registrar_expires_s, 60, 86400),
+    YAML_WALK_FIELD_U32(P, "refresh_margin", regcache_refresh_margin_s, 10, 3600),
+    YAML_WALK_FIELD_END,
+};
+
 static const struct yaml_walk_field policy_ws_schema[] = {
     YAML_WALK_FIELD_U32(P, "max_message_bytes", ws_max_message_bytes, 65536, 1048576),
     YAML_WALK_FIELD_U32(P, "first_message_timeout", ws_first_message_timeout_s, 1, 3600),
@@ -149,6 +168,8 @@ static const struct yaml_walk_field policy_schema[] = {
     YAML_WALK_FIELD_MAP("registrar", policy_registrar_schema),
     YAML_WALK_FIELD_MAP("flows", policy_flows_schema),
     YAML_WALK_FIELD_MAP("ws", policy_ws_schema),
+    YAML_WALK_FIELD_MAP("nat", policy_nat_schema),
+    YAML_WALK_FIELD_MAP("regcache", policy_regcache_schema),
     YAML_WALK_FIELD_MAP("guard", policy_guard_schema),
     YAML_WALK_FIELD_END,
 };
@@ -267,6 +288,15 @@ void policy_defaults(struct policy *pol)
     pol->ws_pong_timeout_s = 10;
     pol->ws_out_queue_max_bytes = 262144;
     pol->ws_require_origin = false;
+    pol->nat_keepalive = true;
+    pol->nat_ping_method = 0;
+    pol->nat_ping_interval_s = 15;
+    pol->nat_max_missed_pings = 3;
+    pol->nat_expires_s = 60;
+    pol->nat_expires_jitter_s = 10;
+    pol->regcache = true;
+    pol->regcache_registrar_expires_s = 3600;
+    pol->regcache_refresh_margin_s = 300;
     policy_guard_defaults(pol);
 }
 

@@ -27,12 +27,15 @@
 #include "sipedge/sip_hdr.h"
 #include "sipedge/sip_msg.h"
 #include "sipedge/sip_reply.h"
+#include "sipedge/stun.h"
 
 #define EDGE_MAX_HDRS 256
 #define EDGE_TX_MIN 65535
 /* Our inbound Via branches start with this, so a client response can be recognised. */
 #define EDGE_BRANCH_IN "z9hG4bKsE"
 #define EDGE_BRANCH_OUT "z9hG4bKsO"
+/* Branch of the edge's OPTIONS pings to NATed clients. */
+#define EDGE_BRANCH_PING "z9hG4bKsK"
 /* Branch of the edge's own de-REGISTER requests. */
 #define EDGE_BRANCH_DEREG "z9hG4bKsD"
 
@@ -62,6 +65,7 @@ struct edge {
     uint64_t last_sweep_ms;
     uint32_t dead_head; /* slot + 1 of the first dead flow waiting for de-registration */
     uint64_t dereg_seq;
+    uint64_t n_ticks;
     struct sip_hdr hdrs[EDGE_MAX_HDRS];
     char pub_host[CONFIG_MAX_LISTEN][64]; /* host:port for our inbound Via per socket */
 };
@@ -253,7 +257,7 @@ static void derive_branch(const struct sip_msg *m, const struct sip_via *via,
  * dropping any received/rport the client put there itself.
  */
 static void build_client_via(struct sip_build *b, const struct sip_via *via,
-                             const struct sockaddr *src)
+                             const struct sockaddr *src, uint32_t keep_s)
 {
     const char *start = via->raw.p;
     const char *pstart = via->params.raw.len ? via->params.raw.p : via->raw.p + via->raw.len;
@@ -271,10 +275,15 @@ static void build_client_via(struct sip_build *b, const struct sip_via *via,
         if (eq >= 0)
             name.len = (size_t)eq;
         name = slice_trim(name);
-        if (slice_case_eq_str(name, "rport"))
+        if (slice_case_eq_str(name, "rport")) {
             had_rport = true;
-        else if (!slice_case_eq_str(name, "received"))
+        } else if (slice_case_eq_str(name, "keep") && eq < 0 && keep_s) {
+            /* RFC 6223 §4.2: we will take keepalives; say how often we want them. */
+            sip_build_str(b, ";keep=");
+            sip_build_u32(b, keep_s);
+        } else if (!slice_case_eq_str(name, "received")) {
             sip_build_mem(b, seg.p, seg.len);
+        }
         rest = slice_make(rest.p + i, rest.len - i);
     }
     char ip[INET6_ADDRSTRLEN];
@@ -299,7 +308,40 @@ struct copy_plan {
     struct slice pop_route_rest;
     uint32_t mf;                     /* new Max-Forwards value */
     bool strip_identity;             /* drop P-Asserted-/P-Preferred-Identity */
+    uint32_t keep_s;                 /* value for a bare RFC 6223 keep on the client Via */
+    uint32_t expires_floor;          /* non-zero: raise non-zero expires to at least this */
+    uint32_t expires_cap;            /* non-zero: cut expires to at most this */
 };
+
+static uint32_t expires_transform(const struct copy_plan *plan, uint32_t x)
+{
+    if (x == 0)
+        return 0; /* a removal stays a removal */
+    if (plan->expires_floor && x < plan->expires_floor)
+        return plan->expires_floor;
+    if (plan->expires_cap && x > plan->expires_cap)
+        return plan->expires_cap;
+    return x;
+}
+
+/* Copies a Contact line rewriting each element's expires parameter. */
+static void copy_contact_expires(struct sip_build *b, const struct sip_msg *m,
+                                 const struct sip_hdr *h, const struct copy_plan *plan)
+{
+    const char *pos = m->buf + h->off;
+    struct slice rest = h->value;
+    struct sip_nameaddr c;
+    while (rest.len && sip_nameaddr_parse(rest, &c, &rest) == 0) {
+        struct slice v;
+        uint32_t x;
+        if (!sip_params_get(c.params, "expires", &v) || !v.len || sip_expires_parse(v, &x) < 0)
+            continue;
+        sip_build_mem(b, pos, (size_t)(v.p - pos));
+        sip_build_u32(b, expires_transform(plan, x));
+        pos = v.p + v.len;
+    }
+    sip_build_mem(b, pos, (size_t)(m->buf + h->off + h->line_len - pos));
+}
 
 /* Copies a header line replacing its value by rest (the elements after the first). */
 static void copy_line_rest(struct sip_build *b, const struct sip_msg *m,
@@ -323,7 +365,7 @@ static void copy_headers(struct sip_build *b, const struct sip_msg *m,
         const char *line = m->buf + h->off;
         if (h == plan->top_via) {
             sip_build_mem(b, line, (size_t)(plan->via->raw.p - line));
-            build_client_via(b, plan->via, plan->via_src);
+            build_client_via(b, plan->via, plan->via_src, plan->keep_s);
             const char *after = plan->via->raw.p + plan->via->raw.len;
             sip_build_mem(b, after, (size_t)(line + h->line_len - after));
             continue;
@@ -339,6 +381,18 @@ static void copy_headers(struct sip_build *b, const struct sip_msg *m,
         if (h->id == SIP_HDR_MAX_FORWARDS) {
             sip_build_mem(b, line, (size_t)(h->value.p - line));
             sip_build_u32(b, plan->mf);
+            sip_build_str(b, "\r\n");
+            continue;
+        }
+        if ((plan->expires_floor || plan->expires_cap) && h->id == SIP_HDR_CONTACT) {
+            copy_contact_expires(b, m, h, plan);
+            continue;
+        }
+        uint32_t x;
+        if ((plan->expires_floor || plan->expires_cap) && h->id == SIP_HDR_EXPIRES &&
+            sip_expires_parse(h->value, &x) == 0) {
+            sip_build_mem(b, line, (size_t)(h->value.p - line));
+            sip_build_u32(b, expires_transform(plan, x));
             sip_build_str(b, "\r\n");
             continue;
         }
@@ -429,43 +483,52 @@ static void dead_flows_forget_aor(struct edge *e, const char *aor, const char *c
     }
 }
 
-/*
- * Notes a REGISTER relayed over f: AOR, Call-ID, CSeq and the Contact URIs, so the
- * edge can de-register them if the flow dies. A removal of every contact forgets it.
- */
-static void flow_reg_note(struct edge *e, struct flow *f, const struct sip_msg *m)
+/* What a REGISTER asks for, in the form the flow records keep. */
+struct reg_summary {
+    bool is_usable;   /* all fields below are set and fit */
+    bool has_contact; /* false: a query */
+    bool is_removal;  /* '*' or every contact at expires 0 */
+    uint32_t cseq;
+    struct slice call_id;
+    uint32_t max_expires; /* largest non-zero expires asked, UINT32_MAX: none given */
+    char aor[256];
+    char contacts[512];
+    size_t contacts_len;
+};
+
+static void reg_summarize(const struct sip_msg *m, struct reg_summary *sum)
 {
+    memset(sum, 0, sizeof(*sum));
     const struct sip_hdr *to = sip_msg_hdr(m, SIP_HDR_TO);
     const struct sip_hdr *cid = sip_msg_hdr(m, SIP_HDR_CALL_ID);
     const struct sip_hdr *cseq = sip_msg_hdr(m, SIP_HDR_CSEQ);
     struct sip_nameaddr na;
     struct slice rest;
-    uint32_t seq;
     struct slice method;
     if (!to || !cid || !cseq || sip_nameaddr_parse(to->value, &na, &rest) < 0 ||
-        sip_cseq_parse(cseq->value, &seq, &method) < 0)
+        sip_cseq_parse(cseq->value, &sum->cseq, &method) < 0 || na.uri.len >= sizeof(sum->aor) ||
+        cid->value.len >= sizeof(((struct flow_reg *)0)->call_id))
         return;
-    char aor[256];
-    if (na.uri.len >= sizeof(aor) || cid->value.len >= sizeof(((struct flow_reg *)0)->call_id))
-        goto not_recorded;
-    slice_copy_cstr(aor, sizeof(aor), na.uri);
-
+    slice_copy_cstr(sum->aor, sizeof(sum->aor), na.uri);
+    sum->call_id = cid->value;
     uint32_t hdr_exp = UINT32_MAX;
     const struct sip_hdr *eh = sip_msg_hdr(m, SIP_HDR_EXPIRES);
     if (eh)
         sip_expires_parse(eh->value, &hdr_exp);
-    char contacts[512];
+    bool any_live = false;
     size_t n = 0;
-    bool any_live = false, is_star = false;
-    contacts[0] = '\0';
+    sum->contacts[0] = '\0';
+    sum->max_expires = 0;
     for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch;
          ch = sip_msg_hdr_next(m, ch)) {
+        sum->has_contact = true;
         struct slice r = ch->value;
         struct sip_nameaddr c;
         while (r.len && sip_nameaddr_parse(r, &c, &r) == 0) {
             if (c.is_star) {
-                is_star = true;
-                break;
+                sum->is_removal = true;
+                sum->is_usable = true;
+                return;
             }
             uint32_t x = hdr_exp;
             struct slice v;
@@ -474,16 +537,34 @@ static void flow_reg_note(struct edge *e, struct flow *f, const struct sip_msg *
             if (x == 0)
                 continue;
             any_live = true;
-            if (n + c.uri.len + 4 >= sizeof(contacts))
-                goto not_recorded;
-            n += (size_t)snprintf(contacts + n, sizeof(contacts) - n, "%s<%.*s>", n ? ", " : "",
-                                  SLICE_FMT(c.uri));
+            if (x > sum->max_expires)
+                sum->max_expires = x;
+            if (n + c.uri.len + 4 >= sizeof(sum->contacts))
+                return;
+            n += (size_t)snprintf(sum->contacts + n, sizeof(sum->contacts) - n, "%s<%.*s>",
+                                  n ? ", " : "", SLICE_FMT(c.uri));
         }
     }
-    struct flow_reg *r = flow_reg_find(f, aor);
-    if (is_star || !any_live) {
-        if (r && !sip_msg_hdr(m, SIP_HDR_CONTACT))
-            return; /* a query (no Contact) changes nothing */
+    sum->contacts_len = n;
+    sum->is_removal = sum->has_contact && !any_live;
+    sum->is_usable = true;
+}
+
+/*
+ * Notes a REGISTER relayed over f: AOR, Call-ID, CSeq and the Contact URIs, so the
+ * edge can de-register them if the flow dies and answer unchanged refreshes.
+ * A removal of every contact forgets the record.
+ */
+static void flow_reg_note(struct edge *e, struct flow *f, const struct reg_summary *sum)
+{
+    if (!sum->is_usable) {
+        e->st.regs_not_recorded++;
+        return;
+    }
+    if (!sum->has_contact)
+        return; /* a query changes nothing */
+    struct flow_reg *r = flow_reg_find(f, sum->aor);
+    if (sum->is_removal) {
         if (r)
             flow_reg_remove(f, r);
         return;
@@ -492,24 +573,77 @@ static void flow_reg_note(struct edge *e, struct flow *f, const struct sip_msg *
         unsigned count = 0;
         for (struct flow_reg *x = f->regs; x; x = x->next)
             count++;
-        if (count >= FLOW_REGS_MAX)
-            goto not_recorded;
-        r = calloc(1, sizeof(*r));
-        if (!r)
-            goto not_recorded;
-        memcpy(r->aor, aor, strlen(aor) + 1);
+        if (count >= FLOW_REGS_MAX || !(r = calloc(1, sizeof(*r)))) {
+            e->st.regs_not_recorded++;
+            return;
+        }
+        memcpy(r->aor, sum->aor, strlen(sum->aor) + 1);
         r->next = f->regs;
         f->regs = r;
         e->st.regs_recorded++;
     }
-    slice_copy_cstr(r->call_id, sizeof(r->call_id), cid->value);
-    memcpy(r->contacts, contacts, n + 1);
-    r->cseq = seq;
+    if (!slice_eq(sum->call_id, slice_make(r->call_id, strlen(r->call_id))) ||
+        strcmp(r->contacts, sum->contacts) != 0) {
+        /* A new registration (new Call-ID or Contact set) must be confirmed again. */
+        r->until_ms = 0;
+        r->is_authed = false;
+    }
+    slice_copy_cstr(r->call_id, sizeof(r->call_id), sum->call_id);
+    memcpy(r->contacts, sum->contacts, sum->contacts_len + 1);
+    r->cseq = sum->cseq;
     if (e->dead_head)
-        dead_flows_forget_aor(e, aor, contacts);
-    return;
-not_recorded:
-    e->st.regs_not_recorded++;
+        dead_flows_forget_aor(e, sum->aor, sum->contacts);
+}
+
+/* Expires a NATed client is given: short, with a per-flow jitter (RFC 5626 §4.4 spirit:
+ * frequent refreshes keep the NAT mapping; jitter keeps them from synchronising). */
+static uint32_t nat_expires(const struct edge *e, const struct flow *f)
+{
+    uint32_t j = e->pol.nat_expires_jitter_s;
+    uint32_t cut = j ? (f->gen * 2654435761u + flow_table_slot(e->flows, f)) % (j + 1) : 0;
+    uint32_t x = e->pol.nat_expires_s > cut ? e->pol.nat_expires_s - cut : e->pol.nat_expires_s;
+    return x < 10 ? 10 : x;
+}
+
+/*
+ * Registration caching: a refresh over the same flow, same Call-ID, higher CSeq and
+ * the same Contact set, of a registration the registrar accepted after
+ * authentication and still holds for longer than the policy margin, is answered here.
+ * Returns true when it was answered.
+ */
+static bool regcache_answer(struct edge *e, const struct rx *rx, struct flow *f,
+                            const struct sip_msg *m, const struct reg_summary *sum,
+                            uint64_t now_ms)
+{
+    if (!e->pol.regcache || !sum->is_usable || !sum->has_contact || sum->is_removal)
+        return false;
+    struct flow_reg *r = flow_reg_find(f, sum->aor);
+    if (!r || !r->is_authed || r->until_ms == 0 ||
+        r->until_ms <= now_ms + (uint64_t)e->pol.regcache_refresh_margin_s * 1000 ||
+        sum->cseq <= r->cseq || !slice_eq(sum->call_id, slice_make(r->call_id, strlen(r->call_id))) ||
+        strcmp(r->contacts, sum->contacts) != 0)
+        return false;
+    uint32_t left_s = (uint32_t)((r->until_ms - now_ms) / 1000);
+    uint32_t grant = sum->max_expires && sum->max_expires < left_s ? sum->max_expires : left_s;
+    if (f->is_nat && grant > nat_expires(e, f))
+        grant = nat_expires(e, f);
+    char extra[1024];
+    size_t n = 0;
+    /* One Contact line per URI of the recorded set: "<uri>, <uri>" splits on ", <". */
+    const char *p = r->contacts;
+    while (*p && n < sizeof(extra) - 64) {
+        const char *end = strstr(p, ", <");
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (n + len + 40 >= sizeof(extra))
+            return false;
+        n += (size_t)snprintf(extra + n, sizeof(extra) - n, "Contact: %.*s;expires=%u\r\n",
+                              (int)len, p, grant);
+        p = end ? end + 2 : p + len;
+    }
+    r->cseq = sum->cseq;
+    e->st.regcache_hit++;
+    reply(e, rx, m, 200, "OK", extra);
+    return true;
 }
 
 /* A 2xx to a REGISTER relayed over f confirms (or, at expiry 0, ends) its record. */
@@ -666,8 +800,51 @@ static struct flow *rx_flow(struct edge *e, struct rx *rx, const struct sip_msg 
         e->st.flows_created++;
     }
     f->last_rx_ms = now_ms;
+    f->missed_pings = 0;
+    f->is_ping_outstanding = false;
     rx->f = f;
     return f;
+}
+
+static bool host_is_private_or_invalid(struct slice host)
+{
+    if (host.len > 8 && slice_case_eq_str(slice_make(host.p + host.len - 8, 8), ".invalid"))
+        return true;
+    union flow_addr a;
+    if (host_port_to_addr(host, 5060, &a) < 0)
+        return false;
+    if (a.sa.sa_family == AF_INET) {
+        uint32_t ip = ntohl(a.in.sin_addr.s_addr);
+        return (ip >> 24) == 10 || (ip >> 20) == 0xac1 || (ip >> 16) == 0xc0a8 ||
+               (ip >> 22) == (100u << 2 | 1u); /* 10/8, 172.16/12, 192.168/16, 100.64/10 */
+    }
+    return (a.in6.sin6_addr.s6_addr[0] & 0xfe) == 0xfc; /* fc00::/7 */
+}
+
+/* RFC 5626 / common SBC practice: a client is behind NAT when its Via sent-by or a
+ * Contact address differs from where the packet came from, or is private/.invalid. */
+static bool detect_nat(const struct sip_msg *m, const struct sip_via *via,
+                       const struct sockaddr *src)
+{
+    union flow_addr a;
+    if (host_port_to_addr(via->host, via->port, &a) < 0 || !sockaddr_eq(&a.sa, src))
+        return true;
+    for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch;
+         ch = sip_msg_hdr_next(m, ch)) {
+        struct slice rest = ch->value;
+        struct sip_nameaddr c;
+        while (rest.len && sip_nameaddr_parse(rest, &c, &rest) == 0) {
+            struct sip_uri u;
+            bool is_sip;
+            if (c.is_star || sip_uri_parse(c.uri, &u, &is_sip) < 0 || !is_sip)
+                continue;
+            if (host_is_private_or_invalid(u.host))
+                return true;
+            if (host_port_to_addr(u.host, u.port, &a) == 0 && !sockaddr_eq(&a.sa, src))
+                return true;
+        }
+    }
+    return false;
 }
 
 /* Client request → registrar (REGISTER, with Path) or core proxy (anything else). */
@@ -698,10 +875,25 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
     struct flow *f = rx_flow(e, rx, m, now_ms);
     if (!f)
         return;
+    bool is_register = m->method_id == SIP_METHOD_REGISTER;
+    struct reg_summary sum;
+    if (is_register) {
+        reg_summarize(m, &sum);
+        if (f->transport == FLOW_UDP)
+            f->is_nat = detect_nat(m, &via, rx->src);
+        if (regcache_answer(e, rx, f, m, &sum, now_ms))
+            return;
+    }
 
     /* A client that uses us as outbound proxy may put our address in a Route. */
     struct copy_plan plan = {.top_via = vh, .via = &via, .via_src = rx->src, .mf = mf - 1,
-                             .strip_identity = true};
+                             .strip_identity = true, .keep_s = e->pol.flow_timer_s};
+    /* Registration caching: a NATed client is told a short Expires in the 2xx while the
+     * registrar holds the long one, so its refreshes can be answered here. */
+    bool raise_expires = is_register && f->is_nat && e->pol.regcache && sum.is_usable &&
+                         sum.has_contact && !sum.is_removal;
+    if (raise_expires)
+        plan.expires_floor = e->pol.regcache_registrar_expires_s;
     const struct sip_hdr *rh = sip_msg_hdr(m, SIP_HDR_ROUTE);
     struct sip_nameaddr route;
     struct slice route_rest;
@@ -713,7 +905,6 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
             plan.pop_route_rest = route_rest;
         }
     }
-    bool is_register = m->method_id == SIP_METHOD_REGISTER;
     /* RFC 5626 §5.1: ;ob only as the first hop (one Via) when the client asked for
      * outbound (a Contact with reg-id). */
     bool ob = is_register && m->count[SIP_HDR_VIA] == 1 && slice_trim(via_rest).len == 0 &&
@@ -760,10 +951,15 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
         sip_build_u32(&b, plan.mf);
         sip_build_str(&b, "\r\n");
     }
+    if (raise_expires && !sip_msg_hdr(m, SIP_HDR_EXPIRES)) {
+        sip_build_str(&b, "Expires: ");
+        sip_build_u32(&b, plan.expires_floor);
+        sip_build_str(&b, "\r\n");
+    }
     copy_headers(&b, m, &plan);
     if (is_register) {
         e->st.relayed_register++;
-        flow_reg_note(e, f, m);
+        flow_reg_note(e, f, &sum);
     } else {
         e->st.relayed_request++;
     }
@@ -777,6 +973,18 @@ static void relay_client_response(struct edge *e, struct rx *rx, const struct si
     const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
     struct sip_via ours, next;
     struct slice rest;
+    if (vh && sip_via_parse(vh->value, &ours, &rest) == 0 &&
+        slice_case_prefix(ours.branch, EDGE_BRANCH_PING)) {
+        /* Any answer to our OPTIONS ping proves the client and its NAT mapping alive. */
+        struct flow *f = rx->f ? rx->f : flow_table_find(e->flows, FLOW_UDP, rx->sock, rx->src);
+        if (f) {
+            f->is_ping_outstanding = false;
+            f->missed_pings = 0;
+            f->last_rx_ms = now_ms;
+            e->st.ping_answered++;
+        }
+        return;
+    }
     if (!vh || sip_via_parse(vh->value, &ours, &rest) < 0 ||
         !slice_case_prefix(ours.branch, EDGE_BRANCH_IN)) {
         e->st.drop_stray_response++;
@@ -840,6 +1048,25 @@ static void ingress_public(struct edge *e, struct rx *rx, const char *buf, size_
     e->st.rx_public++;
     if (len == 0)
         return;
+    if (rx->transport == FLOW_UDP && stun_is_stun(buf, len)) {
+        /* RFC 5626 §4.4.2: STUN Binding on the SIP port is the UDP keepalive. */
+        size_t cap;
+        char *out = e->out.reserve(e->out.ctx, &cap);
+        int n = stun_binding_response(buf, len, rx->src, out, cap);
+        if (n < 0) {
+            e->st.drop_not_sip++;
+            return;
+        }
+        e->out.commit(e->out.ctx, rx->sock, rx->src, (size_t)n);
+        e->st.stun_answered++;
+        struct flow *f = flow_table_find(e->flows, FLOW_UDP, rx->sock, rx->src);
+        if (f) {
+            f->last_rx_ms = now_ms;
+            f->missed_pings = 0;
+            f->is_ping_outstanding = false;
+        }
+        return;
+    }
     /* RFC 5626 §4.4.1 style keepalive: CRLFCRLF answered with CRLF, lone CRLF ignored. */
     if (buf[0] == '\r' || buf[0] == '\n') {
         if (len == 4 && memcmp(buf, "\r\n\r\n", 4) == 0) {
@@ -1021,6 +1248,8 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_
     const struct sip_hdr *mfh = sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS);
     if (mfh)
         slice_to_u32(mfh->value, 255, &plan.mf);
+    if (is_reg_2xx && f->is_nat && f->transport == FLOW_UDP)
+        plan.expires_cap = nat_expires(e, f);
     copy_headers(&b, m, &plan);
     e->st.relayed_response_to_client++;
     send_built_flow(e, &b, f);
@@ -1199,8 +1428,74 @@ void edge_free(struct edge *e)
 
 void edge_set_policy(struct edge *e, const struct policy *policy) { e->pol = *policy; }
 
+static void send_ping(struct edge *e, struct flow *f)
+{
+    size_t cap;
+    char *buf = e->out.reserve(e->out.ctx, &cap);
+    if (e->pol.nat_ping_method == 0) {
+        memcpy(buf, "\r\n\r\n", 4);
+        e->out.commit(e->out.ctx, f->sock, &f->remote.sa, 4);
+        e->st.ping_sent++;
+        return;
+    }
+    char ip[INET6_ADDRSTRLEN];
+    unsigned port;
+    addr_ip(&f->remote.sa, ip, sizeof(ip), &port);
+    bool v6 = f->remote.sa.sa_family == AF_INET6;
+    const char *lst = flow_listener(e, f)->text;
+    uint64_t id = fnv1a(FNV_INIT ^ ++e->dereg_seq, f->token, f->token_len);
+    struct sip_build b;
+    sip_build_init(&b, buf, cap);
+    sip_build_fmt(&b, "OPTIONS sip:%s%s%s:%u SIP/2.0\r\n", v6 ? "[" : "", ip, v6 ? "]" : "",
+                  port);
+    sip_build_fmt(&b, "Via: SIP/2.0/UDP %s;branch=" EDGE_BRANCH_PING "%016llx;rport\r\n", lst,
+                  (unsigned long long)id);
+    sip_build_str(&b, "Max-Forwards: 70\r\n");
+    sip_build_fmt(&b, "From: <sip:keepalive@%s>;tag=%08llx\r\n", lst,
+                  (unsigned long long)(id >> 32));
+    sip_build_fmt(&b, "To: <sip:%s%s%s:%u>\r\n", v6 ? "[" : "", ip, v6 ? "]" : "", port);
+    sip_build_fmt(&b, "Call-ID: %016llx@sipedge\r\n", (unsigned long long)id);
+    sip_build_str(&b, "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    size_t len;
+    if (!finish(e, &b, &len))
+        return;
+    e->out.commit(e->out.ctx, f->sock, &f->remote.sa, len);
+    f->is_ping_outstanding = true;
+    e->st.ping_sent++;
+}
+
+/*
+ * Server pings to registered NATed UDP flows, every nat_ping_interval_s. Each tick
+ * handles the slots congruent to the tick number, so the whole table is covered once
+ * per interval without a timer per flow. OPTIONS pings left unanswered
+ * nat_max_missed_pings times in a row mark the flow dead.
+ */
+static void nat_pings(struct edge *e, uint64_t now_ms)
+{
+    if (!e->pol.nat_keepalive || !e->pol.nat_ping_interval_s)
+        return;
+    uint32_t step = e->pol.nat_ping_interval_s;
+    uint32_t cap = flow_table_capacity(e->flows);
+    for (uint32_t i = (uint32_t)(e->n_ticks % step); i < cap; i += step) {
+        struct flow *f = flow_table_get_slot(e->flows, i);
+        if (f->state != FLOW_LIVE || f->transport != FLOW_UDP || !f->is_nat ||
+            f->reg_until_ms <= now_ms)
+            continue;
+        if (f->is_ping_outstanding && ++f->missed_pings >= e->pol.nat_max_missed_pings) {
+            char a[LOG_ADDR_MAX];
+            log_info("flow %s dead: %u pings unanswered", log_fmt_addr(&f->remote.sa, a, sizeof(a)),
+                     f->missed_pings);
+            flow_die(e, f, now_ms);
+            continue;
+        }
+        send_ping(e, f);
+    }
+}
+
 void edge_tick(struct edge *e, uint64_t now_ms)
 {
+    e->n_ticks++;
+    nat_pings(e, now_ms);
     /* Sweep the whole table about once a minute, a slice per tick. */
     uint32_t per_tick = flow_table_capacity(e->flows) / 60 + 1;
     flow_table_sweep(e->flows, now_ms, (uint64_t)e->pol.flow_idle_timeout_s * 1000, per_tick,
