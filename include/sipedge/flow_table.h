@@ -48,7 +48,7 @@ struct flow_table;
 int flow_table_new(struct flow_table **out, uint32_t cap, uint8_t worker);
 void flow_table_free(struct flow_table *t);
 
-/* Live UDP flow for (sock, remote), or NULL. */
+/* Newest flow for (transport, sock, remote) that is not free (it may be dead), or NULL. */
 struct flow *flow_table_find(struct flow_table *t, uint8_t transport, uint8_t sock,
                              const struct sockaddr *remote);
 

@@ -225,8 +225,12 @@ static void reply(struct edge *e, const struct rx *rx, const struct sip_msg *req
 
 /* ---- rewriting helpers ---------------------------------------------------------------- */
 
-/* Derives our branch from the incoming one (RFC 3261 §16.11) so that retransmissions of
- * a request map to the same branch, and different transactions to different ones. */
+/*
+ * Derives our branch from the incoming one (RFC 3261 §16.11) so that retransmissions of
+ * a request map to the same branch, and different transactions to different ones. The
+ * method is left out on purpose: a CANCEL (and the ACK of a non-2xx) must get the branch
+ * of the INVITE it belongs to (§9.2, §17.1.1.3), and the client gave them one branch.
+ */
 static void derive_branch(const struct sip_msg *m, const struct sip_via *via,
                           const struct sockaddr *src, char out[17])
 {
@@ -234,21 +238,31 @@ static void derive_branch(const struct sip_msg *m, const struct sip_via *via,
     if (via->branch.len > 7 && slice_case_prefix(via->branch, "z9hG4bK")) {
         h = fnv1a(h, via->branch.p, via->branch.len);
     } else {
-        /* RFC 2543 peer: hash what identifies the transaction. */
-        const struct sip_hdr *hs[] = {sip_msg_hdr(m, SIP_HDR_CALL_ID), sip_msg_hdr(m, SIP_HDR_CSEQ),
-                                      sip_msg_hdr(m, SIP_HDR_FROM), sip_msg_hdr(m, SIP_HDR_TO)};
+        /* RFC 2543 peer: hash what identifies the transaction, CSeq number not method. */
+        const struct sip_hdr *hs[] = {sip_msg_hdr(m, SIP_HDR_CALL_ID), sip_msg_hdr(m, SIP_HDR_FROM),
+                                      sip_msg_hdr(m, SIP_HDR_TO)};
         for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++) {
             if (hs[i])
                 h = fnv1a(h, hs[i]->value.p, hs[i]->value.len);
         }
-        h = fnv1a(h, m->ruri.p, m->ruri.len);
+        const struct sip_hdr *cs = sip_msg_hdr(m, SIP_HDR_CSEQ);
+        uint32_t seq;
+        struct slice method;
+        if (cs && sip_cseq_parse(cs->value, &seq, &method) == 0)
+            h = fnv1a(h, &seq, sizeof(seq));
+        if (m->method_id != SIP_METHOD_CANCEL && m->method_id != SIP_METHOD_ACK)
+            h = fnv1a(h, m->ruri.p, m->ruri.len);
     }
     h = fnv1a(h, via->host.p, via->host.len);
-    if (src->sa_family == AF_INET)
-        h = fnv1a(h, &((const struct sockaddr_in *)src)->sin_addr, 6);
-    else
-        h = fnv1a(h, &((const struct sockaddr_in6 *)src)->sin6_addr, 18);
-    h = fnv1a(h, m->method.p, m->method.len);
+    if (src->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)src;
+        h = fnv1a(h, &in->sin_addr, sizeof(in->sin_addr));
+        h = fnv1a(h, &in->sin_port, sizeof(in->sin_port));
+    } else {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)src;
+        h = fnv1a(h, &in6->sin6_addr, sizeof(in6->sin6_addr));
+        h = fnv1a(h, &in6->sin6_port, sizeof(in6->sin6_port));
+    }
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 

@@ -209,7 +209,8 @@ uint32_t flow_table_sweep(struct flow_table *t, uint64_t now_ms, uint64_t idle_m
         t->sweep_pos = (t->sweep_pos + 1) % t->cap;
         if (f->state != FLOW_LIVE || f->transport != FLOW_UDP)
             continue;
-        if (now_ms >= f->reg_until_ms && now_ms - f->last_rx_ms >= idle_ms) {
+        if (now_ms >= f->reg_until_ms && now_ms >= f->last_rx_ms &&
+            now_ms - f->last_rx_ms >= idle_ms) {
             if (on_release)
                 on_release(ctx, f);
             flow_table_release(t, f);

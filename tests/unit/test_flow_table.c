@@ -252,22 +252,22 @@ static void test_flow_table_sweep_releases_idle_flows_only_after_registration_en
     fb->reg_until_ms = 100000;
 
     /* Nothing is idle long enough yet. */
-    assert_int_equal(flow_table_sweep(fx->t, 29999, idle_ms, 64), 0);
+    assert_int_equal(flow_table_sweep(fx->t, 29999, idle_ms, 64, NULL, NULL), 0);
     assert_int_equal(flow_table_count(fx->t), 3);
 
     fc->last_rx_ms = 20000;
-    assert_int_equal(flow_table_sweep(fx->t, 30000, idle_ms, 64), 1);
+    assert_int_equal(flow_table_sweep(fx->t, 30000, idle_ms, 64, NULL, NULL), 1);
     assert_null(flow_table_find(fx->t, FLOW_UDP, 0, SA(a)));
     assert_ptr_equal(flow_table_find(fx->t, FLOW_UDP, 0, SA(b)), fb);
     assert_ptr_equal(flow_table_find(fx->t, FLOW_UDP, 0, SA(c)), fc);
     (void)fa;
 
     /* b is idle but its registration holds it until 100 s; c goes idle at 50 s. */
-    assert_int_equal(flow_table_sweep(fx->t, 99999, idle_ms, 64), 1);
+    assert_int_equal(flow_table_sweep(fx->t, 99999, idle_ms, 64, NULL, NULL), 1);
     assert_ptr_equal(flow_table_find(fx->t, FLOW_UDP, 0, SA(b)), fb);
     assert_null(flow_table_find(fx->t, FLOW_UDP, 0, SA(c)));
 
-    assert_int_equal(flow_table_sweep(fx->t, 100000, idle_ms, 64), 1);
+    assert_int_equal(flow_table_sweep(fx->t, 100000, idle_ms, 64, NULL, NULL), 1);
     assert_null(flow_table_find(fx->t, FLOW_UDP, 0, SA(b)));
     assert_int_equal(flow_table_count(fx->t), 0);
 }
@@ -282,12 +282,76 @@ static void test_flow_table_sweep_scans_at_most_max_scan_slots_and_resumes(void 
     }
     uint32_t total = 0;
     for (int round = 0; round < 100 && total < 10; round++) {
-        uint32_t n = flow_table_sweep(fx->t, 10000, 1000, 3);
+        uint32_t n = flow_table_sweep(fx->t, 10000, 1000, 3, NULL, NULL);
         assert_true(n <= 3);
         total += n;
     }
     assert_int_equal(total, 10);
     assert_int_equal(flow_table_count(fx->t), 0);
+}
+
+struct release_log {
+    struct flow_table *t;
+    unsigned n;
+    uint32_t slot;
+    uint8_t state_seen;
+};
+
+static void on_release(void *ctx, struct flow *f)
+{
+    struct release_log *log = ctx;
+
+    log->n++;
+    log->slot = flow_table_slot(log->t, f);
+    log->state_seen = f->state; /* still the live flow when the callback runs */
+}
+
+static void test_flow_table_sweep_calls_on_release_before_each_release(void **state)
+{
+    struct fixture *fx = *state;
+    struct sockaddr_in a = v4("192.0.2.80", 5060);
+    struct sockaddr_in b = v4("192.0.2.81", 5060);
+    struct release_log log = {.t = fx->t};
+
+    add(fx, 0, SA(a), 0);
+    struct flow *fb = add(fx, 0, SA(b), 0);
+    fb->last_rx_ms = 500;
+    assert_int_equal(flow_table_sweep(fx->t, 1000, 1000, 64, on_release, &log), 1);
+    assert_int_equal(log.n, 1);
+    assert_int_equal(log.slot, 0);
+    assert_int_equal(log.state_seen, FLOW_LIVE);
+    assert_int_equal(flow_table_sweep(fx->t, 1000, 1000, 64, on_release, &log), 0);
+    assert_int_equal(log.n, 1);
+}
+
+static void test_flow_table_sweep_leaves_dead_and_connection_flows_alone(void **state)
+{
+    struct fixture *fx = *state;
+    struct sockaddr_in a = v4("192.0.2.90", 5060);
+    struct sockaddr_in b = v4("192.0.2.91", 443);
+    struct flow *ws = NULL;
+
+    struct flow *dead = add(fx, 0, SA(a), 0);
+    flow_table_mark_dead(fx->t, dead);
+    assert_int_equal(flow_table_add(fx->t, fx->keys, FLOW_WS, 1, SA(b), 0, &ws), 0);
+    assert_int_equal(flow_table_sweep(fx->t, 1u << 30, 1000, 64, NULL, NULL), 0);
+    assert_int_equal(flow_table_count(fx->t), 2);
+    assert_int_equal(dead->state, FLOW_DEAD);
+    assert_int_equal(ws->state, FLOW_LIVE);
+}
+
+static void test_flow_table_get_slot_returns_any_slot_in_range(void **state)
+{
+    struct fixture *fx = *state;
+    struct sockaddr_in a = v4("192.0.2.95", 5060);
+
+    struct flow *f = add(fx, 0, SA(a), 0);
+    assert_ptr_equal(flow_table_get_slot(fx->t, flow_table_slot(fx->t, f)), f);
+    struct flow *unused = flow_table_get_slot(fx->t, 3);
+    assert_non_null(unused);
+    assert_int_equal(unused->state, FLOW_FREE);
+    assert_null(flow_table_get_slot(fx->t, 4));
+    assert_null(flow_table_get_slot(fx->t, UINT32_MAX));
 }
 
 static void test_flow_table_mark_dead_keeps_slot_until_release(void **state)
@@ -401,6 +465,12 @@ int main(void)
             teardown),
         cmocka_unit_test_setup_teardown(
             test_flow_table_sweep_scans_at_most_max_scan_slots_and_resumes, setup_64, teardown),
+        cmocka_unit_test_setup_teardown(test_flow_table_sweep_calls_on_release_before_each_release,
+                                        setup_4, teardown),
+        cmocka_unit_test_setup_teardown(test_flow_table_sweep_leaves_dead_and_connection_flows_alone,
+                                        setup_4, teardown),
+        cmocka_unit_test_setup_teardown(test_flow_table_get_slot_returns_any_slot_in_range,
+                                        setup_4, teardown),
         cmocka_unit_test_setup_teardown(test_flow_table_mark_dead_keeps_slot_until_release,
                                         setup_4, teardown),
         cmocka_unit_test_setup_teardown(test_flow_table_ipv6_flows, setup_4, teardown),

@@ -216,11 +216,8 @@ static void flip_every_character(const struct flow_token_fields *in)
     flow_token_keys_free(k);
     assert_int_equal(n_bad_alphabet, 0);
     /*
-     * KNOWN BUG (src/edge/flow_token.c, b64url_decode): the last character of a 38- or
-     * 54-character token carries 4 bits that decode to nothing, and they are not
-     * required to be zero, so changing the last character to one that differs only in
-     * those bits (e.g. 'A' -> 'B') still verifies: the token is malleable. This
-     * assertion fails until the decoder rejects non-zero trailing bits.
+     * The last character of a token carries bits that decode to nothing; they must be
+     * zero, or one token would have several spellings that all verify.
      */
     if (bad_pos >= 0)
         fail_msg("token %s with position %d changed to '%c' decoded (rc %d)", tok, bad_pos,
