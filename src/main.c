@@ -34,6 +34,8 @@ static void usage(FILE *f)
             "      --policy DIR           policy directory\n"
             "      --flow-key HEX         32-byte flow token key as 64 hex characters\n"
             "      --log-level LEVEL      error|warn|info|debug\n"
+            "      --ban-backend KIND     nftables|userspace (default userspace)\n"
+            "      --admin-socket PATH    UNIX socket for sipedgectl\n"
             "      --registrar-only       run only the embedded registrar\n"
             "      --check-config         validate the configuration and policy, then exit\n"
             "      --version              print the version and exit\n");
@@ -58,6 +60,8 @@ enum {
     OPT_TLS_CERT,
     OPT_TLS_KEY,
     OPT_WS_ORIGIN,
+    OPT_BAN_BACKEND,
+    OPT_ADMIN_SOCKET,
 };
 
 static const struct option long_opts[] = {
@@ -80,6 +84,8 @@ static const struct option long_opts[] = {
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"ws-origin", required_argument, NULL, OPT_WS_ORIGIN},
+    {"ban-backend", required_argument, NULL, OPT_BAN_BACKEND},
+    {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -119,7 +125,7 @@ static int copy_opt(const char *opt, const char *val, char *dst, size_t cap)
 /* Overrides collected from the command line, applied after the config file. */
 struct overrides {
     struct config cli;
-    bool has_ws, has_wss, has_cert, has_key, has_origins;
+    bool has_ws, has_wss, has_cert, has_key, has_origins, has_backend, has_admin;
     bool has_listen, has_core, has_registrar, has_reg_listen, has_users, has_realm, has_policy,
         has_flow_key, has_log_level, has_peers;
 };
@@ -132,6 +138,10 @@ static void apply_overrides(struct config *cfg, const struct overrides *o)
     }
     if (o->has_core)
         cfg->core = o->cli.core;
+    if (o->has_backend)
+        cfg->ban_backend = o->cli.ban_backend;
+    if (o->has_admin)
+        memcpy(cfg->admin_socket, o->cli.admin_socket, sizeof(cfg->admin_socket));
     if (o->has_ws) {
         memcpy(cfg->listen_ws, o->cli.listen_ws, sizeof(cfg->listen_ws));
         cfg->n_listen_ws = o->cli.n_listen_ws;
@@ -214,6 +224,21 @@ int main(int argc, char **argv)
                 o.has_ws = true;
             break;
         }
+        case OPT_BAN_BACKEND:
+            if (strcmp(optarg, "nftables") == 0) {
+                o.cli.ban_backend = 1;
+            } else if (strcmp(optarg, "userspace") == 0) {
+                o.cli.ban_backend = 0;
+            } else {
+                fprintf(stderr, "sipedge: --ban-backend: expected nftables|userspace\n");
+                return 1;
+            }
+            o.has_backend = true;
+            break;
+        case OPT_ADMIN_SOCKET:
+            rc = copy_opt("admin-socket", optarg, o.cli.admin_socket, sizeof(o.cli.admin_socket));
+            o.has_admin = true;
+            break;
         case OPT_TLS_CERT:
             rc = copy_opt("tls-cert", optarg, o.cli.tls_cert, sizeof(o.cli.tls_cert));
             o.has_cert = true;

@@ -58,6 +58,8 @@ struct config {
     char ws_origins[CONFIG_MAX_ORIGINS][128];         /* "scheme://host[:port]"; none = any */
     unsigned n_ws_origins;
     int log_level;                                    /* enum log_level */
+    int ban_backend;                                  /* enum guard_backend_kind */
+    char admin_socket[CONFIG_PATH_MAX];               /* UNIX admin socket; "" = none */
     unsigned workers;                                 /* 0 = one per CPU */
 };
 
@@ -81,6 +83,7 @@ struct policy {
     uint32_t max_bindings;      /* location table bound: 503 when full */
     uint32_t max_contacts_per_aor;
     uint32_t nonce_ttl_s;
+    bool digest_sha256_first;   /* challenge order: SHA-256 first, else MD5 first */
     /* flows */
     uint32_t flow_idle_timeout_s; /* UDP flow forgotten after this much silence */
     uint32_t dead_flow_grace_s;   /* after a flow dies: de-REGISTER its contacts after this */

@@ -72,7 +72,9 @@ struct edge_out {
     X(dereg_answered_error)                                                                        \
     X(conn_send_failed)                                                                            \
     X(flows_released)                                                                              \
-    X(tx_overflow)
+    X(tx_overflow)                                                                                 \
+    X(guard_dropped)                                                                               \
+    X(guard_rejected)
 
 struct edge_stats {
 #define EDGE_STATS_FIELD(name) uint64_t name;
@@ -81,12 +83,14 @@ struct edge_stats {
 };
 
 struct edge;
+struct guard;
 
 struct edge_opts {
     const struct config *cfg;    /* borrowed for the edge's lifetime */
     const struct policy *policy; /* copied */
     uint8_t worker;
     struct edge_out out;
+    struct guard *guard;         /* borrowed; NULL: no admission control */
 };
 
 /* Returns 0, -ENOMEM or -EINVAL (bad key/capacity). */

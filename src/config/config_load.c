@@ -63,6 +63,18 @@ static const struct yaml_walk_field config_ws_schema[] = {
     YAML_WALK_FIELD_END,
 };
 
+static const char *const config_ban_backends[] = {"userspace", "nftables", NULL};
+
+static const struct yaml_walk_field config_guard_schema[] = {
+    YAML_WALK_FIELD_ENUM(C, "backend", ban_backend, config_ban_backends),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field config_admin_schema[] = {
+    YAML_WALK_FIELD_PATH(C, "socket", admin_socket),
+    YAML_WALK_FIELD_END,
+};
+
 static const struct yaml_walk_field config_log_schema[] = {
     YAML_WALK_FIELD_ENUM(C, "level", log_level, config_log_levels),
     YAML_WALK_FIELD_END,
@@ -76,6 +88,8 @@ static const struct yaml_walk_field config_schema[] = {
     YAML_WALK_FIELD_MAP("flow", config_flow_schema),
     YAML_WALK_FIELD_PATH(C, "policy", policy_dir),
     YAML_WALK_FIELD_MAP("tls", config_tls_schema),
+    YAML_WALK_FIELD_MAP("guard", config_guard_schema),
+    YAML_WALK_FIELD_MAP("admin", config_admin_schema),
     YAML_WALK_FIELD_MAP("ws", config_ws_schema),
     YAML_WALK_FIELD_MAP("log", config_log_schema),
     YAML_WALK_FIELD_U32(C, "workers", workers, 0, 256),

@@ -37,6 +37,7 @@ static const struct yaml_walk_field policy_registrar_schema[] = {
     YAML_WALK_FIELD_U32(P, "max_bindings", max_bindings, 1, 10000000),
     YAML_WALK_FIELD_U32(P, "max_contacts_per_aor", max_contacts_per_aor, 1, 1000),
     YAML_WALK_FIELD_U32(P, "nonce_ttl", nonce_ttl_s, 10, 86400),
+    YAML_WALK_FIELD_BOOL(P, "digest_sha256_first", digest_sha256_first),
     YAML_WALK_FIELD_END,
 };
 
@@ -138,7 +139,7 @@ static const struct yaml_walk_field policy_guard_strikes_schema[] = {
     YAML_WALK_FIELD_U32(P, "threshold", guard_threshold, 1, 100000),
     YAML_WALK_FIELD_U32(P, "ip_threshold", guard_ip_threshold, 1, 100000),
     YAML_WALK_FIELD_MAP("weights", policy_guard_weights_schema),
-    YAML_WALK_FIELD_U32(P, "unknown_users", guard_unknown_users, 2, 64),
+    YAML_WALK_FIELD_U32(P, "unknown_users", guard_unknown_users, 2, 16),
     YAML_WALK_FIELD_U32(P, "auth_memory", guard_auth_memory_s, 1, 604800),
     YAML_WALK_FIELD_END,
 };

@@ -21,6 +21,7 @@
 #include <openssl/rand.h>
 
 #include "sipedge/flow_table.h"
+#include "sipedge/guard.h"
 #include "sipedge/log.h"
 #include "sipedge/sip_build.h"
 #include "sipedge/sip_check.h"
@@ -60,6 +61,7 @@ struct edge {
     struct policy pol;
     struct flow_token_keys *keys;
     struct flow_table *flows;
+    struct guard *guard;
     struct edge_out out;
     struct edge_stats st;
     uint64_t last_sweep_ms;
@@ -762,6 +764,52 @@ static void dead_flows_process(struct edge *e, uint64_t now_ms)
     }
 }
 
+/* ---- guard -------------------------------------------------------------------------- */
+
+/* Applies a guard verdict to a parsed request; returns true when the request stops here. */
+static bool guard_stops(struct edge *e, const struct rx *rx, const struct sip_msg *m,
+                        struct guard_verdict v)
+{
+    if (v.action == GUARD_PASS)
+        return false;
+    if (v.action == GUARD_DROP || !m) {
+        e->st.guard_dropped++;
+        return true;
+    }
+    e->st.guard_rejected++;
+    char extra[64] = "";
+    if (v.retry_after_s)
+        snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", v.retry_after_s);
+    reply(e, rx, m, v.status ? v.status : 503, v.status == 403 ? "Forbidden" : "Service Unavailable",
+          extra[0] ? extra : NULL);
+    return true;
+}
+
+/* The guard's view of a parsed request: scanner signatures, served domains. */
+static bool guard_request(struct edge *e, const struct rx *rx, const struct sip_msg *m,
+                          uint64_t now_ms)
+{
+    if (!e->guard)
+        return false;
+    const struct sip_hdr *ua = sip_msg_hdr(m, SIP_HDR_USER_AGENT);
+    const struct sip_hdr *to = sip_msg_hdr(m, SIP_HDR_TO);
+    struct slice user = SLICE_NULL, domain = SLICE_NULL;
+    struct sip_nameaddr na;
+    struct slice rest;
+    struct sip_uri u;
+    bool is_sip;
+    if (to && sip_nameaddr_parse(to->value, &na, &rest) == 0 &&
+        sip_uri_parse(na.uri, &u, &is_sip) == 0 && is_sip) {
+        user = u.user;
+        domain = u.host;
+    }
+    bool has_cred = sip_msg_hdr(m, SIP_HDR_AUTHORIZATION) || sip_msg_hdr(m, SIP_HDR_PROXY_AUTHORIZATION);
+    struct guard_verdict v = guard_check_request(e->guard, rx->src, m->method,
+                                                 ua ? ua->value : SLICE_NULL, user, domain,
+                                                 has_cred, now_ms);
+    return guard_stops(e, rx, m, v);
+}
+
 /* ---- public side ---------------------------------------------------------------------- */
 
 static bool uri_is_ours_public(const struct edge *e, const struct sip_uri *u)
@@ -897,6 +945,13 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
             f->is_nat = detect_nat(m, &via, rx->src);
         if (regcache_answer(e, rx, f, m, &sum, now_ms))
             return;
+        if (e->guard) {
+            struct flow_reg *r = sum.is_usable ? flow_reg_find(f, sum.aor) : NULL;
+            bool known = (r && r->is_authed) || guard_is_authenticated(e->guard, rx->src, now_ms);
+            struct slice aor = sum.is_usable ? slice_make(sum.aor, strlen(sum.aor)) : SLICE_NULL;
+            if (guard_stops(e, rx, m, guard_admit_register(e->guard, rx->src, aor, known, now_ms)))
+                return;
+        }
     }
 
     /* A client that uses us as outbound proxy may put our address in a Route. */
@@ -1062,6 +1117,14 @@ static void ingress_public(struct edge *e, struct rx *rx, const char *buf, size_
     e->st.rx_public++;
     if (len == 0)
         return;
+    struct guard_verdict admit = {.action = GUARD_PASS};
+    if (e->guard) {
+        admit = guard_admit(e->guard, rx->src, now_ms);
+        if (admit.action == GUARD_DROP) {
+            e->st.guard_dropped++;
+            return;
+        }
+    }
     if (rx->transport == FLOW_UDP && stun_is_stun(buf, len)) {
         /* RFC 5626 §4.4.2: STUN Binding on the SIP port is the UDP keepalive. */
         size_t cap;
@@ -1103,6 +1166,12 @@ static void ingress_public(struct edge *e, struct rx *rx, const char *buf, size_
     if (rx->transport != FLOW_UDP && lim.max_msg_bytes < e->pol.ws_max_message_bytes)
         lim.max_msg_bytes = e->pol.ws_max_message_bytes;
     int rc = sip_msg_parse(&m, buf, len, e->hdrs, &lim, &err);
+    if (rc < 0 && e->guard)
+        guard_strike_malformed(e->guard, rx->src, now_ms);
+    if (admit.action == GUARD_REJECT) {
+        guard_stops(e, rx, rc == 0 && m.is_request ? &m : NULL, admit);
+        return;
+    }
     if (rc == -EMSGSIZE) {
         e->st.drop_oversize++;
         /* Answer 513 when the headers can be read at all (RFC 3261 §21.5.14). */
@@ -1136,8 +1205,12 @@ static void ingress_public(struct edge *e, struct rx *rx, const char *buf, size_
         e->st.reply_400++;
         reply(e, rx, &m, err.status ? err.status : 400, err.reason ? err.reason : "Bad Request",
               NULL);
+        if (e->guard)
+            guard_strike_malformed(e->guard, rx->src, now_ms);
         return;
     }
+    if (guard_request(e, rx, &m, now_ms))
+        return;
     relay_client_request(e, rx, &m, now_ms);
 }
 
@@ -1243,8 +1316,18 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_
     bool is_reg_2xx = m->status >= 200 && m->status < 300 && cseq &&
                       sip_cseq_parse(cseq->value, &seq, &method) == 0 &&
                       slice_eq(method, SLICE_LIT("REGISTER"));
+    bool had_cred = sip_params_get(ours.params, "au", &flag);
     if (is_reg_2xx)
-        flow_reg_confirm(e, f, m, sip_params_get(ours.params, "au", &flag), now_ms);
+        flow_reg_confirm(e, f, m, had_cred, now_ms);
+    if (e->guard && m->status >= 200) {
+        const struct sip_hdr *to = sip_msg_hdr(m, SIP_HDR_TO);
+        struct sip_nameaddr na;
+        struct slice r2;
+        struct slice aor = SLICE_NULL;
+        if (to && sip_nameaddr_parse(to->value, &na, &r2) == 0)
+            aor = na.uri;
+        guard_on_response(e->guard, &f->remote.sa, m->status, had_cred, aor, now_ms);
+    }
     size_t cap;
     char *buf = e->out.reserve(e->out.ctx, &cap);
     struct sip_build b;
@@ -1410,6 +1493,7 @@ int edge_new(struct edge **out, const struct edge_opts *opts)
     e->cfg = opts->cfg;
     e->pol = *opts->policy;
     e->out = opts->out;
+    e->guard = opts->guard;
     int rc = flow_token_keys_new(&e->keys, opts->cfg->flow_key,
                                  opts->cfg->has_flow_key_prev ? opts->cfg->flow_key_prev : NULL);
     if (rc < 0)

@@ -78,14 +78,17 @@ static int hex_val(char c)
     return -1;
 }
 
-void digest_hash_hex(enum digest_alg alg, const void *data, size_t len, char *out)
+int digest_hash_hex(enum digest_alg alg, const void *data, size_t len, char *out)
 {
     uint8_t md[EVP_MAX_MD_SIZE];
     unsigned int md_len = 0;
     const EVP_MD *type = alg == DIGEST_ALG_SHA256 ? EVP_sha256() : EVP_md5();
-    if (EVP_Digest(data, len, md, &md_len, type, NULL) != 1)
-        md_len = 0; /* leaves an empty hash that never matches */
+    if (EVP_Digest(data, len, md, &md_len, type, NULL) != 1) {
+        out[0] = '\0'; /* an empty hash never matches a response */
+        return -ENOMEM;
+    }
     hex_encode(md, md_len, out);
+    return 0;
 }
 
 static const struct digest_user *user_lookup(const struct digest *d, struct slice name)
@@ -141,9 +144,12 @@ static int user_add(struct digest *d, const char *name, size_t name_len, const c
     int n = snprintf(a1, sizeof(a1), "%s:%s:%.*s", u->name, d->realm, (int)pw_len, pw);
     if (n < 0 || (size_t)n >= sizeof(a1))
         return -EINVAL;
-    digest_hash_hex(DIGEST_ALG_MD5, a1, (size_t)n, u->ha1_md5);
-    digest_hash_hex(DIGEST_ALG_SHA256, a1, (size_t)n, u->ha1_sha256);
+    int rc = digest_hash_hex(DIGEST_ALG_MD5, a1, (size_t)n, u->ha1_md5);
+    if (rc == 0)
+        rc = digest_hash_hex(DIGEST_ALG_SHA256, a1, (size_t)n, u->ha1_sha256);
     OPENSSL_cleanse(a1, sizeof(a1));
+    if (rc != 0)
+        return rc;
     d->n_users++;
     if (!d->buckets || d->n_users * 2 > d->bucket_mask + 1)
         return index_build(d);
@@ -389,8 +395,7 @@ static int hash_join(enum digest_alg alg, char *out, const struct slice *parts, 
         memcpy(buf + len, parts[i].p, parts[i].len);
         len += parts[i].len;
     }
-    digest_hash_hex(alg, buf, len, out);
-    return 0;
+    return digest_hash_hex(alg, buf, len, out) == 0 ? 0 : -EBADMSG;
 }
 
 int digest_response_hex(enum digest_alg alg, const char *ha1, const struct digest_creds *c,
@@ -443,18 +448,22 @@ int digest_verify(const struct digest *d, const struct digest_creds *c, struct s
     return CRYPTO_memcmp(got, expect, n) == 0 ? 0 : -EACCES;
 }
 
-int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stale, char *buf,
-                           size_t cap)
+int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stale,
+                           bool is_sha256_first, char *buf, size_t cap)
 {
     char nonce[DIGEST_NONCE_LEN + 1];
     digest_nonce_make(d, now_ms, nonce, sizeof(nonce));
     const char *stale = is_stale ? ", stale=true" : "";
+    /* RFC 7616 §3.7: challenges in order of preference. Many deployed UAs answer the
+     * first challenge whatever its algorithm, hence the policy choice. */
+    const char *first = is_sha256_first ? "SHA-256" : "MD5";
+    const char *second = is_sha256_first ? "MD5" : "SHA-256";
     int n = snprintf(buf, cap,
                      "WWW-Authenticate: Digest realm=\"%s\", nonce=\"%s\", qop=\"auth\", "
-                     "algorithm=SHA-256%s\r\n"
+                     "algorithm=%s%s\r\n"
                      "WWW-Authenticate: Digest realm=\"%s\", nonce=\"%s\", qop=\"auth\", "
-                     "algorithm=MD5%s\r\n",
-                     d->realm, nonce, stale, d->realm, nonce, stale);
+                     "algorithm=%s%s\r\n",
+                     d->realm, nonce, first, stale, d->realm, nonce, second, stale);
     if (n < 0 || (size_t)n >= cap)
         return -ENOSPC;
     return n;

@@ -328,7 +328,8 @@ static bool register_authorize(struct req *q, struct slice aor_user)
     } else {
         r->stats.challenges++;
     }
-    int n = digest_challenge_build(r->dig, q->now_ms, is_stale, r->extra, sizeof(r->extra));
+    int n = digest_challenge_build(r->dig, q->now_ms, is_stale, r->policy.digest_sha256_first,
+                                   r->extra, sizeof(r->extra));
     if (n < 0) {
         r->stats.send_errors++;
         return false;

@@ -110,7 +110,9 @@ struct digest_creds {
 
 /*
  * Loads users_file ("user:password" lines, '#' comments, blank lines) and precomputes
- * H(user:realm:password) for MD5 and SHA-256; the passwords are not kept.
+ * H(user:realm:password) for MD5 and SHA-256; the passwords are not kept. The password
+ * is everything after the first ':' (it may contain ':'); line-end whitespace is
+ * trimmed. User names are unique and hold no space or '"'.
  * Returns 0; -EINVAL with err "file:line: reason" for a bad line; -errno when the file
  * cannot be read (err says which); -ENOMEM.
  */
@@ -152,8 +154,8 @@ int digest_verify(const struct digest *d, const struct digest_creds *c, struct s
  * each CRLF-terminated, with a fresh nonce and stale=true when is_stale.
  * Returns the length written, or -ENOSPC.
  */
-int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stale, char *buf,
-                           size_t cap);
+int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stale,
+                           bool is_sha256_first, char *buf, size_t cap);
 
 /*
  * response = KD(H(A1), nonce:nc:cnonce:qop:H(method:uri)) for qop=auth (RFC 7616 §3.4.1),
@@ -163,7 +165,8 @@ int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stal
 int digest_response_hex(enum digest_alg alg, const char *ha1, const struct digest_creds *c,
                         struct slice method, char *out);
 
-/* Hex H(data) for alg into out (33 or 65 bytes incl. NUL). */
-void digest_hash_hex(enum digest_alg alg, const void *data, size_t len, char *out);
+/* Hex H(data) for alg into out (33 or 65 bytes incl. NUL). Returns 0, or -ENOMEM when
+ * the hash cannot be computed (out is then empty). */
+int digest_hash_hex(enum digest_alg alg, const void *data, size_t len, char *out);
 
 #endif

@@ -273,7 +273,6 @@ int sip_msg_parse(struct sip_msg *m, const char *buf, size_t len, struct sip_hdr
     const char *p, *lf, *ce;
     struct sip_hdr *prev = NULL;
     size_t max_hdrs;
-    int rc;
 
     if (m == NULL || hdrs == NULL || limits == NULL || (buf == NULL && len > 0))
         return fail(err, -EINVAL, 0, "Invalid argument");
@@ -291,9 +290,17 @@ int sip_msg_parse(struct sip_msg *m, const char *buf, size_t len, struct sip_hdr
     if (lf == NULL)
         return fail(err, -EBADMSG, 0, "Not SIP");
     ce = (lf > buf && lf[-1] == '\r') ? lf - 1 : lf;
-    rc = parse_start_line(m, buf, ce, err);
-    if (rc < 0)
-        return rc;
+    /*
+     * A request whose Request-Line is malformed can still be answered 400 (RFC 4475
+     * §3.1.2): index its headers so a reply can copy them, then report the line.
+     */
+    struct sip_err start_err = {0, NULL};
+    int start_rc = parse_start_line(m, buf, ce, &start_err);
+    if (start_rc < 0 && (!m->is_request || start_err.status == 0)) {
+        if (err)
+            *err = start_err;
+        return start_rc;
+    }
     m->start_line_len = (uint32_t)(lf + 1 - buf);
 
     /* One pass over the header lines; a line starting with SP/HT folds (RFC 3261 §7.3.1). */
@@ -352,6 +359,11 @@ int sip_msg_parse(struct sip_msg *m, const char *buf, size_t len, struct sip_hdr
         m->count[h->id]++;
         m->n_hdrs++;
         prev = h;
+    }
+    if (start_rc < 0) {
+        if (err)
+            *err = start_err;
+        return start_rc;
     }
 
     /*

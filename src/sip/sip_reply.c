@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "sip/sip_lex_internal.h"
@@ -49,8 +50,14 @@ static int write_top_via(struct sip_build *b, const struct sip_hdr *h,
     struct slice rest;
     const char *after;
 
-    if (sip_via_parse(h->value, &via, &rest) < 0)
-        return -EBADMSG;
+    if (sip_via_parse(h->value, &via, &rest) < 0) {
+        /* A 400 for a malformed Via still goes back to the packet's source; echo the
+         * line as received so the client can match it (RFC 3261 §8.2.6.2). */
+        sip_build_str(b, "Via: ");
+        sip_build_slice(b, h->value);
+        sip_build_str(b, "\r\n");
+        return 0;
+    }
     sip_build_str(b, "Via: ");
     sip_build_mem(b, h->value.p, (size_t)(via.raw.p - h->value.p));
     after = opts && opts->rport ? find_bare_rport(via.raw) : NULL;
@@ -98,9 +105,10 @@ int sip_reply_build(const struct sip_msg *req, int status, const char *reason,
             return -EBADMSG;
     }
     h = sip_msg_hdr(req, SIP_HDR_TO);
-    if (h == NULL || sip_msg_hdr(req, SIP_HDR_VIA) == NULL ||
-        sip_nameaddr_parse(h->value, &to, NULL) < 0)
+    if (h == NULL || sip_msg_hdr(req, SIP_HDR_VIA) == NULL)
         return -EBADMSG;
+    /* A To that does not parse is echoed as received (the reply is a 400 about it). */
+    bool to_ok = sip_nameaddr_parse(h->value, &to, NULL) == 0;
 
     sip_build_init(&b, buf, cap);
     sip_build_fmt(&b, "SIP/2.0 %d %s\r\n", status, reason);
@@ -120,7 +128,7 @@ int sip_reply_build(const struct sip_msg *req, int status, const char *reason,
     sip_build_str(&b, "\r\nTo: ");
     sip_build_slice(&b, sip_msg_hdr(req, SIP_HDR_TO)->value);
     /* RFC 3261 §8.2.6.2: add a To tag unless one is there (optional for 100 Trying). */
-    if (status != 100 && !sip_params_get(to.params, "tag", NULL)) {
+    if (status != 100 && to_ok && !sip_params_get(to.params, "tag", NULL)) {
         sip_build_str(&b, ";tag=");
         sip_build_str(&b, opts && opts->to_tag ? opts->to_tag : SIP_REPLY_DEFAULT_TAG);
     }

@@ -3,10 +3,13 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <uv.h>
 
+#include "sipedge/admin.h"
 #include "sipedge/edge.h"
+#include "sipedge/guard.h"
 #include "sipedge/log.h"
 #include "sipedge/registrar.h"
 #include "sipedge/transport_udp.h"
@@ -22,6 +25,8 @@ struct worker {
     struct transport_ws *ws;
     struct edge *edge;
     struct registrar *reg;
+    struct guard *guard;
+    struct admin *admin;
     uv_timer_t tick;
     uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
     bool is_stopping;
@@ -127,6 +132,17 @@ static void log_stats(struct worker *w)
         transport_ws_stats_format(w->ws, buf, sizeof(buf));
         log_info("stats ws %s", buf);
     }
+    if (w->guard) {
+        const struct guard_stats *gs = guard_stats(w->guard);
+        size_t n = 0;
+#define GUARD_STATS_PRINT(name)                                                                    \
+    if (n < sizeof(buf))                                                                           \
+        n += (size_t)snprintf(buf + n, sizeof(buf) - n, " %s=%llu", #name,                         \
+                              (unsigned long long)gs->name);
+        GUARD_STATS(GUARD_STATS_PRINT)
+#undef GUARD_STATS_PRINT
+        log_info("stats guard backend=%s%s", guard_backend_name(w->guard), buf);
+    }
     if (w->reg)
         log_info("stats registrar bindings=%zu", registrar_n_bindings(w->reg));
 }
@@ -135,6 +151,8 @@ static void on_tick(uv_timer_t *t)
 {
     struct worker *w = t->data;
     uint64_t now = uv_now(&w->loop);
+    if (w->guard)
+        guard_tick(w->guard, now);
     if (w->edge)
         edge_tick(w->edge, now);
     if (w->reg)
@@ -147,6 +165,12 @@ static void on_udp_closed(void *ctx)
 {
     struct worker *w = ctx;
     w->udp = NULL;
+}
+
+static void on_admin_closed(void *ctx)
+{
+    struct worker *w = ctx;
+    w->admin = NULL;
 }
 
 static void on_ws_closed(void *ctx)
@@ -169,6 +193,8 @@ static void worker_stop(struct worker *w)
     uv_close((uv_handle_t *)&w->sig_hup, on_closed_handle);
     if (w->ws)
         transport_ws_close(w->ws, on_ws_closed, w);
+    if (w->admin)
+        admin_close(w->admin, on_admin_closed, w);
     transport_udp_close(w->udp, on_udp_closed, w);
 }
 
@@ -191,6 +217,8 @@ static void on_signal(uv_signal_t *s, int signum)
             edge_set_policy(w->edge, &w->pol);
         if (w->ws)
             transport_ws_set_policy(w->ws, &w->pol);
+        if (w->guard && guard_set_policy(w->guard, &w->pol, uv_now(&w->loop)) < 0)
+            log_error("guard kept its previous policy (see above)");
         log_info("policy reloaded from %s", w->cfg->policy_dir);
         return;
     }
@@ -243,7 +271,27 @@ int worker_run(const struct worker_opts *opts)
             goto out_close;
     }
     if (opts->run_edge) {
+        struct guard_opts go = {
+            .cfg = w->cfg,
+            .policy = &w->pol,
+            .backend = (enum guard_backend_kind)w->cfg->ban_backend,
+            .loop = &w->loop,
+            .seed = 0,
+        };
+        rc = guard_new(&w->guard, &go, uv_now(&w->loop));
+        if (rc < 0) {
+            log_error("guard: %s", strerror(-rc));
+            goto out_close;
+        }
+        if (w->cfg->admin_socket[0]) {
+            rc = admin_new(&w->admin, &w->loop, w->cfg->admin_socket, w->guard);
+            if (rc < 0) {
+                log_error("admin socket %s: %s", w->cfg->admin_socket, strerror(-rc));
+                goto out_close;
+            }
+        }
         struct edge_opts eo = {
+            .guard = w->guard,
             .cfg = w->cfg,
             .policy = &w->pol,
             .worker = 0,
@@ -306,10 +354,13 @@ int worker_run(const struct worker_opts *opts)
 out_close:
     if (w->ws)
         transport_ws_close(w->ws, on_ws_closed, w);
+    if (w->admin)
+        admin_close(w->admin, on_admin_closed, w);
     transport_udp_close(w->udp, on_udp_closed, w);
     uv_run(&w->loop, UV_RUN_DEFAULT);
 out:
     edge_free(w->edge);
+    guard_free(w->guard);
     registrar_free(w->reg);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&w->loop) != 0)

@@ -4,6 +4,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +18,7 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 
+#include "registrar/registrar_internal.h"
 #include "sipedge/log.h"
 #include "sipedge/registrar.h"
 #include "sipedge/sip_hdr.h"
@@ -822,6 +824,136 @@ static void test_registrar_bad_users_file_reports_line(void **state)
     unlink(path);
 }
 
+/* ---- failing allocator -------------------------------------------------------------- */
+
+/*
+ * The test executable interposes malloc and friends (glibc only, and not under ASan,
+ * which owns the allocator): once armed, the n-th allocation and every later one fail,
+ * and allocations made and freed while armed are counted to catch leaks on error paths.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_HAS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_HAS_ASAN 1
+#endif
+#endif
+#if defined(__GLIBC__) && !defined(TEST_HAS_ASAN)
+#define TEST_FAILMALLOC 1
+extern void *__libc_malloc(size_t n);
+extern void *__libc_calloc(size_t n, size_t size);
+extern void *__libc_realloc(void *p, size_t n);
+extern void __libc_free(void *p);
+
+static bool fm_is_armed;
+static long fm_fail_at; /* allocation index that fails first */
+static long fm_n_allocs;
+static long fm_n_live;
+
+static bool fm_fail(void)
+{
+    return fm_is_armed && fm_n_allocs++ >= fm_fail_at;
+}
+
+void *malloc(size_t n)
+{
+    if (fm_fail())
+        return NULL;
+    void *p = __libc_malloc(n);
+    fm_n_live += fm_is_armed && p;
+    return p;
+}
+
+void *calloc(size_t n, size_t size)
+{
+    if (fm_fail())
+        return NULL;
+    void *p = __libc_calloc(n, size);
+    fm_n_live += fm_is_armed && p;
+    return p;
+}
+
+void *realloc(void *old, size_t n)
+{
+    if (fm_fail())
+        return NULL;
+    void *p = __libc_realloc(old, n);
+    fm_n_live += fm_is_armed && p && !old;
+    return p;
+}
+
+void free(void *p)
+{
+    fm_n_live -= fm_is_armed && p;
+    __libc_free(p);
+}
+
+static void fm_arm(long fail_at)
+{
+    fm_fail_at = fail_at;
+    fm_n_allocs = 0;
+    fm_n_live = 0;
+    fm_is_armed = true;
+}
+#endif
+
+static void test_registrar_new_is_whole_or_fails_cleanly(void **state)
+{
+    (void)state;
+#ifdef TEST_FAILMALLOC
+    struct config_addr self, edge;
+    addr_set(&self, "127.0.0.1", 5080);
+    addr_set(&edge, "127.0.0.1", 5070);
+    struct policy pol = {.min_expires_s = 60,
+                         .max_expires_s = 3600,
+                         .default_expires_s = 600,
+                         .max_bindings = 64,
+                         .max_contacts_per_aor = 4,
+                         .max_headers = 32};
+    struct registrar_opts opts = {
+        .self = &self, .realm = REALM, .policy = &pol, .trusted = &edge, .n_trusted = 1};
+    char err[256];
+    long n;
+    for (n = 0;; n++) {
+        struct registrar *r = NULL;
+        fm_arm(n);
+        int rc = registrar_new(&r, &opts, on_send, NULL, err, sizeof(err));
+        if (rc == 0) {
+            fm_fail_at = LONG_MAX;
+            assert_int_equal(registrar_n_bindings(r), 0);
+            registrar_free(r);
+            fm_is_armed = false;
+            assert_int_equal(fm_n_live, 0);
+            break;
+        }
+        fm_is_armed = false;
+        assert_int_equal(rc, -ENOMEM);
+        assert_null(r);
+        assert_int_equal(fm_n_live, 0);
+    }
+    assert_true(n > 3);
+
+    /* The users table: built whole or not at all (OpenSSL may keep caches, so no
+     * leak count here). */
+    const char users[] = "alice:a\nbob:b\ncarol:c\n";
+    for (n = 0;; n++) {
+        struct digest *d = NULL;
+        fm_arm(n);
+        int rc = digest_new_string(&d, "users", users, sizeof(users) - 1, REALM, err, sizeof(err));
+        fm_is_armed = false;
+        if (rc == 0) {
+            assert_int_equal(digest_n_users(d), 3);
+            digest_free(d);
+            break;
+        }
+        assert_true(rc < 0);
+        assert_null(d);
+    }
+#else
+    skip();
+#endif
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -869,6 +1001,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_registrar_bad_input_counted, setup_open, teardown),
         cmocka_unit_test(test_registrar_bad_users_file_reports_line),
+        cmocka_unit_test(test_registrar_new_is_whole_or_fails_cleanly),
     };
     log_set_level(LOG_LEVEL_ERROR);
     return cmocka_run_group_tests(tests, NULL, NULL);

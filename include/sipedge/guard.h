@@ -1,0 +1,213 @@
+/*
+ * guard: admission control for the public side. Per-source token buckets (address and
+ * address:port), per-AOR REGISTER buckets and a global registrar budget; strikes in a
+ * sliding window per source; bans with an escalating ladder through the ban engine (kernel
+ * drops with the nftables backend, userspace drops with the mirror); an event line per
+ * decision.
+ *
+ * The edge calls, in this order for a request:
+ *   guard_admit            every datagram / WS message, before parsing
+ *   guard_check_request    after parsing (scanner User-Agent, served domain)
+ *   guard_admit_register   REGISTERs about to be relayed (per-AOR, registrar budget)
+ *   guard_on_response      registrar responses relayed back (401/403/404 strikes, 2xx auth)
+ *   guard_strike_malformed when a message fails to parse
+ * and guard_tick about once a second.
+ *
+ * Single-threaded: the guard belongs to the loop thread that calls it. Everything takes
+ * now_ms (monotonic, e.g. uv_now) and nothing here blocks except guard_new and
+ * guard_set_policy (nftables setup). Every table is bounded: when the source table is full a
+ * new source shares one overflow bucket (per-IP limits) and gets no strikes; both are
+ * counted. Allowlisted sources are rate limited like others but never get strikes or bans.
+ */
+#ifndef SIPEDGE_GUARD_H
+#define SIPEDGE_GUARD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sipedge/ban.h"
+#include "sipedge/slice.h"
+
+struct sockaddr;
+struct config;
+struct policy;
+struct uv_loop_s;
+
+enum guard_action {
+    GUARD_PASS = 0, /* go on */
+    GUARD_REJECT,   /* answer with verdict.status (and Retry-After when retry_after_s > 0) */
+    GUARD_DROP,     /* silently discard */
+};
+
+enum guard_reason {
+    GUARD_REASON_NONE = 0,
+    GUARD_REASON_BANNED,
+    GUARD_REASON_RATE_IP,
+    GUARD_REASON_RATE_IP_PORT,
+    GUARD_REASON_RATE_OVERFLOW,  /* source table full, shared overflow bucket empty */
+    GUARD_REASON_RATE_AOR,
+    GUARD_REASON_RATE_REGISTRAR,
+    GUARD_REASON_SCANNER,
+    GUARD_REASON_UNKNOWN_DOMAIN,
+    GUARD_REASON_MALFORMED,
+    GUARD_REASON_AUTH_FAILURE,
+    GUARD_REASON_FORBIDDEN,
+    GUARD_REASON_NOT_FOUND,
+    GUARD_REASON_USER_SCAN,
+    GUARD_REASON_OVER_LIMIT,
+    GUARD_REASON_ADMIN,
+};
+
+struct guard_verdict {
+    enum guard_action action;
+    uint16_t status;        /* REJECT: 403 or 503; 0 otherwise */
+    uint32_t retry_after_s; /* 503: Retry-After value (random in the policy range); else 0 */
+    enum guard_reason reason;
+};
+
+enum guard_backend_kind {
+    GUARD_BACKEND_USERSPACE = 0,
+    GUARD_BACKEND_NFTABLES,
+};
+
+struct guard_opts {
+    const struct config *cfg;       /* borrowed for the guard's lifetime: domains, listen ports */
+    const struct policy *policy;    /* copied */
+    enum guard_backend_kind backend;
+    struct uv_loop_s *loop;         /* NFTABLES: the loop of the calling thread */
+    uint64_t seed;                  /* hash and Retry-After randomness; 0 = from getrandom */
+};
+
+#define GUARD_STATS(X)                                                                             \
+    X(admitted)                                                                                    \
+    X(drop_banned)                                                                                 \
+    X(over_limit_ip)                                                                               \
+    X(over_limit_ip_port)                                                                          \
+    X(over_limit_overflow)                                                                         \
+    X(over_limit_aor)                                                                              \
+    X(over_limit_registrar)                                                                        \
+    X(rate_trips)                                                                                  \
+    X(sources_full)                                                                                \
+    X(aors_full)                                                                                   \
+    X(strikes)                                                                                     \
+    X(strikes_untracked)                                                                           \
+    X(strikes_allowlisted)                                                                         \
+    X(scanner)                                                                                     \
+    X(unknown_domain)                                                                              \
+    X(auth_failures)                                                                               \
+    X(user_scans)                                                                                  \
+    X(bans)                                                                                        \
+    X(bans_refused_full)                                                                           \
+    X(bans_allowlisted_skipped)                                                                    \
+    X(unbans)                                                                                      \
+    X(expired)                                                                                     \
+    X(registrar_known_served)
+
+struct guard_stats {
+#define GUARD_STATS_FIELD(name) uint64_t name;
+    GUARD_STATS(GUARD_STATS_FIELD)
+#undef GUARD_STATS_FIELD
+};
+
+struct guard;
+
+/*
+ * Builds a guard. With GUARD_BACKEND_NFTABLES it runs the nftables setup (table inet
+ * sipedge, sets, chain, rules; idempotent, existing elements kept), reads the live elements
+ * back into the mirror, and opens the netlink socket on opts->loop. If that fails for lack
+ * of privilege (EPERM/EACCES) or netlink support, it logs once and falls back to the
+ * userspace backend (guard_backend_name tells which one runs). Opens the event log.
+ * Returns 0, -EINVAL (bad opts), -ENOMEM, or -errno when the event log cannot be opened.
+ */
+int guard_new(struct guard **out, const struct guard_opts *opts, uint64_t now_ms);
+/* Frees the guard. With the nftables backend a poll handle finishes closing on the loop:
+ * run the loop until it is empty before uv_loop_close. Kernel bans stay. */
+void guard_free(struct guard *g);
+
+/*
+ * Applies a new policy (SIGHUP; the caller validated it with policy_load_dir). Buckets keep
+ * their state and use the new rates at the next message; table bounds, ladder, allowlist,
+ * scanners, event log and nftables drop scope are replaced. Returns 0, or -errno with the
+ * old policy still fully in force (event log cannot be opened, nftables setup failed).
+ */
+int guard_set_policy(struct guard *g, const struct policy *pol, uint64_t now_ms);
+
+/* Every received datagram / WS message from the public side, before parsing. DROP for a
+ * banned source; REJECT 503 / DROP (policy) when the per-address or per-(address, port)
+ * bucket is empty. A source over its limit gets at most one "over_limit" strike and one
+ * rate_limit event per second. */
+struct guard_verdict guard_admit(struct guard *g, const struct sockaddr *src, uint64_t now_ms);
+
+/*
+ * A parsed request. user_agent, to_user, to_domain may be empty slices; has_credentials is
+ * true when the request carries Authorization/Proxy-Authorization. A scanner User-Agent
+ * (policy substrings, case-insensitive) gives a scanner strike and DROP; a To domain not in
+ * cfg->domains (when the list is not empty) gives an unknown_domain strike and REJECT 403.
+ */
+struct guard_verdict guard_check_request(struct guard *g, const struct sockaddr *src,
+                                         struct slice method, struct slice user_agent,
+                                         struct slice to_user, struct slice to_domain,
+                                         bool has_credentials, uint64_t now_ms);
+
+/*
+ * A REGISTER about to be relayed for aor (To URI, e.g. "sip:alice@example.com").
+ * is_known_authenticated_flow: the flow recently had a 2xx to a REGISTER with credentials.
+ * Per-AOR bucket, then the registrar budget, of which reserved_percent is a separate bucket
+ * only known flows may use (they take from it first). REJECT 503 with Retry-After when over.
+ */
+struct guard_verdict guard_admit_register(struct guard *g, const struct sockaddr *src,
+                                          struct slice aor, bool is_known_authenticated_flow,
+                                          uint64_t now_ms);
+
+/*
+ * A registrar response for a request from flow_src. 401/407 when the request had
+ * credentials: auth_failure strike. 403: forbidden strike. 404: not_found strike, and when
+ * one address has 404s for unknown_users distinct AORs within the window: user_scan strike.
+ * 2xx when the request had credentials: (address, port) counts as authenticated for
+ * auth_memory_s, so strikes on another port of that address ban only that port unless the
+ * whole address crosses ip_threshold. Other statuses are ignored.
+ */
+void guard_on_response(struct guard *g, const struct sockaddr *flow_src, unsigned status,
+                       bool request_had_credentials, struct slice aor, uint64_t now_ms);
+
+/* A message from src that failed to parse: malformed strike. */
+void guard_strike_malformed(struct guard *g, const struct sockaddr *src, uint64_t now_ms);
+
+/* True when (address, port) of src had a 2xx after credentials within auth_memory_s. */
+bool guard_is_authenticated(struct guard *g, const struct sockaddr *src, uint64_t now_ms);
+
+/* Housekeeping, about once a second: ban expiry (expire events), idle sources forgotten. */
+void guard_tick(struct guard *g, uint64_t now_ms);
+
+/*
+ * Operator ban of key (port 0 = whole address); duration_s 0 = next ladder step.
+ * Returns 0 and fills *out (may be NULL), -EPERM for an allowlisted address, -ENOSPC when
+ * the ban table is full, -EINVAL.
+ */
+int guard_ban(struct guard *g, const struct ban_key *key, uint32_t duration_s, uint64_t now_ms,
+              struct ban_entry *out);
+/* Operator unban of key (port 0 = the address ban). Returns 0 or -ENOENT. */
+int guard_unban(struct guard *g, const struct ban_key *key, uint64_t now_ms);
+
+const struct ban *guard_bans(const struct guard *g);
+/* The latest now_ms the guard was given (by any call, guard_tick included). */
+uint64_t guard_now_ms(const struct guard *g);
+const struct guard_stats *guard_stats(const struct guard *g);
+/* "nftables" or "userspace": the backend actually running. */
+const char *guard_backend_name(const struct guard *g);
+/* Lower-case name of a reason ("auth_failure"). */
+const char *guard_reason_name(enum guard_reason r);
+
+/* An allowlist entry: address/prefix. */
+struct guard_cidr {
+    uint8_t family; /* AF_INET / AF_INET6 */
+    uint8_t prefix; /* 0..32 / 0..128 */
+    uint8_t addr[16];
+};
+
+/* Parses "a.b.c.d", "a.b.c.d/n", "x::y", "x::/n" (host bits are masked off). out may be
+ * NULL (validation only). Returns 0 or -EINVAL. */
+int guard_cidr_parse(const char *text, struct guard_cidr *out);
+
+#endif

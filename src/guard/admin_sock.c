@@ -1,0 +1,440 @@
+/*
+ * admin_sock: the guard's operator commands, as a plain dispatcher (admin_cmd_exec) and as a
+ * line-oriented UNIX socket server on the guard's loop.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "sipedge/admin.h"
+#include "sipedge/ban.h"
+#include "sipedge/events.h"
+#include "sipedge/guard.h"
+#include "sipedge/log.h"
+
+/* ---- dispatcher ---------------------------------------------------------------------------- */
+
+struct out {
+    char *buf;
+    size_t cap, len;
+    bool is_full;
+};
+
+static bool out_put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static bool out_put(struct out *o, const char *fmt, ...)
+{
+    if (o->is_full)
+        return false;
+    va_list ap;
+    va_start(ap, fmt);
+    /* Two bytes stay free for the closing "}\n" of the reply. */
+    size_t room = o->cap - o->len - 2;
+    int n = vsnprintf(o->buf + o->len, room, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= room) {
+        o->buf[o->len] = '\0';
+        o->is_full = true;
+        return false;
+    }
+    o->len += (size_t)n;
+    return true;
+}
+
+static int reply_error(char *out, size_t cap, const char *msg, const char *arg)
+{
+    char esc[256];
+    events_json_escape(esc, sizeof(esc), arg ? arg : "", arg ? strlen(arg) : 0);
+    int n = snprintf(out, cap, "{\"ok\":false,\"error\":\"%s%s%s\"}\n", msg, arg ? ": " : "",
+                     esc);
+    return n < 0 ? 0 : ((size_t)n >= cap ? (int)cap - 1 : n);
+}
+
+/* Parses "600", "90s", "10m", "2h", "1d" into seconds (1..31536000). */
+static int parse_duration(const char *s, uint32_t *out)
+{
+    char *end = NULL;
+    if (s[0] < '0' || s[0] > '9')
+        return -EINVAL;
+    unsigned long long v = strtoull(s, &end, 10);
+    unsigned long long mul = 1;
+    if (*end == 's')
+        end++;
+    else if (*end == 'm')
+        mul = 60, end++;
+    else if (*end == 'h')
+        mul = 3600, end++;
+    else if (*end == 'd')
+        mul = 86400, end++;
+    if (*end != '\0' || v == 0 || v > 31536000ull / mul)
+        return -EINVAL;
+    *out = (uint32_t)(v * mul);
+    return 0;
+}
+
+static const char *origin_name(enum ban_origin o)
+{
+    return o == BAN_ORIGIN_ADMIN ? "admin" : o == BAN_ORIGIN_RESTORED ? "restored" : "strikes";
+}
+
+struct list_ctx {
+    struct out *o;
+    uint64_t now;
+    unsigned n;
+};
+
+static bool on_ban_visit(void *arg, const struct ban_entry *e)
+{
+    struct list_ctx *c = arg;
+    char addr[BAN_ADDR_MAX];
+    size_t mark = c->o->len;
+    bool ok = out_put(c->o,
+                      "%s{\"source\":\"%s\",\"port\":%u,\"duration_s\":%u,\"expires_in_s\":%llu,"
+                      "\"step\":%u,\"origin\":\"%s\"}",
+                      c->n ? "," : "", ban_key_format_addr(&e->key, addr, sizeof(addr)),
+                      e->key.port, (unsigned)e->duration_s,
+                      (unsigned long long)((e->expires_ms - c->now + 999) / 1000), e->level + 1u,
+                      origin_name(e->origin));
+    if (!ok) {
+        c->o->len = mark;
+        c->o->buf[mark] = '\0';
+        return false;
+    }
+    c->n++;
+    return true;
+}
+
+static void cmd_bans(struct guard *g, struct out *o, uint64_t now)
+{
+    const struct ban *b = guard_bans(g);
+    struct list_ctx c = {.o = o, .now = now};
+    out_put(o, "{\"ok\":true,\"backend\":\"%s\",\"bans\":[", guard_backend_name(g));
+    /* Leave room for the tail so a cut list still closes. */
+    size_t cap = o->cap;
+    o->cap = cap > 64 ? cap - 64 : cap;
+    ban_foreach(b, now, on_ban_visit, &c);
+    bool cut = c.n < ban_stats(b)->n_active;
+    o->cap = cap;
+    o->is_full = false;
+    out_put(o, "],\"count\":%u%s", c.n, cut ? ",\"truncated\":true" : "");
+}
+
+static void cmd_stats(struct guard *g, struct out *o)
+{
+    const struct guard_stats *s = guard_stats(g);
+    const struct ban_stats *b = ban_stats(guard_bans(g));
+    out_put(o, "{\"ok\":true,\"backend\":\"%s\",\"guard\":{", guard_backend_name(g));
+    bool first = true;
+#define STAT_OUT(name)                                                                             \
+    out_put(o, "%s\"" #name "\":%llu", first ? "" : ",", (unsigned long long)s->name);            \
+    first = false;
+    GUARD_STATS(STAT_OUT)
+#undef STAT_OUT
+    out_put(o,
+            "},\"bans\":{\"active\":%u,\"history\":%u,\"imposed\":%llu,\"escalated\":%llu,"
+            "\"lifted\":%llu,\"expired\":%llu,\"refused_full\":%llu,\"backend_errors\":%llu,"
+            "\"restored\":%llu}",
+            b->n_active, b->n_history, (unsigned long long)b->n_imposed,
+            (unsigned long long)b->n_escalated, (unsigned long long)b->n_lifted,
+            (unsigned long long)b->n_expired, (unsigned long long)b->n_refused_full,
+            (unsigned long long)b->n_backend_errors, (unsigned long long)b->n_restored);
+}
+
+int admin_cmd_exec(struct guard *g, const char *line, char *out, size_t cap)
+{
+    if (g == NULL || line == NULL || out == NULL || cap < 128)
+        return -EINVAL;
+    char buf[ADMIN_LINE_MAX];
+    size_t n = strcspn(line, "\r\n");
+    if (n >= sizeof(buf))
+        return reply_error(out, cap, "line too long", NULL);
+    memcpy(buf, line, n);
+    buf[n] = '\0';
+    char *save = NULL;
+    char *cmd = strtok_r(buf, " \t", &save);
+    char *a1 = cmd ? strtok_r(NULL, " \t", &save) : NULL;
+    char *a2 = a1 ? strtok_r(NULL, " \t", &save) : NULL;
+    char *extra = a2 ? strtok_r(NULL, " \t", &save) : NULL;
+    uint64_t now = guard_now_ms(g);
+    struct out o = {.buf = out, .cap = cap};
+    out[0] = '\0';
+    if (cmd == NULL)
+        return reply_error(out, cap, "empty command", NULL);
+    if (strcmp(cmd, "bans") == 0 && a1 == NULL) {
+        cmd_bans(g, &o, now);
+    } else if (strcmp(cmd, "stats") == 0 && a1 == NULL) {
+        cmd_stats(g, &o);
+    } else if (strcmp(cmd, "ban") == 0 && a1 != NULL && extra == NULL) {
+        struct ban_key k;
+        uint32_t d = 0;
+        struct ban_entry e;
+        if (ban_key_parse(a1, &k) != 0)
+            return reply_error(out, cap, "bad address", a1);
+        if (a2 != NULL && parse_duration(a2, &d) != 0)
+            return reply_error(out, cap, "bad duration (seconds or Ns/Nm/Nh/Nd)", a2);
+        int rc = guard_ban(g, &k, d, now, &e);
+        if (rc == -EPERM)
+            return reply_error(out, cap, "address is allowlisted", a1);
+        if (rc == -ENOSPC)
+            return reply_error(out, cap, "ban table full", NULL);
+        if (rc != 0)
+            return reply_error(out, cap, strerror(-rc), NULL);
+        char addr[BAN_ADDR_MAX];
+        out_put(&o, "{\"ok\":true,\"source\":\"%s\",\"port\":%u,\"duration_s\":%u",
+                ban_key_format_addr(&k, addr, sizeof(addr)), k.port, (unsigned)e.duration_s);
+    } else if (strcmp(cmd, "unban") == 0 && a1 != NULL && a2 == NULL) {
+        struct ban_key k;
+        if (ban_key_parse(a1, &k) != 0)
+            return reply_error(out, cap, "bad address", a1);
+        int rc = guard_unban(g, &k, now);
+        if (rc == -ENOENT)
+            return reply_error(out, cap, "not banned", a1);
+        if (rc != 0)
+            return reply_error(out, cap, strerror(-rc), NULL);
+        char addr[BAN_ADDR_MAX];
+        out_put(&o, "{\"ok\":true,\"source\":\"%s\",\"port\":%u",
+                ban_key_format_addr(&k, addr, sizeof(addr)), k.port);
+    } else {
+        return reply_error(out, cap, "usage: bans | ban ADDR [DURATION] | unban ADDR | stats",
+                           NULL);
+    }
+    out[o.len++] = '}';
+    out[o.len++] = '\n';
+    out[o.len] = '\0';
+    return (int)o.len;
+}
+
+/* ---- UNIX socket server ------------------------------------------------------------------ */
+
+struct admin_client {
+    uv_pipe_t pipe;
+    struct admin *admin;
+    char line[ADMIN_LINE_MAX];
+    size_t len;
+    bool is_closing;
+    bool is_discarding; /* line too long: skip to the next newline */
+};
+
+struct admin {
+    uv_pipe_t server;
+    struct guard *g;
+    char path[108];
+    unsigned n_clients;
+    unsigned n_open_handles;
+    bool is_closing;
+    admin_close_cb close_cb;
+    void *close_arg;
+    struct admin_client *clients[ADMIN_MAX_CLIENTS];
+};
+
+struct admin_write {
+    uv_write_t req;
+    char *buf;
+};
+
+static void admin_maybe_done(struct admin *a)
+{
+    if (a->is_closing && a->n_open_handles == 0) {
+        admin_close_cb cb = a->close_cb;
+        void *arg = a->close_arg;
+        free(a);
+        if (cb != NULL)
+            cb(arg);
+    }
+}
+
+static void on_client_closed(uv_handle_t *h)
+{
+    struct admin_client *c = (struct admin_client *)h;
+    struct admin *a = c->admin;
+    for (unsigned i = 0; i < ADMIN_MAX_CLIENTS; i++)
+        if (a->clients[i] == c)
+            a->clients[i] = NULL;
+    a->n_clients--;
+    a->n_open_handles--;
+    free(c);
+    admin_maybe_done(a);
+}
+
+static void client_close(struct admin_client *c)
+{
+    if (c->is_closing)
+        return;
+    c->is_closing = true;
+    uv_close((uv_handle_t *)&c->pipe, on_client_closed);
+}
+
+static void on_written(uv_write_t *req, int status)
+{
+    struct admin_write *w = (struct admin_write *)req;
+    (void)status;
+    free(w->buf);
+    free(w);
+}
+
+static void client_send(struct admin_client *c, char *buf, size_t len)
+{
+    struct admin_write *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        free(buf);
+        client_close(c);
+        return;
+    }
+    w->buf = buf;
+    uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&c->pipe, &b, 1, on_written) != 0) {
+        free(buf);
+        free(w);
+        client_close(c);
+    }
+}
+
+static void client_exec(struct admin_client *c)
+{
+    char *out = malloc(ADMIN_REPLY_MAX);
+    if (out == NULL) {
+        client_close(c);
+        return;
+    }
+    int n = admin_cmd_exec(c->admin->g, c->line, out, ADMIN_REPLY_MAX);
+    if (n <= 0) {
+        free(out);
+        client_close(c);
+        return;
+    }
+    client_send(c, out, (size_t)n);
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    static char scratch[ADMIN_LINE_MAX];
+    (void)h;
+    (void)suggested;
+    /* Single loop thread: one read at a time, copied into the client's line at once. */
+    *buf = uv_buf_init(scratch, sizeof(scratch));
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    struct admin_client *c = (struct admin_client *)s;
+    if (nread < 0) {
+        client_close(c);
+        return;
+    }
+    for (ssize_t i = 0; i < nread && !c->is_closing; i++) {
+        char ch = buf->base[i];
+        if (ch == '\n') {
+            if (c->is_discarding) {
+                c->is_discarding = false;
+                static const char msg[] = "{\"ok\":false,\"error\":\"line too long\"}\n";
+                char *copy = malloc(sizeof(msg));
+                if (copy != NULL) {
+                    memcpy(copy, msg, sizeof(msg));
+                    client_send(c, copy, sizeof(msg) - 1);
+                }
+            } else {
+                c->line[c->len] = '\0';
+                client_exec(c);
+            }
+            c->len = 0;
+        } else if (!c->is_discarding) {
+            if (c->len + 1 >= sizeof(c->line))
+                c->is_discarding = true;
+            else
+                c->line[c->len++] = ch;
+        }
+    }
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct admin *a = (struct admin *)server;
+    if (status < 0)
+        return;
+    struct admin_client *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return;
+    c->admin = a;
+    uv_pipe_init(server->loop, &c->pipe, 0);
+    a->n_clients++;
+    a->n_open_handles++;
+    if (uv_accept(server, (uv_stream_t *)&c->pipe) != 0) {
+        client_close(c);
+        return;
+    }
+    unsigned slot = ADMIN_MAX_CLIENTS;
+    for (unsigned i = 0; i < ADMIN_MAX_CLIENTS; i++)
+        if (a->clients[i] == NULL) {
+            slot = i;
+            break;
+        }
+    if (slot == ADMIN_MAX_CLIENTS) {
+        log_warn("admin: too many clients (%d), refusing one", ADMIN_MAX_CLIENTS);
+        client_close(c);
+        return;
+    }
+    a->clients[slot] = c;
+    uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+static void on_server_closed(uv_handle_t *h)
+{
+    struct admin *a = (struct admin *)h;
+    a->n_open_handles--;
+    admin_maybe_done(a);
+}
+
+int admin_new(struct admin **out, uv_loop_t *loop, const char *path, struct guard *g)
+{
+    if (out == NULL || loop == NULL || path == NULL || g == NULL || path[0] == '\0' ||
+        strlen(path) >= sizeof(((struct admin *)0)->path))
+        return -EINVAL;
+    struct stat st;
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode))
+            return -EEXIST;
+        unlink(path);
+    }
+    struct admin *a = calloc(1, sizeof(*a));
+    if (a == NULL)
+        return -ENOMEM;
+    a->g = g;
+    snprintf(a->path, sizeof(a->path), "%s", path);
+    uv_pipe_init(loop, &a->server, 0);
+    a->n_open_handles = 1;
+    /* Created owner-only, widened to 0660 once bound, so no one connects in between. */
+    mode_t old = umask(0177);
+    int rc = uv_pipe_bind(&a->server, path);
+    umask(old);
+    if (rc == 0 && chmod(path, 0660) != 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&a->server, ADMIN_MAX_CLIENTS, on_connection);
+    if (rc != 0) {
+        log_error("admin: cannot listen on %s: %s", path, uv_strerror(rc));
+        a->is_closing = true;
+        uv_close((uv_handle_t *)&a->server, on_server_closed);
+        return rc;
+    }
+    log_info("admin: listening on %s", path);
+    *out = a;
+    return 0;
+}
+
+void admin_close(struct admin *a, admin_close_cb cb, void *arg)
+{
+    if (a == NULL || a->is_closing)
+        return;
+    a->is_closing = true;
+    a->close_cb = cb;
+    a->close_arg = arg;
+    unlink(a->path);
+    for (unsigned i = 0; i < ADMIN_MAX_CLIENTS; i++)
+        if (a->clients[i] != NULL)
+            client_close(a->clients[i]);
+    uv_close((uv_handle_t *)&a->server, on_server_closed);
+}

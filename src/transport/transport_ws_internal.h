@@ -1,0 +1,100 @@
+/*
+ * transport_ws internals shared with its unit tests and tools: the pure helpers behind
+ * the handshake policy (Origin matching, UTF-8 check) and the counters.
+ * No lws types here, so tests need no lws context.
+ */
+#ifndef SIPEDGE_TRANSPORT_WS_INTERNAL_H
+#define SIPEDGE_TRANSPORT_WS_INTERNAL_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "sipedge/transport_ws.h"
+
+/* Every refusal and close reason has a counter; conns_open is a gauge. */
+#define TRANSPORT_WS_STATS(X)                                                                      \
+    X(accepted)                   /* TCP connections accepted */                                   \
+    X(accept_errors)              /* accept4 out of descriptors/memory */                          \
+    X(adopt_errors)               /* lws_adopt_socket_vhost failed */                              \
+    X(refused_handshake_rate)     /* per-IP handshake token bucket empty */                        \
+    X(refused_ip_table_full)      /* per-IP table full */                                          \
+    X(refused_conns_per_ip)       /* policy ws_max_conns_per_ip reached */                         \
+    X(refused_no_subprotocol)     /* no Sec-WebSocket-Protocol, or no "sip" in it */               \
+    X(refused_origin)             /* Origin not in ws.origins */                                   \
+    X(refused_no_origin)          /* no Origin and policy ws_require_origin */                     \
+    X(refused_http)               /* plain HTTP request without Upgrade */                         \
+    X(refused_conn_table_full)    /* connection slots exhausted: 1013 */                           \
+    X(refused_by_owner)           /* on_open failed (flow table full): 1013 */                     \
+    X(handshakes_ok)                                                                               \
+    X(conns_open)                 /* gauge */                                                      \
+    X(rx_messages)                                                                                 \
+    X(rx_bytes)                                                                                    \
+    X(keepalive_rx)               /* CRLF keepalives received (RFC 5626 §4.4.1) */               \
+    X(keepalive_tx)               /* CRLF answers queued */                                        \
+    X(tx_messages)                                                                                 \
+    X(tx_bytes)                                                                                    \
+    X(tx_no_conn)                 /* send to a connection that is gone */                          \
+    X(tx_no_memory)                                                                                \
+    X(tx_errors)                  /* lws_write failed: connection dropped */                       \
+    X(close_too_big)              /* 1009 */                                                       \
+    X(close_first_message_timeout) /* 1008 */                                                      \
+    X(close_too_slow)             /* output queue over cap: 1008 */                                \
+    X(close_no_memory)            /* 1011 */                                                       \
+    X(close_by_owner)             /* transport_ws_close_conn */                                    \
+    X(close_shutdown)             /* 1001 */                                                       \
+    X(close_by_peer)              /* peer sent a close frame */                                    \
+    X(close_other)                /* reset, EOF, keepalive hangup */
+
+struct transport_ws_stats {
+#define TRANSPORT_WS_STATS_FIELD(name) uint64_t name;
+    TRANSPORT_WS_STATS(TRANSPORT_WS_STATS_FIELD)
+#undef TRANSPORT_WS_STATS_FIELD
+};
+
+union ws_addr {
+    struct sockaddr sa;
+    struct sockaddr_in in;
+    struct sockaddr_in6 in6;
+};
+
+union ws_ip_key {
+    struct {
+        uint8_t family;
+        uint8_t addr[16];
+    };
+    uint8_t bytes[17];
+};
+
+/* One entry of the Origin allowlist: "scheme://host" (any port) or "scheme://host:port". */
+struct ws_origin {
+    char scheme[16];
+    char host[128];
+    uint16_t port;
+    bool has_port;
+};
+
+/* Parses "scheme://host[:port]" (host may be "[v6]"; one trailing '/' tolerated).
+ * Returns 0 and *out, or -EINVAL. */
+int transport_ws_origin_parse(const char *s, size_t n, struct ws_origin *out);
+
+/*
+ * Whether an Origin header value passes the allowlist. An empty list allows everything.
+ * Scheme and host compare case-insensitively; an entry with a port matches only that
+ * port, where an Origin without a port has its scheme's default (80/443).
+ */
+bool transport_ws_origin_allowed(const struct ws_origin *allow, unsigned n_allow,
+                                 const char *origin, size_t len);
+
+/* Whether s is well-formed UTF-8 (RFC 3629 §4). */
+bool transport_ws_is_utf8(const unsigned char *s, size_t n);
+
+/* Counters (the struct above). */
+const struct transport_ws_stats *transport_ws_stats(const struct transport_ws *t);
+
+/* Connections currently established and known to the owner. */
+uint32_t transport_ws_n_conns(const struct transport_ws *t);
+
+#endif

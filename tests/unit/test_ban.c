@@ -1,0 +1,235 @@
+/* ban: ladder escalation, bounded table, mirror and backend calls. Explicit time. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "guard/ban_backend.h"
+#include "sipedge/ban.h"
+
+/* A backend that records what the engine asked for. */
+struct rec_backend {
+    struct ban_backend base;
+    unsigned n_add, n_replace, n_del;
+    uint32_t last_timeout_s;
+    struct ban_key last;
+};
+
+static struct rec_backend *g_rec;
+
+static int rec_add(struct ban_backend *be, const struct ban_key *k, uint32_t t, bool replace)
+{
+    struct rec_backend *r = (struct rec_backend *)be;
+    r->n_add++;
+    r->n_replace += replace;
+    r->last_timeout_s = t;
+    r->last = *k;
+    return 0;
+}
+
+static int rec_del(struct ban_backend *be, const struct ban_key *k)
+{
+    struct rec_backend *r = (struct rec_backend *)be;
+    r->n_del++;
+    r->last = *k;
+    return 0;
+}
+
+static void rec_free(struct ban_backend *be)
+{
+    free(be);
+    g_rec = NULL;
+}
+
+static const struct ban_backend_ops rec_ops = {"recorder", rec_add, rec_del, rec_free};
+
+static struct ban_backend *rec_new(void)
+{
+    g_rec = calloc(1, sizeof(*g_rec));
+    g_rec->base.ops = &rec_ops;
+    return &g_rec->base;
+}
+
+static const uint32_t ladder[] = {60, 600, 3600};
+
+static struct ban_key key(const char *text)
+{
+    struct ban_key k;
+    assert_int_equal(ban_key_parse(text, &k), 0);
+    return k;
+}
+
+static void test_ban_escalation_ladder_climbs_and_caps(void **state)
+{
+    (void)state;
+    struct ban *b;
+    assert_int_equal(ban_new(&b, 16, ladder, 3, 86400, rec_new()), 0);
+    struct ban_key k = key("198.18.0.9");
+    struct ban_entry e;
+    uint64_t t = 1000;
+    uint32_t want[] = {60, 600, 3600, 3600};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(ban_impose(b, &k, 0, BAN_ORIGIN_STRIKES, t, &e), 0);
+        assert_int_equal(e.duration_s, want[i]);
+        assert_int_equal(g_rec->last_timeout_s, want[i]);
+        assert_true(ban_is_banned(b, &k, t + 1));
+        t += (uint64_t)want[i] * 1000;
+        assert_false(ban_is_banned(b, &k, t));
+        ban_tick(b, t, NULL, NULL);
+        t += 1000;
+    }
+    assert_int_equal(ban_stats(b)->n_escalated, 3);
+    assert_int_equal(ban_stats(b)->n_expired, 4);
+    ban_free(b);
+}
+
+static void test_ban_escalation_is_forgotten_after_memory(void **state)
+{
+    (void)state;
+    struct ban *b;
+    assert_int_equal(ban_new(&b, 16, ladder, 3, 100, NULL), 0);
+    struct ban_key k = key("198.18.0.9:5060");
+    struct ban_entry e;
+    assert_int_equal(ban_impose(b, &k, 0, BAN_ORIGIN_STRIKES, 0, &e), 0);
+    ban_tick(b, 60000, NULL, NULL);
+    assert_int_equal(ban_stats(b)->n_history, 1);
+    ban_tick(b, 100001, NULL, NULL);
+    assert_int_equal(ban_stats(b)->n_history, 0);
+    assert_int_equal(ban_impose(b, &k, 0, BAN_ORIGIN_STRIKES, 200000, &e), 0);
+    assert_int_equal(e.duration_s, 60);
+    ban_free(b);
+}
+
+static void test_ban_escalating_a_live_ban_asks_backend_to_replace(void **state)
+{
+    (void)state;
+    struct ban *b;
+    assert_int_equal(ban_new(&b, 16, ladder, 3, 86400, rec_new()), 0);
+    struct ban_key k = key("198.18.0.9");
+    assert_int_equal(ban_impose(b, &k, 0, BAN_ORIGIN_STRIKES, 0, NULL), 0);
+    assert_int_equal(g_rec->n_replace, 0);
+    assert_int_equal(ban_impose(b, &k, 0, BAN_ORIGIN_STRIKES, 1000, NULL), 0);
+    assert_int_equal(g_rec->n_replace, 1);
+    assert_int_equal(g_rec->last_timeout_s, 600);
+    assert_int_equal(ban_stats(b)->n_active, 1);
+    ban_free(b);
+}
+
+static void test_ban_table_full_keeps_oldest_and_reports(void **state)
+{
+    (void)state;
+    struct ban *b;
+    assert_int_equal(ban_new(&b, 3, ladder, 3, 86400, rec_new()), 0);
+    struct ban_key k[4] = {key("198.18.0.1"), key("198.18.0.2"), key("198.18.0.3"),
+                           key("198.18.0.4")};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ban_impose(b, &k[i], 0, BAN_ORIGIN_STRIKES, (uint64_t)i, NULL), 0);
+    unsigned adds = g_rec->n_add;
+    assert_int_equal(ban_impose(b, &k[3], 0, BAN_ORIGIN_STRIKES, 10, NULL), -ENOSPC);
+    assert_int_equal(g_rec->n_add, adds); /* nothing reached the kernel */
+    assert_int_equal(ban_stats(b)->n_refused_full, 1);
+    for (int i = 0; i < 3; i++)
+        assert_true(ban_is_banned(b, &k[i], 20));
+    assert_false(ban_is_banned(b, &k[3], 20));
+    ban_free(b);
+}
+
+static void test_ban_history_is_reclaimed_before_refusing(void **state)
+{
+    (void)state;
+    struct ban *b;
+    assert_int_equal(ban_new(&b, 2, ladder, 3, 86400, NULL), 0);
+    struct ban_key a = key("198.18.0.1"), c = key("198.18.0.2"), d = key("198.18.0.3");
+    assert_int_equal(ban_impose(b, &a, 1, BAN_ORIGIN_ADMIN, 0, NULL), 0);
+    assert_int_equal(ban_impose(b, &c, 0, BAN_ORIGIN_STRIKES, 0, NULL), 0);
+    ban_tick(b, 2000, NULL, NULL); /* a expires into history */
+    assert_int_equal(ban_impose(b, &d, 0, BAN_ORIGIN_STRIKES, 2000, NULL), 0);
+    assert_true(ban_is_banned(b, &c, 2001));
+    assert_true(ban_is_banned(b, &d, 2001));
+    ban_free(b);
+}
+
+static void on_expired(void *arg, const struct ban_entry *e)
+{
+    (void)e;
+    (*(unsigned *)arg)++;
+}
+
+static void test_ban_lift_and_expiry_callback(void **state)
+{
+    (void)state;
+    struct ban *b;
+    assert_int_equal(ban_new(&b, 8, ladder, 3, 86400, rec_new()), 0);
+    struct ban_key k = key("2001:db8::7"), p = key("[2001:db8::7]:5062");
+    assert_int_equal(ban_impose(b, &k, 30, BAN_ORIGIN_ADMIN, 0, NULL), 0);
+    assert_int_equal(ban_impose(b, &p, 10, BAN_ORIGIN_ADMIN, 0, NULL), 0);
+    assert_false(ban_is_banned(b, &(struct ban_key){.family = AF_INET6}, 0));
+    assert_int_equal(ban_lift(b, &k, 5), 0);
+    assert_int_equal(g_rec->n_del, 1);
+    assert_int_equal(ban_lift(b, &k, 5), -ENOENT);
+    unsigned n_expired = 0;
+    ban_tick(b, 10000, on_expired, &n_expired);
+    assert_int_equal(n_expired, 1);
+    assert_false(ban_is_banned(b, &p, 10000));
+    ban_free(b);
+}
+
+static void test_ban_restore_sets_level_from_timeout(void **state)
+{
+    (void)state;
+    struct ban *b;
+    assert_int_equal(ban_new(&b, 8, ladder, 3, 86400, NULL), 0);
+    struct ban_key k = key("198.18.0.5:5070");
+    assert_int_equal(ban_restore(b, &k, 300000, 600000, 1000), 0);
+    struct ban_entry e;
+    assert_int_equal(ban_find(b, &k, 1000, &e), 0);
+    assert_int_equal(e.level, 1);
+    assert_int_equal(e.origin, BAN_ORIGIN_RESTORED);
+    assert_int_equal(e.expires_ms, 301000);
+    /* The next offence climbs from the restored step. */
+    assert_int_equal(ban_impose(b, &k, 0, BAN_ORIGIN_STRIKES, 2000, &e), 0);
+    assert_int_equal(e.duration_s, 3600);
+    ban_free(b);
+}
+
+static void test_ban_key_parse_and_format(void **state)
+{
+    (void)state;
+    struct ban_key k;
+    char buf[BAN_ADDR_MAX];
+    assert_int_equal(ban_key_parse("1.2.3.4:5060", &k), 0);
+    assert_int_equal(k.family, AF_INET);
+    assert_int_equal(k.port, 5060);
+    assert_string_equal(ban_key_format_addr(&k, buf, sizeof(buf)), "1.2.3.4");
+    assert_int_equal(ban_key_parse("[2001:db8::1]:7", &k), 0);
+    assert_int_equal(k.port, 7);
+    assert_int_equal(ban_key_parse("2001:db8::1", &k), 0);
+    assert_int_equal(k.port, 0);
+    assert_int_equal(ban_key_parse("::ffff:1.2.3.4", &k), 0);
+    assert_int_equal(k.family, AF_INET);
+    assert_int_equal(ban_key_parse("1.2.3.4:0", &k), -EINVAL);
+    assert_int_equal(ban_key_parse("1.2.3.4:70000", &k), -EINVAL);
+    assert_int_equal(ban_key_parse("1.2.3", &k), -EINVAL);
+    assert_int_equal(ban_key_parse("[::1", &k), -EINVAL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_ban_escalation_ladder_climbs_and_caps),
+        cmocka_unit_test(test_ban_escalation_is_forgotten_after_memory),
+        cmocka_unit_test(test_ban_escalating_a_live_ban_asks_backend_to_replace),
+        cmocka_unit_test(test_ban_table_full_keeps_oldest_and_reports),
+        cmocka_unit_test(test_ban_history_is_reclaimed_before_refusing),
+        cmocka_unit_test(test_ban_lift_and_expiry_callback),
+        cmocka_unit_test(test_ban_restore_sets_level_from_timeout),
+        cmocka_unit_test(test_ban_key_parse_and_format),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
