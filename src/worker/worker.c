@@ -212,13 +212,16 @@ static void on_signal(uv_signal_t *s, int signum)
             log_error("policy reload refused, keeping the current policy: %s", err);
             return;
         }
+        /* The guard may refuse (event log, nftables setup): then nothing changes. */
+        if (w->guard && guard_set_policy(w->guard, &pol, uv_now(&w->loop)) < 0) {
+            log_error("policy reload refused by the guard, keeping the current policy");
+            return;
+        }
         w->pol = pol;
         if (w->edge)
             edge_set_policy(w->edge, &w->pol);
         if (w->ws)
             transport_ws_set_policy(w->ws, &w->pol);
-        if (w->guard && guard_set_policy(w->guard, &w->pol, uv_now(&w->loop)) < 0)
-            log_error("guard kept its previous policy (see above)");
         log_info("policy reloaded from %s", w->cfg->policy_dir);
         return;
     }

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # Helpers for tests/integration/t_*.sh. Source it, then call it_init.
 #
 # Environment (set by CTest, defaults for running a test by hand from the repo):
@@ -26,7 +26,6 @@ IT_NAME=
 IT_TMP=
 IT_NET=
 IT_PIDS=()          # every background process we started, in start order
-IT_FAILED=0
 SIPEDGE_PID=
 SIPEDGE_LOG=
 KAM_PID=
@@ -47,7 +46,6 @@ it_dump_logs() {
 }
 
 fail() {
-    IT_FAILED=1
     log "FAIL: $*"
     it_dump_logs
     exit 1
@@ -313,12 +311,12 @@ while True:
 EOF
 }
 
-# test_policy_dir DIR [YAML]: a copy of policies/default, plus 50-test.yaml with YAML.
+# test_policy_dir DIR [YAML]: a copy of policies/default, plus zz-test.yaml with YAML.
 test_policy_dir() {
     local dir=$1
     mkdir -p "$dir"
     cp "$SIPEDGE_SRC"/policies/default/*.yaml "$dir"/ 2>/dev/null
-    [ $# -ge 2 ] && printf '%s\n' "$2" >"$dir/50-test.yaml"
+    [ $# -ge 2 ] && printf '%s\n' "$2" >"$dir/zz-test.yaml"
     return 0
 }
 
@@ -331,4 +329,79 @@ sipp_check() {
     log "sipp[$tag] status $rc, successful $ok, failed $failed (want $want)"
     [ "$rc" -eq 0 ] && [ "$ok" = "$want" ] && [ "$failed" = 0 ] ||
         fail "sipp[$tag]: status $rc, successful $ok/$want, failed $failed"
+}
+
+# py_register SRC_ADDR DST_ADDR:PORT USER PASSWORD DOMAIN [ALGORITHM]
+# One REGISTER with digest auth (RFC 2617/7616, qop=auth when offered) from an
+# ephemeral port on SRC_ADDR. ALGORITHM (MD5 or SHA-256) picks that challenge;
+# without it the first challenge is used. Prints the final status line; returns 0 on 200.
+py_register() {
+    python3 - "$@" <<'EOF_PY'
+import hashlib, os, re, socket, sys
+src, dst, user, pw, domain = sys.argv[1:6]
+want = sys.argv[6].upper() if len(sys.argv) > 6 else None
+host, port = dst.rsplit(":", 1)
+port = int(port)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((src, 0))
+lport = s.getsockname()[1]
+cid = os.urandom(8).hex() + "@" + src
+tag = os.urandom(4).hex()
+ruri = f"sip:{host}:{port}"
+
+def send(cseq, auth=None):
+    h = [f"REGISTER {ruri} SIP/2.0",
+         f"Via: SIP/2.0/UDP {src}:{lport};branch=z9hG4bK{os.urandom(6).hex()};rport",
+         "Max-Forwards: 70", f"From: <sip:{user}@{domain}>;tag={tag}",
+         f"To: <sip:{user}@{domain}>", f"Call-ID: {cid}", f"CSeq: {cseq} REGISTER",
+         f"Contact: <sip:{user}@{src}:{lport}>", "Expires: 600"]
+    if auth:
+        h.append(auth)
+    h.append("Content-Length: 0")
+    s.sendto(("\r\n".join(h) + "\r\n\r\n").encode(), (host, port))
+
+def final():
+    s.settimeout(3)
+    while True:
+        data, _ = s.recvfrom(65535)
+        text = data.decode("latin-1")
+        code = int(text.split(" ", 2)[1])
+        if code >= 200:
+            return code, text
+
+send(1)
+code, text = final()
+if code == 401:
+    chals = re.findall(r"^WWW-Authenticate:\s*Digest\s+(.*?)\r$", text, re.M | re.I)
+    params = []
+    for c in chals:
+        params.append({k.lower(): v1 or v2 for k, v1, v2 in
+                       re.findall(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))', c)})
+    if want:
+        params = [p for p in params if p.get("algorithm", "MD5").upper() == want]
+    if not params:
+        print(f"no {want or 'digest'} challenge in 401: {chals}")
+        sys.exit(2)
+    p = params[0]
+    alg = p.get("algorithm", "MD5")
+    H = (lambda x: hashlib.sha256(x.encode()).hexdigest()) if alg.upper() == "SHA-256" else \
+        (lambda x: hashlib.md5(x.encode()).hexdigest())
+    ha1 = H(f"{user}:{p['realm']}:{pw}")
+    ha2 = H(f"REGISTER:{ruri}")
+    auth = (f'Authorization: Digest username="{user}", realm="{p["realm"]}", '
+            f'nonce="{p["nonce"]}", uri="{ruri}", algorithm={alg}')
+    if "qop" in p and "auth" in [q.strip() for q in p["qop"].split(",")]:
+        cnonce = os.urandom(8).hex()
+        resp = H(f"{ha1}:{p['nonce']}:00000001:{cnonce}:auth:{ha2}")
+        auth += f', qop=auth, nc=00000001, cnonce="{cnonce}"'
+    else:
+        resp = H(f"{ha1}:{p['nonce']}:{ha2}")
+    auth += f', response="{resp}"'
+    if "opaque" in p:
+        auth += f', opaque="{p["opaque"]}"'
+    send(2, auth)
+    code, text = final()
+print(text.split("\r\n", 1)[0])
+sys.exit(0 if code == 200 else 1)
+EOF_PY
 }

@@ -14,10 +14,9 @@ KAM=$(it_addr 3)
 CLI=$(it_addr 10)
 MAX_BYTES=4096
 
-test_policy_dir "$IT_TMP/policy"
-sed -i "s/^\( *max_message_bytes:\).*/\1 $MAX_BYTES/" "$IT_TMP/policy/policy.yaml"
-grep -q "max_message_bytes: $MAX_BYTES\$" "$IT_TMP/policy/policy.yaml" ||
-    fail "could not set max_message_bytes in the test policy"
+# Site overlay, applied after policy.yaml (files apply in name order).
+test_policy_dir "$IT_TMP/policy" "limits:
+  max_message_bytes: $MAX_BYTES"
 start_kamailio "$IT_KAM_DIR/registrar.cfg" "$KAM" 5060 WITH_MSGLOG WITH_RAWLOG
 start_sipedge --listen-udp "$PUB:5060" --core "$CORE:5070" --registrar "$KAM:5060" \
     --policy "$IT_TMP/policy" --log-level debug

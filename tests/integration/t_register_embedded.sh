@@ -26,8 +26,25 @@ start_sipedge --listen-udp "$PUB:5060" --core "$CORE:5070" --registrar-listen "$
 run_sipp reg -sf "$IT_SIPP_DIR/reg_auth_uac.xml" -inf "$IT_TMP/reg.csv" \
     -key domain "$PUB" -key expires 600 -i "$CLI" -p "$(free_udp_port "$CLI")" \
     -m 20 -r 20 -l 20 -max_retrans 4 -recv_timeout 5000 "$PUB:5060"
-sipp_check reg $? 20
+rc=$?
+errs=()
+if grep -q 'authentication must use MD5' "$IT_TMP/sipp-reg.out"; then
+    # sipp 3.6 answers only the first WWW-Authenticate and knows only MD5: a
+    # registrar that lists SHA-256 first locks such clients out.
+    errs+=("sipp cannot answer the first WWW-Authenticate (not MD5): $(grep -m1 -i '^WWW-Authenticate' "$IT_TMP/sipp-reg-msg.log" | tr -d '\r');")
+else
+    ( sipp_check reg "$rc" 20 ) || errs+=("sipp registrations failed;")
+fi
 sipedge_alive || fail "sipedge died during registrations"
+
+# Digest variants the registrar offers, with a client that picks the algorithm.
+out=$(py_register "$CLI" "$PUB:5060" 1100 pw1100 "$PUB" SHA-256) ||
+    errs+=("SHA-256 digest REGISTER through sipedge: $out;")
+out=$(py_register "$CLI" "$PUB:5060" 1101 pw1101 "$PUB" MD5) ||
+    errs+=("MD5 digest REGISTER through sipedge: $out;")
+out=$(py_register "$CLI" "$PUB:5060" 1102 wrongpw "$PUB") &&
+    errs+=("REGISTER with a wrong password got: $out;")
+log "digest checks done (${#errs[@]} problems so far)"
 
 # 2. A phone registers through the edge, then receives a call via the registrar.
 CID="call-1500-$$@$PHONE"
@@ -36,7 +53,7 @@ bg_sipp phone -sf "$IT_SIPP_DIR/reg_uas.xml" -key user 1500 -au 1500 -ap pw1500 
     -i "$PHONE" -p "$(free_udp_port "$PHONE")" -m 1 -recv_timeout 20000 "$PUB:5060"
 PHONE_PID=$BG_PID
 wait_for_line "$IT_TMP/sipp-phone-logs.log" 'REGISTERED 1500' 10 "$PHONE_PID" ||
-    fail "phone 1500 did not register through sipedge"
+    fail "${errs[*]} phone 1500 did not register through sipedge"
 
 run_sipp call -sf "$IT_SIPP_DIR/invite_uac.xml" -key callee 1500 -key domain "$PUB" \
     -cid_str "$CID" -i "$CALLER" -p "$(free_udp_port "$CALLER")" -m 1 \
@@ -51,4 +68,5 @@ grep -aqiE "^Via: SIP/2.0/UDP $PUB(:5060)?[;\r ]" "$IT_TMP/sipp-phone-msg.log" |
     fail "INVITE at the phone carries no Via of sipedge's public address $PUB"
 
 stop_sipedge
+[ ${#errs[@]} -eq 0 ] || fail "${errs[*]}"
 log PASS

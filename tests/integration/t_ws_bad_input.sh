@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Hostile and broken WebSocket input (raw `ws` client from Node) against sipedge's ws and
+# wss listeners, while a good client stays registered on another connection:
+#   oversized message (one frame, and fragments) -> close 1009 (ws and wss);
+#   junk text, binary garbage, malformed SIP -> never anything but SIP responses back;
+#   no subprotocol / only "xmpp" -> handshake refused; wrong Origin -> refused (the
+#   allowed origin on another port passes; no Origin passes by default);
+#   plain HTTP GET without Upgrade -> no 101, closed; CRLF keepalive -> CRLF.
+# Afterwards the good client is still connected and a new client registers, and every
+# refusal shows in sipedge's ws counters.
+. "$(dirname "$0")/lib.sh"
+it_init ws_bad_input
+. "$IT_LIB_DIR/clients/ws_lib.sh"
+need_cmd python3
+need_sipedge
+ws_clients_setup
+
+PUB=$(it_addr 1)
+CORE=$(it_addr 2)
+REG=$(it_addr 4)
+WS_PORT=$(free_tcp_port "$PUB")
+WSS_PORT=$(free_tcp_port "$PUB")
+WS=ws://$PUB:$WS_PORT
+WSS=wss://$PUB:$WSS_PORT
+GOOD=https://good.example
+
+ws_make_cert "$IT_TMP"
+make_users "$IT_TMP/users.txt"
+test_policy_dir "$IT_TMP/policy" "$(printf 'ws:\n  max_message_bytes: 65536\n')"
+start_sipedge --listen-udp "$PUB:5060" --listen-ws "$PUB:$WS_PORT" --listen-wss "$PUB:$WSS_PORT" \
+    --tls-cert "$IT_TMP/cert.pem" --tls-key "$IT_TMP/key.pem" --ws-origin "$GOOD" \
+    --core "$CORE:5070" --registrar-listen "$REG:5080" --users "$IT_TMP/users.txt" \
+    --realm sipedge-test --policy "$IT_TMP/policy" --log-level debug
+
+# A good client that registers first and must stay connected through everything below.
+node_bg good sip_ws_raw.js register --url "$WSS" --origin "$GOOD" --user alice \
+    --password alicepw --domain "$PUB" --hold 25 --timeout 40
+GOOD_PID=$BG_PID
+wait_for_line "$IT_TMP/good.out" '^REGISTERED' 10 "$GOOD_PID" ||
+    fail "good client did not register: $(tail -2 "$IT_TMP/good.out" | tr '\n' ' ')"
+
+expect_ok() { # TAG ARGS...: the client case must report ok
+    local tag=$1
+    shift
+    node_run "$tag" sip_ws_raw.js "$@" --origin "$GOOD" ||
+        fail "$tag: $(grep -E '^(RESULT|FAIL)' "$IT_TMP/$tag.out" | tail -1)"
+}
+
+expect_ok big_ws too-big --url "$WS"
+expect_ok big_wss too-big --url "$WSS"
+expect_ok bigfrag_ws too-big-frag --url "$WS"
+expect_ok junk_ws junk --url "$WS"
+expect_ok junk_wss junk --url "$WSS"
+expect_ok crlf_wss crlf --url "$WSS"
+expect_ok nosub_ws no-subprotocol --url "$WS"
+expect_ok nosub_wss no-subprotocol --url "$WSS"
+expect_ok wrongsub_ws wrong-subprotocol --url "$WS"
+expect_ok http_ws http-get --url "$WS"
+
+# Origin policy: only https://good.example (any port) is allowed.
+node_run origin_bad sip_ws_raw.js handshake --url "$WS" --origin https://evil.example
+grep -q 'RESULT handshake ok: refused' "$IT_TMP/origin_bad.out" ||
+    fail "handshake with Origin https://evil.example was not refused"
+node_run origin_sub sip_ws_raw.js handshake --url "$WSS" --origin https://good.example.evil.example
+grep -q 'RESULT handshake ok: refused' "$IT_TMP/origin_sub.out" ||
+    fail "handshake with Origin https://good.example.evil.example was not refused"
+node_run origin_port sip_ws_raw.js handshake --url "$WSS" --origin https://good.example:8443
+grep -q 'RESULT handshake ok: opened protocol="sip"' "$IT_TMP/origin_port.out" ||
+    fail "handshake with the allowed Origin on another port was refused"
+node_run origin_none sip_ws_raw.js handshake --url "$WS"
+grep -q 'RESULT handshake ok: opened protocol="sip"' "$IT_TMP/origin_none.out" ||
+    fail "handshake without Origin was refused (policy ws.require_origin is off)"
+
+sipedge_alive || fail "sipedge died under bad WebSocket input"
+
+# A new client still registers, and the first one is still connected.
+expect_ok good2 register --url "$WS" --user bob --password bobpw --domain "$PUB"
+kill -0 "$GOOD_PID" 2>/dev/null || fail "the good client's connection did not survive: $(tail -2 "$IT_TMP/good.out")"
+grep -q '^CLOSED' "$IT_TMP/good.out" && fail "the good client's connection was closed"
+
+stats=$(ws_stats)
+log "ws counters: $stats"
+check_stat() { # NAME MIN
+    local v
+    v=$(ws_stat "$1")
+    [ -n "$v" ] && [ "$v" -ge "$2" ] || fail "counter ws_$1=$v, expected >= $2"
+}
+check_stat close_too_big 3
+check_stat refused_no_subprotocol 2
+check_stat refused_origin 2
+check_stat refused_http 1
+check_stat keepalive_rx 1
+[ "$(ws_stat refused_no_origin)" = 0 ] || fail "a handshake without Origin was counted as refused"
+
+stop_sipedge
+log PASS
