@@ -23,6 +23,7 @@
 #include "sipedge/flow_table.h"
 #include "sipedge/guard.h"
 #include "sipedge/log.h"
+#include "sipedge/netaddr.h"
 #include "sipedge/sip_build.h"
 #include "sipedge/sip_check.h"
 #include "sipedge/sip_hdr.h"
@@ -97,21 +98,6 @@ static void addr_ip(const struct sockaddr *sa, char *ip, size_t cap, unsigned *p
     }
 }
 
-static bool sockaddr_eq(const struct sockaddr *a, const struct sockaddr *b)
-{
-    if (a->sa_family != b->sa_family)
-        return false;
-    if (a->sa_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-        return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
-    }
-    return false;
-}
-
 /* Parses a numeric host (IPv6 in brackets) and port into a socket address. */
 static int host_port_to_addr(struct slice host, uint16_t port, union flow_addr *out)
 {
@@ -145,15 +131,15 @@ static bool hostport_is(struct slice host, uint16_t port, const struct config_ad
     union flow_addr x;
     if (host_port_to_addr(host, port, &x) < 0)
         return false;
-    return sockaddr_eq(&x.sa, (const struct sockaddr *)&a->ss);
+    return netaddr_eq(&x.sa, (const struct sockaddr *)&a->ss);
 }
 
 static bool is_core_peer(const struct edge *e, const struct sockaddr *src)
 {
-    if (sockaddr_eq(src, (const struct sockaddr *)&e->cfg->registrar.ss))
+    if (netaddr_eq(src, (const struct sockaddr *)&e->cfg->registrar.ss))
         return true;
     for (unsigned i = 0; i < e->cfg->n_core_peers; i++) {
-        if (sockaddr_eq(src, (const struct sockaddr *)&e->cfg->core_peers[i].ss))
+        if (netaddr_eq(src, (const struct sockaddr *)&e->cfg->core_peers[i].ss))
             return true;
     }
     return false;
@@ -889,7 +875,7 @@ static bool detect_nat(const struct sip_msg *m, const struct sip_via *via,
                        const struct sockaddr *src)
 {
     union flow_addr a;
-    if (host_port_to_addr(via->host, via->port, &a) < 0 || !sockaddr_eq(&a.sa, src))
+    if (host_port_to_addr(via->host, via->port, &a) < 0 || !netaddr_eq(&a.sa, src))
         return true;
     for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch;
          ch = sip_msg_hdr_next(m, ch)) {
@@ -902,7 +888,7 @@ static bool detect_nat(const struct sip_msg *m, const struct sip_via *via,
                 continue;
             if (host_is_private_or_invalid(u.host))
                 return true;
-            if (host_port_to_addr(u.host, u.port, &a) == 0 && !sockaddr_eq(&a.sa, src))
+            if (host_port_to_addr(u.host, u.port, &a) == 0 && !netaddr_eq(&a.sa, src))
                 return true;
         }
     }

@@ -1,4 +1,5 @@
 #include "sipedge/flow_table.h"
+#include "sipedge/netaddr.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -37,19 +38,6 @@ static uint32_t addr_hash(uint8_t transport, uint8_t sock, const struct sockaddr
     h = (h ^ transport) * 16777619u;
     h = (h ^ sock) * 16777619u;
     return h;
-}
-
-static bool addr_eq(const union flow_addr *a, const struct sockaddr *b)
-{
-    if (a->sa.sa_family != b->sa_family)
-        return false;
-    if (b->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)b;
-        return a->in.sin_port == in->sin_port && a->in.sin_addr.s_addr == in->sin_addr.s_addr;
-    }
-    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)b;
-    return a->in6.sin6_port == in6->sin6_port &&
-           memcmp(&a->in6.sin6_addr, &in6->sin6_addr, 16) == 0;
 }
 
 int flow_table_new(struct flow_table **out, uint32_t cap, uint8_t worker)
@@ -108,7 +96,7 @@ struct flow *flow_table_find(struct flow_table *t, uint8_t transport, uint8_t so
     uint32_t i = t->buckets[addr_hash(transport, sock, remote) & t->mask];
     while (i) {
         struct flow *f = &t->slots[i - 1];
-        if (f->transport == transport && f->sock == sock && addr_eq(&f->remote, remote))
+        if (f->transport == transport && f->sock == sock && netaddr_eq(&f->remote.sa, remote))
             return f->state == FLOW_FREE ? NULL : f;
         i = f->hnext;
     }

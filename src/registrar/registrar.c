@@ -16,6 +16,7 @@
 #include "registrar/registrar_internal.h"
 #include "sipedge/log.h"
 #include "sipedge/registrar.h"
+#include "sipedge/netaddr.h"
 #include "sipedge/sip_build.h"
 #include "sipedge/sip_check.h"
 #include "sipedge/sip_hdr.h"
@@ -97,22 +98,6 @@ static bool host_to_addr(struct slice host, uint16_t port, struct sockaddr_stora
         sin6->sin6_port = htons(port ? port : SIP_DEFAULT_PORT);
         *len = sizeof(*sin6);
         return true;
-    }
-    return false;
-}
-
-static bool addr_eq(const struct sockaddr *a, const struct sockaddr *b)
-{
-    if (a->sa_family != b->sa_family)
-        return false;
-    if (a->sa_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    if (a->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-        return x->sin6_port == y->sin6_port &&
-               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
     }
     return false;
 }
@@ -349,7 +334,7 @@ static bool register_is_trusted_dereg(struct req *q, const char *aor, bool is_st
     struct registrar *r = q->r;
     bool is_trusted = false;
     for (unsigned i = 0; i < r->n_trusted && !is_trusted; i++)
-        is_trusted = addr_eq(q->src, (const struct sockaddr *)&r->trusted[i].ss);
+        is_trusted = netaddr_eq(q->src, (const struct sockaddr *)&r->trusted[i].ss);
     if (!is_trusted || (!is_star && n_plans == 0))
         return false;
     for (size_t i = 0; i < n_plans; i++)
@@ -1123,7 +1108,7 @@ static void handle_response(struct registrar *r, const struct sip_msg *m,
             if (b)
                 binding_next_hop(b, &hop, &hop_len);
             /* Only the hop we sent the request to may declare its flow dead. */
-            if (b && addr_eq((const struct sockaddr *)&hop, src)) {
+            if (b && netaddr_eq((const struct sockaddr *)&hop, src)) {
                 log_info("registrar: %s: 430 Flow Failed, removed binding %s", b->aor, b->contact);
                 location_remove(r->loc, b);
                 r->stats.flow_failed++;
