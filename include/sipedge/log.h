@@ -18,6 +18,8 @@ enum log_level log_get_level(void);
 /* Parses "error|warn|info|debug"; returns 0 or -EINVAL. */
 int log_level_parse(const char *name, enum log_level *out);
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A line printed at every log level (start-up and shutdown milestones scripts wait for). */
+void log_always(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Formats an IPv4/IPv6 socket address as "1.2.3.4:5060" or "[::1]:5060" into buf. */
 const char *log_fmt_addr(const struct sockaddr *sa, char *buf, size_t cap);
 

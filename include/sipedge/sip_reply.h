@@ -21,7 +21,8 @@ struct sip_reply_opts {
 
 /*
  * Writes "SIP/2.0 status reason" plus the copied headers and Content-Length: 0 into
- * buf. Returns the length (> 0) or -ENOSPC / -EBADMSG (request lacks what it needs).
+ * buf; From, To, Call-ID and CSeq are copied when the request has them. Returns the length
+ * (> 0), -ENOSPC, or -EBADMSG (not a request, or no Via to answer along).
  */
 int sip_reply_build(const struct sip_msg *req, int status, const char *reason,
                     const struct sip_reply_opts *opts, char *buf, size_t cap);

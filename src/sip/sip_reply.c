@@ -100,15 +100,14 @@ int sip_reply_build(const struct sip_msg *req, int status, const char *reason,
         return -EINVAL;
     if (!req->is_request || req->hdrs == NULL)
         return -EBADMSG;
-    for (size_t i = 0; i < sizeof(copied) / sizeof(copied[0]); i++) {
-        if (sip_msg_hdr(req, copied[i].id) == NULL)
-            return -EBADMSG;
-    }
-    h = sip_msg_hdr(req, SIP_HDR_TO);
-    if (h == NULL || sip_msg_hdr(req, SIP_HDR_VIA) == NULL)
+    /*
+     * The Via is what lets the client match the answer; the rest is copied when present.
+     * A request missing From, To or Call-ID still gets its 400 (RFC 4475 §3.3.1).
+     */
+    if (sip_msg_hdr(req, SIP_HDR_VIA) == NULL)
         return -EBADMSG;
-    /* A To that does not parse is echoed as received (the reply is a 400 about it). */
-    bool to_ok = sip_nameaddr_parse(h->value, &to, NULL) == 0;
+    h = sip_msg_hdr(req, SIP_HDR_TO);
+    bool to_ok = h && sip_nameaddr_parse(h->value, &to, NULL) == 0;
 
     sip_build_init(&b, buf, cap);
     sip_build_fmt(&b, "SIP/2.0 %d %s\r\n", status, reason);
@@ -123,17 +122,24 @@ int sip_reply_build(const struct sip_msg *req, int status, const char *reason,
             sip_build_str(&b, "\r\n");
         }
     }
-    sip_build_str(&b, copied[0].name);
-    sip_build_slice(&b, sip_msg_hdr(req, SIP_HDR_FROM)->value);
-    sip_build_str(&b, "\r\nTo: ");
-    sip_build_slice(&b, sip_msg_hdr(req, SIP_HDR_TO)->value);
-    /* RFC 3261 §8.2.6.2: add a To tag unless one is there (optional for 100 Trying). */
-    if (status != 100 && to_ok && !sip_params_get(to.params, "tag", NULL)) {
-        sip_build_str(&b, ";tag=");
-        sip_build_str(&b, opts && opts->to_tag ? opts->to_tag : SIP_REPLY_DEFAULT_TAG);
+    if (sip_msg_hdr(req, SIP_HDR_FROM)) {
+        sip_build_str(&b, copied[0].name);
+        sip_build_slice(&b, sip_msg_hdr(req, SIP_HDR_FROM)->value);
+        sip_build_str(&b, "\r\n");
     }
-    sip_build_str(&b, "\r\n");
+    if (sip_msg_hdr(req, SIP_HDR_TO)) {
+        sip_build_str(&b, "To: ");
+        sip_build_slice(&b, sip_msg_hdr(req, SIP_HDR_TO)->value);
+        /* RFC 3261 §8.2.6.2: add a To tag unless one is there (optional for 100 Trying). */
+        if (status != 100 && to_ok && !sip_params_get(to.params, "tag", NULL)) {
+            sip_build_str(&b, ";tag=");
+            sip_build_str(&b, opts && opts->to_tag ? opts->to_tag : SIP_REPLY_DEFAULT_TAG);
+        }
+        sip_build_str(&b, "\r\n");
+    }
     for (size_t i = 1; i < sizeof(copied) / sizeof(copied[0]); i++) {
+        if (sip_msg_hdr(req, copied[i].id) == NULL)
+            continue;
         sip_build_str(&b, copied[i].name);
         sip_build_slice(&b, sip_msg_hdr(req, copied[i].id)->value);
         sip_build_str(&b, "\r\n");

@@ -346,7 +346,7 @@ int worker_run(const struct worker_opts *opts)
     for (unsigned i = 0; opts->run_edge && i < w->cfg->n_listen_wss; i++)
         n += (size_t)snprintf(listen_txt + n, sizeof(listen_txt) - n, "%swss:%s", n ? "," : "",
                               w->cfg->listen_wss[i].text);
-    log_info("sipedge: ready %s%s core=%s registrar=%s (%s)", listen_txt,
+    log_always("sipedge: ready %s%s core=%s registrar=%s (%s)", listen_txt,
              opts->run_edge ? "" : "registrar-only", w->cfg->core.text,
              opts->run_registrar ? w->cfg->embedded_listen.text : w->cfg->registrar.text,
              opts->run_registrar ? "embedded" : "external");

@@ -190,6 +190,18 @@ child_pid() {
     printf '%s\n' "${c%% *}"
 }
 
+# kam_signal SIG: SIG to Kamailio's main process and every process it forked (the UDP
+# receivers, timers, ctl), children first, by PID. SIGSTOP/SIGCONT make an outage.
+kam_signal() {
+    local sig=$1 all=("$KAM_PID") i=0 c
+    while [ "$i" -lt "${#all[@]}" ] && [ "$i" -lt 256 ]; do
+        for c in $(cat /proc/"${all[i]}"/task/*/children 2>/dev/null); do all+=("$c"); done
+        i=$((i + 1))
+    done
+    for ((i = ${#all[@]} - 1; i >= 0; i--)); do kill "-$sig" "${all[i]}" 2>/dev/null; done
+    KAM_ALL_PIDS=("${all[@]}")
+}
+
 # ---- counters ---------------------------------------------------------------------------
 
 # edge_stats: SIGUSR1 to sipedge, wait (up to 5 s) for the new "stats edge" line, print it.
@@ -216,10 +228,19 @@ kam_stat() {
         sed -n "s/^$1 = \([0-9]*\).*$/\1/p" | head -n 1
 }
 
-# kam_bindings FILE: ul.dump into FILE, then print "AOR EXPIRES" per live contact.
+# kam_bindings FILE [USER...]: the location table (ul.dump, or ul.lookup of each USER:
+# kamcmd cannot take a ul.dump of 1,000 bindings) into FILE, then print "AOR EXPIRES"
+# per live contact.
 kam_bindings() {
-    timeout 20 kamcmd -s "$KAM_CTL" ul.dump >"$1" 2>&1 || return 1
-    python3 - "$1" <<'PY'
+    local f=$1 u
+    shift
+    if [ $# -eq 0 ]; then
+        timeout 20 kamcmd -s "$KAM_CTL" ul.dump >"$f" 2>&1 || return 1
+    else
+        for u in "$@"; do echo "ul.lookup location $u@any"; done |
+            timeout 30 kamcmd -s "$KAM_CTL" >"$f" 2>&1
+    fi
+    python3 - "$f" <<'PY'
 import re, sys
 aor = None
 for line in open(sys.argv[1]):

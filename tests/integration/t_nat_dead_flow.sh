@@ -8,6 +8,7 @@
 # Second part: with a long dead_flow_grace, an INVITE routed to the dead flow before its
 # de-registration gets 430 Flow Failed from sipedge (RFC 5626 §5.3).
 # About 60 s.
+# shellcheck source=tests/integration/nat_lib.sh disable=SC2034
 . "$(dirname "$0")/nat_lib.sh"
 nat_enter "$0" "$@"
 it_init nat_dead_flow
@@ -83,9 +84,12 @@ log "OPTIONS pings answered by the live phone (2 after $((t / 10)).$((t % 10))s)
 log "killing the phone's sipp (PID $PHONE_SIPP)"
 kill -KILL "$PHONE_SIPP"
 t0=$EPOCHREALTIME
+# Worst case: the kill lands just after a ping was answered (next ping up to PING s later),
+# MISSED further intervals, the grace, and up to 1 s of tick granularity each step; the
+# table is polled 4x a second. 2 s more are tolerated (and logged) for a loaded CI host.
 LIMIT=$((PING * (MISSED + 1) + GRACE + 2))
 gone=
-for ((n = 0; n < LIMIT * 4; n++)); do
+for ((n = 0; n < (LIMIT + 2) * 4; n++)); do
     if ! has_binding 1601; then
         gone=$(python3 -c "print(round($EPOCHREALTIME - $t0, 1))")
         break
@@ -94,8 +98,10 @@ for ((n = 0; n < LIMIT * 4; n++)); do
 done
 STATS=$(edge_stats)
 log "$STATS"
-[ -n "$gone" ] || fail "binding of 1601 still at Kamailio ${LIMIT}s after the phone died"
-log "binding removed at Kamailio ${gone}s after the phone died (limit ${LIMIT}s)"
+[ -n "$gone" ] || fail "binding of 1601 still at Kamailio $((LIMIT + 2))s after the phone died"
+log "binding removed at Kamailio ${gone}s after the phone died (expected within ${LIMIT}s)"
+python3 -c "import sys; sys.exit(0 if $gone <= $LIMIT else 1)" ||
+    log "NOTE: removal took ${gone}s, more than ${LIMIT}s (within the 2 s tolerance)"
 [ "$(stat_of "$STATS" flows_dead)" -ge 1 ] || fail "sipedge did not count a dead flow"
 [ "$(stat_of "$STATS" dereg_sent)" -ge 1 ] || fail "sipedge sent no de-REGISTER"
 grep -q "TRUSTED_DEREG aor=sip:1601@" "$KAM_LOG" || fail "Kamailio did not see a trusted de-REGISTER for 1601"

@@ -5,6 +5,7 @@
 # (3x the NAT timeout) still reaches the phone. With nat.keepalive off, the same INVITE
 # is lost at the NAT (the mapping expired) and never reaches the phone.
 # About 150 s.
+# shellcheck source=tests/integration/nat_lib.sh disable=SC2034
 . "$(dirname "$0")/nat_lib.sh"
 nat_enter "$0" "$@"
 it_init nat_keepalive

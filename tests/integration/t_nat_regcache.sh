@@ -11,6 +11,7 @@
 #     refreshes during it are still answered 200 by sipedge.
 # Environment: NAT_CLIENTS (1000), NAT_REFRESH_S (30), NAT_OUTAGE_S (60, 0 = none).
 # Runs about 6 minutes: CTest TIMEOUT 480.
+# shellcheck source=tests/integration/nat_lib.sh disable=SC2034
 . "$(dirname "$0")/nat_lib.sh"
 nat_enter "$0" "$@"
 it_init nat_regcache
@@ -46,8 +47,9 @@ T0=$SECONDS
 
 # live_bindings: how many of the clients' AoRs hold a contact with Expires > 0, and the
 # smallest such Expires.
+mapfile -t USERS < <(seq 1000 $((1000 + CLIENTS - 1)))
 live_bindings() {
-    kam_bindings "$IT_TMP/ul.dump" | sort -u -k1,1 |
+    kam_bindings "$IT_TMP/ul.dump" "${USERS[@]}" | sort -u -k1,1 |
         awk 'BEGIN{n=0; m=-1} {n++; if (m < 0 || $2 < m) m = $2} END{print n, m}'
 }
 
@@ -72,12 +74,18 @@ outage_done=0
 while kill -0 "$CLIENTS_PID" 2>/dev/null && [ $((SECONDS - T0)) -lt "$SIPP_TIMEOUT" ]; do
     if [ "$outage_done" = 0 ] && [ "$OUTAGE_S" -gt 0 ] && [ "$SECONDS" -ge "$OUT_AT" ]; then
         hits0=$(edge_stat regcache_hit)
-        log "registrar outage: SIGSTOP Kamailio (PID $KAM_PID) for ${OUTAGE_S}s"
-        kill -STOP "$KAM_PID"
+        kam_signal STOP
+        log "registrar outage: SIGSTOP to Kamailio's ${#KAM_ALL_PIDS[@]} processes (${KAM_ALL_PIDS[*]}) for ${OUTAGE_S}s"
+        for p in "${KAM_ALL_PIDS[@]}"; do
+            [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" = T ] || fail "Kamailio process $p not stopped"
+        done
+        reg_stop=$(edge_stat relayed_register)
         sleep "$OUTAGE_S"
-        kill -CONT "$KAM_PID"
+        reg_cont=$(edge_stat relayed_register)
+        kam_signal CONT
         hits1=$(edge_stat regcache_hit)
-        log "registrar outage over: sipedge answered $((hits1 - hits0)) refreshes meanwhile"
+        log "registrar outage over: sipedge answered $((hits1 - hits0)) refreshes meanwhile, relayed $((reg_cont - reg_stop)) REGISTERs"
+        [ "$reg_cont" = "$reg_stop" ] || fail "REGISTERs were relayed to the stopped registrar during the outage"
         [ $((hits1 - hits0)) -ge $((CLIENTS * (OUTAGE_S / REFRESH_S) / 2)) ] ||
             fail "during the outage sipedge answered only $((hits1 - hits0)) refreshes"
         outage_done=1

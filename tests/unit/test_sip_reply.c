@@ -144,15 +144,26 @@ static void test_sip_reply_needs_the_request_headers(void **state)
 {
     const char *text = "INVITE sip:b@e SIP/2.0\r\nCSeq: 1 INVITE\r\n"
                        "Via: SIP/2.0/UDP h;branch=z9hG4bK1\r\nl: 0\r\n\r\n";
+    const char *no_via = "INVITE sip:b@e SIP/2.0\r\nCSeq: 1 INVITE\r\nl: 0\r\n\r\n";
     struct sip_msg m;
     struct sip_err err = {0};
     char out[512];
 
     (void)state;
-    /* Parse fails with 400 but leaves the index for a reply; the reply cannot be formed. */
+    /* Parse fails with 400 but leaves the index: the 400 goes back along the Via with
+     * what the request has (RFC 4475 §3.3.1, insuf), no From/To/Call-ID invented. */
     assert_int_equal(sip_msg_parse(&m, text, strlen(text), hdrs, &limits, &err), -EBADMSG);
     assert_int_equal(err.status, 400);
-    assert_int_equal(sip_reply_build(&m, 400, err.reason, NULL, out, sizeof(out)), -EBADMSG);
+    int n = sip_reply_build(&m, 400, err.reason, NULL, out, sizeof(out));
+    assert_true(n > 0);
+    out[n] = '\0';
+    assert_non_null(strstr(out, "SIP/2.0 400 "));
+    assert_non_null(strstr(out, "branch=z9hG4bK1"));
+    assert_non_null(strstr(out, "CSeq: 1 INVITE\r\n"));
+    assert_null(strstr(out, "From:"));
+    /* Without a Via there is nothing to answer along. */
+    assert_int_equal(sip_msg_parse(&m, no_via, strlen(no_via), hdrs, &limits, &err), -EBADMSG);
+    assert_int_equal(sip_reply_build(&m, 400, "x", NULL, out, sizeof(out)), -EBADMSG);
 }
 
 static void test_sip_reply_after_failed_check(void **state)
