@@ -120,8 +120,10 @@ void edge_rx_flow(struct edge *e, uint64_t ref, const char *buf, size_t len, uin
 void edge_flow_alive(struct edge *e, uint64_t ref, uint64_t now_ms);
 void edge_flow_closed(struct edge *e, uint64_t ref, uint64_t now_ms);
 
-/* Housekeeping (idle UDP flows, de-registration of dead flows); call about once a second. */
+/* Housekeeping (pings, idle UDP flows, de-registration of dead flows); call once a second. */
 void edge_tick(struct edge *e, uint64_t now_ms);
+/* De-registration of dead flows only; call between ticks so it follows the grace closely. */
+void edge_tick_dead(struct edge *e, uint64_t now_ms);
 
 const struct edge_stats *edge_stats(const struct edge *e);
 /* Writes "name=value ..." for every counter into buf. */

@@ -1576,6 +1576,8 @@ static void nat_pings(struct edge *e, uint64_t now_ms)
     }
 }
 
+void edge_tick_dead(struct edge *e, uint64_t now_ms) { dead_flows_process(e, now_ms); }
+
 void edge_tick(struct edge *e, uint64_t now_ms)
 {
     e->n_ticks++;

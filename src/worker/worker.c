@@ -29,6 +29,7 @@ struct worker {
     struct admin *admin;
     uv_timer_t tick;
     uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
+    uint64_t last_second_ms;
     bool is_stopping;
 };
 
@@ -151,10 +152,16 @@ static void on_tick(uv_timer_t *t)
 {
     struct worker *w = t->data;
     uint64_t now = uv_now(&w->loop);
-    if (w->guard)
-        guard_tick(w->guard, now);
+    if (now - w->last_second_ms < 1000) {
+        if (w->edge)
+            edge_tick_dead(w->edge, now);
+        return;
+    }
+    w->last_second_ms = now;
     if (w->edge)
         edge_tick(w->edge, now);
+    if (w->guard)
+        guard_tick(w->guard, now);
     if (w->reg)
         registrar_tick(w->reg, now);
 }
@@ -326,7 +333,7 @@ int worker_run(const struct worker_opts *opts)
 
     uv_timer_init(&w->loop, &w->tick);
     w->tick.data = w;
-    uv_timer_start(&w->tick, on_tick, 1000, 1000);
+    uv_timer_start(&w->tick, on_tick, 250, 250);
     uv_signal_t *sigs[] = {&w->sig_term, &w->sig_int, &w->sig_usr1, &w->sig_hup};
     int signums[] = {SIGTERM, SIGINT, SIGUSR1, SIGHUP};
     for (int i = 0; i < 4; i++) {
