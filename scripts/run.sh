@@ -2,6 +2,8 @@
 # Build sipedge (release) and run it in the foreground with the embedded registrar,
 # ready for a softphone on this host's IP, UDP port 5060.
 #   SIPEDGE_LISTEN   public UDP listener (default 0.0.0.0:5060)
+#   SIPEDGE_LISTEN_WS, SIPEDGE_LISTEN_WSS  WebSocket listeners (0.0.0.0:8080, 0.0.0.0:8443)
+#   SIPEDGE_TLS_CERT, SIPEDGE_TLS_KEY      wss certificate (self-signed localhost if absent)
 #   SIPEDGE_ARGS     extra daemon arguments (e.g. "--log-level debug")
 #   SKIP_DEPS=1      do not install Debian packages
 set -euo pipefail
@@ -16,6 +18,20 @@ if [ ! -f "$users" ]; then
     chmod 600 "$users"
     echo "created demo users file $users (alice/alice, bob/bob)"
 fi
+
+# wss needs a certificate: make a self-signed localhost pair once when none is given.
+tls_cert=${SIPEDGE_TLS_CERT:-build/tls/cert.pem}
+tls_key=${SIPEDGE_TLS_KEY:-build/tls/key.pem}
+if [ ! -f "$tls_cert" ] || [ ! -f "$tls_key" ]; then
+    mkdir -p "$(dirname "$tls_cert")" "$(dirname "$tls_key")"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+        -keyout "$tls_key" -out "$tls_cert" 2>/dev/null
+    chmod 600 "$tls_key"
+    echo "created a self-signed certificate for localhost in $(dirname "$tls_cert")"
+fi
+listen_ws=${SIPEDGE_LISTEN_WS:-0.0.0.0:8080}
+listen_wss=${SIPEDGE_LISTEN_WSS:-0.0.0.0:8443}
 
 listen=${SIPEDGE_LISTEN:-0.0.0.0:5060}
 port=${listen##*:}
@@ -34,9 +50,13 @@ Register a softphone with:
   domain           $host_ip
   user             alice   (or bob)
   password         alice   (or bob)
+Browsers (JsSIP, SIP.js): ws://$host_ip:${listen_ws##*:} or wss://$host_ip:${listen_wss##*:}
+  (self-signed: open https://$host_ip:${listen_wss##*:}/ once to accept the certificate)
 Users are in $users (user:password per line). Stop with Ctrl-C.
 
 INFO
 
 # shellcheck disable=SC2086
-exec build/sipedge --listen-udp "$listen" --users "$users" --policy policies/default ${SIPEDGE_ARGS:-}
+exec build/sipedge --listen-udp "$listen" --listen-ws "$listen_ws" --listen-wss "$listen_wss" \
+    --tls-cert "$tls_cert" --tls-key "$tls_key" --users "$users" --policy policies/default \
+    ${SIPEDGE_ARGS:-}
