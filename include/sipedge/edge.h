@@ -85,12 +85,67 @@ struct edge_stats {
 struct edge;
 struct guard;
 
+/* One REGISTER outcome, for the audit log. Slices and strings borrow edge memory for the
+ * duration of the callback only. */
+struct edge_reg_event {
+    const char *aor;             /* To URI */
+    const struct sockaddr *src;  /* the client's address */
+    uint8_t transport;           /* FLOW_UDP / FLOW_WS / FLOW_WSS */
+    const char *contacts;        /* "<uri>, <uri>" as the client registered them ("" if none) */
+    uint32_t expires_s;          /* expires granted to the client (0: removal or failure) */
+    const char *user_agent;      /* "" when absent */
+    uint16_t status;             /* registrar's response code, or the edge's own answer */
+    bool is_from_cache;          /* answered by the registration cache */
+    uint64_t flow_ref;           /* (slot << 32) | generation */
+};
+
+enum edge_flow_event { EDGE_FLOW_OPENED, EDGE_FLOW_CLOSED };
+
+/* Optional observers; any member may be NULL. Called on the loop thread. */
+struct edge_hooks {
+    void (*on_register)(void *ctx, const struct edge_reg_event *ev);
+    void (*on_flow)(void *ctx, enum edge_flow_event kind, uint64_t flow_ref, uint8_t transport,
+                    const struct sockaddr *remote, const char *reason);
+    void *ctx;
+};
+
+/* A registration relayed over a flow, as the inventory shows it. */
+struct edge_reg_info {
+    const char *aor;
+    const char *contacts;
+    const char *user_agent;
+    uint64_t until_ms; /* registrar-granted expiry (0: not confirmed yet) */
+    bool is_authed;
+};
+
+/* One flow, as the inventory shows it; borrowed for the duration of the callback. */
+struct edge_flow_info {
+    uint64_t flow_ref;
+    uint8_t transport;
+    uint8_t state; /* enum flow_state */
+    bool is_nat;
+    const struct sockaddr *remote;
+    uint64_t last_rx_ms;
+    unsigned n_regs;
+    struct edge_reg_info regs[8];
+};
+
+/* Relay latency (request relayed → response back), registrar round trip as seen here. */
+#define EDGE_LATENCY_BUCKETS 12
+extern const double edge_latency_bounds_s[EDGE_LATENCY_BUCKETS]; /* upper bounds, seconds */
+struct edge_latency {
+    uint64_t count[EDGE_LATENCY_BUCKETS + 1]; /* per bucket; the last is +Inf */
+    uint64_t n;
+    double sum_s;
+};
+
 struct edge_opts {
     const struct config *cfg;    /* borrowed for the edge's lifetime */
     const struct policy *policy; /* copied */
     uint8_t worker;
     struct edge_out out;
     struct guard *guard;         /* borrowed; NULL: no admission control */
+    struct edge_hooks hooks;
 };
 
 /* Returns 0, -ENOMEM or -EINVAL (bad key/capacity). */
@@ -126,6 +181,16 @@ void edge_tick(struct edge *e, uint64_t now_ms);
 void edge_tick_dead(struct edge *e, uint64_t now_ms);
 
 const struct edge_stats *edge_stats(const struct edge *e);
+const struct edge_latency *edge_latency(const struct edge *e);
+
+/*
+ * Calls cb for every flow that is not free (live or dead), in slot order, until cb
+ * returns false. Returns the number of flows visited.
+ */
+size_t edge_flows_foreach(struct edge *e, bool (*cb)(void *ctx, const struct edge_flow_info *fi),
+                          void *ctx);
+/* Live flows per transport, for gauges. */
+void edge_flow_counts(const struct edge *e, uint32_t *udp, uint32_t *ws, uint32_t *wss);
 /* Writes "name=value ..." for every counter into buf. */
 void edge_stats_format(const struct edge *e, char *buf, size_t cap);
 uint32_t edge_n_flows(const struct edge *e);

@@ -53,6 +53,7 @@ struct flow_reg {
     char aor[256];     /* To URI */
     char call_id[128];
     char contacts[512]; /* "<uri>, <uri>" as the client registered them */
+    char user_agent[96];
 };
 
 #define FLOW_REGS_MAX 8
@@ -65,6 +66,8 @@ struct edge {
     struct guard *guard;
     struct edge_out out;
     struct edge_stats st;
+    struct edge_latency lat;
+    struct edge_hooks hooks;
     uint64_t last_sweep_ms;
     uint32_t dead_head; /* slot + 1 of the first dead flow waiting for de-registration */
     uint64_t dereg_seq;
@@ -72,6 +75,9 @@ struct edge {
     struct sip_hdr hdrs[EDGE_MAX_HDRS];
     char pub_host[CONFIG_MAX_LISTEN][64]; /* host:port for our inbound Via per socket */
 };
+
+const double edge_latency_bounds_s[EDGE_LATENCY_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5};
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -194,8 +200,12 @@ static bool finish(struct edge *e, struct sip_build *b, size_t *len)
 
 /* ---- stateless replies ---------------------------------------------------------------- */
 
-static void reply(struct edge *e, const struct rx *rx, const struct sip_msg *req, int status,
-                  const char *reason, const char *extra)
+static void audit_register(struct edge *e, const struct sip_msg *req, const struct rx *rx,
+                           const struct flow *f, uint16_t status, uint32_t expires_s,
+                           bool is_from_cache);
+
+static void reply_ex(struct edge *e, const struct rx *rx, const struct sip_msg *req, int status,
+                     const char *reason, const char *extra, bool is_from_cache, uint32_t expires_s)
 {
     if (req->is_request && req->method_id == SIP_METHOD_ACK)
         return; /* ACK is never answered (RFC 3261 §17.2.3) */
@@ -209,6 +219,14 @@ static void reply(struct edge *e, const struct rx *rx, const struct sip_msg *req
     if (n <= 0)
         return;
     send_to_rx(e, rx, buf, (size_t)n);
+    if (req->method_id == SIP_METHOD_REGISTER && rx->transport)
+        audit_register(e, req, rx, rx->f, (uint16_t)status, expires_s, is_from_cache);
+}
+
+static void reply(struct edge *e, const struct rx *rx, const struct sip_msg *req, int status,
+                  const char *reason, const char *extra)
+{
+    reply_ex(e, rx, req, status, reason, extra, false, 0);
 }
 
 /* ---- rewriting helpers ---------------------------------------------------------------- */
@@ -446,9 +464,24 @@ static void flow_regs_free(struct flow *f)
     f->regs = NULL;
 }
 
+static uint64_t flow_ref_of(const struct edge *e, const struct flow *f)
+{
+    return (uint64_t)flow_table_slot(e->flows, f) << 32 | f->gen;
+}
+
+static void flow_event(struct edge *e, enum edge_flow_event kind, const struct flow *f,
+                       const char *reason)
+{
+    if (e->hooks.on_flow)
+        e->hooks.on_flow(e->hooks.ctx, kind, flow_ref_of(e, f), f->transport, &f->remote.sa,
+                         reason);
+}
+
 static void on_flow_release(void *ctx, struct flow *f)
 {
     struct edge *e = ctx;
+    if (f->state == FLOW_LIVE)
+        flow_event(e, EDGE_FLOW_CLOSED, f, "idle");
     flow_regs_free(f);
     e->st.flows_released++;
 }
@@ -496,6 +529,7 @@ struct reg_summary {
     char aor[256];
     char contacts[512];
     size_t contacts_len;
+    struct slice user_agent;
 };
 
 static void reg_summarize(const struct sip_msg *m, struct reg_summary *sum)
@@ -513,6 +547,8 @@ static void reg_summarize(const struct sip_msg *m, struct reg_summary *sum)
         return;
     slice_copy_cstr(sum->aor, sizeof(sum->aor), na.uri);
     sum->call_id = cid->value;
+    const struct sip_hdr *ua = sip_msg_hdr(m, SIP_HDR_USER_AGENT);
+    sum->user_agent = ua ? ua->value : SLICE_NULL;
     uint32_t hdr_exp = UINT32_MAX;
     const struct sip_hdr *eh = sip_msg_hdr(m, SIP_HDR_EXPIRES);
     if (eh)
@@ -592,6 +628,7 @@ static void flow_reg_note(struct edge *e, struct flow *f, const struct reg_summa
     }
     slice_copy_cstr(r->call_id, sizeof(r->call_id), sum->call_id);
     memcpy(r->contacts, sum->contacts, sum->contacts_len + 1);
+    slice_copy_cstr(r->user_agent, sizeof(r->user_agent), sum->user_agent);
     r->cseq = sum->cseq;
     if (e->dead_head)
         dead_flows_forget_aor(e, sum->aor, sum->contacts);
@@ -644,17 +681,17 @@ static bool regcache_answer(struct edge *e, const struct rx *rx, struct flow *f,
     }
     r->cseq = sum->cseq;
     e->st.regcache_hit++;
-    reply(e, rx, m, 200, "OK", extra);
+    reply_ex(e, rx, m, 200, "OK", extra, true, grant);
     return true;
 }
 
 /* A 2xx to a REGISTER relayed over f confirms (or, at expiry 0, ends) its record. */
-static void flow_reg_confirm(struct edge *e, struct flow *f, const struct sip_msg *m,
-                             bool had_credentials, uint64_t now_ms)
+static uint32_t flow_reg_confirm(struct edge *e, struct flow *f, const struct sip_msg *m,
+                                 bool had_credentials, uint64_t now_ms)
 {
     const struct sip_hdr *cid = sip_msg_hdr(m, SIP_HDR_CALL_ID);
     if (!cid)
-        return;
+        return 0;
     uint32_t max_exp = 0;
     const struct sip_hdr *eh = sip_msg_hdr(m, SIP_HDR_EXPIRES);
     uint32_t hdr_exp = 0;
@@ -684,6 +721,7 @@ static void flow_reg_confirm(struct edge *e, struct flow *f, const struct sip_ms
         }
     }
     (void)e;
+    return max_exp;
 }
 
 /*
@@ -718,10 +756,11 @@ static void send_dereg(struct edge *e, const struct flow_reg *r)
     send_built_udp(e, &b, EDGE_SOCK_CORE, (const struct sockaddr *)&e->cfg->registrar.ss);
 }
 
-static void flow_die(struct edge *e, struct flow *f, uint64_t now_ms)
+static void flow_die(struct edge *e, struct flow *f, uint64_t now_ms, const char *reason)
 {
     if (f->state != FLOW_LIVE)
         return;
+    flow_event(e, EDGE_FLOW_CLOSED, f, reason);
     flow_table_mark_dead(e->flows, f);
     f->dead_at_ms = now_ms;
     f->dnext = e->dead_head;
@@ -748,6 +787,61 @@ static void dead_flows_process(struct edge *e, uint64_t now_ms)
         on_flow_release(e, d);
         flow_table_release(e->flows, d);
     }
+}
+
+static struct flow_reg *flow_reg_by_call_id(struct flow *f, struct slice call_id)
+{
+    for (struct flow_reg *r = f->regs; r; r = r->next) {
+        if (slice_eq(call_id, slice_make(r->call_id, strlen(r->call_id))))
+            return r;
+    }
+    return NULL;
+}
+
+/* One audit event per REGISTER outcome: the registrar's answer or the edge's own. */
+static void audit_register(struct edge *e, const struct sip_msg *req, const struct rx *rx,
+                           const struct flow *f, uint16_t status, uint32_t expires_s,
+                           bool is_from_cache)
+{
+    if (!e->hooks.on_register)
+        return;
+    char aor[256] = "";
+    const struct sip_hdr *to = sip_msg_hdr(req, SIP_HDR_TO);
+    struct sip_nameaddr na;
+    struct slice rest;
+    if (to && sip_nameaddr_parse(to->value, &na, &rest) == 0)
+        slice_copy_cstr(aor, sizeof(aor), na.uri);
+    const struct flow_reg *r = NULL;
+    const struct sip_hdr *cid = sip_msg_hdr(req, SIP_HDR_CALL_ID);
+    if (f && cid)
+        r = flow_reg_by_call_id((struct flow *)f, cid->value);
+    char ua[96] = "";
+    const struct sip_hdr *uah = sip_msg_hdr(req, SIP_HDR_USER_AGENT);
+    if (uah)
+        slice_copy_cstr(ua, sizeof(ua), uah->value);
+    struct edge_reg_event ev = {
+        .aor = aor,
+        .src = f ? &f->remote.sa : rx->src,
+        .transport = f ? f->transport : FLOW_UDP,
+        .contacts = r ? r->contacts : "",
+        .expires_s = expires_s,
+        .user_agent = r && !uah ? r->user_agent : ua,
+        .status = status,
+        .is_from_cache = is_from_cache,
+        .flow_ref = f ? flow_ref_of(e, f) : 0,
+    };
+    e->hooks.on_register(e->hooks.ctx, &ev);
+}
+
+static void latency_note(struct edge *e, uint32_t ms)
+{
+    double sec = ms / 1000.0;
+    unsigned i = 0;
+    while (i < EDGE_LATENCY_BUCKETS && sec > edge_latency_bounds_s[i])
+        i++;
+    e->lat.count[i]++;
+    e->lat.n++;
+    e->lat.sum_s += sec;
 }
 
 /* ---- guard -------------------------------------------------------------------------- */
@@ -846,6 +940,7 @@ static struct flow *rx_flow(struct edge *e, struct rx *rx, const struct sip_msg 
             return NULL;
         }
         e->st.flows_created++;
+        flow_event(e, EDGE_FLOW_OPENED, f, "udp");
     }
     f->last_rx_ms = now_ms;
     f->missed_pings = 0;
@@ -987,6 +1082,7 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
         sip_build_str(&b, ";ob");
     if (has_cred)
         sip_build_str(&b, ";au");
+    sip_build_fmt(&b, ";t=%x", (unsigned)(uint32_t)now_ms);
     sip_build_str(&b, "\r\n");
     if (is_register) {
         sip_build_str(&b, "Path: <sip:");
@@ -1224,6 +1320,7 @@ int edge_flow_open(struct edge *e, uint8_t transport, uint8_t listener,
     }
     f->conn = conn;
     e->st.flows_created++;
+    flow_event(e, EDGE_FLOW_OPENED, f, transport == FLOW_WSS ? "wss" : "ws");
     *ref = (uint64_t)flow_table_slot(e->flows, f) << 32 | f->gen;
     return 0;
 }
@@ -1249,7 +1346,7 @@ void edge_flow_closed(struct edge *e, uint64_t ref, uint64_t now_ms)
 {
     struct flow *f = flow_from_ref(e, ref);
     if (f)
-        flow_die(e, f, now_ms);
+        flow_die(e, f, now_ms, "connection closed");
 }
 
 /* ---- core side ------------------------------------------------------------------------ */
@@ -1303,8 +1400,27 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_
                       sip_cseq_parse(cseq->value, &seq, &method) == 0 &&
                       slice_eq(method, SLICE_LIT("REGISTER"));
     bool had_cred = sip_params_get(ours.params, "au", &flag);
-    if (is_reg_2xx)
-        flow_reg_confirm(e, f, m, had_cred, now_ms);
+    struct slice tv;
+    if (m->status >= 200 && sip_params_get(ours.params, "t", &tv) && tv.len && tv.len <= 8) {
+        uint32_t t0 = 0;
+        for (size_t i = 0; i < tv.len; i++) {
+            char c = tv.p[i];
+            t0 = t0 << 4 | (uint32_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+        }
+        latency_note(e, (uint32_t)now_ms - t0);
+    }
+    uint32_t granted = 0;
+    if (is_reg_2xx) {
+        granted = flow_reg_confirm(e, f, m, had_cred, now_ms);
+        if (f->is_nat && f->transport == FLOW_UDP && granted > nat_expires(e, f))
+            granted = nat_expires(e, f);
+    }
+    bool is_reg_final = m->status >= 200 && cseq && sip_cseq_parse(cseq->value, &seq, &method) == 0 &&
+                        slice_eq(method, SLICE_LIT("REGISTER"));
+    if (is_reg_final) {
+        struct rx frx = {.transport = f->transport, .sock = f->sock, .src = &f->remote.sa, .f = f};
+        audit_register(e, m, &frx, f, m->status, granted, false);
+    }
     if (e->guard && m->status >= 200) {
         const struct sip_hdr *to = sip_msg_hdr(m, SIP_HDR_TO);
         struct sip_nameaddr na;
@@ -1480,6 +1596,7 @@ int edge_new(struct edge **out, const struct edge_opts *opts)
     e->pol = *opts->policy;
     e->out = opts->out;
     e->guard = opts->guard;
+    e->hooks = opts->hooks;
     int rc = flow_token_keys_new(&e->keys, opts->cfg->flow_key,
                                  opts->cfg->has_flow_key_prev ? opts->cfg->flow_key_prev : NULL);
     if (rc < 0)
@@ -1569,7 +1686,7 @@ static void nat_pings(struct edge *e, uint64_t now_ms)
             char a[LOG_ADDR_MAX];
             log_info("flow %s dead: %u pings unanswered", log_fmt_addr(&f->remote.sa, a, sizeof(a)),
                      f->missed_pings);
-            flow_die(e, f, now_ms);
+            flow_die(e, f, now_ms, "pings unanswered");
             continue;
         }
         send_ping(e, f);
@@ -1606,4 +1723,54 @@ void edge_stats_format(const struct edge *e, char *buf, size_t cap)
 #undef EDGE_STATS_PRINT
     if (n < cap)
         snprintf(buf + n, cap - n, " flows=%u", flow_table_count(e->flows));
+}
+
+const struct edge_latency *edge_latency(const struct edge *e) { return &e->lat; }
+
+size_t edge_flows_foreach(struct edge *e, bool (*cb)(void *ctx, const struct edge_flow_info *fi),
+                          void *ctx)
+{
+    size_t n = 0;
+    uint32_t cap = flow_table_capacity(e->flows);
+    for (uint32_t i = 0; i < cap; i++) {
+        struct flow *f = flow_table_get_slot(e->flows, i);
+        if (f->state == FLOW_FREE)
+            continue;
+        struct edge_flow_info fi = {
+            .flow_ref = flow_ref_of(e, f),
+            .transport = f->transport,
+            .state = f->state,
+            .is_nat = f->is_nat,
+            .remote = &f->remote.sa,
+            .last_rx_ms = f->last_rx_ms,
+        };
+        for (struct flow_reg *r = f->regs; r && fi.n_regs < 8; r = r->next) {
+            fi.regs[fi.n_regs++] = (struct edge_reg_info){.aor = r->aor,
+                                                          .contacts = r->contacts,
+                                                          .user_agent = r->user_agent,
+                                                          .until_ms = r->until_ms,
+                                                          .is_authed = r->is_authed};
+        }
+        n++;
+        if (!cb(ctx, &fi))
+            break;
+    }
+    return n;
+}
+
+void edge_flow_counts(const struct edge *e, uint32_t *udp, uint32_t *ws, uint32_t *wss)
+{
+    *udp = *ws = *wss = 0;
+    uint32_t cap = flow_table_capacity(e->flows);
+    for (uint32_t i = 0; i < cap; i++) {
+        const struct flow *f = flow_table_get_slot(e->flows, i);
+        if (f->state != FLOW_LIVE)
+            continue;
+        if (f->transport == FLOW_WS)
+            (*ws)++;
+        else if (f->transport == FLOW_WSS)
+            (*wss)++;
+        else
+            (*udp)++;
+    }
 }

@@ -893,6 +893,12 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
             return 0;
         return ws_writeable(ws_of(wsi), wsi, pss);
     case LWS_CALLBACK_TIMER:
+        /*
+         * No SIP message within ws_first_message_timeout_s of the handshake. Closed with
+         * 1008 (RFC 6455 §7.4.1, the generic policy code): 1000/1001 would tell the
+         * client we are done or going away, 1002/1003 would blame its framing, and
+         * nothing more specific fits a client that connected and never spoke.
+         */
         t = ws_of(wsi);
         if (pss && pss->slot && !pss->has_message && !pss->is_closing) {
             char abuf[LOG_ADDR_MAX];
@@ -1141,7 +1147,9 @@ int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *
         }
         t->n_origins++;
     }
-    if (t->n_origins == 0)
+    /* Once per process, not once per worker. */
+    static bool is_origin_warned;
+    if (t->n_origins == 0 && !__atomic_exchange_n(&is_origin_warned, true, __ATOMIC_RELAXED))
         log_warn("ws: no ws origins configured: handshakes from any Origin are accepted");
 
     /* lws writes with MSG_NOSIGNAL on most paths, OpenSSL does not: a peer that resets
