@@ -3,13 +3,16 @@
 #   (a) direct      sipp -> Kamailio registrar
 #   (b) sipedge     sipp -> sipedge -> Kamailio registrar
 #   (c) kam-edge    sipp -> Kamailio edge (tests/integration/kamailio/edge.cfg) -> registrar
+#   (d) udpfwd      sipp -> a bare recvmmsg/sendmmsg forwarder (tools/udpfwd) -> registrar
+# and, per target, the latency of sequential REGISTERs timed in microseconds
+# (tests/bench/latency.py), whose difference to "direct" is the hop's added latency.
 # Each target climbs a ladder of REGISTER rates (STEP_SECONDS each, USERS distinct users
 # by csv injection) until a step has a failed call or a retransmission. Servers run on
 # CPU 0, sipp on CPU 1 (taskset). Prints, per step: calls ok/failed, retransmissions,
 # p50/p99 response time, edge and registrar CPU microseconds per REGISTER, edge memory.
 #
 # Env: RATES ("2000 4000 6000 8000 10000 14000"), STEP_SECONDS (10), USERS (20000),
-#      TARGETS ("direct sipedge kam-edge"), SIPEDGE_BIN (build/sipedge; built in Release
+#      TARGETS ("direct udpfwd sipedge kam-edge"), SIPEDGE_BIN (build/sipedge; built in Release
 #      when missing), BENCH_KEEP=1 keeps the work dir.
 #      BENCH_POLICY: sipedge policy dir. Default: policies/default plus an overlay that
 #      lifts the guard's rate limits (one sipp source sends everything; the buckets are
@@ -22,8 +25,9 @@ root=$(pwd)
 RATES=${RATES:-2000 4000 6000 8000 10000 14000}
 STEP_SECONDS=${STEP_SECONDS:-10}
 USERS=${USERS:-20000}
-TARGETS=${TARGETS:-direct sipedge kam-edge}
+TARGETS=${TARGETS:-direct udpfwd sipedge kam-edge}
 BENCH_POLICY=${BENCH_POLICY:-}
+UDPFWD_BIN=${UDPFWD_BIN:-$root/build/tools/udpfwd}
 SIPEDGE_BIN=${SIPEDGE_BIN:-$root/build/sipedge}
 KAM_CFG_DIR=$root/tests/integration/kamailio
 SIPP_DIR=$root/tests/integration/sipp
@@ -31,7 +35,8 @@ SIPP_DIR=$root/tests/integration/sipp
 for c in sipp kamailio kamcmd taskset python3; do
     command -v "$c" >/dev/null || { echo "bench: missing $c (scripts/deps-debian.sh test)" >&2; exit 1; }
 done
-if [[ " $TARGETS " == *" sipedge "* ]] && [ ! -x "$SIPEDGE_BIN" ]; then
+if { [[ " $TARGETS " == *" sipedge "* ]] && [ ! -x "$SIPEDGE_BIN" ]; } ||
+   { [[ " $TARGETS " == *" udpfwd "* ]] && [ ! -x "$UDPFWD_BIN" ]; }; then
     scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DSIPEDGE_BUILD_TESTS=OFF || exit 1
 fi
 ncpu=$(nproc)
@@ -115,6 +120,22 @@ start_sipedge() {
     return 1
 }
 
+# start_udpfwd: the bare forwarder on CPU 0; sets SPID.
+start_udpfwd() {
+    taskset -c "$SRV_CPU" "$UDPFWD_BIN" "$PUB:5060" "$REG:5060" >"$WORK/udpfwd.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    for _ in $(seq 100); do
+        grep -q 'udpfwd: ready' "$WORK/udpfwd.log" && { SPID=$pid; return 0; }
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "bench: udpfwd did not start" >&2
+    return 1
+}
+
+# The default policy's guard limits are sized for the public internet; a load test from
+# one address would trip them, so the benchmark raises them (the buckets are still checked).
 if [ -z "$BENCH_POLICY" ]; then
     BENCH_POLICY=$WORK/policy
     mkdir -p "$BENCH_POLICY"
@@ -147,9 +168,14 @@ run_target() {
     case $target in
         direct) dst=$REG:5060 ;;
         sipedge) start_sipedge || return 1; edge_pid=$SPID; dst=$PUB:5060 ;;
+        udpfwd) start_udpfwd || return 1; edge_pid=$SPID; dst=$PUB:5060 ;;
         kam-edge) kam edge "$KAM_CFG_DIR/edge.cfg" "$KEDGE" "REGISTRAR=\"sip:$REG:5060\"" || return 1
                   edge_pid=$KPID; dst=$KEDGE:5060 ;;
     esac
+    local lat
+    lat=$(taskset -c "$CLI_CPU" python3 "$root/tests/bench/latency.py" "$dst" "$CLI" "${LAT_COUNT:-2000}")
+    printf '%s\t%s\n' "$target" "$lat" >>"$WORK/latency.tsv"
+    echo "latency $target: n p50_us p90_us p99_us = $lat" >&2
     local rate
     for rate in $RATES; do
         local calls=$((rate * STEP_SECONDS)) tag=$target-$rate
@@ -210,9 +236,16 @@ for t in $TARGETS; do
     cleanup
 done
 
-python3 - "$results" <<'PY'
+python3 - "$results" "$WORK/latency.tsv" <<'PY'
 import sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+lat = {}
+try:
+    for l in open(sys.argv[2]):
+        t, v = l.rstrip("\n").split("\t")
+        lat[t] = v.split()
+except OSError:
+    pass
 hdr, rows = rows[0], rows[1:]
 print()
 print("REGISTER benchmark (per step; a step is clean when failed = 0 and retrans = 0; sipp times have 1 ms resolution)")
@@ -230,7 +263,7 @@ for r in rows:
             best[t] = r
 print()
 print("Highest clean rate per target:")
-for t in ("direct", "sipedge", "kam-edge"):
+for t in ("direct", "udpfwd", "sipedge", "kam-edge"):
     if t in best:
         b = best[t]
         print(f"  {t:9s} {b[1]:>6s}/s  p50 {b[5]} ms  p99 {b[6]} ms  edge {b[7]} us/REGISTER  edge PSS {b[9]} KiB")
@@ -252,6 +285,21 @@ if "sipedge" in best and "kam-edge" in best:
     if sp and kp:
         print(f", PSS x{sp / kp:.2f}", end="")
     print()
+if "sipedge" in best and "udpfwd" in best:
+    s, u = best["sipedge"], best["udpfwd"]
+    se, ue = num(s[7]), num(u[7])
+    if se and ue:
+        print(f"sipedge / bare forwarder: CPU per REGISTER x{se / ue:.2f} ({s[7]} vs {u[7]} us)")
+if lat:
+    print()
+    print("Sequential REGISTER round trip (us): n p50 p90 p99; added = p50 minus direct's p50")
+    d50 = num(lat["direct"][1]) if "direct" in lat else None
+    for t in ("direct", "udpfwd", "sipedge", "kam-edge"):
+        if t in lat:
+            v = lat[t]
+            p50 = num(v[1])
+            add = f"  added {p50 - d50:+.0f} us" if (p50 is not None and d50 is not None and t != "direct") else ""
+            print(f"  {t:9s} n={v[0]} p50={v[1]} p90={v[2]} p99={v[3]}{add}")
 if "sipedge" in best and "direct" in best:
     s, d = best["sipedge"], best["direct"]
     print(f"sipedge / direct: max clean rate x{int(s[1]) / int(d[1]):.2f}, "
