@@ -36,6 +36,10 @@ static void usage(FILE *f)
             "      --log-level LEVEL      error|warn|info|debug\n"
             "      --ban-backend KIND     nftables|userspace (default userspace)\n"
             "      --admin-socket PATH    UNIX socket for sipedgectl\n"
+            "      --admin ADDR:PORT      HTTP admin listener: /metrics, /api/*, status page\n"
+            "                             (PORT alone means 127.0.0.1:PORT)\n"
+            "      --audit PATH           registration audit log, JSON lines (\"-\" = stdout)\n"
+            "      --user NAME            switch to this user once the sockets are bound\n"
             "      --registrar-only       run only the embedded registrar\n"
             "      --check-config         validate the configuration and policy, then exit\n"
             "      --version              print the version and exit\n");
@@ -62,6 +66,9 @@ enum {
     OPT_WS_ORIGIN,
     OPT_BAN_BACKEND,
     OPT_ADMIN_SOCKET,
+    OPT_ADMIN_HTTP,
+    OPT_AUDIT,
+    OPT_USER,
 };
 
 static const struct option long_opts[] = {
@@ -86,6 +93,9 @@ static const struct option long_opts[] = {
     {"ws-origin", required_argument, NULL, OPT_WS_ORIGIN},
     {"ban-backend", required_argument, NULL, OPT_BAN_BACKEND},
     {"admin-socket", required_argument, NULL, OPT_ADMIN_SOCKET},
+    {"admin", required_argument, NULL, OPT_ADMIN_HTTP},
+    {"audit", required_argument, NULL, OPT_AUDIT},
+    {"user", required_argument, NULL, OPT_USER},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -126,6 +136,7 @@ static int copy_opt(const char *opt, const char *val, char *dst, size_t cap)
 struct overrides {
     struct config cli;
     bool has_ws, has_wss, has_cert, has_key, has_origins, has_backend, has_admin;
+    bool has_admin_http, has_audit, has_user;
     bool has_listen, has_core, has_registrar, has_reg_listen, has_users, has_realm, has_policy,
         has_flow_key, has_log_level, has_peers;
 };
@@ -142,6 +153,14 @@ static void apply_overrides(struct config *cfg, const struct overrides *o)
         cfg->ban_backend = o->cli.ban_backend;
     if (o->has_admin)
         memcpy(cfg->admin_socket, o->cli.admin_socket, sizeof(cfg->admin_socket));
+    if (o->has_admin_http) {
+        cfg->admin_listen = o->cli.admin_listen;
+        cfg->has_admin_listen = true;
+    }
+    if (o->has_audit)
+        memcpy(cfg->audit_path, o->cli.audit_path, sizeof(cfg->audit_path));
+    if (o->has_user)
+        memcpy(cfg->run_user, o->cli.run_user, sizeof(cfg->run_user));
     if (o->has_ws) {
         memcpy(cfg->listen_ws, o->cli.listen_ws, sizeof(cfg->listen_ws));
         cfg->n_listen_ws = o->cli.n_listen_ws;
@@ -238,6 +257,25 @@ int main(int argc, char **argv)
         case OPT_ADMIN_SOCKET:
             rc = copy_opt("admin-socket", optarg, o.cli.admin_socket, sizeof(o.cli.admin_socket));
             o.has_admin = true;
+            break;
+        case OPT_ADMIN_HTTP: {
+            char buf[80];
+            const char *v = optarg;
+            if (strspn(optarg, "0123456789") == strlen(optarg) && strlen(optarg) <= 5) {
+                snprintf(buf, sizeof(buf), "127.0.0.1:%s", optarg);
+                v = buf;
+            }
+            rc = addr_opt("admin", v, &o.cli.admin_listen);
+            o.has_admin_http = true;
+            break;
+        }
+        case OPT_AUDIT:
+            rc = copy_opt("audit", optarg, o.cli.audit_path, sizeof(o.cli.audit_path));
+            o.has_audit = true;
+            break;
+        case OPT_USER:
+            rc = copy_opt("user", optarg, o.cli.run_user, sizeof(o.cli.run_user));
+            o.has_user = true;
             break;
         case OPT_TLS_CERT:
             rc = copy_opt("tls-cert", optarg, o.cli.tls_cert, sizeof(o.cli.tls_cert));

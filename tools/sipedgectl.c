@@ -90,6 +90,8 @@ int main(int argc, char **argv)
         int pr = poll(&pfd, 1, SIPEDGECTL_TIMEOUT_MS);
         if (pr == 0) {
             fprintf(stderr, "sipedgectl: no reply within %d ms\n", SIPEDGECTL_TIMEOUT_MS);
+            free(reply);
+            close(fd);
             return 2;
         }
         if (pr < 0 && errno == EINTR)
@@ -106,11 +108,14 @@ int main(int argc, char **argv)
     close(fd);
     if (got == 0) {
         fprintf(stderr, "sipedgectl: connection closed without a reply\n");
+        free(reply);
         return 2;
     }
     reply[got] = '\0';
     fputs(reply, stdout);
     if (reply[got - 1] != '\n')
         fputc('\n', stdout);
-    return strncmp(reply, "{\"ok\":true", 10) == 0 ? 0 : 1;
+    int rc = strncmp(reply, "{\"ok\":true", 10) == 0 ? 0 : 1;
+    free(reply);
+    return rc;
 }

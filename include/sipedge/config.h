@@ -61,6 +61,12 @@ struct config {
     int ban_backend;                                  /* enum guard_backend_kind */
     char admin_socket[CONFIG_PATH_MAX];               /* UNIX admin socket; "" = none */
     unsigned workers;                                 /* 0 = one per CPU */
+    /* operations */
+    struct config_addr admin_listen;                  /* HTTP admin (metrics, API, page) */
+    bool has_admin_listen;                            /* false: no HTTP admin listener */
+    char admin_token[128];                            /* bearer token for non-loopback peers */
+    char audit_path[CONFIG_PATH_MAX];                 /* audit log; "-" stdout, "" off */
+    char run_user[64];                                /* drop privileges to this user */
 };
 
 #define POLICY_MAX_BAN_STEPS 8

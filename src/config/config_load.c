@@ -72,6 +72,15 @@ static const struct yaml_walk_field config_guard_schema[] = {
 
 static const struct yaml_walk_field config_admin_schema[] = {
     YAML_WALK_FIELD_PATH(C, "socket", admin_socket),
+    YAML_WALK_FIELD_ADDR_FLAG(C, "listen", admin_listen, has_admin_listen),
+    YAML_WALK_FIELD_STRING(C, "token", admin_token),
+    YAML_WALK_FIELD_END,
+};
+
+/* "-" is stdout; the path is used as written (not joined to the config directory, so that
+ * "-" stays stdout): give an absolute path. */
+static const struct yaml_walk_field config_audit_schema[] = {
+    YAML_WALK_FIELD_STRING(C, "path", audit_path),
     YAML_WALK_FIELD_END,
 };
 
@@ -90,6 +99,8 @@ static const struct yaml_walk_field config_schema[] = {
     YAML_WALK_FIELD_MAP("tls", config_tls_schema),
     YAML_WALK_FIELD_MAP("guard", config_guard_schema),
     YAML_WALK_FIELD_MAP("admin", config_admin_schema),
+    YAML_WALK_FIELD_MAP("audit", config_audit_schema),
+    YAML_WALK_FIELD_STRING(C, "user", run_user),
     YAML_WALK_FIELD_MAP("ws", config_ws_schema),
     YAML_WALK_FIELD_MAP("log", config_log_schema),
     YAML_WALK_FIELD_U32(C, "workers", workers, 0, 256),

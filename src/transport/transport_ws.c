@@ -56,6 +56,7 @@
 
 /* WebSocket close codes (RFC 6455 §7.4.1). */
 #define WS_CLOSE_GOING_AWAY 1001
+#define WS_CLOSE_BAD_DATA 1007
 #define WS_CLOSE_POLICY 1008
 #define WS_CLOSE_TOO_BIG 1009
 #define WS_CLOSE_INTERNAL 1011
@@ -504,6 +505,8 @@ static const char *ws_close_text(uint16_t code)
     switch (code) {
     case WS_CLOSE_GOING_AWAY:
         return "going away";
+    case WS_CLOSE_BAD_DATA:
+        return "not utf-8";
     case WS_CLOSE_POLICY:
         return "policy";
     case WS_CLOSE_TOO_BIG:
@@ -717,7 +720,15 @@ static void ws_deliver(struct transport_ws *t, struct ws_pss *pss, const char *b
         t->cbs.on_alive(t->ctx, conn, pss->ref);
         return;
     }
-    (void)is_binary;
+    /* RFC 6455 §8.1: a text message that is not UTF-8 fails the connection (1007). */
+    if (!is_binary && !transport_ws_is_utf8((const unsigned char *)buf, len)) {
+        char abuf[LOG_ADDR_MAX];
+        t->st.close_bad_utf8++;
+        log_debug("ws %s: text message is not UTF-8: closing 1007",
+                  log_fmt_addr(&pss->remote.sa, abuf, sizeof(abuf)));
+        ws_schedule_close(pss, WS_CLOSE_BAD_DATA);
+        return;
+    }
     if (!pss->has_message) {
         pss->has_message = true;
         lws_set_timer_usecs(pss->wsi, LWS_SET_TIMER_USEC_CANCEL);
@@ -1057,7 +1068,6 @@ static int ws_vhost(struct transport_ws *t, struct ws_listener *l)
     vi.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     vi.protocols = ws_protocols;
     vi.user = l;
-    vi.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     vi.retry_and_idle_policy = &t->retry;
     vi.timeout_secs = WS_HANDSHAKE_TIMEOUT_S;
     vi.keepalive_timeout = WS_HANDSHAKE_TIMEOUT_S;

@@ -40,6 +40,7 @@
     X(tx_no_memory)                                                                                \
     X(tx_errors)                  /* lws_write failed: connection dropped */                       \
     X(close_too_big)              /* 1009 */                                                       \
+    X(close_bad_utf8)             /* text message not UTF-8: 1007 */                               \
     X(close_first_message_timeout) /* 1008 */                                                      \
     X(close_too_slow)             /* output queue over cap: 1008 */                                \
     X(close_no_memory)            /* 1011 */                                                       \

@@ -1,16 +1,22 @@
 #include "sipedge/worker.h"
 
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "sipedge/admin.h"
+#include "sipedge/admin_http.h"
+#include "sipedge/audit.h"
 #include "sipedge/edge.h"
 #include "sipedge/guard.h"
 #include "sipedge/log.h"
+#include "sipedge/metrics.h"
 #include "sipedge/registrar.h"
 #include "sipedge/transport_udp.h"
 #include "sipedge/transport_ws.h"
@@ -27,6 +33,10 @@ struct worker {
     struct registrar *reg;
     struct guard *guard;
     struct admin *admin;
+    struct admin_http *http;
+    struct audit *audit;
+    struct metrics_reg reg_metrics;
+    bool is_registrar_up;
     uv_timer_t tick;
     uv_signal_t sig_term, sig_int, sig_usr1, sig_hup;
     uint64_t last_second_ms;
@@ -78,6 +88,39 @@ static void on_ws_close(void *ctx, uint64_t conn, uint64_t ref)
     (void)conn;
     if (w->edge)
         edge_flow_closed(w->edge, ref, uv_now(&w->loop));
+}
+
+static void on_edge_register(void *ctx, const struct edge_reg_event *ev)
+{
+    struct worker *w = ctx;
+    uint64_t relayed = w->edge ? edge_stats(w->edge)->relayed_register : 0;
+    metrics_reg_note(&w->reg_metrics, ev->status, ev->is_from_cache, relayed);
+    audit_register(w->audit, ev, uv_now(&w->loop));
+}
+
+static void on_edge_flow(void *ctx, enum edge_flow_event kind, uint64_t flow_ref,
+                         uint8_t transport, const struct sockaddr *remote, const char *reason)
+{
+    struct worker *w = ctx;
+    audit_flow(w->audit, kind, flow_ref, transport, remote, reason);
+}
+
+static void on_http_snapshot(void *ctx, struct metrics_input *in)
+{
+    struct worker *w = ctx;
+    memset(in, 0, sizeof(*in));
+    if (w->edge) {
+        in->edge = edge_stats(w->edge);
+        in->latency = edge_latency(w->edge);
+        edge_flow_counts(w->edge, &in->flows_udp, &in->flows_ws, &in->flows_wss);
+    }
+    if (w->guard) {
+        in->guard = guard_stats(w->guard);
+        in->bans_active = ban_stats(guard_bans(w->guard))->n_active;
+    }
+    in->audit = w->audit ? audit_stats(w->audit) : NULL;
+    in->reg = &w->reg_metrics;
+    in->is_registrar_up = w->is_registrar_up;
 }
 
 static const struct transport_ws_cbs ws_cbs = {
@@ -158,8 +201,11 @@ static void on_tick(uv_timer_t *t)
         return;
     }
     w->last_second_ms = now;
-    if (w->edge)
+    if (w->edge) {
         edge_tick(w->edge, now);
+        w->is_registrar_up =
+            metrics_reg_tick(&w->reg_metrics, edge_stats(w->edge)->relayed_register, now);
+    }
     if (w->guard)
         guard_tick(w->guard, now);
     if (w->reg)
@@ -178,6 +224,12 @@ static void on_admin_closed(void *ctx)
 {
     struct worker *w = ctx;
     w->admin = NULL;
+}
+
+static void on_http_closed(void *ctx)
+{
+    struct worker *w = ctx;
+    w->http = NULL;
 }
 
 static void on_ws_closed(void *ctx)
@@ -202,7 +254,74 @@ static void worker_stop(struct worker *w)
         transport_ws_close(w->ws, on_ws_closed, w);
     if (w->admin)
         admin_close(w->admin, on_admin_closed, w);
+    if (w->http)
+        admin_http_close(w->http, on_http_closed, w);
     transport_udp_close(w->udp, on_udp_closed, w);
+}
+
+/*
+ * SIGHUP and POST /api/reload: reopen the audit log (logrotate moved it), then reload the
+ * policy. A policy that does not load, or that the guard refuses, leaves everything as it
+ * was. Returns 0 or a negative errno with the reason in err.
+ */
+static int worker_reload(struct worker *w, char *err, size_t cap)
+{
+    int rc = audit_reopen(w->audit);
+    if (rc < 0)
+        log_error("audit log %s: cannot reopen, still writing to the old file: %s",
+                  w->cfg->audit_path, strerror(-rc));
+    struct policy pol;
+    if (policy_load_dir(&pol, w->cfg->policy_dir, err, cap) < 0) {
+        log_error("policy reload refused, keeping the current policy: %s", err);
+        return -EINVAL;
+    }
+    /* The guard may refuse (event log, nftables setup): then nothing changes. */
+    if (w->guard && guard_set_policy(w->guard, &pol, uv_now(&w->loop)) < 0) {
+        snprintf(err, cap, "policy refused by the guard (event log or nftables setup)");
+        log_error("policy reload refused by the guard, keeping the current policy");
+        return -EINVAL;
+    }
+    w->pol = pol;
+    if (w->edge)
+        edge_set_policy(w->edge, &w->pol);
+    if (w->ws)
+        transport_ws_set_policy(w->ws, &w->pol);
+    log_info("policy reloaded from %s", w->cfg->policy_dir);
+    return 0;
+}
+
+static int on_http_reload(void *ctx, char *err, size_t cap)
+{
+    return worker_reload(ctx, err, cap);
+}
+
+/*
+ * Switches to user name (its primary group, supplementary groups cleared) once every
+ * socket is bound. Capabilities go with root; under systemd the unit grants them as
+ * ambient capabilities to an unprivileged User= instead, and --user is not needed.
+ */
+static int worker_drop_privileges(const char *name)
+{
+    struct passwd *pw = getpwnam(name);
+    if (!pw) {
+        log_error("user %s: no such user", name);
+        return -ENOENT;
+    }
+    if (getuid() == pw->pw_uid && geteuid() == pw->pw_uid)
+        return 0;
+    if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
+        int rc = -errno;
+        log_error("cannot switch to user %s: %s", name, strerror(errno));
+        return rc;
+    }
+    /* Must not be able to get root back. */
+    if (setuid(0) == 0) {
+        log_error("user %s: privileges could be regained; refusing to run", name);
+        return -EPERM;
+    }
+    log_info("running as user %s (uid %u, gid %u)", name, (unsigned)pw->pw_uid,
+             (unsigned)pw->pw_gid);
+    return 0;
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -213,23 +332,8 @@ static void on_signal(uv_signal_t *s, int signum)
         return;
     }
     if (signum == SIGHUP) {
-        struct policy pol;
         char err[CONFIG_ERR_MAX];
-        if (policy_load_dir(&pol, w->cfg->policy_dir, err, sizeof(err)) < 0) {
-            log_error("policy reload refused, keeping the current policy: %s", err);
-            return;
-        }
-        /* The guard may refuse (event log, nftables setup): then nothing changes. */
-        if (w->guard && guard_set_policy(w->guard, &pol, uv_now(&w->loop)) < 0) {
-            log_error("policy reload refused by the guard, keeping the current policy");
-            return;
-        }
-        w->pol = pol;
-        if (w->edge)
-            edge_set_policy(w->edge, &w->pol);
-        if (w->ws)
-            transport_ws_set_policy(w->ws, &w->pol);
-        log_info("policy reloaded from %s", w->cfg->policy_dir);
+        worker_reload(w, err, sizeof(err));
         return;
     }
     log_info("stopping on signal %d", signum);
@@ -300,7 +404,17 @@ int worker_run(const struct worker_opts *opts)
                 goto out_close;
             }
         }
+        if (w->cfg->audit_path[0]) {
+            struct audit_opts ao = {.path = w->cfg->audit_path};
+            rc = audit_new(&w->audit, &ao);
+            if (rc < 0) {
+                log_error("audit log %s: %s", w->cfg->audit_path, strerror(-rc));
+                goto out_close;
+            }
+        }
+        w->is_registrar_up = true;
         struct edge_opts eo = {
+            .hooks = {.on_register = on_edge_register, .on_flow = on_edge_flow, .ctx = w},
             .guard = w->guard,
             .cfg = w->cfg,
             .policy = &w->pol,
@@ -329,6 +443,28 @@ int worker_run(const struct worker_opts *opts)
             if (rc < 0)
                 goto out_close;
         }
+        if (w->cfg->has_admin_listen) {
+            struct admin_http_opts ho = {
+                .loop = &w->loop,
+                .listen = &w->cfg->admin_listen,
+                .token = w->cfg->admin_token,
+                .guard = w->guard,
+                .edge = w->edge,
+                .snapshot = on_http_snapshot,
+                .reload = on_http_reload,
+                .ctx = w,
+            };
+            rc = admin_http_new(&w->http, &ho);
+            if (rc < 0) {
+                w->http = NULL;
+                goto out_close;
+            }
+        }
+    }
+    if (w->cfg->run_user[0]) {
+        rc = worker_drop_privileges(w->cfg->run_user);
+        if (rc < 0)
+            goto out_close;
     }
 
     uv_timer_init(&w->loop, &w->tick);
@@ -366,10 +502,13 @@ out_close:
         transport_ws_close(w->ws, on_ws_closed, w);
     if (w->admin)
         admin_close(w->admin, on_admin_closed, w);
+    if (w->http)
+        admin_http_close(w->http, on_http_closed, w);
     transport_udp_close(w->udp, on_udp_closed, w);
     uv_run(&w->loop, UV_RUN_DEFAULT);
 out:
     edge_free(w->edge);
+    audit_free(w->audit);
     guard_free(w->guard);
     registrar_free(w->reg);
     uv_run(&w->loop, UV_RUN_DEFAULT);

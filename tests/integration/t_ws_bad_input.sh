@@ -3,6 +3,7 @@
 # wss listeners, while a good client stays registered on another connection:
 #   oversized message (one frame, and fragments) -> close 1009 (ws and wss);
 #   junk text, binary garbage, malformed SIP -> never anything but SIP responses back;
+#   a text frame that is not UTF-8 -> close 1007;
 #   no subprotocol / only "xmpp" -> handshake refused; wrong Origin -> refused (the
 #   allowed origin on another port passes; no Origin passes by default);
 #   plain HTTP GET without Upgrade -> no 101, closed; CRLF keepalive -> CRLF.
@@ -51,6 +52,7 @@ expect_ok big_wss too-big --url "$WSS"
 expect_ok bigfrag_ws too-big-frag --url "$WS"
 expect_ok junk_ws junk --url "$WS"
 expect_ok junk_wss junk --url "$WSS"
+expect_ok utf8_ws bad-utf8 --url "$WS"
 expect_ok crlf_wss crlf --url "$WSS"
 expect_ok nosub_ws no-subprotocol --url "$WS"
 expect_ok nosub_wss no-subprotocol --url "$WSS"
@@ -90,6 +92,7 @@ check_stat refused_no_subprotocol 2
 check_stat refused_origin 2
 check_stat refused_http 1
 check_stat keepalive_rx 1
+check_stat close_bad_utf8 1
 [ "$(ws_stat refused_no_origin)" = 0 ] || fail "a handshake without Origin was counted as refused"
 
 stop_sipedge

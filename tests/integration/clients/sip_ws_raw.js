@@ -16,6 +16,7 @@
 //   junk            junk text + binary garbage + a malformed SIP request; every reply
 //                   must be a SIP response; reports whether the connection survived
 //   crlf            "\r\n\r\n" -> "\r\n" (RFC 5626 §4.4.1 keepalive)
+//   bad-utf8        a text frame that is not UTF-8 -> close 1007 (RFC 6455 §8.1)
 //   no-subprotocol  handshake without Sec-WebSocket-Protocol -> refused
 //   wrong-subprotocol  offers only "xmpp" -> refused
 //   handshake       plain handshake with "sip" (use with --origin) -> prints opened/refused
@@ -198,6 +199,7 @@ function main() {
         if (kase === 'too-big' || kase === 'too-big-frag') {
             result(code === 1009, `close ${code} "${reason}"`);
         }
+        if (kase === 'bad-utf8') result(code === 1007, `close ${code} "${reason}"`);
         if (kase === 'register') result(false, `connection closed (${code})`);
         if (kase === 'crlf') result(false, `closed ${code} before the CRLF answer`);
     });
@@ -208,6 +210,9 @@ function main() {
             ws.send('x'.repeat(1 << 20));
         } else if (kase === 'too-big-frag') {
             for (let i = 0; i < 40; i++) ws.send('y'.repeat(2048), { fin: i === 39 });
+        } else if (kase === 'bad-utf8') {
+            ws.send(Buffer.from('REGISTER sip:x SIP/2.0\r\nFrom: \xff\xfe\r\n\r\n', 'latin1'),
+                { binary: false });
         } else if (kase === 'crlf') {
             ws.on('message', (d, isBinary) => {
                 const s = d.toString();

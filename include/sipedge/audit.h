@@ -1,0 +1,98 @@
+/*
+ * audit: the registration audit log, one JSON object per line.
+ *
+ * One line per REGISTER outcome and one per flow opened or closed:
+ *   {"ts":"2024-05-01T12:00:00.123Z","event":"register","aor":"sip:alice@example.com",
+ *    "source":"198.51.100.7:5060","transport":"udp","contacts":"<sip:alice@10.0.0.2>",
+ *    "expires":600,"user_agent":"Phone/1.0","status":200,"from_cache":false,
+ *    "flow":"0x0000000300000001","signals":["device_change"]}
+ *   {"ts":"...","event":"flow_close","flow":"0x...","transport":"ws",
+ *    "source":"198.51.100.7:40000","reason":"closed"}
+ * Every string goes through events_json_escape, so attacker-controlled bytes (AOR,
+ * contacts, User-Agent) can break neither the line nor the JSON.
+ *
+ * Security signals ("signals" array, omitted when empty), judged on every REGISTER against
+ * what earlier successful (2xx) registrations left in two bounded tables:
+ *   device_change  the AOR registered from another source address (IP; ports are ignored,
+ *                  NATs move them) less than device_window_s after its last success
+ *   dup_contact    a contact URI of this request is bound to another AOR
+ *   ua_change      the User-Agent differs from the one the AOR last registered with
+ * The tables hold at most max_aors AORs and max_contacts contacts; when one is full a new
+ * key is not tracked and counted (audit_stats), live entries are never evicted.
+ *
+ * Pure module: no loop; time comes in as arguments. Single-threaded.
+ */
+#ifndef SIPEDGE_AUDIT_H
+#define SIPEDGE_AUDIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sipedge/edge.h"
+
+#define AUDIT_LINE_MAX 4096
+#define AUDIT_DEFAULT_MAX_AORS 16384
+#define AUDIT_DEFAULT_MAX_CONTACTS 32768
+#define AUDIT_DEFAULT_DEVICE_WINDOW_S 600
+
+/* Bit set of security signals. */
+enum audit_signal {
+    AUDIT_SIGNAL_DEVICE_CHANGE = 1u << 0,
+    AUDIT_SIGNAL_DUP_CONTACT = 1u << 1,
+    AUDIT_SIGNAL_UA_CHANGE = 1u << 2,
+};
+
+struct audit_opts {
+    const char *path;          /* "-" = stdout; "" or NULL = no file (signals still tracked) */
+    uint32_t max_aors;         /* 0 = AUDIT_DEFAULT_MAX_AORS */
+    uint32_t max_contacts;     /* 0 = AUDIT_DEFAULT_MAX_CONTACTS */
+    uint32_t device_window_s;  /* 0 = AUDIT_DEFAULT_DEVICE_WINDOW_S */
+};
+
+struct audit_stats {
+    uint64_t lines_written;
+    uint64_t write_failed;
+    uint64_t aors_full;        /* AOR not tracked: table full */
+    uint64_t contacts_full;    /* contact not tracked: table full */
+    uint64_t reopened;
+    uint64_t signals[3];       /* per signal, in enum order */
+};
+
+struct audit;
+
+/* Opens the log (O_APPEND, mode 0640) and allocates the tables. Returns 0, -EINVAL,
+ * -ENOMEM or -errno from open(2). */
+int audit_new(struct audit **out, const struct audit_opts *opts);
+void audit_free(struct audit *a);
+
+/* Closes and reopens the file at the same path (logrotate moved it away). On failure the
+ * old descriptor stays in use and -errno is returned. No-op for stdout and no file. */
+int audit_reopen(struct audit *a);
+
+/*
+ * Judges and records one REGISTER outcome (tables updated on 2xx with expires > 0) and
+ * formats its line into buf. wall_ms: Unix time in ms, mono_ms: monotonic time for the
+ * device window. Returns the line length (< cap, line ends in '\n'), or 0 (nothing judged)
+ * when cap < AUDIT_LINE_MAX; *signals (may be NULL) gets the signal bits. Long fields are
+ * cut on a character boundary.
+ */
+size_t audit_format_register(struct audit *a, char *buf, size_t cap,
+                             const struct edge_reg_event *ev, uint64_t wall_ms,
+                             uint64_t mono_ms, unsigned *signals);
+
+/* Formats a flow open/close line into buf. Returns the length, 0 when cap < 512. */
+size_t audit_format_flow(char *buf, size_t cap, enum edge_flow_event kind, uint64_t flow_ref,
+                         uint8_t transport, const struct sockaddr *remote, const char *reason,
+                         uint64_t wall_ms);
+
+/* audit_format_* plus one write(2) of the line (wall clock read here). A failed write is
+ * counted, never fatal. */
+void audit_register(struct audit *a, const struct edge_reg_event *ev, uint64_t mono_ms);
+void audit_flow(struct audit *a, enum edge_flow_event kind, uint64_t flow_ref, uint8_t transport,
+                const struct sockaddr *remote, const char *reason);
+
+const struct audit_stats *audit_stats(const struct audit *a);
+/* Name of one signal bit ("device_change"), NULL for an unknown bit. */
+const char *audit_signal_name(unsigned bit);
+
+#endif

@@ -1,0 +1,75 @@
+/*
+ * metrics: Prometheus text exposition (format 0.0.4) of one worker's counters.
+ *
+ * A pure renderer: the caller gathers a snapshot (struct metrics_input) and metrics_render
+ * writes every family with its # HELP and # TYPE lines, in a fixed order:
+ *   sipedge_register_total{outcome}   REGISTER outcomes seen by the edge (metrics_reg_note)
+ *   sipedge_flows{transport}          live flows
+ *   sipedge_bans_active               live bans
+ *   sipedge_drops_total{reason}       messages dropped or refused, edge and guard causes
+ *   sipedge_relay_latency_seconds     histogram: request relayed → registrar answer
+ *   sipedge_registrar_up              1 unless a relayed REGISTER has gone unanswered
+ *                                     for METRICS_REGISTRAR_TIMEOUT_MS
+ *   sipedge_edge_<name>_total         every edge counter (EDGE_STATS)
+ *   sipedge_guard_<name>_total        every guard counter (GUARD_STATS)
+ *   sipedge_audit_*                   audit log lines, failures, signals, full tables
+ * No loop, no I/O.
+ */
+#ifndef SIPEDGE_METRICS_H
+#define SIPEDGE_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sipedge/audit.h"
+#include "sipedge/edge.h"
+#include "sipedge/guard.h"
+
+#define METRICS_REGISTRAR_TIMEOUT_MS 30000
+
+enum metrics_reg_outcome {
+    METRICS_REG_OK = 0, /* 2xx from the registrar */
+    METRICS_REG_CACHED, /* 2xx from the registration cache */
+    METRICS_REG_REJECTED, /* 3xx, 4xx, 6xx (digest challenges 401/407 included) */
+    METRICS_REG_FAILED, /* 5xx: registrar failure, timeout or the edge's own 503 */
+    METRICS_REG_N,
+};
+
+/* Registration outcome counters and the registrar health state, kept by the caller. */
+struct metrics_reg {
+    uint64_t n[METRICS_REG_N];
+    uint64_t answered_relayed; /* edge relayed_register count at the last registrar answer */
+    uint64_t pending_since_ms; /* 0: nothing unanswered */
+};
+
+/* Counts one REGISTER outcome; a registrar answer (not from cache) also records
+ * relayed_register (the edge counter at that moment) as answered. */
+void metrics_reg_note(struct metrics_reg *r, uint16_t status, bool is_from_cache,
+                      uint64_t relayed_register);
+/* Once a second: notes when relayed REGISTERs start waiting for an answer. Returns the
+ * registrar_up value: false once requests have waited METRICS_REGISTRAR_TIMEOUT_MS. */
+bool metrics_reg_tick(struct metrics_reg *r, uint64_t relayed_register, uint64_t now_ms);
+const char *metrics_reg_outcome_name(enum metrics_reg_outcome o);
+enum metrics_reg_outcome metrics_reg_outcome_of(uint16_t status, bool is_from_cache);
+
+/* A snapshot; NULL members render no samples for their families (HELP/TYPE stay). */
+struct metrics_input {
+    const struct edge_stats *edge;
+    const struct edge_latency *latency;
+    const struct guard_stats *guard;
+    const struct audit_stats *audit;
+    const struct metrics_reg *reg;
+    uint32_t flows_udp, flows_ws, flows_wss;
+    uint32_t bans_active;
+    bool is_registrar_up;
+};
+
+/* Sum of every sipedge_drops_total sample. */
+uint64_t metrics_drops_total(const struct metrics_input *in);
+
+/* Renders into buf. Returns the length (< cap, NUL-terminated) or -ENOSPC when it does
+ * not fit (buf content unspecified), -EINVAL for bad arguments. */
+int metrics_render(char *buf, size_t cap, const struct metrics_input *in);
+
+#endif

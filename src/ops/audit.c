@@ -1,0 +1,479 @@
+/*
+ * audit: registration audit lines and the two signal tables (AOR → last source/UA,
+ * contact → AOR). Tables are open-addressing hashes with a hard entry bound; a key that
+ * does not fit is counted and simply not tracked, so a flood of fresh AORs costs memory
+ * only up to the bound and never pushes out what is already known.
+ */
+#include "sipedge/audit.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sipedge/events.h"
+#include "sipedge/flow_table.h"
+#include "sipedge/log.h"
+
+#define AUDIT_KEY_MAX 160
+#define AUDIT_UA_MAX 96
+#define AUDIT_MAX_CONTACTS_PER_REQ 16
+
+struct audit_aor {
+    bool is_used;
+    uint8_t family;
+    uint8_t ip[16];
+    uint64_t hash;
+    uint64_t last_ok_ms;
+    char aor[AUDIT_KEY_MAX];
+    char ua[AUDIT_UA_MAX];
+};
+
+struct audit_contact {
+    bool is_used;
+    uint64_t hash;
+    uint64_t until_ms; /* binding lifetime as granted; an expired entry no longer counts */
+    char uri[AUDIT_KEY_MAX];
+    char aor[AUDIT_KEY_MAX];
+};
+
+struct audit {
+    int fd;
+    bool is_owned;
+    char path[512];
+    uint32_t max_aors, max_contacts, n_aors, n_contacts;
+    size_t aor_mask, contact_mask;
+    struct audit_aor *aors;
+    struct audit_contact *contacts;
+    uint64_t device_window_ms;
+    struct audit_stats st;
+};
+
+static const char *const audit_signal_names[] = {"device_change", "dup_contact", "ua_change"};
+
+const char *audit_signal_name(unsigned bit)
+{
+    for (unsigned i = 0; i < 3; i++)
+        if (bit == 1u << i)
+            return audit_signal_names[i];
+    return NULL;
+}
+
+/* FNV-1a, 64 bit. */
+static uint64_t audit_hash(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+/* Smallest power of two holding n entries at a load factor of at most 1/2. */
+static size_t audit_slots(uint32_t n)
+{
+    size_t s = 16;
+    while (s < (size_t)n * 2)
+        s <<= 1;
+    return s;
+}
+
+static int audit_open_fd(const char *path, int *fd)
+{
+    int f = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+    if (f < 0)
+        return -errno;
+    *fd = f;
+    return 0;
+}
+
+int audit_new(struct audit **out, const struct audit_opts *opts)
+{
+    if (!out || !opts)
+        return -EINVAL;
+    const char *path = opts->path ? opts->path : "";
+    if (strlen(path) >= sizeof(((struct audit *)0)->path))
+        return -EINVAL;
+    struct audit *a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    int rc = 0;
+    a->fd = -1;
+    snprintf(a->path, sizeof(a->path), "%s", path);
+    a->max_aors = opts->max_aors ? opts->max_aors : AUDIT_DEFAULT_MAX_AORS;
+    a->max_contacts = opts->max_contacts ? opts->max_contacts : AUDIT_DEFAULT_MAX_CONTACTS;
+    a->device_window_ms =
+        (uint64_t)(opts->device_window_s ? opts->device_window_s : AUDIT_DEFAULT_DEVICE_WINDOW_S) *
+        1000;
+    size_t na = audit_slots(a->max_aors), nc = audit_slots(a->max_contacts);
+    a->aor_mask = na - 1;
+    a->contact_mask = nc - 1;
+    a->aors = calloc(na, sizeof(*a->aors));
+    a->contacts = calloc(nc, sizeof(*a->contacts));
+    if (!a->aors || !a->contacts) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    if (strcmp(path, "-") == 0) {
+        a->fd = STDOUT_FILENO;
+    } else if (path[0]) {
+        rc = audit_open_fd(path, &a->fd);
+        if (rc < 0)
+            goto out;
+        a->is_owned = true;
+    }
+    *out = a;
+    return 0;
+out:
+    free(a->aors);
+    free(a->contacts);
+    free(a);
+    return rc;
+}
+
+void audit_free(struct audit *a)
+{
+    if (!a)
+        return;
+    if (a->is_owned)
+        close(a->fd);
+    free(a->aors);
+    free(a->contacts);
+    free(a);
+}
+
+int audit_reopen(struct audit *a)
+{
+    if (!a || !a->is_owned)
+        return 0;
+    int fd;
+    int rc = audit_open_fd(a->path, &fd);
+    if (rc < 0)
+        return rc;
+    close(a->fd);
+    a->fd = fd;
+    a->st.reopened++;
+    return 0;
+}
+
+const struct audit_stats *audit_stats(const struct audit *a)
+{
+    return &a->st;
+}
+
+/* Finds key; with is_insert, claims a free slot for it when the bound allows. */
+static struct audit_aor *audit_aor_get(struct audit *a, const char *key, bool is_insert)
+{
+    uint64_t h = audit_hash(key);
+    for (size_t i = h & a->aor_mask;; i = (i + 1) & a->aor_mask) {
+        struct audit_aor *e = &a->aors[i];
+        if (!e->is_used) {
+            if (!is_insert)
+                return NULL;
+            if (a->n_aors >= a->max_aors) {
+                a->st.aors_full++;
+                return NULL;
+            }
+            a->n_aors++;
+            e->is_used = true;
+            e->hash = h;
+            snprintf(e->aor, sizeof(e->aor), "%s", key);
+            return e;
+        }
+        if (e->hash == h && strcmp(e->aor, key) == 0)
+            return e;
+    }
+}
+
+static struct audit_contact *audit_contact_get(struct audit *a, const char *key, bool is_insert)
+{
+    uint64_t h = audit_hash(key);
+    for (size_t i = h & a->contact_mask;; i = (i + 1) & a->contact_mask) {
+        struct audit_contact *e = &a->contacts[i];
+        if (!e->is_used) {
+            if (!is_insert)
+                return NULL;
+            if (a->n_contacts >= a->max_contacts) {
+                a->st.contacts_full++;
+                return NULL;
+            }
+            a->n_contacts++;
+            e->is_used = true;
+            e->hash = h;
+            snprintf(e->uri, sizeof(e->uri), "%s", key);
+            return e;
+        }
+        if (e->hash == h && strcmp(e->uri, key) == 0)
+            return e;
+    }
+}
+
+/*
+ * Splits "<uri>;params, <uri>" (or bare "uri;params, uri") into URIs, each cut to
+ * AUDIT_KEY_MAX - 1 bytes. Returns the number found (at most max).
+ */
+static unsigned audit_split_contacts(const char *s, char out[][AUDIT_KEY_MAX], unsigned max)
+{
+    unsigned n = 0;
+    while (*s && n < max) {
+        while (*s == ' ' || *s == ',' || *s == '\t')
+            s++;
+        if (!*s)
+            break;
+        const char *start, *end;
+        if (*s == '<') {
+            start = s + 1;
+            end = strchr(start, '>');
+            if (!end)
+                end = start + strlen(start);
+            s = *end ? end + 1 : end;
+            /* Skip parameters up to the next comma. */
+            while (*s && *s != ',')
+                s++;
+        } else {
+            start = s;
+            end = s;
+            while (*end && *end != ',' && *end != ';' && *end != ' ')
+                end++;
+            s = end;
+            while (*s && *s != ',')
+                s++;
+        }
+        size_t len = (size_t)(end - start);
+        if (len == 0)
+            continue;
+        if (len >= AUDIT_KEY_MAX)
+            len = AUDIT_KEY_MAX - 1;
+        memcpy(out[n], start, len);
+        out[n][len] = '\0';
+        n++;
+    }
+    return n;
+}
+
+static bool audit_ip_of(const struct sockaddr *sa, uint8_t *family, uint8_t ip[16])
+{
+    memset(ip, 0, 16);
+    if (sa && sa->sa_family == AF_INET) {
+        memcpy(ip, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+        *family = AF_INET;
+        return true;
+    }
+    if (sa && sa->sa_family == AF_INET6) {
+        memcpy(ip, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+        *family = AF_INET6;
+        return true;
+    }
+    *family = 0;
+    return false;
+}
+
+static unsigned audit_judge(struct audit *a, const struct edge_reg_event *ev, uint64_t mono_ms)
+{
+    unsigned sig = 0;
+    const char *aor = ev->aor ? ev->aor : "";
+    const char *ua = ev->user_agent ? ev->user_agent : "";
+    bool is_ok = ev->status >= 200 && ev->status < 300;
+    bool is_binding = is_ok && ev->expires_s > 0;
+    char key[AUDIT_KEY_MAX];
+    snprintf(key, sizeof(key), "%s", aor);
+    uint8_t family, ip[16];
+    bool has_ip = audit_ip_of(ev->src, &family, ip);
+
+    if (aor[0]) {
+        struct audit_aor *e = audit_aor_get(a, key, is_binding);
+        if (e && e->last_ok_ms) {
+            if (has_ip && (e->family != family || memcmp(e->ip, ip, 16) != 0) &&
+                mono_ms - e->last_ok_ms < a->device_window_ms)
+                sig |= AUDIT_SIGNAL_DEVICE_CHANGE;
+            if (strncmp(e->ua, ua, sizeof(e->ua) - 1) != 0)
+                sig |= AUDIT_SIGNAL_UA_CHANGE;
+        }
+        if (e && is_binding) {
+            e->last_ok_ms = mono_ms ? mono_ms : 1;
+            e->family = family;
+            memcpy(e->ip, ip, 16);
+            snprintf(e->ua, sizeof(e->ua), "%s", ua);
+        }
+    }
+
+    char uris[AUDIT_MAX_CONTACTS_PER_REQ][AUDIT_KEY_MAX];
+    unsigned n = audit_split_contacts(ev->contacts ? ev->contacts : "", uris,
+                                      AUDIT_MAX_CONTACTS_PER_REQ);
+    for (unsigned i = 0; i < n; i++) {
+        if (strcmp(uris[i], "*") == 0)
+            continue;
+        struct audit_contact *c = audit_contact_get(a, uris[i], is_binding);
+        if (!c)
+            continue;
+        if (c->aor[0] && c->until_ms > mono_ms && strcmp(c->aor, key) != 0)
+            sig |= AUDIT_SIGNAL_DUP_CONTACT;
+        if (is_binding) {
+            snprintf(c->aor, sizeof(c->aor), "%s", key);
+            c->until_ms = mono_ms + (uint64_t)ev->expires_s * 1000;
+        } else if (is_ok && strcmp(c->aor, key) == 0) {
+            c->until_ms = 0; /* removed (expires 0) */
+        }
+    }
+    for (unsigned i = 0; i < 3; i++)
+        if (sig & (1u << i))
+            a->st.signals[i]++;
+    return sig;
+}
+
+/* Appends with snprintf semantics, never past cap - 1. */
+static void audit_put(char *buf, size_t cap, size_t *o, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void audit_put(char *buf, size_t cap, size_t *o, const char *fmt, ...)
+{
+    if (*o >= cap - 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf + *o, cap - *o, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    *o += (size_t)n < cap - *o ? (size_t)n : cap - *o - 1;
+}
+
+/* ,"name":"escaped value" with the value cut to at most max_out bytes once escaped. */
+static void audit_put_str(char *buf, size_t cap, size_t *o, const char *name, const char *s,
+                          size_t max_out)
+{
+    char esc[1024];
+    if (max_out > sizeof(esc))
+        max_out = sizeof(esc);
+    if (!s)
+        s = "";
+    events_json_escape(esc, max_out, s, strlen(s));
+    audit_put(buf, cap, o, ",\"%s\":\"%s\"", name, esc);
+}
+
+static const char *audit_transport_name(uint8_t t)
+{
+    switch (t) {
+    case FLOW_UDP:
+        return "udp";
+    case FLOW_WS:
+        return "ws";
+    case FLOW_WSS:
+        return "wss";
+    }
+    return "unknown";
+}
+
+static void audit_put_head(char *buf, size_t cap, size_t *o, uint64_t wall_ms, const char *event)
+{
+    time_t secs = (time_t)(wall_ms / 1000);
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    audit_put(buf, cap, o, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\",\"event\":\"%s\"",
+              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+              (unsigned)(wall_ms % 1000), event);
+}
+
+size_t audit_format_register(struct audit *a, char *buf, size_t cap,
+                             const struct edge_reg_event *ev, uint64_t wall_ms,
+                             uint64_t mono_ms, unsigned *signals)
+{
+    if (!a || !buf || !ev || cap < AUDIT_LINE_MAX)
+        return 0;
+    unsigned sig = audit_judge(a, ev, mono_ms);
+    /* Field bounds sum well below AUDIT_LINE_MAX, so the line always closes. */
+    size_t o = 0;
+    char src[LOG_ADDR_MAX] = "";
+    if (ev->src)
+        log_fmt_addr(ev->src, src, sizeof(src));
+    audit_put_head(buf, cap, &o, wall_ms, "register");
+    audit_put_str(buf, cap, &o, "aor", ev->aor, 512);
+    audit_put_str(buf, cap, &o, "source", src, 128);
+    audit_put(buf, cap, &o, ",\"transport\":\"%s\"", audit_transport_name(ev->transport));
+    audit_put_str(buf, cap, &o, "contacts", ev->contacts, 1024);
+    audit_put(buf, cap, &o, ",\"expires\":%u", (unsigned)ev->expires_s);
+    audit_put_str(buf, cap, &o, "user_agent", ev->user_agent, 512);
+    audit_put(buf, cap, &o, ",\"status\":%u,\"from_cache\":%s,\"flow\":\"0x%016llx\"",
+              (unsigned)ev->status, ev->is_from_cache ? "true" : "false",
+              (unsigned long long)ev->flow_ref);
+    if (sig) {
+        audit_put(buf, cap, &o, ",\"signals\":[");
+        bool is_first = true;
+        for (unsigned i = 0; i < 3; i++) {
+            if (!(sig & (1u << i)))
+                continue;
+            audit_put(buf, cap, &o, "%s\"%s\"", is_first ? "" : ",", audit_signal_names[i]);
+            is_first = false;
+        }
+        audit_put(buf, cap, &o, "]");
+    }
+    audit_put(buf, cap, &o, "}\n");
+    if (signals)
+        *signals = sig;
+    return o;
+}
+
+size_t audit_format_flow(char *buf, size_t cap, enum edge_flow_event kind, uint64_t flow_ref,
+                         uint8_t transport, const struct sockaddr *remote, const char *reason,
+                         uint64_t wall_ms)
+{
+    if (!buf || cap < 512)
+        return 0;
+    size_t o = 0;
+    char src[LOG_ADDR_MAX] = "";
+    if (remote)
+        log_fmt_addr(remote, src, sizeof(src));
+    audit_put_head(buf, cap, &o, wall_ms, kind == EDGE_FLOW_OPENED ? "flow_open" : "flow_close");
+    audit_put(buf, cap, &o, ",\"flow\":\"0x%016llx\",\"transport\":\"%s\"",
+              (unsigned long long)flow_ref, audit_transport_name(transport));
+    audit_put_str(buf, cap, &o, "source", src, 128);
+    if (reason)
+        audit_put_str(buf, cap, &o, "reason", reason, 128);
+    audit_put(buf, cap, &o, "}\n");
+    return o;
+}
+
+static uint64_t audit_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void audit_write(struct audit *a, const char *line, size_t len)
+{
+    if (a->fd < 0 || len == 0)
+        return;
+    ssize_t n = write(a->fd, line, len);
+    if (n == (ssize_t)len)
+        a->st.lines_written++;
+    else
+        a->st.write_failed++;
+}
+
+void audit_register(struct audit *a, const struct edge_reg_event *ev, uint64_t mono_ms)
+{
+    if (!a)
+        return;
+    char line[AUDIT_LINE_MAX];
+    size_t n = audit_format_register(a, line, sizeof(line), ev, audit_wall_ms(), mono_ms, NULL);
+    audit_write(a, line, n);
+}
+
+void audit_flow(struct audit *a, enum edge_flow_event kind, uint64_t flow_ref, uint8_t transport,
+                const struct sockaddr *remote, const char *reason)
+{
+    if (!a)
+        return;
+    char line[1024];
+    size_t n = audit_format_flow(line, sizeof(line), kind, flow_ref, transport, remote, reason,
+                                 audit_wall_ms());
+    audit_write(a, line, n);
+}
