@@ -1682,6 +1682,17 @@ static void nat_pings(struct edge *e, uint64_t now_ms)
         if (f->state != FLOW_LIVE || f->transport != FLOW_UDP || !f->is_nat ||
             f->reg_until_ms <= now_ms)
             continue;
+        /* A NATed client was told to refresh within nat_expires; one that stays silent
+         * for twice that (plus a ping interval) is gone, whatever the ping method. */
+        uint64_t overdue_ms = 2ull * nat_expires(e, f) * 1000 + (uint64_t)step * 1000;
+        if (now_ms > f->last_rx_ms && now_ms - f->last_rx_ms > overdue_ms) {
+            char a[LOG_ADDR_MAX];
+            log_info("flow %s dead: no refresh for %llu s",
+                     log_fmt_addr(&f->remote.sa, a, sizeof(a)),
+                     (unsigned long long)((now_ms - f->last_rx_ms) / 1000));
+            flow_die(e, f, now_ms, "refresh overdue");
+            continue;
+        }
         if (f->is_ping_outstanding && ++f->missed_pings >= e->pol.nat_max_missed_pings) {
             char a[LOG_ADDR_MAX];
             log_info("flow %s dead: %u pings unanswered", log_fmt_addr(&f->remote.sa, a, sizeof(a)),

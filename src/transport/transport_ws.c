@@ -1101,6 +1101,12 @@ static void on_lws_log(int level, const char *line)
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
 
+/*
+ * Server keepalive is lws' retry_and_idle_policy: after ws_ping_interval_s without valid
+ * traffic lws sends a WebSocket Ping, and it hangs up ws_pong_timeout_s later if still
+ * nothing came. lws 4.1.6 never reports the pongs to those pings (no RECEIVE_PONG), so
+ * on_alive cannot be driven by them; a hangup shows up as an ordinary CLOSED.
+ */
 static void ws_apply_policy(struct transport_ws *t, const struct policy *p)
 {
     t->pol = *p;

@@ -3,7 +3,7 @@
 # wss listeners, while a good client stays registered on another connection:
 #   oversized message (one frame, and fragments) -> close 1009 (ws and wss);
 #   junk text, binary garbage, malformed SIP -> never anything but SIP responses back;
-#   a text frame that is not UTF-8 -> close 1007;
+#   a text frame that is not UTF-8 -> close 1007; silence after the handshake -> 1008;
 #   no subprotocol / only "xmpp" -> handshake refused; wrong Origin -> refused (the
 #   allowed origin on another port passes; no Origin passes by default);
 #   plain HTTP GET without Upgrade -> no 101, closed; CRLF keepalive -> CRLF.
@@ -27,7 +27,7 @@ GOOD=https://good.example
 
 ws_make_cert "$IT_TMP"
 make_users "$IT_TMP/users.txt"
-test_policy_dir "$IT_TMP/policy" "$(printf 'ws:\n  max_message_bytes: 65536\n')"
+test_policy_dir "$IT_TMP/policy" "$(printf 'ws:\n  max_message_bytes: 65536\n  first_message_timeout: 2\n')"
 start_sipedge --listen-udp "$PUB:5060" --listen-ws "$PUB:$WS_PORT" --listen-wss "$PUB:$WSS_PORT" \
     --tls-cert "$IT_TMP/cert.pem" --tls-key "$IT_TMP/key.pem" --ws-origin "$GOOD" \
     --core "$CORE:5070" --registrar-listen "$REG:5080" --users "$IT_TMP/users.txt" \
@@ -53,6 +53,7 @@ expect_ok bigfrag_ws too-big-frag --url "$WS"
 expect_ok junk_ws junk --url "$WS"
 expect_ok junk_wss junk --url "$WSS"
 expect_ok utf8_ws bad-utf8 --url "$WS"
+expect_ok idle_wss idle --url "$WSS"
 expect_ok crlf_wss crlf --url "$WSS"
 expect_ok nosub_ws no-subprotocol --url "$WS"
 expect_ok nosub_wss no-subprotocol --url "$WSS"
@@ -93,6 +94,7 @@ check_stat refused_origin 2
 check_stat refused_http 1
 check_stat keepalive_rx 1
 check_stat close_bad_utf8 1
+check_stat close_first_message_timeout 1
 [ "$(ws_stat refused_no_origin)" = 0 ] || fail "a handshake without Origin was counted as refused"
 
 stop_sipedge

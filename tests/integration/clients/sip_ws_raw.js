@@ -17,6 +17,7 @@
 //                   must be a SIP response; reports whether the connection survived
 //   crlf            "\r\n\r\n" -> "\r\n" (RFC 5626 §4.4.1 keepalive)
 //   bad-utf8        a text frame that is not UTF-8 -> close 1007 (RFC 6455 §8.1)
+//   idle            sends nothing after the handshake -> close 1008 (first-message timeout)
 //   no-subprotocol  handshake without Sec-WebSocket-Protocol -> refused
 //   wrong-subprotocol  offers only "xmpp" -> refused
 //   handshake       plain handshake with "sip" (use with --origin) -> prints opened/refused
@@ -37,6 +38,7 @@ const url = opt.url;
 const timeoutS = Number(opt.timeout || 15);
 const rnd = () => crypto.randomBytes(6).toString('hex');
 const host = `${rnd()}.invalid`;
+let t0 = Date.now();
 
 function result(ok, detail) {
     console.log(`RESULT ${kase} ${ok ? 'ok' : 'fail'}: ${detail}`);
@@ -200,6 +202,10 @@ function main() {
             result(code === 1009, `close ${code} "${reason}"`);
         }
         if (kase === 'bad-utf8') result(code === 1007, `close ${code} "${reason}"`);
+        if (kase === 'idle') {
+            const s = ((Date.now() - t0) / 1000).toFixed(1);
+            result(code === 1008, `close ${code} "${reason}" after ${s}s`);
+        }
         if (kase === 'register') result(false, `connection closed (${code})`);
         if (kase === 'crlf') result(false, `closed ${code} before the CRLF answer`);
     });
@@ -210,6 +216,8 @@ function main() {
             ws.send('x'.repeat(1 << 20));
         } else if (kase === 'too-big-frag') {
             for (let i = 0; i < 40; i++) ws.send('y'.repeat(2048), { fin: i === 39 });
+        } else if (kase === 'idle') {
+            t0 = Date.now();
         } else if (kase === 'bad-utf8') {
             ws.send(Buffer.from('REGISTER sip:x SIP/2.0\r\nFrom: \xff\xfe\r\n\r\n', 'latin1'),
                 { binary: false });
