@@ -26,7 +26,8 @@ static void usage(FILE *f)
             "      --tls-key FILE         private key (PEM) for wss\n"
             "      --ws-origin ORIGIN     allowed Origin, scheme://host[:port] (repeatable)\n"
             "      --core ADDR:PORT       our core-side address (towards registrars)\n"
-            "      --registrar ADDR:PORT  external registrar (without it the embedded one runs)\n"
+            "      --registrar ADDR:PORT  external registrar (without it the embedded one runs);\n"
+            "                             repeat it to add backups, tried in order on failure\n"
             "      --registrar-listen ADDR:PORT  address of the embedded registrar\n"
             "      --core-peer ADDR:PORT  another trusted core peer (repeatable)\n"
             "      --users FILE           users file of the embedded registrar (user:password)\n"
@@ -185,6 +186,8 @@ static void apply_overrides(struct config *cfg, const struct overrides *o)
     if (o->has_registrar) {
         cfg->registrar = o->cli.registrar;
         cfg->has_external_registrar = true;
+        memcpy(cfg->registrar_backups, o->cli.registrar_backups, sizeof(cfg->registrar_backups));
+        cfg->n_registrar_backups = o->cli.n_registrar_backups;
     }
     if (o->has_peers) {
         memcpy(cfg->core_peers, o->cli.core_peers, sizeof(cfg->core_peers));
@@ -300,7 +303,16 @@ int main(int argc, char **argv)
             o.has_core = true;
             break;
         case OPT_REGISTRAR:
-            rc = addr_opt("registrar", optarg, &o.cli.registrar);
+            /* The first is the registrar, the others its backups in failover order. */
+            if (!o.has_registrar) {
+                rc = addr_opt("registrar", optarg, &o.cli.registrar);
+            } else if (o.cli.n_registrar_backups < CONFIG_MAX_PEERS) {
+                rc = addr_opt("registrar", optarg,
+                              &o.cli.registrar_backups[o.cli.n_registrar_backups++]);
+            } else {
+                fprintf(stderr, "sipedge: at most %d backup registrars\n", CONFIG_MAX_PEERS);
+                return 1;
+            }
             o.has_registrar = true;
             break;
         case OPT_REGISTRAR_LISTEN:

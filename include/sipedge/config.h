@@ -36,6 +36,8 @@ struct config {
     struct config_addr core;                          /* our core-side address */
     struct config_addr registrar;                     /* where REGISTERs go */
     bool has_external_registrar;                      /* false: embedded registrar runs */
+    struct config_addr registrar_backups[CONFIG_MAX_PEERS]; /* failover order after registrar */
+    unsigned n_registrar_backups;
     struct config_addr embedded_listen;               /* embedded registrar's address */
     struct config_addr core_peers[CONFIG_MAX_PEERS];  /* trusted core peers besides the registrar */
     unsigned n_core_peers;
@@ -113,6 +115,10 @@ struct policy {
     bool regcache;                  /* answer unchanged refreshes locally */
     uint32_t regcache_registrar_expires_s; /* Expires asked of the registrar when caching */
     uint32_t regcache_refresh_margin_s;    /* go upstream when less than this is left */
+    /* Registrar health */
+    uint32_t registrar_timeout_s;   /* a relayed request unanswered this long: registrar down */
+    uint32_t registrar_retry_s;     /* a down registrar is tried again after this */
+    uint32_t registrar_loss_grace_s; /* cache keeps answering this long past the margin */
     /* guard: rate limits (token buckets: rate per second, burst in messages) */
     uint32_t guard_ip_rate, guard_ip_burst;           /* per source address */
     uint32_t guard_ip_port_rate, guard_ip_port_burst; /* per (address, port) */

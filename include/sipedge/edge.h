@@ -73,6 +73,8 @@ struct edge_out {
     X(conn_send_failed)                                                                            \
     X(flows_released)                                                                              \
     X(tx_overflow)                                                                                 \
+    X(registrar_marked_down)                                                                       \
+    X(registrar_recovered)                                                                         \
     X(guard_dropped)                                                                               \
     X(guard_rejected)
 

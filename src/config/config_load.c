@@ -42,6 +42,7 @@ static const struct yaml_walk_field config_embedded_schema[] = {
 
 static const struct yaml_walk_field config_registrar_schema[] = {
     YAML_WALK_FIELD_ADDR_FLAG(C, "address", registrar, has_external_registrar),
+    YAML_WALK_FIELD_ADDR_LIST(C, "backups", registrar_backups, n_registrar_backups, 0),
     YAML_WALK_FIELD_MAP("embedded", config_embedded_schema),
     YAML_WALK_FIELD_END,
 };

@@ -67,6 +67,13 @@ static const struct yaml_walk_field policy_regcache_schema[] = {
     YAML_WALK_FIELD_END,
 };
 
+static const struct yaml_walk_field policy_upstream_schema[] = {
+    YAML_WALK_FIELD_U32(P, "timeout", registrar_timeout_s, 1, 300),
+    YAML_WALK_FIELD_U32(P, "retry", registrar_retry_s, 1, 3600),
+    YAML_WALK_FIELD_U32(P, "loss_grace", registrar_loss_grace_s, 0, 86400),
+    YAML_WALK_FIELD_END,
+};
+
 static const struct yaml_walk_field policy_ws_schema[] = {
     YAML_WALK_FIELD_U32(P, "max_message_bytes", ws_max_message_bytes, 65536, 1048576),
     YAML_WALK_FIELD_U32(P, "first_message_timeout", ws_first_message_timeout_s, 1, 3600),
@@ -171,6 +178,7 @@ static const struct yaml_walk_field policy_schema[] = {
     YAML_WALK_FIELD_MAP("ws", policy_ws_schema),
     YAML_WALK_FIELD_MAP("nat", policy_nat_schema),
     YAML_WALK_FIELD_MAP("regcache", policy_regcache_schema),
+    YAML_WALK_FIELD_MAP("upstream", policy_upstream_schema),
     YAML_WALK_FIELD_MAP("guard", policy_guard_schema),
     YAML_WALK_FIELD_END,
 };
@@ -298,6 +306,9 @@ void policy_defaults(struct policy *pol)
     pol->regcache = true;
     pol->regcache_registrar_expires_s = 3600;
     pol->regcache_refresh_margin_s = 300;
+    pol->registrar_timeout_s = 5;
+    pol->registrar_retry_s = 30;
+    pol->registrar_loss_grace_s = 600;
     policy_guard_defaults(pol);
 }
 

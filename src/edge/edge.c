@@ -57,6 +57,14 @@ struct flow_reg {
 };
 
 #define FLOW_REGS_MAX 8
+#define EDGE_MAX_UPSTREAMS (1 + CONFIG_MAX_PEERS)
+
+/* A registrar and what the edge knows of its health. */
+struct upstream {
+    const struct config_addr *addr;
+    uint64_t pending_since_ms; /* first relayed request not followed by any answer; 0: none */
+    uint64_t down_until_ms;    /* marked down until then; 0: up */
+};
 
 struct edge {
     const struct config *cfg;
@@ -72,6 +80,9 @@ struct edge {
     uint32_t dead_head; /* slot + 1 of the first dead flow waiting for de-registration */
     uint64_t dereg_seq;
     uint64_t n_ticks;
+    struct upstream ups[EDGE_MAX_UPSTREAMS];
+    unsigned n_ups;
+    uint64_t loss_since_ms; /* every registrar down since then; 0: one answers */
     struct sip_hdr hdrs[EDGE_MAX_HDRS];
     char pub_host[CONFIG_MAX_LISTEN][64]; /* host:port for our inbound Via per socket */
 };
@@ -142,8 +153,10 @@ static bool hostport_is(struct slice host, uint16_t port, const struct config_ad
 
 static bool is_core_peer(const struct edge *e, const struct sockaddr *src)
 {
-    if (netaddr_eq(src, (const struct sockaddr *)&e->cfg->registrar.ss))
-        return true;
+    for (unsigned i = 0; i < e->n_ups; i++) {
+        if (netaddr_eq(src, (const struct sockaddr *)&e->ups[i].addr->ss))
+            return true;
+    }
     for (unsigned i = 0; i < e->cfg->n_core_peers; i++) {
         if (netaddr_eq(src, (const struct sockaddr *)&e->cfg->core_peers[i].ss))
             return true;
@@ -158,6 +171,71 @@ static struct sip_limits edge_limits(const struct edge *e)
     if (lim.max_headers > EDGE_MAX_HDRS)
         lim.max_headers = EDGE_MAX_HDRS;
     return lim;
+}
+
+/* ---- registrar health and failover -------------------------------------------------- */
+
+/*
+ * The registrar to relay to: the first in configured order that is not marked down (a
+ * down one whose retry time has come is tried again). With every one down, the primary.
+ * Notes a relay that expects an answer, so a missing one can mark the registrar down.
+ */
+static const struct sockaddr *upstream_dst(struct edge *e, uint64_t now_ms, bool expects_answer)
+{
+    struct upstream *u = &e->ups[0];
+    for (unsigned i = 0; i < e->n_ups; i++) {
+        if (e->ups[i].down_until_ms <= now_ms) {
+            u = &e->ups[i];
+            break;
+        }
+    }
+    if (expects_answer && !u->pending_since_ms)
+        u->pending_since_ms = now_ms ? now_ms : 1; /* 0 means "nothing pending" */
+    return (const struct sockaddr *)&u->addr->ss;
+}
+
+/* Any answer from a registrar proves it up. */
+static void upstream_answered(struct edge *e, const struct sockaddr *src)
+{
+    for (unsigned i = 0; i < e->n_ups; i++) {
+        struct upstream *u = &e->ups[i];
+        if (!netaddr_eq(src, (const struct sockaddr *)&u->addr->ss))
+            continue;
+        if (u->down_until_ms)
+            log_info("registrar %s answers again", u->addr->text);
+        u->pending_since_ms = 0;
+        u->down_until_ms = 0;
+        if (e->loss_since_ms)
+            if (e->loss_since_ms)
+            e->st.registrar_recovered++;
+        e->loss_since_ms = 0;
+        return;
+    }
+}
+
+/* Marks registrars that left a relayed request unanswered too long as down. */
+static void upstream_check(struct edge *e, uint64_t now_ms)
+{
+    uint64_t timeout = (uint64_t)e->pol.registrar_timeout_s * 1000;
+    bool all_down = true;
+    for (unsigned i = 0; i < e->n_ups; i++) {
+        struct upstream *u = &e->ups[i];
+        if (u->pending_since_ms && now_ms - u->pending_since_ms >= timeout) {
+            u->pending_since_ms = 0;
+            u->down_until_ms = now_ms + (uint64_t)e->pol.registrar_retry_s * 1000;
+            e->st.registrar_marked_down++;
+            log_warn("registrar %s did not answer for %u s: marked down, retried in %u s%s",
+                     u->addr->text, e->pol.registrar_timeout_s, e->pol.registrar_retry_s,
+                     i + 1 < e->n_ups ? ", failing over" : "");
+        }
+        if (!u->down_until_ms)
+            all_down = false;
+    }
+    if (all_down && !e->loss_since_ms) {
+        e->loss_since_ms = now_ms ? now_ms : 1;
+        log_warn("no registrar answers: cached registrations are kept alive for up to %u s",
+                 e->pol.registrar_loss_grace_s);
+    }
 }
 
 /* ---- output --------------------------------------------------------------------------- */
@@ -657,12 +735,19 @@ static bool regcache_answer(struct edge *e, const struct rx *rx, struct flow *f,
     if (!e->pol.regcache || !sum->is_usable || !sum->has_contact || sum->is_removal)
         return false;
     struct flow_reg *r = flow_reg_find(f, sum->aor);
-    if (!r || !r->is_authed || r->until_ms == 0 ||
-        r->until_ms <= now_ms + (uint64_t)e->pol.regcache_refresh_margin_s * 1000 ||
+    /* Normally a refresh near the registrar's expiry goes upstream; while no registrar
+     * answers, it is answered here until loss_grace past that expiry. */
+    uint64_t horizon = e->loss_since_ms
+                           ? r ? r->until_ms + (uint64_t)e->pol.registrar_loss_grace_s * 1000 : 0
+                           : r ? r->until_ms : 0;
+    uint64_t need = e->loss_since_ms ? now_ms
+                                     : now_ms + (uint64_t)e->pol.regcache_refresh_margin_s * 1000;
+    if (!r || !r->is_authed || r->until_ms == 0 || horizon <= need ||
         sum->cseq <= r->cseq || !slice_eq(sum->call_id, slice_make(r->call_id, strlen(r->call_id))) ||
         strcmp(r->contacts, sum->contacts) != 0)
         return false;
-    uint32_t left_s = (uint32_t)((r->until_ms - now_ms) / 1000);
+    uint32_t left_s = r->until_ms > now_ms ? (uint32_t)((r->until_ms - now_ms) / 1000)
+                                           : e->pol.nat_expires_s;
     uint32_t grant = sum->max_expires && sum->max_expires < left_s ? sum->max_expires : left_s;
     if (f->is_nat && grant > nat_expires(e, f))
         grant = nat_expires(e, f);
@@ -729,7 +814,7 @@ static uint32_t flow_reg_confirm(struct edge *e, struct flow *f, const struct si
  * ours, so the request asserts the AOR with P-Asserted-Identity (RFC 3325); the edge
  * strips that header from every client request, so only its own reach the core.
  */
-static void send_dereg(struct edge *e, const struct flow_reg *r)
+static void send_dereg(struct edge *e, const struct flow_reg *r, uint64_t now_ms)
 {
     struct sip_uri u;
     bool is_sip;
@@ -753,7 +838,7 @@ static void send_dereg(struct edge *e, const struct flow_reg *r)
     sip_build_str(&b, "Expires: 0\r\nUser-Agent: sipedge\r\nContent-Length: 0\r\n\r\n");
     e->st.dereg_sent++;
     log_info("flow dead: de-registering %s (%s)", r->aor, r->contacts);
-    send_built_udp(e, &b, EDGE_SOCK_CORE, (const struct sockaddr *)&e->cfg->registrar.ss);
+    send_built_udp(e, &b, EDGE_SOCK_CORE, upstream_dst(e, now_ms, true));
 }
 
 static void flow_die(struct edge *e, struct flow *f, uint64_t now_ms, const char *reason)
@@ -782,7 +867,7 @@ static void dead_flows_process(struct edge *e, uint64_t now_ms)
         *pp = d->dnext;
         for (struct flow_reg *r = d->regs; r; r = r->next) {
             if (r->until_ms > now_ms)
-                send_dereg(e, r);
+                send_dereg(e, r, now_ms);
         }
         on_flow_release(e, d);
         flow_table_release(e->flows, d);
@@ -1114,7 +1199,9 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
     } else {
         e->st.relayed_request++;
     }
-    send_built_udp(e, &b, EDGE_SOCK_CORE, (const struct sockaddr *)&e->cfg->registrar.ss);
+    /* ACK gets no answer (RFC 3261 §17.1.1.3): it says nothing about the registrar. */
+    send_built_udp(e, &b, EDGE_SOCK_CORE,
+                   upstream_dst(e, now_ms, m->method_id != SIP_METHOD_ACK));
 }
 
 /* Client response to a request we delivered: pop our Via, on to the next Via. */
@@ -1579,10 +1666,12 @@ void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sock
         }
         return;
     }
-    if (m.is_request)
+    if (m.is_request) {
         relay_core_request(e, &rx, &m);
-    else
+    } else {
+        upstream_answered(e, src);
         relay_core_response(e, &m, now_ms);
+    }
 }
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
@@ -1597,6 +1686,9 @@ int edge_new(struct edge **out, const struct edge_opts *opts)
     e->out = opts->out;
     e->guard = opts->guard;
     e->hooks = opts->hooks;
+    e->ups[e->n_ups++].addr = &e->cfg->registrar;
+    for (unsigned i = 0; i < e->cfg->n_registrar_backups && e->n_ups < EDGE_MAX_UPSTREAMS; i++)
+        e->ups[e->n_ups++].addr = &e->cfg->registrar_backups[i];
     int rc = flow_token_keys_new(&e->keys, opts->cfg->flow_key,
                                  opts->cfg->has_flow_key_prev ? opts->cfg->flow_key_prev : NULL);
     if (rc < 0)
@@ -1709,6 +1801,7 @@ void edge_tick_dead(struct edge *e, uint64_t now_ms) { dead_flows_process(e, now
 void edge_tick(struct edge *e, uint64_t now_ms)
 {
     e->n_ticks++;
+    upstream_check(e, now_ms);
     nat_pings(e, now_ms);
     /* Sweep the whole table about once a minute, a slice per tick. */
     uint32_t per_tick = flow_table_capacity(e->flows) / 60 + 1;
