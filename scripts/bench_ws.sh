@@ -95,13 +95,13 @@ for proto in $PROTOS; do
     done
 done
 
-printf '\n%-5s %8s %10s %8s %10s %12s %12s %12s\n' proto conns registered failed reg/s \
-    "rss0 MiB" "rss MiB" "KiB/conn"
+printf '\n%-5s %8s %10s %8s %8s %10s %12s %12s %12s\n' proto conns registered live failed \
+    reg/s "rss0 MiB" "rss MiB" "KiB/conn"
 for r in "${rows[@]}"; do
     proto=${r%% *}
     get() { printf '%s\n' "$r" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
-    printf '%-5s %8s %10s %8s %10s %12.1f %12.1f %12s\n' "$proto" "$(get conns)" \
-        "$(get registered)" "$(get failed)" "$(get reg_per_s)" \
+    printf '%-5s %8s %10s %8s %8s %10s %12.1f %12.1f %12s\n' "$proto" "$(get conns)" \
+        "$(get registered)" "$(get live)" "$(get failed)" "$(get reg_per_s)" \
         "$(awk -v k="$(get rss_before_kib)" 'BEGIN { print k / 1024 }')" \
         "$(awk -v k="$(get rss_after_kib)" 'BEGIN { print k / 1024 }')" "$(get kib_per_conn)"
 done

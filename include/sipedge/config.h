@@ -91,7 +91,7 @@ struct policy {
     uint32_t max_bindings;      /* location table bound: 503 when full */
     uint32_t max_contacts_per_aor;
     uint32_t nonce_ttl_s;
-    bool digest_sha256_first;   /* challenge order: SHA-256 first, else MD5 first */
+    int digest_challenges;      /* enum: 0 md5, 1 sha256, 2 md5 then sha256, 3 sha256 then md5 */
     /* flows */
     uint32_t flow_idle_timeout_s; /* UDP flow forgotten after this much silence */
     uint32_t dead_flow_grace_s;   /* after a flow dies: de-REGISTER its contacts after this */

@@ -184,6 +184,8 @@ void edge_tick_dead(struct edge *e, uint64_t now_ms);
 
 const struct edge_stats *edge_stats(const struct edge *e);
 const struct edge_latency *edge_latency(const struct edge *e);
+/* False while every registrar is marked down (upstream.timeout without an answer). */
+bool edge_registrar_up(const struct edge *e);
 
 /*
  * Calls cb for every flow that is not free (live or dead), in slot order, until cb

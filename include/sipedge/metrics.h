@@ -8,8 +8,8 @@
  *   sipedge_bans_active               live bans
  *   sipedge_drops_total{reason}       messages dropped or refused, edge and guard causes
  *   sipedge_relay_latency_seconds     histogram: request relayed → registrar answer
- *   sipedge_registrar_up              1 unless a relayed REGISTER has gone unanswered
- *                                     for METRICS_REGISTRAR_TIMEOUT_MS
+ *   sipedge_registrar_up              0 while every registrar is marked down by the edge
+ *                                     (upstream.timeout without an answer), else 1
  *   sipedge_edge_<name>_total         every edge counter (EDGE_STATS)
  *   sipedge_guard_<name>_total        every guard counter (GUARD_STATS)
  *   sipedge_audit_*                   audit log lines, failures, signals, full tables
@@ -26,8 +26,6 @@
 #include "sipedge/edge.h"
 #include "sipedge/guard.h"
 
-#define METRICS_REGISTRAR_TIMEOUT_MS 30000
-
 enum metrics_reg_outcome {
     METRICS_REG_OK = 0, /* 2xx from the registrar */
     METRICS_REG_CACHED, /* 2xx from the registration cache */
@@ -36,20 +34,13 @@ enum metrics_reg_outcome {
     METRICS_REG_N,
 };
 
-/* Registration outcome counters and the registrar health state, kept by the caller. */
+/* Registration outcome counters, kept by the caller. */
 struct metrics_reg {
     uint64_t n[METRICS_REG_N];
-    uint64_t answered_relayed; /* edge relayed_register count at the last registrar answer */
-    uint64_t pending_since_ms; /* 0: nothing unanswered */
 };
 
-/* Counts one REGISTER outcome; a registrar answer (not from cache) also records
- * relayed_register (the edge counter at that moment) as answered. */
-void metrics_reg_note(struct metrics_reg *r, uint16_t status, bool is_from_cache,
-                      uint64_t relayed_register);
-/* Once a second: notes when relayed REGISTERs start waiting for an answer. Returns the
- * registrar_up value: false once requests have waited METRICS_REGISTRAR_TIMEOUT_MS. */
-bool metrics_reg_tick(struct metrics_reg *r, uint64_t relayed_register, uint64_t now_ms);
+/* Counts one REGISTER outcome. */
+void metrics_reg_note(struct metrics_reg *r, uint16_t status, bool is_from_cache);
 const char *metrics_reg_outcome_name(enum metrics_reg_outcome o);
 enum metrics_reg_outcome metrics_reg_outcome_of(uint16_t status, bool is_from_cache);
 

@@ -30,6 +30,9 @@ static const struct yaml_walk_field policy_limits_schema[] = {
     YAML_WALK_FIELD_END,
 };
 
+static const char *const policy_digest_names[] = {"md5", "sha256", "md5-sha256", "sha256-md5",
+                                                   NULL};
+
 static const struct yaml_walk_field policy_registrar_schema[] = {
     YAML_WALK_FIELD_U32(P, "min_expires", min_expires_s, 1, 86400),
     YAML_WALK_FIELD_U32(P, "max_expires", max_expires_s, 60, 604800),
@@ -37,7 +40,7 @@ static const struct yaml_walk_field policy_registrar_schema[] = {
     YAML_WALK_FIELD_U32(P, "max_bindings", max_bindings, 1, 10000000),
     YAML_WALK_FIELD_U32(P, "max_contacts_per_aor", max_contacts_per_aor, 1, 1000),
     YAML_WALK_FIELD_U32(P, "nonce_ttl", nonce_ttl_s, 10, 86400),
-    YAML_WALK_FIELD_BOOL(P, "digest_sha256_first", digest_sha256_first),
+    YAML_WALK_FIELD_ENUM(P, "digest", digest_challenges, policy_digest_names),
     YAML_WALK_FIELD_END,
 };
 

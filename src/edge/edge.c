@@ -1831,6 +1831,8 @@ void edge_stats_format(const struct edge *e, char *buf, size_t cap)
 
 const struct edge_latency *edge_latency(const struct edge *e) { return &e->lat; }
 
+bool edge_registrar_up(const struct edge *e) { return e->loss_since_ms == 0; }
+
 size_t edge_flows_foreach(struct edge *e, bool (*cb)(void *ctx, const struct edge_flow_info *fi),
                           void *ctx)
 {

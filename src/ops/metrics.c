@@ -26,25 +26,9 @@ enum metrics_reg_outcome metrics_reg_outcome_of(uint16_t status, bool is_from_ca
     return METRICS_REG_REJECTED;
 }
 
-void metrics_reg_note(struct metrics_reg *r, uint16_t status, bool is_from_cache,
-                      uint64_t relayed_register)
+void metrics_reg_note(struct metrics_reg *r, uint16_t status, bool is_from_cache)
 {
     r->n[metrics_reg_outcome_of(status, is_from_cache)]++;
-    if (!is_from_cache) {
-        r->answered_relayed = relayed_register;
-        r->pending_since_ms = 0;
-    }
-}
-
-bool metrics_reg_tick(struct metrics_reg *r, uint64_t relayed_register, uint64_t now_ms)
-{
-    if (relayed_register <= r->answered_relayed) {
-        r->pending_since_ms = 0;
-        return true;
-    }
-    if (r->pending_since_ms == 0)
-        r->pending_since_ms = now_ms ? now_ms : 1;
-    return now_ms - r->pending_since_ms < METRICS_REGISTRAR_TIMEOUT_MS;
 }
 
 struct metrics_out {

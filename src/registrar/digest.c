@@ -448,22 +448,33 @@ int digest_verify(const struct digest *d, const struct digest_creds *c, struct s
     return CRYPTO_memcmp(got, expect, n) == 0 ? 0 : -EACCES;
 }
 
-int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stale,
-                           bool is_sha256_first, char *buf, size_t cap)
+int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stale, int challenges,
+                           char *buf, size_t cap)
 {
     char nonce[DIGEST_NONCE_LEN + 1];
     digest_nonce_make(d, now_ms, nonce, sizeof(nonce));
     const char *stale = is_stale ? ", stale=true" : "";
-    /* RFC 7616 §3.7: challenges in order of preference. Many deployed UAs answer the
-     * first challenge whatever its algorithm, hence the policy choice. */
-    const char *first = is_sha256_first ? "SHA-256" : "MD5";
-    const char *second = is_sha256_first ? "MD5" : "SHA-256";
-    int n = snprintf(buf, cap,
-                     "WWW-Authenticate: Digest realm=\"%s\", nonce=\"%s\", qop=\"auth\", "
-                     "algorithm=%s%s\r\n"
-                     "WWW-Authenticate: Digest realm=\"%s\", nonce=\"%s\", qop=\"auth\", "
-                     "algorithm=%s%s\r\n",
-                     d->realm, nonce, first, stale, d->realm, nonce, second, stale);
+    /*
+     * RFC 7616 §3.7 lists challenges by preference, but deployed clients differ: sipp and
+     * many phones answer the first one whatever its algorithm, JsSIP and SIP.js the last
+     * one and only with MD5. So the policy says which to send, MD5 alone by default.
+     */
+    static const char *const algs[4][2] = {
+        {"MD5", NULL}, {"SHA-256", NULL}, {"MD5", "SHA-256"}, {"SHA-256", "MD5"}};
+    if (challenges < 0 || challenges > 3)
+        challenges = 0;
+    int n = 0;
+    for (int i = 0; i < 2 && algs[challenges][i]; i++) {
+        if ((size_t)n >= cap)
+            return -ENOSPC;
+        int k = snprintf(buf + n, cap - (size_t)n,
+                         "WWW-Authenticate: Digest realm=\"%s\", nonce=\"%s\", qop=\"auth\", "
+                         "algorithm=%s%s\r\n",
+                         d->realm, nonce, algs[challenges][i], stale);
+        if (k < 0)
+            return -ENOSPC;
+        n += k;
+    }
     if (n < 0 || (size_t)n >= cap)
         return -ENOSPC;
     return n;

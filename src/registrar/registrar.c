@@ -313,7 +313,7 @@ static bool register_authorize(struct req *q, struct slice aor_user)
     } else {
         r->stats.challenges++;
     }
-    int n = digest_challenge_build(r->dig, q->now_ms, is_stale, r->policy.digest_sha256_first,
+    int n = digest_challenge_build(r->dig, q->now_ms, is_stale, r->policy.digest_challenges,
                                    r->extra, sizeof(r->extra));
     if (n < 0) {
         r->stats.send_errors++;

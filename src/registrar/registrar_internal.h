@@ -155,7 +155,7 @@ int digest_verify(const struct digest *d, const struct digest_creds *c, struct s
  * Returns the length written, or -ENOSPC.
  */
 int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stale,
-                           bool is_sha256_first, char *buf, size_t cap);
+                           int challenges, char *buf, size_t cap);
 
 /*
  * response = KD(H(A1), nonce:nc:cnonce:qop:H(method:uri)) for qop=auth (RFC 7616 §3.4.1),

@@ -93,8 +93,7 @@ static void on_ws_close(void *ctx, uint64_t conn, uint64_t ref)
 static void on_edge_register(void *ctx, const struct edge_reg_event *ev)
 {
     struct worker *w = ctx;
-    uint64_t relayed = w->edge ? edge_stats(w->edge)->relayed_register : 0;
-    metrics_reg_note(&w->reg_metrics, ev->status, ev->is_from_cache, relayed);
+    metrics_reg_note(&w->reg_metrics, ev->status, ev->is_from_cache);
     audit_register(w->audit, ev, uv_now(&w->loop));
 }
 
@@ -198,18 +197,20 @@ static void on_tick(uv_timer_t *t)
     if (now - w->last_second_ms < 1000) {
         if (w->edge)
             edge_tick_dead(w->edge, now);
+        transport_udp_flush(w->udp);
         return;
     }
     w->last_second_ms = now;
     if (w->edge) {
         edge_tick(w->edge, now);
-        w->is_registrar_up =
-            metrics_reg_tick(&w->reg_metrics, edge_stats(w->edge)->relayed_register, now);
+        w->is_registrar_up = edge_registrar_up(w->edge);
     }
     if (w->guard)
         guard_tick(w->guard, now);
     if (w->reg)
         registrar_tick(w->reg, now);
+    /* Timer work (pings, de-REGISTERs) leaves now, not at the next I/O wakeup. */
+    transport_udp_flush(w->udp);
 }
 
 static void on_closed_handle(uv_handle_t *h) { (void)h; }

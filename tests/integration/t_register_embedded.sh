@@ -17,7 +17,8 @@ REALM=sipedge-test
 
 make_users "$IT_TMP/users.txt"
 make_csv "$IT_TMP/reg.csv" 1000 20
-test_policy_dir "$IT_TMP/policy"
+# Both digest algorithms, MD5 first (sipp answers the first challenge, and only MD5).
+test_policy_dir "$IT_TMP/policy" $'registrar:\n  digest: md5-sha256'
 
 start_sipedge --listen-udp "$PUB:5060" --core "$CORE:5070" --registrar-listen "$REG:5080" \
     --users "$IT_TMP/users.txt" --realm "$REALM" --policy "$IT_TMP/policy" --log-level debug

@@ -145,7 +145,7 @@ static void test_digest_challenge_offers_sha256_and_md5(void **state)
     (void)state;
     struct digest *d = load("alice:pw\n");
     char buf[1024];
-    int n = digest_challenge_build(d, T0, false, true, buf, sizeof(buf));
+    int n = digest_challenge_build(d, T0, false, 3, buf, sizeof(buf));
     assert_true(n > 0);
     const char *sha = strstr(buf, "algorithm=SHA-256");
     const char *md5 = strstr(buf, "algorithm=MD5");
@@ -153,12 +153,18 @@ static void test_digest_challenge_offers_sha256_and_md5(void **state)
     assert_non_null(md5);
     assert_true(sha < md5);
     assert_null(strstr(buf, "stale"));
-    /* The other order when the policy prefers MD5 first (interop). */
-    assert_true(digest_challenge_build(d, T0, false, false, buf, sizeof(buf)) > 0);
+    /* The other order, and each algorithm alone (MD5 alone is the default). */
+    assert_true(digest_challenge_build(d, T0, false, 2, buf, sizeof(buf)) > 0);
     assert_true(strstr(buf, "algorithm=MD5") < strstr(buf, "algorithm=SHA-256"));
-    assert_true(digest_challenge_build(d, T0, true, true, buf, sizeof(buf)) > 0);
+    assert_true(digest_challenge_build(d, T0, false, 0, buf, sizeof(buf)) > 0);
+    assert_non_null(strstr(buf, "algorithm=MD5"));
+    assert_null(strstr(buf, "SHA-256"));
+    assert_true(digest_challenge_build(d, T0, false, 1, buf, sizeof(buf)) > 0);
+    assert_non_null(strstr(buf, "algorithm=SHA-256"));
+    assert_null(strstr(buf, "MD5"));
+    assert_true(digest_challenge_build(d, T0, true, 3, buf, sizeof(buf)) > 0);
     assert_non_null(strstr(buf, "stale=true"));
-    assert_int_equal(digest_challenge_build(d, T0, false, true, buf, 40), -ENOSPC);
+    assert_int_equal(digest_challenge_build(d, T0, false, 3, buf, 40), -ENOSPC);
     digest_free(d);
 }
 

@@ -94,22 +94,6 @@ static void test_metrics_outcomes(void **state)
     assert_int_equal(metrics_reg_outcome_of(503, false), METRICS_REG_FAILED);
 }
 
-static void test_metrics_registrar_down_after_30s_unanswered(void **state)
-{
-    (void)state;
-    struct metrics_reg r = {0};
-    assert_true(metrics_reg_tick(&r, 0, 1000));
-    assert_true(metrics_reg_tick(&r, 1, 2000)); /* relayed, waiting */
-    assert_true(metrics_reg_tick(&r, 1, 2000 + METRICS_REGISTRAR_TIMEOUT_MS - 1));
-    assert_false(metrics_reg_tick(&r, 1, 2000 + METRICS_REGISTRAR_TIMEOUT_MS));
-    metrics_reg_note(&r, 200, false, 1);
-    assert_true(metrics_reg_tick(&r, 1, 40000));
-    /* Cache answers do not count as registrar answers. */
-    assert_true(metrics_reg_tick(&r, 2, 41000));
-    metrics_reg_note(&r, 200, true, 2);
-    assert_false(metrics_reg_tick(&r, 2, 41000 + METRICS_REGISTRAR_TIMEOUT_MS));
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -117,7 +101,6 @@ int main(void)
         cmocka_unit_test(test_metrics_histogram_is_cumulative),
         cmocka_unit_test(test_metrics_render_refuses_small_buffer),
         cmocka_unit_test(test_metrics_outcomes),
-        cmocka_unit_test(test_metrics_registrar_down_after_30s_unanswered),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -96,6 +96,7 @@ static int fx_setup(void **state, bool with_auth)
         .max_bindings = 4,
         .max_contacts_per_aor = 3,
         .nonce_ttl_s = 30,
+        .digest_challenges = 3, /* sha256-md5: both algorithms are exercised */
     };
     struct registrar_opts opts = {
         .self = &f->self,
@@ -278,6 +279,27 @@ static int reg_auth(struct fx *f, uint64_t now, const char *alg, const char *use
 }
 
 /* ---- authentication --------------------------------------------------------------- */
+
+static void test_registrar_default_policy_challenges_with_md5_only(void **state)
+{
+    struct fx *f = *state;
+    registrar_free(f->r);
+    f->pol.digest_challenges = 0; /* the policy default */
+    struct registrar_opts opts = {.self = &f->self,
+                                  .users_file = TEST_DATA_DIR "/users.txt",
+                                  .realm = REALM,
+                                  .policy = &f->pol,
+                                  .trusted = &f->edge,
+                                  .n_trusted = 1};
+    char err[256];
+    assert_int_equal(registrar_new(&f->r, &opts, on_send, f, err, sizeof(err)), 0);
+    reg(f, T0, "alice", "c1", 1, "Contact: <sip:alice@192.0.2.10:5060>\n");
+    assert_int_equal(fx_status(f), 401);
+    assert_int_equal(hdr_count(&f->msg, SIP_HDR_WWW_AUTHENTICATE), 1);
+    char nonce[128];
+    assert_true(challenge_nonce(f, "MD5", nonce, sizeof(nonce), NULL));
+    assert_false(challenge_nonce(f, "SHA-256", nonce, sizeof(nonce), NULL));
+}
 
 static void test_registrar_first_register_challenged_with_both_algorithms(void **state)
 {
@@ -957,6 +979,8 @@ static void test_registrar_new_is_whole_or_fails_cleanly(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_registrar_default_policy_challenges_with_md5_only,
+                                        setup_auth, teardown),
         cmocka_unit_test_setup_teardown(
             test_registrar_first_register_challenged_with_both_algorithms, setup_auth, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_md5_register_ok_echoes_contact_and_path,
