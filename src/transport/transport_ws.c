@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <libwebsockets.h>
+#include <openssl/ssl.h>
 
 #include "sipedge/flow_table.h"
 #include "sipedge/log.h"
@@ -743,6 +744,10 @@ static int ws_receive(struct transport_ws *t, struct lws *wsi, struct ws_pss *ps
 {
     if (!pss->slot || pss->is_closing)
         return 0;
+    /* Client traffic (SIP or RFC 5626 CRLF keepalives) proves the connection as well as a
+     * pong would: lws then pings only connections that are really idle, and a pong
+     * delayed by load does not kill a client that keeps talking. */
+    lws_validity_confirmed(wsi);
     bool is_final = lws_is_final_fragment(wsi);
     size_t remaining = lws_remaining_packet_payload(wsi);
     if (!pss->is_in_msg) {
@@ -882,6 +887,13 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
     struct transport_ws *t;
 
     switch (reason) {
+    case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+        /* user is the vhost's SSL_CTX. Without RELEASE_BUFFERS OpenSSL keeps its read and
+         * write buffers (~34 KiB) on every connection that ever carried data; with it an
+         * idle wss client costs little more than its session. */
+        if (user)
+            SSL_CTX_set_mode((SSL_CTX *)user, SSL_MODE_RELEASE_BUFFERS);
+        return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return ws_filter(ws_of(wsi), wsi, pss);
     case LWS_CALLBACK_ESTABLISHED:
