@@ -45,7 +45,7 @@ for n in $COUNTS; do
     [ "$n" -le $((NOFILE - 200)) ] || die "$n connections need RLIMIT_NOFILE > $((n + 200)); hard limit is $(ulimit -Hn)"
 done
 
-openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost \
     -addext "subjectAltName=IP:$NET.1" -keyout "$TMP/key.pem" -out "$TMP/cert.pem" \
     >/dev/null 2>&1 || die "openssl failed"
 mkdir -p "$TMP/policy"

@@ -24,7 +24,7 @@ tls_cert=${SIPEDGE_TLS_CERT:-build/tls/cert.pem}
 tls_key=${SIPEDGE_TLS_KEY:-build/tls/key.pem}
 if [ ! -f "$tls_cert" ] || [ ! -f "$tls_key" ]; then
     mkdir -p "$(dirname "$tls_cert")" "$(dirname "$tls_key")"
-    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj /CN=localhost \
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 365 -subj /CN=localhost \
         -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
         -keyout "$tls_key" -out "$tls_cert" 2>/dev/null
     chmod 600 "$tls_key"
