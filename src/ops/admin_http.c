@@ -30,6 +30,7 @@
 #include "sipedge/flow_table.h"
 #include "sipedge/guard.h"
 #include "sipedge/log.h"
+#include "sipedge/lws_uv.h"
 
 #define HTTP_ACCEPT_BATCH 16
 #define HTTP_REPLY_MAX (16u * 1024 * 1024)
@@ -71,7 +72,8 @@ struct admin_http {
     int fd;
     uv_poll_t poll;
     uv_timer_t stop_timer;
-    unsigned n_handles_open, n_stop_polls;
+    unsigned n_handles_open;
+    struct lws_uv_teardown teardown;
     bool is_closing, is_lws_destroyed, is_polling;
     void (*close_cb)(void *ctx);
     void *close_ctx;
@@ -849,32 +851,19 @@ static void on_handle_closed(uv_handle_t *hd)
         cb(ctx);
 }
 
-static void on_walk_count_closing(uv_handle_t *hd, void *arg)
-{
-    if (uv_is_closing(hd))
-        (*(unsigned *)arg)++;
-}
-
-/* Same two-step lws teardown as transport_ws (lws issue #2595): destroy, wait until no
- * handle on the loop is closing, destroy again, then close our own timer. */
+/* The two-step lws teardown (lws_uv.h), then our own timer closes. */
 static void on_stop_timer(uv_timer_t *t)
 {
     struct admin_http *h = container_of(t, struct admin_http, stop_timer);
     if (!h->is_lws_destroyed) {
         h->is_lws_destroyed = true;
-        lws_context_destroy(h->lws);
-        h->n_stop_polls = 0;
+        h->teardown = (struct lws_uv_teardown){.ctx = h->lws};
+        lws_uv_teardown_step(&h->teardown, h->o.loop, HTTP_STOP_POLLS_MAX, "admin http");
         uv_timer_start(&h->stop_timer, on_stop_timer, 1, 1);
         return;
     }
-    unsigned n_closing = 0;
-    uv_walk(h->o.loop, on_walk_count_closing, &n_closing);
-    if (n_closing && ++h->n_stop_polls < HTTP_STOP_POLLS_MAX)
+    if (!lws_uv_teardown_step(&h->teardown, h->o.loop, HTTP_STOP_POLLS_MAX, "admin http"))
         return;
-    if (n_closing)
-        log_warn("admin http: lws handles still closing; context left behind");
-    else
-        lws_context_destroy(h->lws);
     uv_timer_stop(&h->stop_timer);
     h->lws = NULL;
     h->stop_timer.data = h;

@@ -31,6 +31,7 @@
 
 #include "sipedge/flow_table.h"
 #include "sipedge/log.h"
+#include "sipedge/lws_uv.h"
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -154,7 +155,7 @@ struct transport_ws {
     uv_timer_t stop_timer;
     bool is_closing;
     bool is_lws_destroyed;
-    unsigned n_stop_polls;
+    struct lws_uv_teardown teardown;
     unsigned n_handles_open;
     void (*close_cb)(void *ctx);
     void *close_ctx;
@@ -1360,12 +1361,6 @@ static void ws_maybe_finish(struct transport_ws *t)
         cb(ctx);
 }
 
-static void on_walk_count_closing(uv_handle_t *h, void *arg)
-{
-    if (uv_is_closing(h))
-        (*(unsigned *)arg)++;
-}
-
 /*
  * Shutdown runs in steps on stop_timer, each outside any lws callback:
  *   1. lws_context_destroy: every connection still open is closed (CLOSED, on_close)
@@ -1382,20 +1377,13 @@ static void on_stop_timer(uv_timer_t *h)
     if (!t->is_lws_destroyed) {
         t->is_lws_destroyed = true;
         uv_timer_stop(&t->tick);
-        lws_context_destroy(t->lws);
-        t->n_stop_polls = 0;
+        t->teardown = (struct lws_uv_teardown){.ctx = t->lws};
+        lws_uv_teardown_step(&t->teardown, t->loop, WS_STOP_POLLS_MAX, "ws");
         uv_timer_start(&t->stop_timer, on_stop_timer, 1, 1);
         return;
     }
-    unsigned n_closing = 0;
-    uv_walk(t->loop, on_walk_count_closing, &n_closing);
-    if (n_closing && ++t->n_stop_polls < WS_STOP_POLLS_MAX)
+    if (!lws_uv_teardown_step(&t->teardown, t->loop, WS_STOP_POLLS_MAX, "ws"))
         return;
-    if (n_closing)
-        log_warn("ws: lws handles still closing after %d ms; context left behind",
-                 WS_STOP_POLLS_MAX);
-    else
-        lws_context_destroy(t->lws);
     uv_timer_stop(&t->stop_timer);
     t->lws = NULL;
     t->tick.data = t;

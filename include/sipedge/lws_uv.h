@@ -1,0 +1,33 @@
+/*
+ * lws_uv: tearing down a libwebsockets context that runs on our (foreign) libuv loop.
+ *
+ * lws 4.1.6 needs two lws_context_destroy calls on a foreign loop: the first closes the
+ * connections and starts closing lws' own uv handles; the second, once none of them is
+ * still closing, frees the context and unloads the evlib-uv plugin (lws issue #2595).
+ * Calling it earlier jumps into the unloaded plugin. Loop thread only; never call from
+ * inside an lws callback.
+ */
+#ifndef SIPEDGE_LWS_UV_H
+#define SIPEDGE_LWS_UV_H
+
+#include <stdbool.h>
+#include <uv.h>
+
+struct lws_context;
+
+struct lws_uv_teardown {
+    struct lws_context *ctx;
+    unsigned n_polls;
+    bool is_started;
+};
+
+/*
+ * One step; call it from a timer until it returns true (a 1 ms repeat is right). The
+ * first call destroys the context once; later calls wait, up to max_polls calls, for the
+ * loop's closing handles to finish, then destroy it for good. Gives up with a warning
+ * naming who when they never finish. Returns true when done (td->ctx is then NULL).
+ */
+bool lws_uv_teardown_step(struct lws_uv_teardown *td, uv_loop_t *loop, unsigned max_polls,
+                          const char *who);
+
+#endif
