@@ -13,7 +13,19 @@
 #include <stdbool.h>
 #include <uv.h>
 
+#include "sipedge/config.h"
+
 struct lws_context;
+
+/*
+ * A TCP listen socket of our own, to adopt accepted connections into lws (lws 4.1.6
+ * cannot share a port between loops, and binds by interface name, not address).
+ * Non-blocking, close-on-exec, SO_REUSEADDR (and SO_REUSEPORT when asked), IPv6-only for
+ * IPv6 addresses, watched for readability by poll (initialised here on loop, started with
+ * on_readable). Returns the fd (>= 0) or a negative errno; nothing is left open on error.
+ */
+int lws_uv_listen(const struct config_addr *a, int backlog, bool is_reuseport, uv_loop_t *loop,
+                  uv_poll_t *poll, uv_poll_cb on_readable);
 
 struct lws_uv_teardown {
     struct lws_context *ctx;

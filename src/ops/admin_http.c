@@ -753,34 +753,13 @@ static void on_accept(uv_poll_t *ph, int status, int events)
 
 static int http_listen(struct admin_http *h)
 {
-    const struct config_addr *a = h->o.listen;
-    int one = 1;
-    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = lws_uv_listen(h->o.listen, 64, false, h->o.loop, &h->poll, on_accept);
     if (fd < 0)
-        return -errno;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0)
-        goto fail;
-    if (a->ss.ss_family == AF_INET6 &&
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
-        goto fail;
-    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0)
-        goto fail;
-    if (listen(fd, 64) < 0)
-        goto fail;
-    int rc = uv_poll_init_socket(h->o.loop, &h->poll, fd);
-    if (rc < 0) {
-        close(fd);
-        return rc;
-    }
+        return fd;
     h->fd = fd;
     h->n_handles_open++;
-    uv_poll_start(&h->poll, UV_READABLE, on_accept);
     h->is_polling = true;
     return 0;
-fail:
-    rc = -errno;
-    close(fd);
-    return rc;
 }
 
 int admin_http_new(struct admin_http **out, const struct admin_http_opts *opts)

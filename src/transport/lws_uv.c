@@ -1,5 +1,10 @@
 #include "sipedge/lws_uv.h"
 
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <libwebsockets.h>
 
 #include "sipedge/log.h"
@@ -32,4 +37,30 @@ bool lws_uv_teardown_step(struct lws_uv_teardown *td, uv_loop_t *loop, unsigned 
         lws_context_destroy(td->ctx);
     td->ctx = NULL;
     return true;
+}
+
+int lws_uv_listen(const struct config_addr *a, int backlog, bool is_reuseport, uv_loop_t *loop,
+                  uv_poll_t *poll, uv_poll_cb on_readable)
+{
+    int one = 1;
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int rc;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        (is_reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
+        (a->ss.ss_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+        bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, backlog) < 0) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    rc = uv_poll_init_socket(loop, poll, fd);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    uv_poll_start(poll, UV_READABLE, on_readable);
+    return fd;
 }

@@ -1042,35 +1042,14 @@ static void on_accept(uv_poll_t *h, int status, int events)
 
 static int ws_listen(struct transport_ws *t, struct ws_listener *l)
 {
-    const struct config_addr *a = l->addr;
-    int one = 1;
-    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    /* SO_REUSEPORT: each worker will listen on the same port with its own socket. */
+    int fd = lws_uv_listen(l->addr, WS_LISTEN_BACKLOG, true, t->loop, &l->poll, on_accept);
     if (fd < 0)
-        return -errno;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0)
-        goto fail;
-    if (a->ss.ss_family == AF_INET6 &&
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0)
-        goto fail;
-    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0)
-        goto fail;
-    if (listen(fd, WS_LISTEN_BACKLOG) < 0)
-        goto fail;
-    int rc = uv_poll_init_socket(t->loop, &l->poll, fd);
-    if (rc < 0) {
-        close(fd);
-        return rc;
-    }
+        return fd;
     l->fd = fd;
     t->n_handles_open++;
-    uv_poll_start(&l->poll, UV_READABLE, on_accept);
     l->is_polling = true;
     return 0;
-fail:
-    rc = -errno;
-    close(fd);
-    return rc;
 }
 
 static int ws_vhost(struct transport_ws *t, struct ws_listener *l)
