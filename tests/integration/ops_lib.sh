@@ -109,64 +109,6 @@ EOF_PY
 }
 
 ops_register() {
-    python3 - "${3:-$OPS_CLI}" "$OPS_PUB:5060" "$1" "pw$1" "$OPS_PUB" "$2" <<'EOF_PY'
-import hashlib, os, re, socket, sys
-src, dst, user, pw, domain, ua = sys.argv[1:7]
-ua = ua.encode().decode("unicode_escape").encode("latin-1")
-host, port = dst.rsplit(":", 1)
-port = int(port)
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((src, 0))
-lport = s.getsockname()[1]
-cid = os.urandom(8).hex() + "@" + src
-tag = os.urandom(4).hex()
-ruri = f"sip:{host}:{port}"
-def send(cseq, auth=None):
-    h = [f"REGISTER {ruri} SIP/2.0",
-         f"Via: SIP/2.0/UDP {src}:{lport};branch=z9hG4bK{os.urandom(6).hex()};rport",
-         "Max-Forwards: 70", f"From: <sip:{user}@{domain}>;tag={tag}",
-         f"To: <sip:{user}@{domain}>", f"Call-ID: {cid}", f"CSeq: {cseq} REGISTER",
-         f"Contact: <sip:{user}@{src}:{lport}>", "Expires: 600"]
-    if auth:
-        h.append(auth)
-    h.append("Content-Length: 0")
-    msg = ("\r\n".join(h)).encode() + b"\r\nUser-Agent: " + ua + b"\r\n\r\n"
-    s.sendto(msg, (host, port))
-def final():
-    s.settimeout(3)
-    while True:
-        data, _ = s.recvfrom(65535)
-        text = data.decode("latin-1")
-        code = int(text.split(" ", 2)[1])
-        if code >= 200:
-            return code, text
-send(1)
-code, text = final()
-if code == 401:
-    c = re.findall(r"^WWW-Authenticate:\s*Digest\s+(.*?)\r$", text, re.M | re.I)
-    ps = [{k.lower(): a or b for k, a, b in re.findall(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))', x)}
-          for x in c]
-    ps = [p for p in ps if p.get("algorithm", "MD5").upper() == "MD5"] or ps
-    p = ps[0]
-    H = lambda x: hashlib.md5(x.encode()).hexdigest()
-    if p.get("algorithm", "MD5").upper() == "SHA-256":
-        H = lambda x: hashlib.sha256(x.encode()).hexdigest()
-    ha1 = H(f"{user}:{p['realm']}:{pw}")
-    ha2 = H(f"REGISTER:{ruri}")
-    auth = (f'Authorization: Digest username="{user}", realm="{p["realm"]}", '
-            f'nonce="{p["nonce"]}", uri="{ruri}", algorithm={p.get("algorithm", "MD5")}')
-    if "qop" in p:
-        cn = os.urandom(8).hex()
-        auth += f', qop=auth, nc=00000001, cnonce="{cn}"'
-        resp = H(f"{ha1}:{p['nonce']}:00000001:{cn}:auth:{ha2}")
-    else:
-        resp = H(f"{ha1}:{p['nonce']}:{ha2}")
-    auth += f', response="{resp}"'
-    if "opaque" in p:
-        auth += f', opaque="{p["opaque"]}"'
-    send(2, auth)
-    code, text = final()
-print(code)
-sys.exit(0 if code == 200 else 1)
-EOF_PY
+    python3 "$SIPEDGE_SRC/tests/integration/clients/sip_register.py" "${3:-$OPS_CLI}" \
+        "$OPS_PUB:5060" "$1" "pw$1" "$OPS_PUB" "" "$2"
 }
