@@ -601,6 +601,7 @@ struct reg_summary {
     bool is_usable;   /* all fields below are set and fit */
     bool has_contact; /* false: a query */
     bool is_removal;  /* '*' or every contact at expires 0 */
+    bool has_reg_id;  /* a Contact carries reg-id: the client asks for outbound */
     uint32_t cseq;
     struct slice call_id;
     uint32_t max_expires; /* largest non-zero expires asked, UINT32_MAX: none given */
@@ -648,6 +649,8 @@ static void reg_summarize(const struct sip_msg *m, struct reg_summary *sum)
             }
             uint32_t x = hdr_exp;
             struct slice v;
+            if (sip_params_get(c.params, "reg-id", &v))
+                sum->has_reg_id = true;
             if (sip_params_get(c.params, "expires", &v))
                 sip_expires_parse(v, &x);
             if (x == 0)
@@ -994,21 +997,6 @@ static bool uri_is_ours_public(const struct edge *e, const struct sip_uri *u)
     return false;
 }
 
-static bool contacts_have_reg_id(const struct sip_msg *m)
-{
-    for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch;
-         ch = sip_msg_hdr_next(m, ch)) {
-        struct slice rest = ch->value;
-        struct sip_nameaddr c;
-        while (rest.len && sip_nameaddr_parse(rest, &c, &rest) == 0) {
-            struct slice v;
-            if (sip_params_get(c.params, "reg-id", &v))
-                return true;
-        }
-    }
-    return false;
-}
-
 /* UDP flows are found (or made) by address; connection flows come with the message. */
 static struct flow *rx_flow(struct edge *e, struct rx *rx, const struct sip_msg *m,
                             uint64_t now_ms)
@@ -1143,7 +1131,7 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
     /* RFC 5626 §5.1: ;ob only as the first hop (one Via) when the client asked for
      * outbound (a Contact with reg-id). */
     bool ob = is_register && m->count[SIP_HDR_VIA] == 1 && slice_trim(via_rest).len == 0 &&
-              contacts_have_reg_id(m);
+              sum.has_reg_id;
     bool has_cred = sip_msg_hdr(m, SIP_HDR_AUTHORIZATION) != NULL ||
                     sip_msg_hdr(m, SIP_HDR_PROXY_AUTHORIZATION) != NULL;
 
@@ -1483,9 +1471,11 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_
     uint32_t seq;
     struct slice method;
     struct slice flag;
-    bool is_reg_2xx = m->status >= 200 && m->status < 300 && cseq &&
-                      sip_cseq_parse(cseq->value, &seq, &method) == 0 &&
-                      slice_eq(method, SLICE_LIT("REGISTER"));
+    /* A final response to a REGISTER: audited; a 2xx also confirms the flow's record. */
+    bool is_reg_final = m->status >= 200 && cseq &&
+                        sip_cseq_parse(cseq->value, &seq, &method) == 0 &&
+                        slice_eq(method, SLICE_LIT("REGISTER"));
+    bool is_reg_2xx = is_reg_final && m->status < 300;
     bool had_cred = sip_params_get(ours.params, "au", &flag);
     struct slice tv;
     if (m->status >= 200 && sip_params_get(ours.params, "t", &tv) && tv.len && tv.len <= 8) {
@@ -1502,8 +1492,6 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_
         if (f->is_nat && f->transport == FLOW_UDP && granted > nat_expires(e, f))
             granted = nat_expires(e, f);
     }
-    bool is_reg_final = m->status >= 200 && cseq && sip_cseq_parse(cseq->value, &seq, &method) == 0 &&
-                        slice_eq(method, SLICE_LIT("REGISTER"));
     if (is_reg_final) {
         struct rx frx = {.transport = f->transport, .sock = f->sock, .src = &f->remote.sa, .f = f};
         audit_register(e, m, &frx, f, m->status, granted, false);
