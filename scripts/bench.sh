@@ -103,36 +103,30 @@ kam() {
     return 1
 }
 
-# start_sipedge: sipedge on CPU 0 in front of the registrar; sets SPID.
-start_sipedge() {
-    taskset -c "$SRV_CPU" "$SIPEDGE_BIN" --listen-udp "$PUB:5060" --core "$CORE:5070" \
-        --registrar "$REG:5060" --policy "$BENCH_POLICY" --log-level info \
-        >"$WORK/sipedge.log" 2>&1 &
+# start_server NAME: a server on CPU 0 (the rest of the arguments are its command line),
+# logging to $WORK/NAME.log; waits for "NAME: ready" there and sets SPID.
+start_server() {
+    local name=$1
+    shift
+    taskset -c "$SRV_CPU" "$@" >"$WORK/$name.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
     for _ in $(seq 100); do
-        grep -q 'sipedge: ready' "$WORK/sipedge.log" && { SPID=$pid; return 0; }
+        grep -q "$name: ready" "$WORK/$name.log" && { SPID=$pid; return 0; }
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.05
     done
-    echo "bench: sipedge did not start; log:" >&2
-    tail -20 "$WORK/sipedge.log" >&2
+    echo "bench: $name did not start; log:" >&2
+    tail -20 "$WORK/$name.log" >&2
     return 1
 }
 
-# start_udpfwd: the bare forwarder on CPU 0; sets SPID.
-start_udpfwd() {
-    taskset -c "$SRV_CPU" "$UDPFWD_BIN" "$PUB:5060" "$REG:5060" >"$WORK/udpfwd.log" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
-    for _ in $(seq 100); do
-        grep -q 'udpfwd: ready' "$WORK/udpfwd.log" && { SPID=$pid; return 0; }
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.05
-    done
-    echo "bench: udpfwd did not start" >&2
-    return 1
+start_sipedge() {
+    start_server sipedge "$SIPEDGE_BIN" --listen-udp "$PUB:5060" --core "$CORE:5070" \
+        --registrar "$REG:5060" --policy "$BENCH_POLICY" --log-level info
 }
+
+start_udpfwd() { start_server udpfwd "$UDPFWD_BIN" "$PUB:5060" "$REG:5060"; }
 
 # The default policy's guard limits are sized for the public internet; a load test from
 # one address would trip them, so the benchmark raises them (the buckets are still checked).
