@@ -153,7 +153,7 @@ int audit_reopen(struct audit *a)
 {
     if (!a || !a->is_owned)
         return 0;
-    int fd;
+    int fd = -1;
     int rc = audit_open_fd(a->path, &fd);
     if (rc < 0)
         return rc;
@@ -207,7 +207,10 @@ static struct audit_contact *audit_contact_get(struct audit *a, const char *key,
             a->n_contacts++;
             e->is_used = true;
             e->hash = h;
-            snprintf(e->uri, sizeof(e->uri), "%s", key);
+            /* Keys longer than the field are truncated; the hash still tells them apart. */
+            size_t n = strnlen(key, sizeof(e->uri) - 1);
+            memcpy(e->uri, key, n);
+            e->uri[n] = '\0';
             return e;
         }
         if (e->hash == h && strcmp(e->uri, key) == 0)
