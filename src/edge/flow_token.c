@@ -24,6 +24,8 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 
+#include "edge/edge_internal.h"
+
 #define TOKEN_VERSION 1
 #define MAC_LEN 10
 #define HDR_LEN 12
@@ -94,75 +96,6 @@ static int mac_compute(EVP_MAC_CTX *ctx, const uint8_t *data, size_t len, uint8_
     return 0;
 }
 
-static const char b64url[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static size_t b64url_encode(const uint8_t *in, size_t len, char *out)
-{
-    size_t o = 0, i = 0;
-    for (; i + 3 <= len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-        out[o++] = b64url[v >> 18];
-        out[o++] = b64url[(v >> 12) & 63];
-        out[o++] = b64url[(v >> 6) & 63];
-        out[o++] = b64url[v & 63];
-    }
-    if (len - i == 1) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        out[o++] = b64url[v >> 18];
-        out[o++] = b64url[(v >> 12) & 63];
-    } else if (len - i == 2) {
-        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-        out[o++] = b64url[v >> 18];
-        out[o++] = b64url[(v >> 12) & 63];
-        out[o++] = b64url[(v >> 6) & 63];
-    }
-    return o;
-}
-
-static int b64url_val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '-')
-        return 62;
-    if (c == '_')
-        return 63;
-    return -1;
-}
-
-/* Decodes unpadded base64url; returns the byte count or -1. */
-static long b64url_decode(const char *in, size_t len, uint8_t *out, size_t cap)
-{
-    if (len % 4 == 1)
-        return -1;
-    size_t olen = len / 4 * 3 + (len % 4 ? len % 4 - 1 : 0);
-    if (olen > cap)
-        return -1;
-    uint32_t acc = 0;
-    int bits = 0;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i++) {
-        int v = b64url_val((unsigned char)in[i]);
-        if (v < 0)
-            return -1;
-        acc = acc << 6 | (uint32_t)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            out[o++] = (uint8_t)(acc >> bits);
-        }
-    }
-    /* Only the canonical encoding is accepted: the unused low bits must be zero, so
-     * every token has exactly one spelling. */
-    if (bits && (acc & ((1u << bits) - 1)) != 0)
-        return -1;
-    return (long)o;
-}
-
 static void put32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);
@@ -207,7 +140,8 @@ int flow_token_encode(struct flow_token_keys *k, const struct flow_token_fields 
     n += MAC_LEN;
     if (cap < FLOW_TOKEN_MAX)
         return -EINVAL;
-    size_t len = b64url_encode(raw, n, out);
+    size_t len = b64url_encoded_len(n);
+    b64url_encode(raw, n, out);
     out[len] = '\0';
     return (int)len;
 }
@@ -217,10 +151,10 @@ int flow_token_decode(struct flow_token_keys *k, struct slice tok, struct flow_t
     uint8_t raw[RAW_MAX];
     if (tok.len != 38 && tok.len != 54)
         return -EBADMSG;
-    long n = b64url_decode(tok.p, tok.len, raw, sizeof(raw));
-    if (n < 0)
+    size_t n;
+    if (b64url_decode(tok.p, tok.len, raw, sizeof(raw), &n) < 0)
         return -EBADMSG;
-    size_t body = (size_t)n - MAC_LEN;
+    size_t body = n - MAC_LEN;
     uint8_t mac[32];
     if (mac_compute(k->cur, raw, body, mac) < 0)
         return -EIO;
