@@ -84,7 +84,14 @@ struct ws_pss {
     bool is_closing;      /* a close is scheduled; further input is ignored */
     bool is_close_sent;   /* our close frame is out; waiting for the peer's */
     bool is_peer_closed;
+    bool is_ping_due;     /* a server Ping waits for the next writeable callback */
+    bool is_ping_out;     /* a Ping is out and nothing has come back since */
     uint16_t close_code;
+    /* Loop times in ms, truncated to 32 bits: compared by unsigned difference, which
+     * stays right across the wrap for spans under 24 days. */
+    uint32_t open_ms;     /* the handshake: first-message timeout */
+    uint32_t last_rx_ms;  /* the last frame of any kind from the peer */
+    uint32_t ping_ms;     /* the outstanding Ping */
     char *rx;             /* reassembly buffer, only while a message is incomplete */
     uint32_t rx_len;
     uint32_t rx_cap;
@@ -129,7 +136,7 @@ struct transport_ws {
     struct transport_ws_cbs cbs;
     void *ctx;
     struct lws_context *lws;
-    lws_retry_bo_t retry; /* must outlive the vhosts that point at it */
+    lws_retry_bo_t retry; /* all zero; must outlive the vhosts that point at it */
 
     struct ws_listener lst[2 * CONFIG_MAX_LISTEN];
     unsigned n_lst;
@@ -166,6 +173,11 @@ struct transport_ws {
 static void ws_maybe_finish(struct transport_ws *t);
 
 /* ---- ids ---------------------------------------------------------------------------- */
+
+static uint32_t ws_now_ms(const struct transport_ws *t)
+{
+    return (uint32_t)uv_now(t->loop);
+}
 
 static uint64_t ws_conn_id(uint32_t slot, uint32_t gen)
 {
@@ -690,9 +702,7 @@ static void ws_established(struct transport_ws *t, struct lws *wsi, struct ws_ps
     }
     log_debug("ws %s: connection %#llx open on %s", log_fmt_addr(&pss->remote.sa, abuf,
               sizeof(abuf)), (unsigned long long)conn, l->addr->text);
-    if (t->pol.ws_first_message_timeout_s)
-        lws_set_timer_usecs(wsi, (lws_usec_t)t->pol.ws_first_message_timeout_s *
-                                     LWS_USEC_PER_SEC);
+    pss->open_ms = pss->last_rx_ms = ws_now_ms(t);
 }
 
 static uint64_t ws_conn_of(const struct transport_ws *t, const struct ws_pss *pss)
@@ -731,13 +741,16 @@ static void ws_deliver(struct transport_ws *t, struct ws_pss *pss, const char *b
         ws_schedule_close(pss, WS_CLOSE_BAD_DATA);
         return;
     }
-    if (!pss->has_message) {
-        pss->has_message = true;
-        lws_set_timer_usecs(pss->wsi, LWS_SET_TIMER_USEC_CANCEL);
-    }
+    pss->has_message = true;
     t->st.rx_messages++;
     t->st.rx_bytes += len;
     t->cbs.on_message(t->ctx, conn, pss->ref, buf, len);
+}
+
+static void ws_seen(const struct transport_ws *t, struct ws_pss *pss)
+{
+    pss->last_rx_ms = ws_now_ms(t);
+    pss->is_ping_out = false;
 }
 
 static int ws_receive(struct transport_ws *t, struct lws *wsi, struct ws_pss *pss,
@@ -746,9 +759,9 @@ static int ws_receive(struct transport_ws *t, struct lws *wsi, struct ws_pss *ps
     if (!pss->slot || pss->is_closing)
         return 0;
     /* Client traffic (SIP or RFC 5626 CRLF keepalives) proves the connection as well as a
-     * pong would: lws then pings only connections that are really idle, and a pong
-     * delayed by load does not kill a client that keeps talking. */
-    lws_validity_confirmed(wsi);
+     * pong would: only connections that are really idle get pinged, and a pong delayed by
+     * load does not kill a client that keeps talking. */
+    ws_seen(t, pss);
     bool is_final = lws_is_final_fragment(wsi);
     size_t remaining = lws_remaining_packet_payload(wsi);
     if (!pss->is_in_msg) {
@@ -830,6 +843,21 @@ static int ws_writeable(struct transport_ws *t, struct lws *wsi, struct ws_pss *
             ws_send_close_frame(wsi, pss);
         return 0;
     }
+    if (pss->is_ping_due) {
+        unsigned char ping[LWS_PRE + 1];
+        pss->is_ping_due = false;
+        ping[LWS_PRE] = 'k';
+        if (lws_write(wsi, ping + LWS_PRE, 1, LWS_WRITE_PING) < 1) {
+            t->st.tx_errors++;
+            return -1;
+        }
+        t->st.pings_tx++;
+        if (lws_send_pipe_choked(wsi)) {
+            if (pss->out_head)
+                lws_callback_on_writable(wsi);
+            return 0;
+        }
+    }
     /* Several messages per wakeup while the socket takes them (bounded). */
     for (int n = 0; n < 16 && pss->out_head; n++) {
         struct ws_msg *m = pss->out_head;
@@ -906,33 +934,19 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
             return 0;
         return ws_receive(ws_of(wsi), wsi, pss, in, len);
     case LWS_CALLBACK_RECEIVE_PONG:
-        /* Pongs to lws' own keepalive pings never arrive here (notes §1); only
-         * unsolicited ones do. Liveness of idle peers is lws' retry policy. */
+        /* The answer to our Ping (ws_tick_conn), or an unsolicited one (RFC 6455 §5.5.3
+         * allows it as a heartbeat): either way the peer is alive. */
         t = ws_of(wsi);
-        if (pss && pss->slot)
+        if (pss && pss->slot && !pss->is_closing) {
+            t->st.pongs_rx++;
+            ws_seen(t, pss);
             t->cbs.on_alive(t->ctx, ws_conn_of(t, pss), pss->ref);
+        }
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!pss)
             return 0;
         return ws_writeable(ws_of(wsi), wsi, pss);
-    case LWS_CALLBACK_TIMER:
-        /*
-         * No SIP message within ws_first_message_timeout_s of the handshake. Closed with
-         * 1008 (RFC 6455 §7.4.1, the generic policy code): 1000/1001 would tell the
-         * client we are done or going away, 1002/1003 would blame its framing, and
-         * nothing more specific fits a client that connected and never spoke.
-         */
-        t = ws_of(wsi);
-        if (pss && pss->slot && !pss->has_message && !pss->is_closing) {
-            char abuf[LOG_ADDR_MAX];
-            t->st.close_first_message_timeout++;
-            log_debug("ws %s: no SIP message within %u s: closing 1008",
-                      log_fmt_addr(&pss->remote.sa, abuf, sizeof(abuf)),
-                      t->pol.ws_first_message_timeout_s);
-            ws_schedule_close(pss, WS_CLOSE_POLICY);
-        }
-        return 0;
     case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
         if (!pss)
             return 0;
@@ -1060,6 +1074,7 @@ static int ws_vhost(struct transport_ws *t, struct ws_listener *l)
     vi.port = CONTEXT_PORT_NO_LISTEN_SERVER;
     vi.protocols = ws_protocols;
     vi.user = l;
+    /* All zero: no lws validity timer (ws_tick_conn does keepalive; see there why). */
     vi.retry_and_idle_policy = &t->retry;
     vi.timeout_secs = WS_HANDSHAKE_TIMEOUT_S;
     vi.keepalive_timeout = WS_HANDSHAKE_TIMEOUT_S;
@@ -1093,29 +1108,80 @@ static void on_lws_log(int level, const char *line)
 
 /* ---- lifecycle ---------------------------------------------------------------------- */
 
-/*
- * Server keepalive is lws' retry_and_idle_policy: after ws_ping_interval_s without valid
- * traffic lws sends a WebSocket Ping, and it hangs up ws_pong_timeout_s later if still
- * nothing came. lws 4.1.6 never reports the pongs to those pings (no RECEIVE_PONG), so
- * on_alive cannot be driven by them; a hangup shows up as an ordinary CLOSED.
- */
 static void ws_apply_policy(struct transport_ws *t, const struct policy *p)
 {
     t->pol = *p;
     if (t->pol.ws_max_message_bytes < 65536)
         t->pol.ws_max_message_bytes = 65536; /* RFC 7118 clients may send up to 64 KiB */
-    uint32_t ping = p->ws_ping_interval_s;
-    uint32_t hang = p->ws_ping_interval_s + p->ws_pong_timeout_s;
-    t->retry.secs_since_valid_ping = (uint16_t)(ping > 65535 ? 65535 : ping);
-    t->retry.secs_since_valid_hangup = (uint16_t)(hang > 65535 ? 65535 : hang);
+}
+
+/*
+ * Per-connection timers, run from the transport's one-second tick over the slot table
+ * instead of lws' timers. lws 4.1 keeps every scheduled callback of a thread (validity
+ * pings, lws_set_timer_usecs) in one sorted list, and re-arming the validity timer on
+ * every received frame walks that list: with 10,000+ connections that walk was most of
+ * the process' CPU and handshakes started to time out. A linear pass per second costs a
+ * few nanoseconds per connection, and there is nothing to re-arm when a frame arrives.
+ *
+ *  - no SIP message within ws_first_message_timeout_s of the handshake: close 1008
+ *    (RFC 6455 §7.4.1, the generic policy code: 1000/1001 would tell the client we are
+ *    done or going away, 1002/1003 would blame its framing);
+ *  - nothing received for ws_ping_interval_s: a WebSocket Ping (RFC 6455 §5.5.2);
+ *  - still nothing ws_pong_timeout_s after the Ping: the peer is gone. No close frame
+ *    (it could not answer one either): the connection is dropped and the flow dies.
+ */
+static void ws_tick_conn(struct transport_ws *t, struct ws_pss *pss, uint32_t now)
+{
+    char abuf[LOG_ADDR_MAX];
+    if (pss->is_closing)
+        return;
+    if (!pss->has_message && t->pol.ws_first_message_timeout_s &&
+        now - pss->open_ms >= t->pol.ws_first_message_timeout_s * 1000u) {
+        t->st.close_first_message_timeout++;
+        log_debug("ws %s: no SIP message within %u s: closing 1008",
+                  log_fmt_addr(&pss->remote.sa, abuf, sizeof(abuf)),
+                  t->pol.ws_first_message_timeout_s);
+        ws_schedule_close(pss, WS_CLOSE_POLICY);
+        return;
+    }
+    if (pss->is_ping_out) {
+        if (now - pss->ping_ms < t->pol.ws_pong_timeout_s * 1000u)
+            return;
+        t->st.close_ping_timeout++;
+        log_debug("ws %s: no answer within %u s of a ping: dropping the connection",
+                  log_fmt_addr(&pss->remote.sa, abuf, sizeof(abuf)), t->pol.ws_pong_timeout_s);
+        pss->is_closing = true;
+        pss->is_close_sent = true;
+        /* Synchronous, as lws' own timeouts close from its timer: an asynchronous kill
+         * would wait for lws to next service something (its deadline is only re-armed
+         * then), which on an idle server can be never. CLOSED runs now and frees the
+         * slot; the caller's loop reads the slot again, not pss. */
+        lws_set_timeout(pss->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_SYNC);
+        return;
+    }
+    if (t->pol.ws_ping_interval_s &&
+        now - pss->last_rx_ms >= t->pol.ws_ping_interval_s * 1000u) {
+        pss->is_ping_out = true;
+        pss->is_ping_due = true;
+        pss->ping_ms = now;
+        lws_callback_on_writable(pss->wsi);
+    }
 }
 
 static void on_tick(uv_timer_t *h)
 {
     struct transport_ws *t = container_of(h, struct transport_ws, tick);
+    uint32_t now = ws_now_ms(t);
     if (t->is_accept_paused && !t->is_closing)
         ws_accept_resume(t);
     ws_ip_sweep(t, uv_now(t->loop));
+    if (t->is_closing)
+        return;
+    for (uint32_t i = 0; i < t->n_slots; i++) {
+        struct ws_pss *pss = t->slots[i].pss;
+        if (pss)
+            ws_tick_conn(t, pss, now);
+    }
 }
 
 int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *opts,

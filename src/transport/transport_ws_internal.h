@@ -34,6 +34,8 @@
     X(rx_bytes)                                                                                    \
     X(keepalive_rx)               /* CRLF keepalives received (RFC 5626 §4.4.1) */               \
     X(keepalive_tx)               /* CRLF answers queued */                                        \
+    X(pings_tx)                   /* server WebSocket Pings to idle connections */                \
+    X(pongs_rx)                                                                                    \
     X(tx_messages)                                                                                 \
     X(tx_bytes)                                                                                    \
     X(tx_no_conn)                 /* send to a connection that is gone */                          \
@@ -43,11 +45,12 @@
     X(close_bad_utf8)             /* text message not UTF-8: 1007 */                               \
     X(close_first_message_timeout) /* 1008 */                                                      \
     X(close_too_slow)             /* output queue over cap: 1008 */                                \
+    X(close_ping_timeout)         /* nothing came back within ws_pong_timeout_s of a Ping */      \
     X(close_no_memory)            /* 1011 */                                                       \
     X(close_by_owner)             /* transport_ws_close_conn */                                    \
     X(close_shutdown)             /* 1001 */                                                       \
     X(close_by_peer)              /* peer sent a close frame */                                    \
-    X(close_other)                /* reset, EOF, keepalive hangup */
+    X(close_other)                /* reset, EOF, TLS or handshake failure */
 
 struct transport_ws_stats {
 #define TRANSPORT_WS_STATS_FIELD(name) uint64_t name;

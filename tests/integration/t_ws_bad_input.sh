@@ -6,9 +6,11 @@
 #   a text frame that is not UTF-8 -> close 1007; silence after the handshake -> 1008;
 #   no subprotocol / only "xmpp" -> handshake refused; wrong Origin -> refused (the
 #   allowed origin on another port passes; no Origin passes by default);
-#   plain HTTP GET without Upgrade -> no 101, closed; CRLF keepalive -> CRLF.
-# Afterwards the good client is still connected and a new client registers, and every
-# refusal shows in sipedge's ws counters.
+#   plain HTTP GET without Upgrade -> no 101, closed; CRLF keepalive -> CRLF;
+#   a registered client that goes silent and ignores the server's WebSocket Pings ->
+#   dropped ws.ping_interval + ws.pong_timeout after its last frame.
+# Afterwards the good client (which answers the Pings) is still connected and a new
+# client registers, and every refusal shows in sipedge's ws counters.
 . "$(dirname "$0")/lib.sh"
 it_init ws_bad_input
 . "$IT_LIB_DIR/clients/ws_lib.sh"
@@ -27,7 +29,9 @@ GOOD=https://good.example
 
 ws_make_cert "$IT_TMP"
 make_users "$IT_TMP/users.txt"
-test_policy_dir "$IT_TMP/policy" "$(printf 'ws:\n  max_message_bytes: 65536\n  first_message_timeout: 2\n')"
+PING=5
+PONG=2
+test_policy_dir "$IT_TMP/policy" "$(printf 'ws:\n  max_message_bytes: 65536\n  first_message_timeout: 2\n  ping_interval: %s\n  pong_timeout: %s\n' $PING $PONG)"
 start_sipedge --listen-udp "$PUB:5060" --listen-ws "$PUB:$WS_PORT" --listen-wss "$PUB:$WSS_PORT" \
     --tls-cert "$IT_TMP/cert.pem" --tls-key "$IT_TMP/key.pem" --ws-origin "$GOOD" \
     --core "$CORE:5070" --registrar-listen "$REG:5080" --users "$IT_TMP/users.txt" \
@@ -39,6 +43,11 @@ node_bg good sip_ws_raw.js register --url "$WSS" --origin "$GOOD" --user alice \
 GOOD_PID=$BG_PID
 wait_for_line "$IT_TMP/good.out" '^REGISTERED' 10 "$GOOD_PID" ||
     fail "good client did not register: $(tail -2 "$IT_TMP/good.out" | tr '\n' ' ')"
+# A client that registers, then neither talks nor answers Pings (a dead browser tab
+# whose TCP connection the network still holds open).
+node_bg nopong sip_ws_raw.js no-pong --url "$WS" --origin "$GOOD" --user 1001 \
+    --password pw1001 --domain "$PUB" --timeout 30
+NOPONG_PID=$BG_PID
 
 expect_ok() { # TAG ARGS...: the client case must report ok
     local tag=$1
@@ -76,6 +85,15 @@ grep -q 'RESULT handshake ok: opened protocol="sip"' "$IT_TMP/origin_none.out" |
 
 sipedge_alive || fail "sipedge died under bad WebSocket input"
 
+# The silent client: pinged after $PING s of silence, dropped $PONG s later (the tick is
+# one second, so up to two seconds late), never before the Ping.
+wait "$NOPONG_PID" || fail "no-pong: $(grep -E '^(RESULT|FAIL)' "$IT_TMP/nopong.out" | tail -1)"
+silent=$(sed -n 's/^RESULT no-pong ok: dropped (close [0-9]*) after \([0-9.]*\)s.*/\1/p' "$IT_TMP/nopong.out")
+log "no-pong: $(grep '^RESULT' "$IT_TMP/nopong.out")"
+awk -v s="$silent" -v lo=$((PING + PONG)) -v hi=$((PING + PONG + 3)) \
+    'BEGIN { exit !(s != "" && s >= lo - 0.5 && s <= hi) }' ||
+    fail "the silent client was dropped after ${silent:-?}s, expected $((PING + PONG))..$((PING + PONG + 3))s"
+
 # A new client still registers, and the first one is still connected.
 expect_ok good2 register --url "$WS" --user bob --password bobpw --domain "$PUB"
 kill -0 "$GOOD_PID" 2>/dev/null || fail "the good client's connection did not survive: $(tail -2 "$IT_TMP/good.out")"
@@ -95,7 +113,15 @@ check_stat refused_http 1
 check_stat keepalive_rx 1
 check_stat close_bad_utf8 1
 check_stat close_first_message_timeout 1
+check_stat close_ping_timeout 1
+check_stat pings_tx 2
+check_stat pongs_rx 1
 [ "$(ws_stat refused_no_origin)" = 0 ] || fail "a handshake without Origin was counted as refused"
+
+# The good client answered every Ping it got and was never dropped for it.
+wait "$GOOD_PID" || fail "good client: $(grep -E '^(RESULT|CLOSED)' "$IT_TMP/good.out" | tail -1)"
+answered=$(sed -n 's/^RESULT register ok: .*, \([0-9]*\) pings answered$/\1/p' "$IT_TMP/good.out")
+[ "${answered:-0}" -ge 2 ] || fail "the good client answered ${answered:-0} pings in 25 s, expected >= 2"
 
 stop_sipedge
 log PASS

@@ -10,7 +10,10 @@
 //   --timeout S        overall limit (default 15)
 //
 // Cases (each prints "RESULT <case> ok|fail: detail" and exits 0 only when ok):
-//   register        REGISTER (digest when challenged) -> 200; then answers INVITEs 486
+//   register        REGISTER (digest when challenged) -> 200; then answers INVITEs 486;
+//                   answers server Pings (counted in the result) for --hold seconds
+//   no-pong         registers like `register`, then stays silent and does not answer the
+//                   server's Pings -> dropped; reports pings seen and seconds of silence
 //   too-big         one 1 MiB text message -> close 1009
 //   too-big-frag    40 fragments of 2 KiB (80 KiB message) -> close 1009
 //   junk            junk text + binary garbage + a malformed SIP request; every reply
@@ -193,7 +196,10 @@ function httpGet() {
 function main() {
     if (['no-subprotocol', 'wrong-subprotocol', 'handshake'].includes(kase)) return expectRefused();
     if (kase === 'http-get') return httpGet();
-    const ws = open(['sip']);
+    const ws = open(['sip'], kase === 'no-pong' ? { autoPong: false } : undefined);
+    let pings = 0;
+    let silentSince = 0;
+    ws.on('ping', () => { pings++; console.log(`PING ${((Date.now() - t0) / 1000).toFixed(1)}`); });
     ws.on('error', (e) => console.log(`error ${e.message}`));
     ws.on('unexpected-response', (req, res) => result(false, `handshake refused: HTTP ${res.statusCode}`));
     ws.on('close', (code, reason) => {
@@ -207,6 +213,11 @@ function main() {
             result(code === 1008, `close ${code} "${reason}" after ${s}s`);
         }
         if (kase === 'register') result(false, `connection closed (${code})`);
+        if (kase === 'no-pong') {
+            const s = silentSince ? ((Date.now() - silentSince) / 1000).toFixed(1) : '-';
+            result(pings >= 1 && code === 1006 && silentSince > 0,
+                `dropped (close ${code}) after ${s}s of silence, ${pings} pings`);
+        }
         if (kase === 'crlf') result(false, `closed ${code} before the CRLF answer`);
     });
     ws.on('open', async () => {
@@ -242,9 +253,9 @@ function main() {
                 result(bad.length === 0,
                     `${replies.length} replies, ${bad.length} not SIP responses; connection ${open ? 'open' : 'closed'}`);
             }, 1500);
-        } else if (kase === 'register' || kase === 'forged-dereg') {
+        } else if (kase === 'register' || kase === 'forged-dereg' || kase === 'no-pong') {
             const domain = opt.domain;
-            if (kase === 'register') {
+            if (kase !== 'forged-dereg') {
                 ws.on('message', (d) => {
                     const s = d.toString();
                     if (/^[A-Z]+ sip:/.test(s)) {
@@ -271,8 +282,16 @@ function main() {
             }
             if (m.status !== 200) result(false, `REGISTER answered ${m.first}`);
             console.log(`REGISTERED ${opt.user}`);
+            t0 = Date.now();
+            if (kase === 'no-pong') {
+                silentSince = Date.now();
+                return; // the outcome is the server dropping us (close handler)
+            }
             const hold = Number(opt.hold || 0);
-            setTimeout(() => { ws.close(1000); result(true, `registered ${opt.user}`); }, hold * 1000);
+            setTimeout(() => {
+                ws.close(1000);
+                result(true, `registered ${opt.user}, ${pings} pings answered`);
+            }, hold * 1000);
         } else {
             result(false, `unknown case ${kase}`);
         }
