@@ -151,6 +151,8 @@ struct policy {
     unsigned n_guard_scanners;
     int guard_nft_drop;                    /* enum policy_nft_drop */
     char guard_event_log[CONFIG_PATH_MAX]; /* "-" stdout, "" off */
+    /* NAT: Contact aliases instead of Path, for registrars without RFC 3327 support */
+    bool nat_contact_alias;
 };
 
 /* Fills built-in defaults (embedded registrar on 127.0.0.1:5080, listen 0.0.0.0:5060,

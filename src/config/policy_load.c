@@ -60,6 +60,7 @@ static const struct yaml_walk_field policy_nat_schema[] = {
     YAML_WALK_FIELD_U32(P, "max_missed_pings", nat_max_missed_pings, 1, 100),
     YAML_WALK_FIELD_U32(P, "expires", nat_expires_s, 20, 3600),
     YAML_WALK_FIELD_U32(P, "expires_jitter", nat_expires_jitter_s, 0, 600),
+    YAML_WALK_FIELD_BOOL(P, "contact_alias", nat_contact_alias),
     YAML_WALK_FIELD_END,
 };
 
@@ -306,6 +307,7 @@ void policy_defaults(struct policy *pol)
     pol->nat_max_missed_pings = 3;
     pol->nat_expires_s = 60;
     pol->nat_expires_jitter_s = 10;
+    pol->nat_contact_alias = false;
     pol->regcache = true;
     pol->regcache_registrar_expires_s = 3600;
     pol->regcache_refresh_margin_s = 300;
