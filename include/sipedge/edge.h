@@ -43,6 +43,9 @@ struct edge_out {
     X(relayed_response_to_client)                                                                  \
     X(relayed_response_to_core)                                                                    \
     X(inbound_delivered)                                                                           \
+    X(inbound_alias_delivered)                                                                     \
+    X(contacts_aliased)                                                                            \
+    X(contacts_restored)                                                                           \
     X(keepalive_pong)                                                                              \
     X(stun_answered)                                                                               \
     X(ping_sent)                                                                                   \
@@ -56,6 +59,7 @@ struct edge_out {
     X(drop_100_trying)                                                                             \
     X(drop_dead_flow_response)                                                                     \
     X(reply_400)                                                                                   \
+    X(reply_400_bad_alias)                                                                         \
     X(reply_403_bad_token)                                                                         \
     X(reply_404_not_routable)                                                                      \
     X(reply_430_flow_failed)                                                                       \

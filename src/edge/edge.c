@@ -9,6 +9,11 @@
  * Core side (trusted peers only): responses are routed by the flow token in our Via;
  *   requests whose top Route carries our flow token are delivered to that flow
  *   (RFC 5626 §5.3: 403 for a token that fails its MAC, 430 for a flow that is gone).
+ * Contact aliases (policy nat.contact_alias), for registrars that ignore Path: a
+ *   REGISTER's Contact URIs are rewritten to aliases at our core address that carry the
+ *   flow token and the original URI (edge_internal.h), and no Path is added. A request
+ *   to such an alias is delivered like a Path-routed one, with the original URI as its
+ *   Request-URI; the aliases in a REGISTER response are restored for the client.
  */
 #include "sipedge/edge.h"
 
@@ -20,6 +25,7 @@
 
 #include <openssl/rand.h>
 
+#include "edge/edge_internal.h"
 #include "sipedge/flow_table.h"
 #include "sipedge/guard.h"
 #include "sipedge/log.h"
@@ -50,6 +56,7 @@ struct flow_reg {
     uint64_t until_ms; /* expiry granted by the registrar; 0 until a 2xx confirms it */
     uint32_t cseq;
     bool is_authed;    /* the 2xx answered a request that carried credentials */
+    bool is_aliased;   /* relayed with Contact aliases: the registrar holds those */
     char aor[256];     /* To URI */
     char call_id[128];
     char contacts[512]; /* "<uri>, <uri>" as the client registered them */
@@ -409,6 +416,10 @@ struct copy_plan {
     uint32_t keep_s;                 /* value for a bare RFC 6223 keep on the client Via */
     uint32_t expires_floor;          /* non-zero: raise non-zero expires to at least this */
     uint32_t expires_cap;            /* non-zero: cut expires to at most this */
+    struct slice alias_token;        /* non-empty: every Contact URI becomes an alias */
+    bool restore_aliases;            /* Contact URIs that are our aliases get their original */
+    const struct config_addr *core;  /* our core address, for both */
+    uint64_t *n_alias_edits;         /* counts the Contacts aliased or restored */
 };
 
 static uint32_t expires_transform(const struct copy_plan *plan, uint32_t x)
@@ -422,17 +433,61 @@ static uint32_t expires_transform(const struct copy_plan *plan, uint32_t x)
     return x;
 }
 
-/* Copies a Contact line rewriting each element's expires parameter. */
-static void copy_contact_expires(struct sip_build *b, const struct sip_msg *m,
-                                 const struct sip_hdr *h, const struct copy_plan *plan)
+/*
+ * When uri is one of our Contact aliases (a SIP URI at our core address whose user part
+ * has a token-sized first half), sets *enc to its encoded original URI. The token's MAC
+ * is not checked: restoring only changes what the client is shown, and the registrar
+ * holds only aliases we wrote.
+ */
+static bool contact_is_alias(struct slice uri, const struct config_addr *core, struct slice *enc)
+{
+    struct sip_uri u;
+    bool is_sip;
+    struct slice tok;
+    return sip_uri_parse(uri, &u, &is_sip) == 0 && is_sip && hostport_is(u.host, u.port, core) &&
+           contact_alias_split(u.user, &tok, enc) == 0 && (tok.len == 38 || tok.len == 54);
+}
+
+/*
+ * Copies a Contact line with the edits the plan asks for, element by element: the URI
+ * replaced by its alias or, for an alias of ours, by the original URI; the expires
+ * parameter floored or capped. Everything else (display name, parameters such as q,
+ * +sip.instance and reg-id) is copied as it is.
+ */
+static void copy_contact(struct sip_build *b, const struct sip_msg *m, const struct sip_hdr *h,
+                         const struct copy_plan *plan)
 {
     const char *pos = m->buf + h->off;
     struct slice rest = h->value;
     struct sip_nameaddr c;
     while (rest.len && sip_nameaddr_parse(rest, &c, &rest) == 0) {
+        struct slice enc;
+        if (c.is_star) {
+            continue;
+        } else if (plan->alias_token.len) {
+            sip_build_mem(b, pos, (size_t)(c.uri.p - pos));
+            contact_alias_build(b, plan->alias_token, c.uri, plan->core->text);
+            pos = c.uri.p + c.uri.len;
+            (*plan->n_alias_edits)++;
+        } else if (plan->restore_aliases && contact_is_alias(c.uri, plan->core, &enc)) {
+            /* An addr-spec gets angle brackets: the original URI may carry ';' or ','
+             * that would otherwise read as header parameters or a new element. */
+            bool is_bare = c.uri.p == c.raw.p;
+            sip_build_mem(b, pos, (size_t)(c.uri.p - pos));
+            if (is_bare)
+                sip_build_str(b, "<");
+            if (contact_alias_decode(b, enc) == 0)
+                (*plan->n_alias_edits)++;
+            else
+                sip_build_slice(b, c.uri);
+            if (is_bare)
+                sip_build_str(b, ">");
+            pos = c.uri.p + c.uri.len;
+        }
         struct slice v;
         uint32_t x;
-        if (!sip_params_get(c.params, "expires", &v) || !v.len || sip_expires_parse(v, &x) < 0)
+        if (!(plan->expires_floor || plan->expires_cap) ||
+            !sip_params_get(c.params, "expires", &v) || !v.len || sip_expires_parse(v, &x) < 0)
             continue;
         sip_build_mem(b, pos, (size_t)(v.p - pos));
         sip_build_u32(b, expires_transform(plan, x));
@@ -482,8 +537,9 @@ static void copy_headers(struct sip_build *b, const struct sip_msg *m,
             sip_build_str(b, "\r\n");
             continue;
         }
-        if ((plan->expires_floor || plan->expires_cap) && h->id == SIP_HDR_CONTACT) {
-            copy_contact_expires(b, m, h, plan);
+        if (h->id == SIP_HDR_CONTACT && (plan->expires_floor || plan->expires_cap ||
+                                         plan->alias_token.len || plan->restore_aliases)) {
+            copy_contact(b, m, h, plan);
             continue;
         }
         uint32_t x;
@@ -672,9 +728,11 @@ static void reg_summarize(const struct sip_msg *m, struct reg_summary *sum)
 /*
  * Notes a REGISTER relayed over f: AOR, Call-ID, CSeq and the Contact URIs, so the
  * edge can de-register them if the flow dies and answer unchanged refreshes.
- * A removal of every contact forgets the record.
+ * is_aliased says the registrar got them as Contact aliases. A removal of every contact
+ * forgets the record.
  */
-static void flow_reg_note(struct edge *e, struct flow *f, const struct reg_summary *sum)
+static void flow_reg_note(struct edge *e, struct flow *f, const struct reg_summary *sum,
+                          bool is_aliased)
 {
     if (!sum->is_usable) {
         e->st.regs_not_recorded++;
@@ -702,11 +760,13 @@ static void flow_reg_note(struct edge *e, struct flow *f, const struct reg_summa
         e->st.regs_recorded++;
     }
     if (!slice_eq(sum->call_id, slice_make(r->call_id, strlen(r->call_id))) ||
-        strcmp(r->contacts, sum->contacts) != 0) {
-        /* A new registration (new Call-ID or Contact set) must be confirmed again. */
+        strcmp(r->contacts, sum->contacts) != 0 || r->is_aliased != is_aliased) {
+        /* A new registration (new Call-ID or Contact set, or the same contacts in the
+         * other form) must be confirmed again. */
         r->until_ms = 0;
         r->is_authed = false;
     }
+    r->is_aliased = is_aliased;
     slice_copy_cstr(r->call_id, sizeof(r->call_id), sum->call_id);
     memcpy(r->contacts, sum->contacts, sum->contacts_len + 1);
     slice_copy_cstr(r->user_agent, sizeof(r->user_agent), sum->user_agent);
@@ -747,7 +807,7 @@ static bool regcache_answer(struct edge *e, const struct rx *rx, struct flow *f,
                                      : now_ms + (uint64_t)e->pol.regcache_refresh_margin_s * 1000;
     if (!r || !r->is_authed || r->until_ms == 0 || horizon <= need ||
         sum->cseq <= r->cseq || !slice_eq(sum->call_id, slice_make(r->call_id, strlen(r->call_id))) ||
-        strcmp(r->contacts, sum->contacts) != 0)
+        strcmp(r->contacts, sum->contacts) != 0 || r->is_aliased != e->pol.nat_contact_alias)
         return false;
     uint32_t left_s = r->until_ms > now_ms ? (uint32_t)((r->until_ms - now_ms) / 1000)
                                            : e->pol.nat_expires_s;
@@ -817,7 +877,8 @@ static uint32_t flow_reg_confirm(struct edge *e, struct flow *f, const struct si
  * ours, so the request asserts the AOR with P-Asserted-Identity (RFC 3325); the edge
  * strips that header from every client request, so only its own reach the core.
  */
-static void send_dereg(struct edge *e, const struct flow_reg *r, uint64_t now_ms)
+static void send_dereg(struct edge *e, const struct flow *f, const struct flow_reg *r,
+                       uint64_t now_ms)
 {
     struct sip_uri u;
     bool is_sip;
@@ -836,7 +897,26 @@ static void send_dereg(struct edge *e, const struct flow_reg *r, uint64_t now_ms
     sip_build_fmt(&b, "To: <%s>\r\n", r->aor);
     sip_build_fmt(&b, "Call-ID: %s\r\n", r->call_id);
     sip_build_fmt(&b, "CSeq: %u REGISTER\r\n", r->cseq + 1);
-    sip_build_fmt(&b, "Contact: %s;expires=0\r\n", r->contacts);
+    if (r->is_aliased) {
+        /* The registrar holds the aliases, not the URIs the client registered. */
+        sip_build_str(&b, "Contact: ");
+        const char *p = r->contacts;
+        while (*p == '<') {
+            const char *end = strchr(p, '>');
+            if (!end)
+                break;
+            if (p != r->contacts)
+                sip_build_str(&b, ", ");
+            sip_build_str(&b, "<");
+            contact_alias_build(&b, slice_make(f->token, f->token_len),
+                                slice_make(p + 1, (size_t)(end - p - 1)), e->cfg->core.text);
+            sip_build_str(&b, ">;expires=0");
+            p = end[1] == ',' && end[2] == ' ' ? end + 3 : end + 1;
+        }
+        sip_build_str(&b, "\r\n");
+    } else {
+        sip_build_fmt(&b, "Contact: %s;expires=0\r\n", r->contacts);
+    }
     sip_build_fmt(&b, "P-Asserted-Identity: <%s>\r\n", r->aor);
     sip_build_str(&b, "Expires: 0\r\nUser-Agent: sipedge\r\nContent-Length: 0\r\n\r\n");
     e->st.dereg_sent++;
@@ -870,7 +950,7 @@ static void dead_flows_process(struct edge *e, uint64_t now_ms)
         *pp = d->dnext;
         for (struct flow_reg *r = d->regs; r; r = r->next) {
             if (r->until_ms > now_ms)
-                send_dereg(e, r, now_ms);
+                send_dereg(e, d, r, now_ms);
         }
         on_flow_release(e, d);
         flow_table_release(e->flows, d);
@@ -1117,6 +1197,14 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
                          sum.has_contact && !sum.is_removal;
     if (raise_expires)
         plan.expires_floor = e->pol.regcache_registrar_expires_s;
+    /* A registrar without Path support stores the Contacts as they come: they must
+     * lead back here, so they become aliases carrying the flow token. */
+    bool is_aliased = is_register && e->pol.nat_contact_alias;
+    if (is_aliased) {
+        plan.alias_token = slice_make(f->token, f->token_len);
+        plan.core = &e->cfg->core;
+        plan.n_alias_edits = &e->st.contacts_aliased;
+    }
     const struct sip_hdr *rh = sip_msg_hdr(m, SIP_HDR_ROUTE);
     struct sip_nameaddr route;
     struct slice route_rest;
@@ -1157,7 +1245,7 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
         sip_build_str(&b, ";au");
     sip_build_fmt(&b, ";t=%x", (unsigned)(uint32_t)now_ms);
     sip_build_str(&b, "\r\n");
-    if (is_register) {
+    if (is_register && !is_aliased) {
         sip_build_str(&b, "Path: <sip:");
         sip_build_mem(&b, f->token, f->token_len);
         sip_build_str(&b, "@");
@@ -1183,7 +1271,7 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
     copy_headers(&b, m, &plan);
     if (is_register) {
         e->st.relayed_register++;
-        flow_reg_note(e, f, &sum);
+        flow_reg_note(e, f, &sum, is_aliased);
     } else {
         e->st.relayed_request++;
     }
@@ -1524,6 +1612,12 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_
         slice_to_u32(mfh->value, 255, &plan.mf);
     if (is_reg_2xx && f->is_nat && f->transport == FLOW_UDP)
         plan.expires_cap = nat_expires(e, f);
+    /* RFC 3261 §10.2.4: the client looks for its own Contacts in the answer. */
+    if (is_reg_final && e->pol.nat_contact_alias) {
+        plan.restore_aliases = true;
+        plan.core = &e->cfg->core;
+        plan.n_alias_edits = &e->st.contacts_restored;
+    }
     copy_headers(&b, m, &plan);
     e->st.relayed_response_to_client++;
     send_built_flow(e, &b, f);
@@ -1561,7 +1655,22 @@ static const struct config_addr *flow_listener(const struct edge *e, const struc
     return &e->cfg->core;
 }
 
-/* Request from the core whose top Route is our Path: deliver over the client's flow. */
+/* True when the Request-URI is a Contact alias at our core address; sets its halves. */
+static bool ruri_alias(const struct edge *e, const struct sip_msg *m, struct slice *tok,
+                       struct slice *enc)
+{
+    struct sip_uri u;
+    bool is_sip;
+    return sip_uri_parse(m->ruri, &u, &is_sip) == 0 && is_sip &&
+           hostport_is(u.host, u.port, &e->cfg->core) &&
+           contact_alias_split(u.user, tok, enc) == 0;
+}
+
+/*
+ * Request from the core for a client: its top Route is our Path (RFC 3327), or, with
+ * no Route naming us, its Request-URI is one of our Contact aliases. Either way the
+ * flow token decides the flow it is delivered over.
+ */
 static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_msg *m)
 {
     uint32_t mf;
@@ -1572,12 +1681,17 @@ static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_m
     }
     const struct sip_hdr *rh = sip_msg_hdr(m, SIP_HDR_ROUTE);
     struct sip_nameaddr route;
-    struct slice route_rest;
+    struct slice route_rest = SLICE_NULL;
     struct sip_uri ru;
     bool is_sip = false;
-    if (!rh || sip_nameaddr_parse(rh->value, &route, &route_rest) < 0 ||
-        sip_uri_parse(route.uri, &ru, &is_sip) < 0 || !is_sip ||
-        !hostport_is(ru.host, ru.port, &e->cfg->core)) {
+    struct slice tok = SLICE_NULL, alias = SLICE_NULL;
+    if (rh && sip_nameaddr_parse(rh->value, &route, &route_rest) == 0 &&
+        sip_uri_parse(route.uri, &ru, &is_sip) == 0 && is_sip &&
+        hostport_is(ru.host, ru.port, &e->cfg->core)) {
+        tok = ru.user;
+    } else if (ruri_alias(e, m, &tok, &alias)) {
+        rh = NULL; /* a Route that does not name us stays for the client */
+    } else {
         if (m->method_id == SIP_METHOD_OPTIONS && ruri_is_core(e, m)) {
             reply(e, rx, m, 200, "OK", NULL);
             return;
@@ -1587,7 +1701,7 @@ static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_m
         return;
     }
     struct flow_token_fields tf;
-    if (flow_token_decode(e->keys, ru.user, &tf) < 0) {
+    if (flow_token_decode(e->keys, tok, &tf) < 0) {
         e->st.reply_403_bad_token++;
         reply(e, rx, m, 403, "Forbidden", NULL);
         return;
@@ -1618,7 +1732,20 @@ static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_m
     char *buf = e->out.reserve(e->out.ctx, &cap);
     struct sip_build b;
     sip_build_init(&b, buf, cap);
-    sip_build_mem(&b, m->buf, m->start_line_len);
+    if (alias.p) {
+        /* The original URI goes back into the Request-URI, decoded in place. */
+        const char *ruri_end = m->ruri.p + m->ruri.len;
+        sip_build_mem(&b, m->buf, (size_t)(m->ruri.p - m->buf));
+        if (contact_alias_decode(&b, alias) == -EBADMSG) {
+            e->st.reply_400++;
+            e->st.reply_400_bad_alias++;
+            reply(e, rx, m, 400, "Bad Contact Alias", NULL);
+            return;
+        }
+        sip_build_mem(&b, ruri_end, m->start_line_len - (size_t)(ruri_end - m->buf));
+    } else {
+        sip_build_mem(&b, m->buf, m->start_line_len);
+    }
     sip_build_fmt(&b, "Via: SIP/2.0/%s %s;branch=" EDGE_BRANCH_IN "%s\r\n", via_transport(f),
                   flow_listener(e, f)->text, branch);
     if (!sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS)) {
@@ -1629,6 +1756,8 @@ static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_m
     struct copy_plan plan = {.pop_route = rh, .pop_route_rest = route_rest, .mf = mf - 1};
     copy_headers(&b, m, &plan);
     e->st.inbound_delivered++;
+    if (alias.p)
+        e->st.inbound_alias_delivered++;
     send_built_flow(e, &b, f);
 }
 
