@@ -2,6 +2,12 @@
  * The whole per-packet path of the edge: arbitrary bytes as a client datagram, as a
  * WebSocket message on a connection flow, and as a datagram from the registrar. Every
  * message the edge emits must itself parse, and nothing may crash or leak.
+ *
+ * A fuzzer cannot forge a flow token's MAC, so in a datagram from the registrar every
+ * "$T" is replaced by the valid token of the WebSocket flow: Route/Path delivery and
+ * Contact aliases ("sip:$T.<base64url>@127.0.0.1:5070") are then reachable. Contact
+ * aliasing (nat.contact_alias) is on for inputs whose selector has bit 4 set, so flows
+ * registered with and without it meet.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,6 +16,7 @@
 #include "sipedge/config.h"
 #include "sipedge/edge.h"
 #include "sipedge/flow_table.h"
+#include "sipedge/flow_token.h"
 #include "sipedge/sip_msg.h"
 
 static char g_tx[65536];
@@ -57,6 +64,26 @@ static struct policy g_pol;
 static struct edge *g_edge;
 static uint64_t g_ws_ref;
 static uint64_t g_now = 1000;
+static char g_ws_token[FLOW_TOKEN_MAX];
+static size_t g_ws_token_len;
+static char g_core_msg[65536];
+
+/* Copies msg with every "$T" replaced by the WebSocket flow's token; returns the length. */
+static size_t with_token(const char *msg, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (msg[i] == '$' && i + 1 < len && msg[i + 1] == 'T' &&
+            n + g_ws_token_len <= sizeof(g_core_msg)) {
+            memcpy(g_core_msg + n, g_ws_token, g_ws_token_len);
+            n += g_ws_token_len;
+            i++;
+        } else if (n < sizeof(g_core_msg)) {
+            g_core_msg[n++] = msg[i];
+        }
+    }
+    return n;
+}
 
 static void setup(void)
 {
@@ -82,6 +109,17 @@ static void setup(void)
     ws.sin_addr.s_addr = htonl(0xc0000201);
     if (edge_flow_open(g_edge, FLOW_WS, 0, (struct sockaddr *)&ws, 1, g_now, &g_ws_ref) < 0)
         abort();
+    struct flow_token_keys *keys;
+    struct flow_token_fields tf = {.worker = 0, .transport = FLOW_WS,
+                                   .slot = (uint32_t)(g_ws_ref >> 32), .gen = (uint32_t)g_ws_ref};
+    memcpy(&tf.remote.in, &ws, sizeof(ws));
+    if (flow_token_keys_new(&keys, g_cfg.flow_key, NULL) < 0)
+        abort();
+    int n = flow_token_encode(keys, &tf, g_ws_token, sizeof(g_ws_token));
+    flow_token_keys_free(keys);
+    if (n <= 0)
+        abort();
+    g_ws_token_len = (size_t)n;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -97,6 +135,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     g_now += 37;
     struct sockaddr_in src = {.sin_family = AF_INET, .sin_port = htons(5060 + (sel >> 4))};
     src.sin_addr.s_addr = htonl(0xc0000200 + (sel & 3));
+    bool alias = (sel & 0x10) != 0;
+    if (g_pol.nat_contact_alias != alias) {
+        g_pol.nat_contact_alias = alias;
+        edge_set_policy(g_edge, &g_pol);
+    }
     switch (sel & 0x0c) {
     case 0x00:
         edge_rx_public(g_edge, 0, msg, len, (struct sockaddr *)&src, g_now);
@@ -107,7 +150,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     default: {
         struct sockaddr_in reg = {.sin_family = AF_INET, .sin_port = htons(5080)};
         reg.sin_addr.s_addr = htonl(0x7f000001);
-        edge_rx_core(g_edge, msg, len, (struct sockaddr *)&reg, g_now);
+        edge_rx_core(g_edge, g_core_msg, with_token(msg, len), (struct sockaddr *)&reg, g_now);
         break;
     }
     }
