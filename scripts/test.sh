@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Full test run, as CI does it (.ci/run):
 #   1. install missing Debian test dependencies (scripts/deps-debian.sh test)
-#   2. ASan+UBSan build with -Werror into build-asan/
+#   2. ASan+UBSan build with -Werror into build-asan/, and an optimised -Werror build
+#      into build-release/ (-O2 finds warnings -O0 does not: maybe-uninitialized,
+#      stringop-truncation)
 #   3. ctest: unit, header checks, fuzz corpus replay, integration (real peers)
 #   4. fuzzers: scripts/fuzz.sh builds them with clang (build-fuzz/) and runs each for
 #      FUZZ_SECONDS (60)
@@ -26,6 +28,10 @@ fi
 step "build (ASan+UBSan, -Werror) in build-asan"
 JOBS=$jobs scripts/build.sh build-asan -DCMAKE_BUILD_TYPE=Debug \
     -DSIPEDGE_SANITIZE=address,undefined -DSIPEDGE_WERROR=ON -DSIPEDGE_BUILD_TESTS=ON
+
+step "build (Release, -Werror) in build-release"
+JOBS=$jobs scripts/build.sh build-release -DCMAKE_BUILD_TYPE=Release -DSIPEDGE_WERROR=ON \
+    -DSIPEDGE_BUILD_TESTS=ON
 
 step "ctest (all labels)"
 (cd build-asan && ctest --output-on-failure --no-tests=error -j"${CTEST_PARALLEL:-2}" \

@@ -26,7 +26,8 @@ static size_t read_msg(const char *name, char *buf, size_t cap)
     FILE *f;
     size_t n;
 
-    snprintf(path, sizeof(path), TORTURE_DIR "%s.dat", name);
+    if (snprintf(path, sizeof(path), TORTURE_DIR "%s.dat", name) >= (int)sizeof(path))
+        fail_msg("path too long for %s", name);
     f = fopen(path, "rb");
     if (f == NULL)
         fail_msg("cannot open %s", path);
