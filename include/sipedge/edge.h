@@ -1,6 +1,7 @@
 /*
  * edge: the SIP edge proxy logic of one worker (RFC 3261 §16.11 stateless relay,
- * RFC 3327 Path, RFC 3581 rport, RFC 5626 flow tokens).
+ * RFC 3327 Path, or Contact aliases for registrars without Path support, RFC 3581
+ * rport, RFC 5626 flow tokens).
  *
  * Every datagram from the public side enters through edge_rx_public, every datagram
  * from the core side through edge_rx_core. The edge parses, decides and writes each
