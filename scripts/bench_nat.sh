@@ -40,8 +40,8 @@ SIPP_TIMEOUT=$((CLIENTS / RATE + REFRESHES * REFRESH_S + 90))
 TCK=$(getconf CLK_TCK)
 make_csv "$IT_TMP/users.csv" 1000 "$CLIENTS"
 
-KAM_CHILDREN=4 start_kamailio "$SIPEDGE_SRC/tests/integration/kamailio/registrar_nat.cfg" \
-    "$SRV_REG" 5060 WITH_AUTH "TRUSTED_EDGE=\"$SRV_CORE\"" "TRUSTED_EDGE_PORT=5070"
+KAM_CHILDREN=4 start_kamailio "$SIPEDGE_SRC/tests/integration/kamailio/registrar.cfg" \
+    "$SRV_REG" 5060 WITH_AUTH "TRUSTED_EDGE=\"$SRV_CORE\""
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 

@@ -7,7 +7,7 @@
 #   3. an unchanged refresh after that (new contact set, authenticated again) is cached;
 #   4. the same registration from a new flow (another source port) goes to the registrar;
 #   5. a registration the registrar accepted without credentials (no Authorization:
-#      user "open1", let in unchallenged by registrar_nat.cfg) is refreshed at the
+#      user "open1", let in unchallenged by registrar.cfg) is refreshed at the
 #      registrar every time.
 # About 15 s.
 # shellcheck source=tests/integration/nat_lib.sh disable=SC2034
@@ -18,8 +18,8 @@ need_cmd python3 kamailio kamcmd
 need_sipedge
 
 test_policy_dir "$IT_TMP/policy"
-start_kamailio "$IT_KAM_DIR/registrar_nat.cfg" "$SRV_REG" 5060 WITH_AUTH WITH_MSGLOG \
-    "TRUSTED_EDGE=\"$SRV_CORE\"" "TRUSTED_EDGE_PORT=5070"
+start_kamailio "$IT_KAM_DIR/registrar.cfg" "$SRV_REG" 5060 WITH_AUTH WITH_MSGLOG \
+    "TRUSTED_EDGE=\"$SRV_CORE\"" "NOAUTH_PREFIX=\"open\""
 start_sipedge --listen-udp "$SRV_PUB:5060" --core "$SRV_CORE:5070" --registrar "$SRV_REG:5060" \
     --policy "$IT_TMP/policy" --log-level debug
 

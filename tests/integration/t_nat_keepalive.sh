@@ -26,8 +26,8 @@ policy() { # DIR KEEPALIVE
 policy "$IT_TMP/policy-on" true
 policy "$IT_TMP/policy-off" false
 
-start_kamailio "$IT_KAM_DIR/registrar_nat.cfg" "$SRV_REG" 5060 WITH_AUTH WITH_MSGLOG \
-    "TRUSTED_EDGE=\"$SRV_CORE\"" "TRUSTED_EDGE_PORT=5070"
+start_kamailio "$IT_KAM_DIR/registrar.cfg" "$SRV_REG" 5060 WITH_AUTH WITH_MSGLOG \
+    "TRUSTED_EDGE=\"$SRV_CORE\""
 
 # phase USER POLICY_DIR: register USER behind the NAT, stay silent SILENCE s, call it.
 # Sets CALL_RC (caller sipp status) and GOT_INVITE (1 when the phone saw the INVITE).

@@ -32,8 +32,8 @@ SIPP_TIMEOUT=$((RUN_S + 60))
 test_policy_dir "$IT_TMP/policy"
 make_csv "$IT_TMP/users.csv" 1000 "$CLIENTS"
 
-KAM_CHILDREN=4 start_kamailio "$IT_KAM_DIR/registrar_nat.cfg" "$SRV_REG" 5060 WITH_AUTH \
-    "TRUSTED_EDGE=\"$SRV_CORE\"" "TRUSTED_EDGE_PORT=5070"
+KAM_CHILDREN=4 start_kamailio "$IT_KAM_DIR/registrar.cfg" "$SRV_REG" 5060 WITH_AUTH \
+    "TRUSTED_EDGE=\"$SRV_CORE\""
 start_sipedge --listen-udp "$SRV_PUB:5060" --core "$SRV_CORE:5070" --registrar "$SRV_REG:5060" \
     --policy "$IT_TMP/policy" --log-level info
 

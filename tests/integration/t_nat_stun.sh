@@ -14,7 +14,7 @@ need_cmd python3 kamailio kamcmd
 need_sipedge
 
 test_policy_dir "$IT_TMP/policy"
-start_kamailio "$IT_KAM_DIR/registrar_nat.cfg" "$SRV_REG" 5060
+start_kamailio "$IT_KAM_DIR/registrar.cfg" "$SRV_REG" 5060
 start_sipedge --listen-udp "$SRV_PUB:5060" --core "$SRV_CORE:5070" --registrar "$SRV_REG:5060" \
     --policy "$IT_TMP/policy" --log-level debug
 

@@ -4,7 +4,7 @@
 # through (RFC 3325 §5: only the trust domain asserts): the registrar challenges the
 # request, and the victim's binding stays. Checked against (a) the embedded registrar
 # (the victim still receives an INVITE afterwards) and (b) Kamailio with
-# kamailio/registrar_ws.cfg, which trusts P-Asserted-Identity de-REGISTERs from sipedge's
+# kamailio/registrar.cfg, which trusts P-Asserted-Identity de-REGISTERs from sipedge's
 # core address (ul.dump still holds the victim's binding).
 . "$(dirname "$0")/lib.sh"
 it_init ws_forged_pai
@@ -51,7 +51,7 @@ stop_sipedge
 mv "$SIPEDGE_LOG" "$IT_TMP/sipedge-embedded.log"
 
 # (b) Kamailio, trusting sipedge's core address for P-Asserted-Identity de-REGISTERs
-start_kamailio "$IT_KAM_DIR/registrar_ws.cfg" "$KAM" 5060 WITH_AUTH WITH_MSGLOG \
+start_kamailio "$IT_KAM_DIR/registrar.cfg" "$KAM" 5060 WITH_AUTH WITH_MSGLOG \
     "TRUSTED_EDGE=\"$CORE\""
 start_sipedge --listen-udp "$PUB:5060" --listen-ws "$PUB:$WS_PORT" --core "$CORE:5070" \
     --registrar "$KAM:5060" --policy "$IT_TMP/policy" --log-level debug
@@ -100,6 +100,6 @@ log "trusted de-REGISTER from $CORE: $reply"
 case $reply in "SIP/2.0 200"*) ;; *) fail "control: Kamailio refused a trusted de-REGISTER: $reply" ;; esac
 kam_ul_dump >"$IT_TMP/ul-control.txt" 2>&1
 grep -q 'AoR: 1500' "$IT_TMP/ul-control.txt" &&
-    fail "control: the trusted de-REGISTER did not remove the binding (registrar_ws.cfg rule inactive)"
+    fail "control: the trusted de-REGISTER did not remove the binding (registrar.cfg rule inactive)"
 stop_sipedge
 log PASS

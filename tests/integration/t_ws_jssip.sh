@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # JsSIP in Debian's headless Chromium (playwright-core, no browser download) registers
 # over wss through sipedge, (a) to the embedded registrar and (b) to Kamailio
-# (kamailio/registrar_ws.cfg, digest auth). sipp sends an INVITE to the registrar for
+# (kamailio/registrar.cfg, digest auth). sipp sends an INVITE to the registrar for
 # the browser's AOR; the page must report it (newRTCSession, originator remote) and
 # refuses it with 486. Then the tab closes: a new INVITE fails at once (430 from sipedge
 # while the dead flow is in its grace time, or 404/480), and within grace + 1 s the
@@ -101,7 +101,7 @@ stop_sipedge
 mv "$SIPEDGE_LOG" "$IT_TMP/sipedge-embedded.log"
 
 # (b) Kamailio with digest auth, trusting sipedge's core address for de-REGISTERs.
-start_kamailio "$IT_KAM_DIR/registrar_ws.cfg" "$KAM" 5060 WITH_AUTH WITH_MSGLOG \
+start_kamailio "$IT_KAM_DIR/registrar.cfg" "$KAM" 5060 WITH_AUTH WITH_MSGLOG \
     "TRUSTED_EDGE=\"$CORE\""
 start_sipedge --listen-udp "$PUB:5060" --listen-wss "$PUB:$WSS_PORT" \
     --tls-cert "$IT_TMP/cert.pem" --tls-key "$IT_TMP/key.pem" --ws-origin http://localhost \
