@@ -213,7 +213,6 @@ static void upstream_answered(struct edge *e, const struct sockaddr *src)
         u->pending_since_ms = 0;
         u->down_until_ms = 0;
         if (e->loss_since_ms)
-            if (e->loss_since_ms)
             e->st.registrar_recovered++;
         e->loss_since_ms = 0;
         return;
