@@ -331,6 +331,40 @@ sipp_check() {
         fail "sipp[$tag]: status $rc, successful $ok/$want, failed $failed"
 }
 
+# phone_register USER [PORT]: a sipp phone (reg_uas.xml) on $PHONE registers USER
+# (password pwUSER, domain $PUB) through sipedge's public listener $PUB:5060, then waits
+# on the same port for one INVITE. Sets PHONE_PID and PHONE_CID; fails the test when the
+# phone is not registered within 10 s.
+phone_register() {
+    local user=$1 port=${2:-}
+    [ -n "$port" ] || port=$(free_udp_port "$PHONE")
+    PHONE_CID="call-$user-$$@$PHONE"
+    bg_sipp phone -sf "$IT_SIPP_DIR/reg_uas.xml" -key user "$user" -au "$user" \
+        -ap "pw$user" -key domain "$PUB" -key expires 600 -cid_str "$PHONE_CID" -nd -aa \
+        -i "$PHONE" -p "$port" -m 1 -recv_timeout 20000 "$PUB:5060"
+    PHONE_PID=$BG_PID
+    wait_for_line "$IT_TMP/sipp-phone-logs.log" "REGISTERED $user" 10 "$PHONE_PID" ||
+        fail "phone $user did not register through sipedge"
+}
+
+# phone_call USER DEST_ADDR:PORT: a sipp caller on $CALLER sends an INVITE for USER@$PUB
+# to DEST (the registrar) and the phone of phone_register answers it. Fails the test
+# unless both ends completed the call and the INVITE reached the phone through sipedge
+# (a Via of sipedge's public address on it).
+phone_call() {
+    local user=$1 dest=$2 call_rc phone_rc
+    run_sipp call -sf "$IT_SIPP_DIR/invite_uac.xml" -key callee "$user" -key domain "$PUB" \
+        -cid_str "$PHONE_CID" -i "$CALLER" -p "$(free_udp_port "$CALLER")" -m 1 \
+        -max_retrans 4 -recv_timeout 8000 "$dest"
+    call_rc=$?
+    wait "$PHONE_PID"
+    phone_rc=$?
+    [ "$call_rc" -eq 0 ] || fail "caller: INVITE to $dest failed (sipp status $call_rc)"
+    [ "$phone_rc" -eq 0 ] || fail "phone: call not completed (sipp status $phone_rc)"
+    grep -aqiE "^Via: SIP/2.0/UDP $PUB(:5060)?[;\r ]" "$IT_TMP/sipp-phone-msg.log" ||
+        fail "INVITE at the phone carries no Via of sipedge's public address $PUB"
+}
+
 # py_register SRC_ADDR DST_ADDR:PORT USER PASSWORD DOMAIN [ALGORITHM]
 # One REGISTER with digest auth (RFC 2617/7616, qop=auth when offered) from an
 # ephemeral port on SRC_ADDR. ALGORITHM (MD5 or SHA-256) picks that challenge;
