@@ -24,55 +24,9 @@
 #include "sipedge/sip_hdr.h"
 #include "sipedge/sip_msg.h"
 
+#include "edge_rec.h"
+
 #define TORTURE_DIR TEST_DATA_DIR "/sip/torture/"
-#define TX_CAP 65535
-#define MAX_SENT 16
-#define MAX_HDRS 128
-
-/* ---- recording transport ---------------------------------------------------------------- */
-
-struct sent {
-    uint8_t sock;
-    struct sockaddr_storage dst;
-    size_t len;
-    char buf[TX_CAP + 1];
-};
-
-static char tx_buf[TX_CAP];
-static struct sent sent[MAX_SENT];
-static size_t n_sent;
-static size_t n_overflow;
-
-static char *out_reserve(void *ctx, size_t *cap)
-{
-    (void)ctx;
-    memset(tx_buf, '#', sizeof(tx_buf)); /* nothing of an earlier message may leak through */
-    *cap = sizeof(tx_buf);
-    return tx_buf;
-}
-
-static void out_commit(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len)
-{
-    (void)ctx;
-    if (n_sent >= MAX_SENT || len > TX_CAP) {
-        n_overflow++;
-        return;
-    }
-    struct sent *s = &sent[n_sent++];
-    s->sock = sock;
-    memset(&s->dst, 0, sizeof(s->dst));
-    memcpy(&s->dst, dst,
-           dst->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
-    memcpy(s->buf, tx_buf, len);
-    s->buf[len] = '\0';
-    s->len = len;
-}
-
-static void sent_reset(void)
-{
-    n_sent = 0;
-    n_overflow = 0;
-}
 
 /* ---- fixture ---------------------------------------------------------------------------- */
 
@@ -87,20 +41,6 @@ struct fixture {
 };
 
 static struct fixture fx_storage;
-
-static struct sockaddr_in v4(const char *ip, uint16_t port)
-{
-    struct sockaddr_in a;
-
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    if (inet_pton(AF_INET, ip, &a.sin_addr) != 1)
-        fail_msg("bad address %s", ip);
-    return a;
-}
-
-#define SA(x) ((const struct sockaddr *)&(x))
 
 static const struct sockaddr *registrar(const struct fixture *fx)
 {
@@ -158,20 +98,6 @@ static int teardown(void **state)
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-static bool addr_eq(const struct sockaddr_storage *ss, const struct sockaddr *b)
-{
-    const struct sockaddr *a = (const struct sockaddr *)ss;
-
-    if (a->sa_family != b->sa_family)
-        return false;
-    if (a->sa_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-    return x->sin6_port == y->sin6_port && memcmp(&x->sin6_addr, &y->sin6_addr, 16) == 0;
-}
-
 static size_t count_sent_to(const struct sockaddr *dst)
 {
     size_t n = 0;
@@ -193,22 +119,6 @@ static void rx_core(struct fixture *fx, const char *msg, size_t len, const struc
     edge_rx_core(fx->e, msg, len, src, now_ms);
 }
 
-struct parsed {
-    struct sip_msg m;
-    struct sip_hdr hdrs[MAX_HDRS];
-};
-
-static void parse_sent(size_t i, struct parsed *p)
-{
-    struct sip_limits lim = {.max_msg_bytes = 65535, .max_headers = MAX_HDRS};
-    struct sip_err err;
-
-    assert_true(i < n_sent);
-    if (sip_msg_parse(&p->m, sent[i].buf, sent[i].len, p->hdrs, &lim, &err) != 0)
-        fail_msg("datagram %zu does not parse (%s):\n%s", i, err.reason ? err.reason : "?",
-                 sent[i].buf);
-}
-
 static const struct sip_hdr *nth_hdr(const struct sip_msg *m, enum sip_hdr_id id, unsigned n)
 {
     const struct sip_hdr *h = sip_msg_hdr(m, id);
@@ -217,18 +127,6 @@ static const struct sip_hdr *nth_hdr(const struct sip_msg *m, enum sip_hdr_id id
         h = sip_msg_hdr_next(m, h);
     return h;
 }
-
-static bool slice_is(struct slice s, const char *str)
-{
-    return s.len == strlen(str) && memcmp(s.p, str, s.len) == 0;
-}
-
-#define assert_slice_equal(s, str)                                                                 \
-    do {                                                                                           \
-        struct slice s_ = (s);                                                                     \
-        if (!slice_is(s_, (str)))                                                                  \
-            fail_msg("'%.*s' != '%s'", SLICE_FMT(s_), (str));                                      \
-    } while (0)
 
 /* The n-th Via element of a message, counting elements across lines. */
 static bool nth_via(const struct sip_msg *m, unsigned n, struct sip_via *via)

@@ -28,62 +28,7 @@
 #include "sipedge/sip_hdr.h"
 #include "sipedge/sip_msg.h"
 
-#define TX_CAP 65535
-#define MAX_SENT 16
-#define MAX_HDRS 128
-/* sock of a message sent over a connection flow */
-#define SENT_CONN 0xfe
-
-/* ---- recording transport ---------------------------------------------------------------- */
-
-struct sent {
-    uint8_t sock;
-    struct sockaddr_in dst;
-    uint64_t conn;
-    size_t len;
-    char buf[TX_CAP + 1];
-};
-
-static char tx_buf[TX_CAP];
-static struct sent sent[MAX_SENT];
-static size_t n_sent;
-
-static char *out_reserve(void *ctx, size_t *cap)
-{
-    (void)ctx;
-    memset(tx_buf, '#', sizeof(tx_buf));
-    *cap = sizeof(tx_buf);
-    return tx_buf;
-}
-
-static struct sent *record(const char *buf, size_t len)
-{
-    assert_true(n_sent < MAX_SENT && len <= TX_CAP);
-    struct sent *s = &sent[n_sent++];
-    memset(s, 0, sizeof(*s));
-    memcpy(s->buf, buf, len);
-    s->buf[len] = '\0';
-    s->len = len;
-    return s;
-}
-
-static void out_commit(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len)
-{
-    (void)ctx;
-    struct sent *s = record(tx_buf, len);
-    s->sock = sock;
-    assert_int_equal(dst->sa_family, AF_INET);
-    memcpy(&s->dst, dst, sizeof(s->dst));
-}
-
-static int out_send_conn(void *ctx, uint64_t conn, const char *buf, size_t len)
-{
-    (void)ctx;
-    struct sent *s = record(buf, len);
-    s->sock = SENT_CONN;
-    s->conn = conn;
-    return 0;
-}
+#include "edge_rec.h"
 
 /* ---- fixture ---------------------------------------------------------------------------- */
 
@@ -97,16 +42,6 @@ struct fixture {
 };
 
 static struct fixture fx_storage;
-
-static struct sockaddr_in v4(const char *ip, uint16_t port)
-{
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof(a));
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port);
-    assert_int_equal(inet_pton(AF_INET, ip, &a.sin_addr), 1);
-    return a;
-}
 
 static void edge_build(struct fixture *fx)
 {
@@ -149,7 +84,7 @@ static int setup(void **state)
         return -1;
     fx->client = v4("192.0.2.10", 40000);
     fx->registrar = v4("127.0.0.1", 5080);
-    n_sent = 0;
+    sent_reset();
     edge_build(fx);
     *state = fx;
     return 0;
@@ -158,6 +93,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     struct fixture *fx = *state;
+    assert_int_equal(n_overflow, 0); /* every message a test caused was recorded */
     edge_free(fx->e);
     fx->e = NULL;
     flow_token_keys_free(fx->keys);
@@ -166,44 +102,11 @@ static int teardown(void **state)
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-struct parsed {
-    struct sip_msg m;
-    struct sip_hdr hdrs[MAX_HDRS];
-};
-
-static void parse_sent(size_t i, struct parsed *p)
-{
-    struct sip_limits lim = {.max_msg_bytes = 65535, .max_headers = MAX_HDRS};
-    struct sip_err err;
-    assert_true(i < n_sent);
-    if (sip_msg_parse(&p->m, sent[i].buf, sent[i].len, p->hdrs, &lim, &err) != 0)
-        fail_msg("message %zu does not parse (%s):\n%s", i, err.reason ? err.reason : "?",
-                 sent[i].buf);
-}
-
-static bool slice_is(struct slice s, const char *str)
-{
-    return s.len == strlen(str) && memcmp(s.p, str, s.len) == 0;
-}
-
-#define assert_slice_equal(s, str)                                                                 \
-    do {                                                                                           \
-        struct slice s_ = (s);                                                                     \
-        if (!slice_is(s_, (str)))                                                                  \
-            fail_msg("'%.*s' != '%s'", SLICE_FMT(s_), (str));                                      \
-    } while (0)
-
-static bool sent_to(size_t i, const struct sockaddr_in *a)
-{
-    return sent[i].sock != SENT_CONN && sent[i].dst.sin_port == a->sin_port &&
-           sent[i].dst.sin_addr.s_addr == a->sin_addr.s_addr;
-}
-
 static size_t count_sent_to(const struct sockaddr_in *a)
 {
     size_t n = 0;
     for (size_t i = 0; i < n_sent; i++)
-        n += sent_to(i, a);
+        n += sent_to(i, SA(*a));
     return n;
 }
 
@@ -300,10 +203,10 @@ static void register_client(struct fixture *fx, unsigned cseq, const char *extra
                             struct parsed *fwd, uint64_t now_ms)
 {
     size_t len = fmt_register(cseq, CONTACT_LINES, extra);
-    n_sent = 0;
+    sent_reset();
     edge_rx_public(fx->e, 0, msg, len, (const struct sockaddr *)&fx->client, now_ms);
     assert_int_equal(n_sent, 1);
-    assert_true(sent_to(0, &fx->registrar));
+    assert_true(sent_to(0, SA(fx->registrar)));
     parse_sent(0, fwd);
 }
 
@@ -331,7 +234,7 @@ static size_t fmt_answer(const struct parsed *req, const char *status, const cha
 
 static void rx_core(struct fixture *fx, const char *buf, size_t len, uint64_t now_ms)
 {
-    n_sent = 0;
+    sent_reset();
     edge_rx_core(fx->e, buf, len, (const struct sockaddr *)&fx->registrar, now_ms);
 }
 
@@ -369,7 +272,7 @@ static void assert_single_reply_to_registrar(const struct fixture *fx, int statu
     struct parsed out;
     assert_int_equal(n_sent, 1);
     assert_int_equal(sent[0].sock, EDGE_SOCK_CORE);
-    assert_true(sent_to(0, &fx->registrar));
+    assert_true(sent_to(0, SA(fx->registrar)));
     parse_sent(0, &out);
     assert_false(out.m.is_request);
     assert_int_equal(out.m.status, status);
@@ -413,7 +316,7 @@ static void test_alias_register_star_removal_is_left_alone(void **state)
     struct sip_nameaddr c[2];
 
     size_t len = fmt_register(1, "Contact: *\r\n", "Expires: 0\r\n");
-    n_sent = 0;
+    sent_reset();
     edge_rx_public(fx->e, 0, msg, len, (const struct sockaddr *)&fx->client, 0);
     assert_int_equal(n_sent, 1);
     parse_sent(0, &fwd);
@@ -448,7 +351,7 @@ static void test_alias_registrar_2xx_shows_the_client_its_own_contacts(void **st
     size_t len = fmt_answer(&fwd, "200 OK", extra);
     rx_core(fx, resp, len, 100);
     assert_int_equal(n_sent, 1);
-    assert_true(sent_to(0, &fx->client));
+    assert_true(sent_to(0, SA(fx->client)));
     parse_sent(0, &out);
     assert_int_equal(out.m.status, 200);
     assert_int_equal(contacts_of(&out.m, c, 5), 4);
@@ -481,11 +384,11 @@ static void test_alias_cached_refresh_answers_with_the_original_contacts(void **
 
     /* The same Contact set refreshed over the same flow: answered here. */
     size_t len = fmt_register(2, CONTACT_LINES, AUTH_LINE);
-    n_sent = 0;
+    sent_reset();
     edge_rx_public(fx->e, 0, msg, len, (const struct sockaddr *)&fx->client, 1000);
     assert_int_equal(st(fx)->regcache_hit, 1);
     assert_int_equal(n_sent, 1);
-    assert_true(sent_to(0, &fx->client));
+    assert_true(sent_to(0, SA(fx->client)));
     parse_sent(0, &out);
     assert_int_equal(out.m.status, 200);
     assert_int_equal(contacts_of(&out.m, c, 4), 2);
@@ -515,7 +418,7 @@ static void test_alias_inbound_invite_is_delivered_with_the_original_request_uri
     size_t len = fmt_invite(alias, "");
     rx_core(fx, inv, len, 10);
     assert_int_equal(n_sent, 1);
-    assert_true(sent_to(0, &fx->client));
+    assert_true(sent_to(0, SA(fx->client)));
     assert_int_equal(sent[0].sock, 0);
     parse_sent(0, &out);
     assert_true(out.m.is_request);
@@ -537,7 +440,7 @@ static void test_alias_inbound_invite_is_delivered_with_the_original_request_uri
     /* The second Contact's alias restores its own URI. */
     rx_core(fx, inv, fmt_invite(alias2, "Route: <sip:proxy@198.51.100.9;lr>\r\n"), 20);
     assert_int_equal(n_sent, 1);
-    assert_true(sent_to(0, &fx->client));
+    assert_true(sent_to(0, SA(fx->client)));
     parse_sent(0, &out);
     assert_slice_equal(out.m.ruri, CONTACT_2);
     /* A Route that does not name us is left for the client. */
@@ -556,7 +459,7 @@ static void test_alias_inbound_path_route_still_wins(void **state)
     snprintf(route, sizeof(route), "Route: <sip:%.*s@127.0.0.1:5070;lr>\r\n", SLICE_FMT(tok));
     rx_core(fx, inv, fmt_invite("sip:alice@192.0.2.10:5060", route), 10);
     assert_int_equal(n_sent, 1);
-    assert_true(sent_to(0, &fx->client));
+    assert_true(sent_to(0, SA(fx->client)));
     parse_sent(0, &out);
     assert_slice_equal(out.m.ruri, "sip:alice@192.0.2.10:5060");
     assert_null(sip_msg_hdr(&out.m, SIP_HDR_ROUTE));
@@ -619,7 +522,7 @@ static void test_alias_inbound_malformed_alias_gets_400_and_is_never_delivered(v
     snprintf(uri, sizeof(uri), "sip:%.*s.c2lwOmFAYg@127.0.0.1:5070", SLICE_FMT(tok));
     rx_core(fx, inv, fmt_invite(uri, ""), 10);
     assert_int_equal(n_sent, 1);
-    assert_true(sent_to(0, &fx->client));
+    assert_true(sent_to(0, SA(fx->client)));
     struct parsed out;
     parse_sent(0, &out);
     assert_slice_equal(out.m.ruri, "sip:a@b");
@@ -638,10 +541,10 @@ static void test_alias_dead_flow_gets_430_and_its_aliases_are_deregistered(void 
     assert_int_equal(edge_flow_open(fx->e, FLOW_WS, 0, (const struct sockaddr *)&ws, 77, 0, &ref),
                      0);
     size_t len = fmt_register(1, CONTACT_LINES, "");
-    n_sent = 0;
+    sent_reset();
     edge_rx_flow(fx->e, ref, msg, len, 0);
     assert_int_equal(n_sent, 1);
-    assert_true(sent_to(0, &fx->registrar));
+    assert_true(sent_to(0, SA(fx->registrar)));
     parse_sent(0, &fwd);
     contact_uri(&fwd, 0, alias1, sizeof(alias1));
     contact_uri(&fwd, 1, alias2, sizeof(alias2));
@@ -671,11 +574,11 @@ static void test_alias_dead_flow_gets_430_and_its_aliases_are_deregistered(void 
     assert_int_equal(st(fx)->reply_430_flow_failed, 1);
 
     /* After the grace, the de-REGISTER names what the registrar holds: the aliases. */
-    n_sent = 0;
+    sent_reset();
     edge_tick_dead(fx->e, 1000 + (uint64_t)fx->pol.dead_flow_grace_s * 1000);
     assert_int_equal(st(fx)->dereg_sent, 1);
     assert_int_equal(n_sent, 1);
-    assert_true(sent_to(0, &fx->registrar));
+    assert_true(sent_to(0, SA(fx->registrar)));
     parse_sent(0, &out);
     assert_int_equal(out.m.method_id, SIP_METHOD_REGISTER);
     struct sip_nameaddr c[4];
@@ -730,7 +633,7 @@ static void test_alias_off_relays_with_path_and_leaves_contacts_alone(void **sta
     snprintf(route, sizeof(route), "Route: <sip:%.*s@127.0.0.1:5070;lr>\r\n", SLICE_FMT(tok));
     rx_core(fx, inv, fmt_invite("sip:alice@192.0.2.10:5060", route), 20);
     assert_int_equal(n_sent, 1);
-    assert_true(sent_to(0, &fx->client));
+    assert_true(sent_to(0, SA(fx->client)));
     parse_sent(0, &out);
     assert_slice_equal(out.m.ruri, "sip:alice@192.0.2.10:5060");
 }

@@ -16,35 +16,8 @@
 #include "sipedge/edge.h"
 #include "sipedge/sip_msg.h"
 
-struct sent {
-    uint8_t sock;
-    struct sockaddr_in dst;
-    char buf[4096];
-    size_t len;
-};
+#include "edge_rec.h"
 
-static struct sent g_sent[32];
-static unsigned g_n;
-static char g_tx[65536];
-
-static char *out_reserve(void *ctx, size_t *cap)
-{
-    (void)ctx;
-    *cap = sizeof(g_tx);
-    return g_tx;
-}
-
-static void out_commit(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len)
-{
-    (void)ctx;
-    if (g_n < 32 && len < sizeof(g_sent[0].buf)) {
-        g_sent[g_n].sock = sock;
-        memcpy(&g_sent[g_n].dst, dst, sizeof(struct sockaddr_in));
-        memcpy(g_sent[g_n].buf, g_tx, len);
-        g_sent[g_n].len = len;
-    }
-    g_n++;
-}
 
 static struct config g_cfg;
 static struct policy g_pol;
@@ -77,7 +50,7 @@ static struct edge *make_edge(unsigned n_backups)
     g_client.sin_family = AF_INET;
     g_client.sin_port = htons(40000);
     inet_pton(AF_INET, "192.0.2.10", &g_client.sin_addr);
-    g_n = 0;
+    sent_reset();
     return e;
 }
 
@@ -123,14 +96,17 @@ static void registrar_ok(struct edge *e, const struct sent *req, uint16_t port, 
     edge_rx_core(e, resp, n, (struct sockaddr *)&src, now);
 }
 
-static uint16_t dst_port(unsigned i) { return ntohs(g_sent[i].dst.sin_port); }
+static uint16_t dst_port(unsigned i)
+{
+    return ntohs(((const struct sockaddr_in *)&sent[i].dst)->sin_port);
+}
 
 static void test_upstream_unanswered_registrar_fails_over_and_is_retried(void **state)
 {
     (void)state;
     struct edge *e = make_edge(1);
     client_register(e, 1, false, 0);
-    assert_int_equal(g_n, 1);
+    assert_int_equal(n_sent, 1);
     assert_int_equal(dst_port(0), 5080);
     edge_tick(e, 4000);
     client_register(e, 1, false, 4500); /* retransmission, still the primary */
@@ -140,10 +116,10 @@ static void test_upstream_unanswered_registrar_fails_over_and_is_retried(void **
     client_register(e, 1, false, 5500);
     assert_int_equal(dst_port(2), 5081);
     /* The backup answers: the client gets the 200. */
-    registrar_ok(e, &g_sent[2], 5081, 5600);
-    assert_int_equal(g_n, 4);
-    assert_int_equal(ntohs(g_sent[3].dst.sin_port), 40000);
-    assert_true(memcmp(g_sent[3].buf, "SIP/2.0 200", 11) == 0);
+    registrar_ok(e, &sent[2], 5081, 5600);
+    assert_int_equal(n_sent, 4);
+    assert_int_equal(dst_port(3), 40000);
+    assert_true(memcmp(sent[3].buf, "SIP/2.0 200", 11) == 0);
     /* After the retry time the primary gets the next request again. */
     client_register(e, 2, false, 36000);
     assert_int_equal(dst_port(4), 5080);
@@ -155,21 +131,21 @@ static void test_upstream_loss_keeps_cache_answering_past_the_margin(void **stat
     (void)state;
     struct edge *e = make_edge(0);
     client_register(e, 1, true, 0);
-    registrar_ok(e, &g_sent[0], 5080, 100);
-    assert_int_equal(g_n, 2);
+    registrar_ok(e, &sent[0], 5080, 100);
+    assert_int_equal(n_sent, 2);
     /* Within the margin of the registrar's expiry: a refresh goes upstream... */
     uint64_t t = 3600000 - 200000;
     client_register(e, 2, true, t);
-    assert_int_equal(g_n, 3);
+    assert_int_equal(n_sent, 3);
     assert_int_equal(dst_port(2), 5080);
     assert_int_equal(edge_stats(e)->regcache_hit, 0);
     /* ...which nobody answers: the registrar is down, and refreshes are answered here. */
     edge_tick(e, t + 6000);
     assert_int_equal(edge_stats(e)->registrar_marked_down, 1);
     client_register(e, 3, true, t + 7000);
-    assert_int_equal(g_n, 4);
-    assert_int_equal(ntohs(g_sent[3].dst.sin_port), 40000);
-    assert_true(memcmp(g_sent[3].buf, "SIP/2.0 200", 11) == 0);
+    assert_int_equal(n_sent, 4);
+    assert_int_equal(dst_port(3), 40000);
+    assert_true(memcmp(sent[3].buf, "SIP/2.0 200", 11) == 0);
     assert_int_equal(edge_stats(e)->regcache_hit, 1);
     /* Past expiry plus loss_grace, nothing is answered locally any more. */
     client_register(e, 4, true, 3600000 + 601000);
