@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <yaml.h>
 
 #include "config/config_internal.h"
@@ -321,24 +322,14 @@ static int store_addr(struct walk *w, struct config_addr *dest, const char *path
     return 0;
 }
 
-static int hex_digit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static int store_hex32(struct walk *w, uint8_t *dest, const char *path, const yaml_event_t *ev)
 {
     const char *s = scalar_str(ev);
     uint8_t key[32];
     bool ok = ev->data.scalar.length == 2 * sizeof(key);
     for (size_t i = 0; ok && i < sizeof(key); i++) {
-        int hi = hex_digit(s[2 * i]), lo = hex_digit(s[2 * i + 1]);
+        int hi = OPENSSL_hexchar2int((unsigned char)s[2 * i]);
+        int lo = OPENSSL_hexchar2int((unsigned char)s[2 * i + 1]);
         if (hi < 0 || lo < 0)
             ok = false;
         else

@@ -67,17 +67,6 @@ static void hex_encode(const uint8_t *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 int digest_hash_hex(enum digest_alg alg, const void *data, size_t len, char *out)
 {
     uint8_t md[EVP_MAX_MD_SIZE];
@@ -329,7 +318,8 @@ int digest_nonce_check(const struct digest *d, struct slice nonce, uint64_t now_
     if (nonce.len != DIGEST_NONCE_LEN)
         return -EBADMSG;
     for (size_t i = 0; i < sizeof(raw); i++) {
-        int hi = hex_val(nonce.p[2 * i]), lo = hex_val(nonce.p[2 * i + 1]);
+        int hi = OPENSSL_hexchar2int((unsigned char)nonce.p[2 * i]);
+        int lo = OPENSSL_hexchar2int((unsigned char)nonce.p[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -EBADMSG;
         raw[i] = (uint8_t)(hi << 4 | lo);
