@@ -699,7 +699,7 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         }
         return http_dispatch(h, wsi, pss);
     case LWS_CALLBACK_HTTP_WRITEABLE: {
-        if (!pss->reply)
+        if (!pss || !pss->reply)
             return 0;
         uint8_t chunk[LWS_PRE + HTTP_CHUNK];
         size_t n = pss->reply_len - pss->reply_off;
@@ -722,8 +722,11 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         return lws_http_transaction_completed(wsi) ? -1 : 0;
     }
     case LWS_CALLBACK_CLOSED_HTTP:
-        free(pss->reply);
-        pss->reply = NULL;
+        /* Also comes for a connection that closed before lws gave it session data. */
+        if (pss) {
+            free(pss->reply);
+            pss->reply = NULL;
+        }
         return 0;
     default:
         break;
