@@ -35,6 +35,8 @@ struct flow {
     uint64_t reg_until_ms; /* latest registration expiry the registrar granted over it */
     uint64_t conn;         /* connection id of a WS/WSS flow (transport_ws) */
     uint64_t dead_at_ms;   /* when it died; its bindings are de-registered after a grace */
+    uint64_t answer_paid_until_ms; /* a REGISTER without credentials paid the registrar
+                                      budget for its challenge answer, until then */
     struct flow_reg *regs; /* registrations relayed over this flow (owned by the edge) */
     uint32_t hnext;        /* hash chain, slot + 1; 0 ends the chain */
     uint32_t dnext;        /* dead list, slot + 1 (owned by the edge) */

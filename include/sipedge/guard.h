@@ -102,7 +102,8 @@ struct guard_opts {
     X(bans_allowlisted_skipped)                                                                    \
     X(unbans)                                                                                      \
     X(expired)                                                                                     \
-    X(registrar_known_served)
+    X(registrar_known_served)                                                                      \
+    X(registrar_prepaid_served)   /* challenge answers paid by their first REGISTER */
 
 struct guard_stats {
 #define GUARD_STATS_FIELD(name) uint64_t name;
@@ -153,12 +154,17 @@ struct guard_verdict guard_check_request(struct guard *g, const struct sockaddr 
 /*
  * A REGISTER about to be relayed for aor (To URI, e.g. "sip:alice@example.com").
  * is_known_authenticated_flow: the flow recently had a 2xx to a REGISTER with credentials.
+ * cost: the registrar budget it takes, in REGISTERs. The edge passes 2 for a REGISTER
+ * without credentials (it pays for the answer to its challenge as well), 1 for one with
+ * credentials, and 0 for that prepaid answer, which passes the per-AOR bucket only. So a
+ * surge completes the registrations it admits instead of spending the budget on
+ * challenges whose answers are then refused.
  * Per-AOR bucket, then the registrar budget, of which reserved_percent is a separate bucket
  * only known flows may use (they take from it first). REJECT 503 with Retry-After when over.
  */
 struct guard_verdict guard_admit_register(struct guard *g, const struct sockaddr *src,
                                           struct slice aor, bool is_known_authenticated_flow,
-                                          uint64_t now_ms);
+                                          unsigned cost, uint64_t now_ms);
 
 /*
  * A registrar response for a request from flow_src. 401/407 when the request had

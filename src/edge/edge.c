@@ -65,6 +65,8 @@ struct flow_reg {
 
 #define FLOW_REGS_MAX 8
 #define EDGE_MAX_UPSTREAMS (1 + CONFIG_MAX_PEERS)
+/* How long the answer to a challenge stays prepaid: 64*T1, a client transaction's life. */
+#define EDGE_CHALLENGE_ANSWER_MS 32000
 
 /* A registrar and what the edge knows of its health. */
 struct upstream {
@@ -1182,8 +1184,19 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
             struct flow_reg *r = sum.is_usable ? flow_reg_find(f, sum.aor) : NULL;
             bool known = (r && r->is_authed) || guard_is_authenticated(e->guard, rx->src, now_ms);
             struct slice aor = sum.is_usable ? slice_make(sum.aor, strlen(sum.aor)) : SLICE_NULL;
-            if (guard_stops(e, rx, m, guard_admit_register(e->guard, rx->src, aor, known, now_ms)))
+            /* A REGISTER without credentials pays the budget for the answer to its
+             * challenge too; that answer, on the same flow, then passes on the prepaid
+             * token (guard_admit_register). */
+            bool has_cred = sip_msg_hdr(m, SIP_HDR_AUTHORIZATION) ||
+                            sip_msg_hdr(m, SIP_HDR_PROXY_AUTHORIZATION);
+            bool is_prepaid = has_cred && f->answer_paid_until_ms > now_ms;
+            unsigned cost = is_prepaid ? 0 : has_cred ? 1 : 2;
+            f->answer_paid_until_ms = 0;
+            if (guard_stops(e, rx, m,
+                            guard_admit_register(e->guard, rx->src, aor, known, cost, now_ms)))
                 return;
+            if (cost == 2)
+                f->answer_paid_until_ms = now_ms + EDGE_CHALLENGE_ANSWER_MS;
         }
     }
 

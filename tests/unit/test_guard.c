@@ -281,17 +281,61 @@ static void test_guard_registrar_reserve_serves_known_flows(void **state)
     for (int i = 0; i < 20; i++) {
         snprintf(aor, sizeof(aor), "sip:u%d@example.com", i);
         passed += guard_admit_register(g, sa_ptr("198.18.0.50", 5060),
-                                       slice_make(aor, strlen(aor)), false, 2000)
+                                       slice_make(aor, strlen(aor)), false, 1, 2000)
                       .action == GUARD_PASS;
     }
     assert_int_equal(passed, 7);
     struct guard_verdict v = guard_admit_register(g, sa_ptr("198.18.0.51", 5060),
-                                                  SLICE_LIT("sip:k@example.com"), true, 2000);
+                                                  SLICE_LIT("sip:k@example.com"), true, 1, 2000);
     assert_int_equal(v.action, GUARD_PASS);
     v = guard_admit_register(g, sa_ptr("198.18.0.50", 5060), SLICE_LIT("sip:z@example.com"),
-                             false, 2000);
+                             false, 1, 2000);
     assert_int_equal(v.status, 503);
     assert_int_equal(v.reason, GUARD_REASON_RATE_REGISTRAR);
+}
+
+/* A REGISTER without credentials pays for its challenge answer too (cost 2), and that
+ * answer (cost 0) passes when the budget is spent: the budget admits registrations it
+ * can complete. The per-AOR bucket still applies to the answer. */
+static void test_guard_registrar_challenge_answer_is_prepaid(void **state)
+{
+    pol.guard_registrar_rate = 10;
+    pol.guard_registrar_burst = 10;
+    pol.guard_registrar_reserved_pct = 0;
+    pol.guard_aor_rate = 1;
+    pol.guard_aor_burst = 2;
+    struct guard *g = mk(state);
+    const struct sockaddr *a = sa_ptr("198.18.0.53", 5060);
+    char aor[32];
+    int passed = 0;
+    for (int i = 0; i < 10; i++) {
+        snprintf(aor, sizeof(aor), "sip:p%d@example.com", i);
+        passed += guard_admit_register(g, a, slice_make(aor, strlen(aor)), false, 2, 2000)
+                      .action == GUARD_PASS;
+    }
+    assert_int_equal(passed, 5); /* 10 tokens, 2 each */
+    assert_int_equal(guard_admit_register(g, a, SLICE_LIT("sip:q@example.com"), false, 1, 2000)
+                         .reason,
+                     GUARD_REASON_RATE_REGISTRAR);
+    /* The five answers pass on their prepaid tokens with the budget empty. */
+    for (int i = 0; i < 5; i++) {
+        snprintf(aor, sizeof(aor), "sip:p%d@example.com", i);
+        assert_int_equal(
+            guard_admit_register(g, a, slice_make(aor, strlen(aor)), false, 0, 2000).action,
+            GUARD_PASS);
+    }
+    assert_int_equal(guard_stats(g)->registrar_prepaid_served, 5);
+    /* A third REGISTER for one AOR within a second is over its bucket, prepaid or not. */
+    assert_int_equal(
+        guard_admit_register(g, a, SLICE_LIT("sip:p0@example.com"), false, 0, 2000).reason,
+        GUARD_REASON_RATE_AOR);
+    /* A burst of 1 still admits a first REGISTER (its cost is cut to the burst). */
+    guard_free(g);
+    pol.guard_registrar_burst = 1;
+    g = mk(state);
+    assert_int_equal(
+        guard_admit_register(g, a, SLICE_LIT("sip:r@example.com"), false, 2, 2000).action,
+        GUARD_PASS);
 }
 
 static void test_guard_per_aor_limit(void **state)
@@ -300,13 +344,13 @@ static void test_guard_per_aor_limit(void **state)
     pol.guard_aor_burst = 2;
     struct guard *g = mk(state);
     const struct sockaddr *a = sa_ptr("198.18.0.52", 5060);
-    assert_int_equal(guard_admit_register(g, a, SLICE_LIT("sip:A@x"), false, 2000).action,
+    assert_int_equal(guard_admit_register(g, a, SLICE_LIT("sip:A@x"), false, 1, 2000).action,
                      GUARD_PASS);
-    assert_int_equal(guard_admit_register(g, a, SLICE_LIT("sip:a@x"), false, 2000).action,
+    assert_int_equal(guard_admit_register(g, a, SLICE_LIT("sip:a@x"), false, 1, 2000).action,
                      GUARD_PASS);
-    struct guard_verdict v = guard_admit_register(g, a, SLICE_LIT("sip:a@X"), false, 2000);
+    struct guard_verdict v = guard_admit_register(g, a, SLICE_LIT("sip:a@X"), false, 1, 2000);
     assert_int_equal(v.reason, GUARD_REASON_RATE_AOR);
-    assert_int_equal(guard_admit_register(g, a, SLICE_LIT("sip:b@x"), false, 2000).action,
+    assert_int_equal(guard_admit_register(g, a, SLICE_LIT("sip:b@x"), false, 1, 2000).action,
                      GUARD_PASS);
 }
 
@@ -430,6 +474,7 @@ int main(void)
         T(test_guard_unknown_domain_gets_403),
         T(test_guard_distinct_404_users_count_as_scan),
         T(test_guard_registrar_reserve_serves_known_flows),
+        T(test_guard_registrar_challenge_answer_is_prepaid),
         T(test_guard_per_aor_limit),
         T(test_guard_ban_table_full_keeps_oldest_and_reports),
         T(test_guard_escalates_after_expiry),
