@@ -75,6 +75,8 @@ struct registrar_stats {
     uint64_t dropped_bad;        /* unparsable input (answered 400 when possible) */
     uint64_t send_errors;        /* replies or forwards that could not be built */
     uint64_t expired;            /* bindings removed by registrar_tick */
+    uint64_t replays;            /* valid credentials with a used nonce count (RFC 7616 §5.5) */
+    uint64_t nc_table_full;      /* nonce-count checks skipped: the bounded table was full */
 };
 
 /* Copies the counters into *out. */

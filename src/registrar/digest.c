@@ -9,8 +9,12 @@
  *   +------------------+-------------------------------------------+
  *
  * The key is random per process, so nonces die with a restart (clients then get a
- * fresh challenge). A nonce may be reused until it expires: without a nonce table the
- * nc counter cannot be tracked, which RFC 7616 §3.4 allows (nc checks are a SHOULD).
+ * fresh challenge). A nonce may be reused until it expires, each time with a higher nc
+ * (RFC 7616 §3.4, §5.5): the nonce-count table below remembers, for every nonce that
+ * carried valid credentials, the highest nc seen, so a captured Authorization cannot be
+ * replayed (the digest does not cover the Contact, so a replay could move a binding).
+ * Entries live as long as their nonce; the table is bounded, and when it is full the
+ * check is skipped and counted rather than failing every client.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -37,6 +41,20 @@ struct digest_user {
     uint32_t hnext;
 };
 
+/* One (nonce, user, cnonce) that carried valid credentials: the highest nc it was used
+ * with. Nonces are made per millisecond, so two clients challenged in the same one share a
+ * nonce; the user and cnonce keep them apart. A replay repeats all three (the response
+ * covers them) and is caught. */
+struct digest_nc {
+    uint64_t key;        /* FNV-1a of the nonce's MAC, user and cnonce; 0 = empty slot */
+    uint64_t req;        /* the request that used nc (digest_nc_note's req_hash) */
+    uint32_t expires_s;  /* when the nonce expires (s since the digest's epoch) */
+    uint32_t nc;
+};
+
+#define DIGEST_NC_SLOTS (1u << 18) /* 6 MiB; power of two */
+#define DIGEST_NC_PROBE 16
+
 struct digest {
     char realm[128];
     uint8_t key[32];
@@ -45,6 +63,8 @@ struct digest {
     uint32_t cap_users;
     uint32_t *buckets;
     uint32_t bucket_mask;
+    struct digest_nc *ncs; /* DIGEST_NC_SLOTS, allocated on first use */
+    uint64_t nc_full;      /* checks skipped: no free slot within DIGEST_NC_PROBE */
 };
 
 static uint32_t name_hash(const char *p, size_t len)
@@ -267,6 +287,7 @@ void digest_free(struct digest *d)
         OPENSSL_cleanse(d->users, d->cap_users * sizeof(*d->users));
     free(d->users);
     free(d->buckets);
+    free(d->ncs);
     OPENSSL_cleanse(d->key, sizeof(d->key));
     free(d);
 }
@@ -311,31 +332,106 @@ void digest_nonce_make(const struct digest *d, uint64_t now_ms, char *out, size_
         out[0] = '\0';
 }
 
-int digest_nonce_check(const struct digest *d, struct slice nonce, uint64_t now_ms, uint32_t ttl_s)
+/* Hex nonce -> its 24 bytes (8 of time, 16 of MAC); -EBADMSG when not that shape. */
+static int nonce_raw(struct slice nonce, uint8_t raw[8 + DIGEST_NONCE_MAC])
 {
-    uint8_t raw[8 + DIGEST_NONCE_MAC];
-    uint8_t mac[32];
     if (nonce.len != DIGEST_NONCE_LEN)
         return -EBADMSG;
-    for (size_t i = 0; i < sizeof(raw); i++) {
+    for (size_t i = 0; i < 8 + DIGEST_NONCE_MAC; i++) {
         int hi = OPENSSL_hexchar2int((unsigned char)nonce.p[2 * i]);
         int lo = OPENSSL_hexchar2int((unsigned char)nonce.p[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return -EBADMSG;
         raw[i] = (uint8_t)(hi << 4 | lo);
     }
+    return 0;
+}
+
+static uint64_t be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+int digest_nonce_check(const struct digest *d, struct slice nonce, uint64_t now_ms, uint32_t ttl_s)
+{
+    uint8_t raw[8 + DIGEST_NONCE_MAC];
+    uint8_t mac[32];
+    if (nonce_raw(nonce, raw) != 0)
+        return -EBADMSG;
     nonce_mac(d, raw, mac);
     if (CRYPTO_memcmp(mac, raw + 8, DIGEST_NONCE_MAC) != 0)
         return -EBADMSG;
-    uint64_t created = 0;
-    for (int i = 0; i < 8; i++)
-        created = created << 8 | raw[i];
+    uint64_t created = be64(raw);
     if (created > now_ms + DIGEST_SKEW_MS)
         return -EBADMSG;
     uint64_t ttl_ms = (uint64_t)(ttl_s ? ttl_s : DIGEST_DEFAULT_TTL_S) * 1000;
     if (now_ms > created && now_ms - created > ttl_ms)
         return -ETIMEDOUT;
     return 0;
+}
+
+int digest_nc_note(struct digest *d, const struct digest_creds *c, uint64_t req_hash,
+                   uint64_t now_ms, uint32_t ttl_s)
+{
+    uint8_t raw[8 + DIGEST_NONCE_MAC];
+    if (nonce_raw(c->nonce, raw) != 0 || c->nc.len != 8)
+        return -EBADMSG;
+    uint32_t nc = 0;
+    for (size_t i = 0; i < 8; i++) {
+        int v = OPENSSL_hexchar2int((unsigned char)c->nc.p[i]);
+        if (v < 0)
+            return -EBADMSG;
+        nc = nc << 4 | (uint32_t)v;
+    }
+    if (!d->ncs) {
+        d->ncs = calloc(DIGEST_NC_SLOTS, sizeof(*d->ncs));
+        if (!d->ncs) {
+            d->nc_full++;
+            return 0;
+        }
+    }
+    uint64_t key = 14695981039346656037ull;
+    const struct slice parts[] = {slice_make((const char *)raw + 8, DIGEST_NONCE_MAC),
+                                  c->username, c->cnonce};
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        for (size_t j = 0; j < parts[i].len; j++)
+            key = (key ^ (unsigned char)parts[i].p[j]) * 1099511628211ull;
+        key = (key ^ 0xff) * 1099511628211ull; /* separator: "ab"+"c" is not "a"+"bc" */
+    }
+    if (key == 0)
+        key = 1; /* 0 marks an empty slot */
+    uint64_t ttl_ms = (uint64_t)(ttl_s ? ttl_s : DIGEST_DEFAULT_TTL_S) * 1000;
+    uint32_t now_s = (uint32_t)(now_ms / 1000);
+    uint32_t expires_s = (uint32_t)((be64(raw) + ttl_ms + DIGEST_SKEW_MS) / 1000) + 1;
+    struct digest_nc *free_slot = NULL;
+    for (uint32_t k = 0; k < DIGEST_NC_PROBE; k++) {
+        struct digest_nc *e = &d->ncs[(key + k) & (DIGEST_NC_SLOTS - 1)];
+        if (e->key == key) {
+            if (nc == e->nc && req_hash == e->req)
+                return 0; /* a retransmission of the request that used it */
+            if (nc <= e->nc)
+                return -EALREADY;
+            e->nc = nc;
+            e->req = req_hash;
+            return 0;
+        }
+        if (!free_slot && (e->key == 0 || e->expires_s < now_s))
+            free_slot = e;
+    }
+    if (!free_slot) {
+        d->nc_full++;
+        return 0;
+    }
+    *free_slot = (struct digest_nc){.key = key, .req = req_hash, .expires_s = expires_s, .nc = nc};
+    return 0;
+}
+
+uint64_t digest_nc_full(const struct digest *d)
+{
+    return d->nc_full;
 }
 
 int digest_creds_parse(struct slice value, struct digest_creds *out)

@@ -233,6 +233,19 @@ static uint64_t fnv1a64(uint64_t h, struct slice s)
     return h ^ 0xff; /* separates consecutive fields */
 }
 
+/* What a REGISTER asks for (To, Call-ID, CSeq, Contacts, Expires): the same again is a
+ * retransmission; a change with the same digest nc is a replay (digest_nc_note). */
+static uint64_t request_hash(const struct sip_msg *m)
+{
+    static const enum sip_hdr_id ids[] = {SIP_HDR_TO, SIP_HDR_CALL_ID, SIP_HDR_CSEQ,
+                                          SIP_HDR_CONTACT, SIP_HDR_EXPIRES};
+    uint64_t h = 14695981039346656037ull;
+    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
+        for (const struct sip_hdr *hh = sip_msg_hdr(m, ids[i]); hh; hh = sip_msg_hdr_next(m, hh))
+            h = fnv1a64(h, hh->value);
+    return h;
+}
+
 /* ---- sending ----------------------------------------------------------------------- */
 
 static void send_to(struct registrar *r, const struct sockaddr *dst, socklen_t dst_len,
@@ -302,8 +315,19 @@ static bool register_authorize(struct req *q, struct slice aor_user)
         }
         int rc = digest_verify(r->dig, &c, q->m->method, q->now_ms, r->policy.nonce_ttl_s);
         if (rc == 0)
+            rc = digest_nc_note(r->dig, &c, request_hash(q->m), q->now_ms,
+                                r->policy.nonce_ttl_s);
+        if (rc == 0)
             return true;
-        if (rc == -EACCES) {
+        if (rc == -EALREADY) {
+            /* Valid credentials with an nc already seen for that nonce: a replay, or a
+             * client that does not count. A fresh nonce (stale=true) serves the honest one. */
+            r->stats.replays++;
+            r->stats.challenges++;
+            is_stale = true;
+            log_info("registrar: nonce count %.*s of %.*s already used: new challenge",
+                     SLICE_FMT(c.nc), SLICE_FMT(c.username));
+        } else if (rc == -EACCES) {
             r->stats.auth_fail++;
             log_info("registrar: wrong digest response for %.*s", SLICE_FMT(c.username));
         } else {
@@ -1283,4 +1307,6 @@ size_t registrar_n_bindings(const struct registrar *r)
 void registrar_stats(const struct registrar *r, struct registrar_stats *out)
 {
     *out = r->stats;
+    if (r->dig)
+        out->nc_table_full = digest_nc_full(r->dig);
 }

@@ -137,6 +137,19 @@ void digest_nonce_make(const struct digest *d, uint64_t now_ms, char *out, size_
  */
 int digest_nonce_check(const struct digest *d, struct slice nonce, uint64_t now_ms, uint32_t ttl_s);
 
+/*
+ * Notes a use of a nonce whose credentials verified (digest_verify returned 0): returns
+ * -EALREADY when its nc is not above the highest nc that nonce was used with before by
+ * the same user and cnonce (a replay, RFC 7616 §5.5: answer with a fresh challenge),
+ * else 0. req_hash names the request (its Call-ID, CSeq and Contacts): the same request
+ * again with the same nc is a retransmission and passes; anything else is a replay. When the bounded table
+ * has no room the use is let through and counted (digest_nc_full). -EBADMSG for a
+ * malformed nonce or nc.
+ */
+int digest_nc_note(struct digest *d, const struct digest_creds *c, uint64_t req_hash,
+                   uint64_t now_ms, uint32_t ttl_s);
+uint64_t digest_nc_full(const struct digest *d);
+
 /* Parses a "Digest ..." credentials value. Returns 0 or -EBADMSG (not Digest, or a
  * required parameter missing). */
 int digest_creds_parse(struct slice value, struct digest_creds *out);

@@ -247,22 +247,28 @@ static bool challenge_nonce(struct fx *f, const char *alg, char *nonce, size_t c
     return false;
 }
 
-/* Authorization header line for user/pw over a nonce. */
-static void auth_line(char *out, size_t cap, const char *alg, const char *user, const char *pw,
-                      const char *nonce)
+/* Authorization header line for user/pw over a nonce, with nonce count nc. */
+static void auth_line_nc(char *out, size_t cap, const char *alg, const char *user,
+                         const char *pw, const char *nonce, unsigned nc)
 {
     const char *md = strcmp(alg, "MD5") == 0 ? "MD5" : "SHA256";
     char a1[256], ha1[65], ha2[65], kd[512], resp[65];
     snprintf(a1, sizeof(a1), "%s:%s:%s", user, REALM, pw);
     hash_hex(md, a1, ha1);
     hash_hex(md, "REGISTER:sip:example.com", ha2);
-    snprintf(kd, sizeof(kd), "%s:%s:00000001:c0ffee:auth:%s", ha1, nonce, ha2);
+    snprintf(kd, sizeof(kd), "%s:%s:%08x:c0ffee:auth:%s", ha1, nonce, nc, ha2);
     hash_hex(md, kd, resp);
     snprintf(out, cap,
              "Authorization: Digest username=\"%s\", realm=\"%s\", nonce=\"%s\", "
-             "uri=\"sip:example.com\", response=\"%s\", algorithm=%s, qop=auth, nc=00000001, "
+             "uri=\"sip:example.com\", response=\"%s\", algorithm=%s, qop=auth, nc=%08x, "
              "cnonce=\"c0ffee\"\n",
-             user, REALM, nonce, resp, alg);
+             user, REALM, nonce, resp, alg, nc);
+}
+
+static void auth_line(char *out, size_t cap, const char *alg, const char *user, const char *pw,
+                      const char *nonce)
+{
+    auth_line_nc(out, cap, alg, user, pw, nonce, 1);
 }
 
 /* Challenge + authenticated REGISTER; returns the final status. */
@@ -358,6 +364,51 @@ static void test_registrar_sha256_register_ok(void **state)
     assert_int_equal(reg_auth(f, T0, "SHA-256", "1999", "1999", "pw1999", 5,
                               "Contact: <sip:1999@192.0.2.11:5060>\n"),
                      200);
+}
+
+/*
+ * RFC 7616 §5.5: captured credentials cannot be replayed. The digest covers neither the
+ * Contact nor the Expires, so a replay could move or remove a binding; the nonce count
+ * stops it. A retransmission (the same request) still gets its 200, and an honest client
+ * reusing the nonce with a higher nc is accepted.
+ */
+static void test_registrar_replayed_credentials_rechallenged(void **state)
+{
+    struct fx *f = *state;
+    const char *mine = "Contact: <sip:alice@192.0.2.10:5060>\n";
+    char nonce[128], line[1024], all[2048];
+    reg(f, T0, "alice", "c1", 1, mine);
+    assert_int_equal(fx_status(f), 401);
+    assert_true(challenge_nonce(f, "MD5", nonce, sizeof(nonce), NULL));
+    auth_line(line, sizeof(line), "MD5", "alice", "alicepw", nonce);
+    snprintf(all, sizeof(all), "%s%s", mine, line);
+    reg(f, T0, "alice", "c1", 2, all);
+    assert_int_equal(fx_status(f), 200);
+    /* The 200 was lost: the client retransmits the same request. */
+    reg(f, T0 + 500, "alice", "c1", 2, all);
+    assert_int_equal(fx_status(f), 200);
+    /* The same credentials in a request for another Contact: a fresh challenge. */
+    snprintf(all, sizeof(all), "Contact: <sip:alice@203.0.113.66:5060>\n%s", line);
+    reg(f, T0 + 1000, "alice", "evil-call", 7, all);
+    assert_int_equal(fx_status(f), 401);
+    bool stale = false;
+    assert_true(challenge_nonce(f, "MD5", nonce + 64, sizeof(nonce) - 64, &stale));
+    assert_true(stale);
+    /* ...and in one that would remove the binding. */
+    snprintf(all, sizeof(all), "Contact: <sip:alice@192.0.2.10:5060>;expires=0\n%s", line);
+    reg(f, T0 + 1000, "alice", "c1", 3, all);
+    assert_int_equal(fx_status(f), 401);
+    assert_int_equal(registrar_n_bindings(f->r), 1);
+    /* The honest client counts on: nc 2 over the same nonce. */
+    auth_line_nc(line, sizeof(line), "MD5", "alice", "alicepw", nonce, 2);
+    snprintf(all, sizeof(all), "Contact: <sip:alice@192.0.2.10:5060>;expires=0\n%s", line);
+    reg(f, T0 + 2000, "alice", "c1", 4, all);
+    assert_int_equal(fx_status(f), 200);
+    assert_int_equal(registrar_n_bindings(f->r), 0);
+    struct registrar_stats st;
+    registrar_stats(f->r, &st);
+    assert_int_equal(st.replays, 2);
+    assert_int_equal(st.nc_table_full, 0);
 }
 
 static void test_registrar_wrong_password_rechallenged(void **state)
@@ -989,6 +1040,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registrar_sha256_register_ok, setup_auth, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_wrong_password_rechallenged, setup_auth,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_registrar_replayed_credentials_rechallenged,
+                                        setup_auth, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_expired_nonce_answers_stale, setup_auth,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_registrar_unknown_user_or_other_aor_forbidden,
