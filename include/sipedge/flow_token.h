@@ -11,6 +11,7 @@
 #ifndef SIPEDGE_FLOW_TOKEN_H
 #define SIPEDGE_FLOW_TOKEN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <netinet/in.h>
@@ -21,6 +22,15 @@
 #define FLOW_TOKEN_KEY_LEN 32
 /* base64url of the longest (IPv6) token, plus NUL. */
 #define FLOW_TOKEN_MAX 64
+/* Encoded lengths: 28 bytes for an IPv4 flow, 40 for IPv6. */
+#define FLOW_TOKEN_LEN_V4 38
+#define FLOW_TOKEN_LEN_V6 54
+
+/* Whether n is the length of some flow token (a cheap test before any decoding). */
+static inline bool flow_token_len_ok(size_t n)
+{
+    return n == FLOW_TOKEN_LEN_V4 || n == FLOW_TOKEN_LEN_V6;
+}
 
 union flow_addr {
     struct sockaddr sa;

@@ -434,19 +434,26 @@ static uint32_t expires_transform(const struct copy_plan *plan, uint32_t x)
     return x;
 }
 
-/*
- * When uri is one of our Contact aliases (a SIP URI at our core address whose user part
- * has a token-sized first half), sets *enc to its encoded original URI. The token's MAC
- * is not checked: restoring only changes what the client is shown, and the registrar
- * holds only aliases we wrote.
- */
-static bool contact_is_alias(struct slice uri, const struct config_addr *core, struct slice *enc)
+/* True when uri has the shape of a Contact alias at our core address (a SIP URI there
+ * whose user part has a '.'); sets its token and encoded halves, neither checked. */
+static bool uri_alias_parts(struct slice uri, const struct config_addr *core, struct slice *tok,
+                            struct slice *enc)
 {
     struct sip_uri u;
     bool is_sip;
-    struct slice tok;
     return sip_uri_parse(uri, &u, &is_sip) == 0 && is_sip && hostport_is(u.host, u.port, core) &&
-           contact_alias_split(u.user, &tok, enc) == 0 && (tok.len == 38 || tok.len == 54);
+           contact_alias_split(u.user, tok, enc) == 0;
+}
+
+/*
+ * When uri is one of our Contact aliases (with a token-sized first half), sets *enc to
+ * its encoded original URI. The token's MAC is not checked: restoring only changes what
+ * the client is shown, and the registrar holds only aliases we wrote.
+ */
+static bool contact_is_alias(struct slice uri, const struct config_addr *core, struct slice *enc)
+{
+    struct slice tok;
+    return uri_alias_parts(uri, core, &tok, enc) && flow_token_len_ok(tok.len);
 }
 
 /*
@@ -1034,6 +1041,12 @@ static bool guard_stops(struct edge *e, const struct rx *rx, const struct sip_ms
     return true;
 }
 
+/* Authorization or Proxy-Authorization present (a header count: no scan). */
+static bool has_credentials(const struct sip_msg *m)
+{
+    return m->count[SIP_HDR_AUTHORIZATION] || m->count[SIP_HDR_PROXY_AUTHORIZATION];
+}
+
 /* The guard's view of a parsed request: scanner signatures, served domains. */
 static bool guard_request(struct edge *e, const struct rx *rx, const struct sip_msg *m,
                           uint64_t now_ms)
@@ -1052,10 +1065,9 @@ static bool guard_request(struct edge *e, const struct rx *rx, const struct sip_
         user = u.user;
         domain = u.host;
     }
-    bool has_cred = sip_msg_hdr(m, SIP_HDR_AUTHORIZATION) || sip_msg_hdr(m, SIP_HDR_PROXY_AUTHORIZATION);
     struct guard_verdict v = guard_check_request(e->guard, rx->src, m->method,
                                                  ua ? ua->value : SLICE_NULL, user, domain,
-                                                 has_cred, now_ms);
+                                                 has_credentials(m), now_ms);
     return guard_stops(e, rx, m, v);
 }
 
@@ -1173,6 +1185,7 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
     if (!f)
         return;
     bool is_register = m->method_id == SIP_METHOD_REGISTER;
+    bool has_cred = has_credentials(m);
     struct reg_summary sum;
     if (is_register) {
         reg_summarize(m, &sum);
@@ -1187,8 +1200,6 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
             /* A REGISTER without credentials pays the budget for the answer to its
              * challenge too; that answer, on the same flow, then passes on the prepaid
              * token (guard_admit_register). */
-            bool has_cred = sip_msg_hdr(m, SIP_HDR_AUTHORIZATION) ||
-                            sip_msg_hdr(m, SIP_HDR_PROXY_AUTHORIZATION);
             bool is_prepaid = has_cred && f->answer_paid_until_ms > now_ms;
             unsigned cost = is_prepaid ? 0 : has_cred ? 1 : 2;
             f->answer_paid_until_ms = 0;
@@ -1232,8 +1243,6 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
      * outbound (a Contact with reg-id). */
     bool ob = is_register && m->count[SIP_HDR_VIA] == 1 && slice_trim(via_rest).len == 0 &&
               sum.has_reg_id;
-    bool has_cred = sip_msg_hdr(m, SIP_HDR_AUTHORIZATION) != NULL ||
-                    sip_msg_hdr(m, SIP_HDR_PROXY_AUTHORIZATION) != NULL;
 
     char branch[17];
     derive_branch(m, &via, rx->src, branch);
@@ -1667,17 +1676,6 @@ static const struct config_addr *flow_listener(const struct edge *e, const struc
     return &e->cfg->core;
 }
 
-/* True when the Request-URI is a Contact alias at our core address; sets its halves. */
-static bool ruri_alias(const struct edge *e, const struct sip_msg *m, struct slice *tok,
-                       struct slice *enc)
-{
-    struct sip_uri u;
-    bool is_sip;
-    return sip_uri_parse(m->ruri, &u, &is_sip) == 0 && is_sip &&
-           hostport_is(u.host, u.port, &e->cfg->core) &&
-           contact_alias_split(u.user, tok, enc) == 0;
-}
-
 /*
  * Request from the core for a client: its top Route is our Path (RFC 3327), or, with
  * no Route naming us, its Request-URI is one of our Contact aliases. Either way the
@@ -1701,7 +1699,7 @@ static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_m
         sip_uri_parse(route.uri, &ru, &is_sip) == 0 && is_sip &&
         hostport_is(ru.host, ru.port, &e->cfg->core)) {
         tok = ru.user;
-    } else if (ruri_alias(e, m, &tok, &alias)) {
+    } else if (uri_alias_parts(m->ruri, &e->cfg->core, &tok, &alias)) {
         rh = NULL; /* a Route that does not name us stays for the client */
     } else {
         if (m->method_id == SIP_METHOD_OPTIONS && ruri_is_core(e, m)) {

@@ -149,7 +149,7 @@ int flow_token_encode(struct flow_token_keys *k, const struct flow_token_fields 
 int flow_token_decode(struct flow_token_keys *k, struct slice tok, struct flow_token_fields *out)
 {
     uint8_t raw[RAW_MAX];
-    if (tok.len != 38 && tok.len != 54)
+    if (!flow_token_len_ok(tok.len))
         return -EBADMSG;
     size_t n;
     if (b64url_decode(tok.p, tok.len, raw, sizeof(raw), &n) < 0)
