@@ -602,15 +602,6 @@ static void aor_key(struct slice aor, char key[GUARD_AOR_KEY])
         key[i] = (char)tolower((unsigned char)aor.p[i]);
 }
 
-/* Takes cost tokens from a bucket (at most its burst, or a cost-2 REGISTER could never
- * pass a burst of 1). */
-static bool budget_take(struct ratelim *rl, uint32_t rate, uint32_t burst, unsigned cost,
-                        uint64_t now_ms)
-{
-    ratelim_refill(rl, rate, burst, now_ms);
-    return ratelim_take(rl, cost < burst ? cost : burst);
-}
-
 struct guard_verdict guard_admit_register(struct guard *g, const struct sockaddr *src,
                                           struct slice aor, bool is_known_authenticated_flow,
                                           unsigned cost, uint64_t now_ms)
@@ -664,13 +655,13 @@ struct guard_verdict guard_admit_register(struct guard *g, const struct sockaddr
     uint32_t gen_rate = (uint32_t)(p->guard_registrar_rate - known_rate);
     uint32_t gen_burst = (uint32_t)(p->guard_registrar_burst - known_burst);
     if (is_known_authenticated_flow && known_burst > 0 &&
-        budget_take(&g->reg_known, (uint32_t)(known_rate ? known_rate : 1), (uint32_t)known_burst,
-                    cost, now_ms)) {
+        ratelim_allow_n(&g->reg_known, (uint32_t)(known_rate ? known_rate : 1),
+                        (uint32_t)known_burst, cost, now_ms)) {
         g->stats.registrar_known_served++;
         return verdict(GUARD_PASS, 0, GUARD_REASON_NONE);
     }
     if (gen_burst > 0 &&
-        budget_take(&g->reg_general, gen_rate ? gen_rate : 1, gen_burst, cost, now_ms))
+        ratelim_allow_n(&g->reg_general, gen_rate ? gen_rate : 1, gen_burst, cost, now_ms))
         return verdict(GUARD_PASS, 0, GUARD_REASON_NONE);
     g->stats.over_limit_registrar++;
     if (g->reg_last_trip_ms == 0 || now_ms - g->reg_last_trip_ms >= 1000) {

@@ -34,6 +34,9 @@ uint64_t ratelim_tokens(const struct ratelim *rl);
 bool ratelim_take(struct ratelim *rl, uint32_t n);
 /* ratelim_refill + ratelim_take(1). */
 bool ratelim_allow(struct ratelim *rl, uint32_t rate_per_s, uint32_t burst, uint64_t now_ms);
+/* ratelim_refill + ratelim_take(n), n cut to burst (more could never be available). */
+bool ratelim_allow_n(struct ratelim *rl, uint32_t rate_per_s, uint32_t burst, uint32_t n,
+                     uint64_t now_ms);
 
 /* ---- strikes: weighted events in a sliding window, value type ------------------------- */
 

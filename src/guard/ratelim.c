@@ -40,8 +40,14 @@ bool ratelim_take(struct ratelim *rl, uint32_t n)
     return true;
 }
 
-bool ratelim_allow(struct ratelim *rl, uint32_t rate_per_s, uint32_t burst, uint64_t now_ms)
+bool ratelim_allow_n(struct ratelim *rl, uint32_t rate_per_s, uint32_t burst, uint32_t n,
+                     uint64_t now_ms)
 {
     ratelim_refill(rl, rate_per_s, burst, now_ms);
-    return ratelim_take(rl, 1);
+    return ratelim_take(rl, n < burst ? n : burst);
+}
+
+bool ratelim_allow(struct ratelim *rl, uint32_t rate_per_s, uint32_t burst, uint64_t now_ms)
+{
+    return ratelim_allow_n(rl, rate_per_s, burst, 1, now_ms);
 }
