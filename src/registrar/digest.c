@@ -393,14 +393,8 @@ int digest_nc_note(struct digest *d, const struct digest_creds *c, uint64_t req_
             return 0;
         }
     }
-    uint64_t key = 14695981039346656037ull;
-    const struct slice parts[] = {slice_make((const char *)raw + 8, DIGEST_NONCE_MAC),
-                                  c->username, c->cnonce};
-    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
-        for (size_t j = 0; j < parts[i].len; j++)
-            key = (key ^ (unsigned char)parts[i].p[j]) * 1099511628211ull;
-        key = (key ^ 0xff) * 1099511628211ull; /* separator: "ab"+"c" is not "a"+"bc" */
-    }
+    uint64_t key = fnv1a64(FNV1A64_INIT, slice_make((const char *)raw + 8, DIGEST_NONCE_MAC));
+    key = fnv1a64(fnv1a64(key, c->username), c->cnonce);
     if (key == 0)
         key = 1; /* 0 marks an empty slot */
     uint64_t ttl_ms = (uint64_t)(ttl_s ? ttl_s : DIGEST_DEFAULT_TTL_S) * 1000;

@@ -224,22 +224,13 @@ static bool hdr_tag_present(const struct sip_msg *m, enum sip_hdr_id id, const c
     return false;
 }
 
-static uint64_t fnv1a64(uint64_t h, struct slice s)
-{
-    for (size_t i = 0; i < s.len; i++) {
-        h ^= (unsigned char)s.p[i];
-        h *= 1099511628211ull;
-    }
-    return h ^ 0xff; /* separates consecutive fields */
-}
-
 /* What a REGISTER asks for (To, Call-ID, CSeq, Contacts, Expires): the same again is a
  * retransmission; a change with the same digest nc is a replay (digest_nc_note). */
 static uint64_t request_hash(const struct sip_msg *m)
 {
     static const enum sip_hdr_id ids[] = {SIP_HDR_TO, SIP_HDR_CALL_ID, SIP_HDR_CSEQ,
                                           SIP_HDR_CONTACT, SIP_HDR_EXPIRES};
-    uint64_t h = 14695981039346656037ull;
+    uint64_t h = FNV1A64_INIT;
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
         for (const struct sip_hdr *hh = sip_msg_hdr(m, ids[i]); hh; hh = sip_msg_hdr_next(m, hh))
             h = fnv1a64(h, hh->value);
@@ -805,7 +796,7 @@ static void binding_next_hop(const struct location_binding *b, struct sockaddr_s
  */
 static uint64_t branch_hash(const struct sip_msg *m, const struct sip_via *top)
 {
-    uint64_t h = 14695981039346656037ull;
+    uint64_t h = FNV1A64_INIT;
     h = fnv1a64(h, m->ruri);
     if (slice_case_prefix(top->branch, BRANCH_COOKIE))
         return fnv1a64(h, top->branch);
