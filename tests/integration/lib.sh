@@ -118,15 +118,18 @@ it_init() {
 # it_addr N: the Nth address of this test's block.
 it_addr() { printf '%s.%s\n' "$IT_NET" "$1"; }
 
-# free_udp_port ADDR: a UDP port currently free on ADDR.
-free_udp_port() {
-    python3 - "$1" <<'EOF'
+# free_port udp|tcp ADDR: a port currently free on ADDR (free_udp_port, free_tcp_port ADDR).
+free_port() {
+    python3 - "$1" "$2" <<'EOF'
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((sys.argv[1], 0))
+kind = socket.SOCK_DGRAM if sys.argv[1] == "udp" else socket.SOCK_STREAM
+s = socket.socket(socket.AF_INET, kind)
+s.bind((sys.argv[2], 0))
 print(s.getsockname()[1])
 EOF
 }
+free_udp_port() { free_port udp "$1"; }
+free_tcp_port() { free_port tcp "$1"; }
 
 # bg LOGFILE CMD...: start CMD in the background, stdout+stderr to LOGFILE; sets BG_PID.
 bg() {

@@ -4,7 +4,7 @@
 #
 #   ws_clients_setup     need node/npm, install the npm clients (npm ci) once
 #   ws_make_cert DIR     self-signed cert.pem/key.pem for 127.0.0.1/localhost in DIR
-#   free_tcp_port ADDR   a TCP port currently free on ADDR
+#   free_tcp_port ADDR   (lib.sh) a TCP port currently free on ADDR
 #   node_bg TAG ARGS...  node in the background, output in $IT_TMP/TAG.out; sets BG_PID
 #   node_run TAG ARGS... node in the foreground (bounded), output in $IT_TMP/TAG.out
 #   ws_stats             ask sipedge for its counters (SIGUSR1); prints the ws ones
@@ -41,15 +41,6 @@ ws_make_cert() {
         -addext "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:$IT_NET.1" \
         -keyout "$dir/key.pem" -out "$dir/cert.pem" >/dev/null 2>&1 ||
         fail "openssl could not make a test certificate"
-}
-
-free_tcp_port() {
-    python3 - "$1" <<'EOF'
-import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-s.bind((sys.argv[1], 0))
-print(s.getsockname()[1])
-EOF
 }
 
 node_bg() {
