@@ -77,6 +77,7 @@ struct config {
 
 enum policy_over_limit { POLICY_OVER_LIMIT_REJECT = 0, POLICY_OVER_LIMIT_DROP };
 enum policy_ban_scope { POLICY_BAN_SCOPE_PORT = 0, POLICY_BAN_SCOPE_IP };
+#define POLICY_MAX_ROUTES 8
 enum policy_nft_drop { POLICY_NFT_DROP_LISTEN_PORTS = 0, POLICY_NFT_DROP_ALL };
 
 struct policy {
@@ -153,6 +154,15 @@ struct policy {
     char guard_event_log[CONFIG_PATH_MAX]; /* "-" stdout, "" off */
     /* NAT: Contact aliases instead of Path, for registrars without RFC 3327 support */
     bool nat_contact_alias;
+    /* trust boundary */
+    uint32_t guard_ipv6_prefix;      /* IPv6 sources are keyed by this prefix (32..128) */
+    uint32_t guard_max_flows_per_ip; /* UDP flows one address (IPv6: prefix) may hold */
+    uint32_t guard_unproven_ban_s;   /* (address, port) ban for strikes without proof of
+                                        return routability (spoofable) */
+    uint32_t ws_message_timeout_s;   /* a started WebSocket message must complete within */
+    char relay_allow_routes[POLICY_MAX_ROUTES][64]; /* "host:port" outbound-proxy Routes a
+                                                       client may name; others are stripped */
+    unsigned n_relay_allow_routes;
 };
 
 /* Fills built-in defaults (embedded registrar on 127.0.0.1:5080, listen 0.0.0.0:5060,

@@ -103,7 +103,8 @@ struct guard_opts {
     X(unbans)                                                                                      \
     X(expired)                                                                                     \
     X(registrar_known_served)                                                                      \
-    X(registrar_prepaid_served)   /* challenge answers paid by their first REGISTER */
+    X(registrar_prepaid_served)   /* challenge answers paid by their first REGISTER */        \
+    X(flows_per_ip_full)
 
 struct guard_stats {
 #define GUARD_STATS_FIELD(name) uint64_t name;
@@ -182,6 +183,24 @@ void guard_strike_malformed(struct guard *g, const struct sockaddr *src, uint64_
 
 /* True when (address, port) of src had a 2xx after credentials within auth_memory_s. */
 bool guard_is_authenticated(struct guard *g, const struct sockaddr *src, uint64_t now_ms);
+
+/*
+ * Proof of return routability: (address, port) of src has shown that it receives what is
+ * sent to it (a WebSocket connection completed its handshake; a UDP request carried the
+ * nonce of a challenge relayed to that address). Lasts auth_memory_s. Strikes from a
+ * source without that proof may be spoofed: they ban only that (address, port), for
+ * unproven_duration, and never count towards an address ban.
+ */
+void guard_note_proven(struct guard *g, const struct sockaddr *src, uint64_t now_ms);
+
+/*
+ * A UDP flow for src is about to be created. Returns 0, or -ENOSPC when the address (an
+ * IPv6 source: its ipv6_prefix) already holds max_flows_per_ip flows (counted as
+ * flows_per_ip_full; the caller answers 503). Every 0 is paired with one guard_flow_remove
+ * when the flow is released.
+ */
+int guard_flow_add(struct guard *g, const struct sockaddr *src, uint64_t now_ms);
+void guard_flow_remove(struct guard *g, const struct sockaddr *src);
 
 /* Housekeeping, about once a second: ban expiry (expire events), idle sources forgotten. */
 void guard_tick(struct guard *g, uint64_t now_ms);

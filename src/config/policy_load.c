@@ -87,6 +87,7 @@ static const struct yaml_walk_field policy_ws_schema[] = {
     YAML_WALK_FIELD_U32(P, "pong_timeout", ws_pong_timeout_s, 1, 600),
     YAML_WALK_FIELD_U32(P, "out_queue_max_bytes", ws_out_queue_max_bytes, 65536, 67108864),
     YAML_WALK_FIELD_BOOL(P, "require_origin", ws_require_origin),
+    YAML_WALK_FIELD_U32(P, "message_timeout", ws_message_timeout_s, 1, 600),
     YAML_WALK_FIELD_END,
 };
 
@@ -130,6 +131,7 @@ static const struct yaml_walk_field policy_guard_limits_schema[] = {
     YAML_WALK_FIELD_U32(P, "retry_after_max", guard_retry_after_max_s, 1, 3600),
     YAML_WALK_FIELD_U32(P, "max_sources", guard_max_sources, 16, 4194304),
     YAML_WALK_FIELD_U32(P, "max_aors", guard_max_aors, 16, 4194304),
+    YAML_WALK_FIELD_U32(P, "max_flows_per_ip", guard_max_flows_per_ip, 1, 4194304),
     YAML_WALK_FIELD_END,
 };
 
@@ -162,6 +164,7 @@ static const struct yaml_walk_field policy_guard_bans_schema[] = {
     YAML_WALK_FIELD_U32(P, "max_bans", guard_max_bans, 1, 4194304),
     YAML_WALK_FIELD_U32(P, "memory", guard_ban_memory_s, 1, 31536000),
     YAML_WALK_FIELD_ENUM(P, "nft_drop", guard_nft_drop, policy_nft_drop_names),
+    YAML_WALK_FIELD_U32(P, "unproven_duration", guard_unproven_ban_s, 1, 86400),
     YAML_WALK_FIELD_END,
 };
 
@@ -172,6 +175,12 @@ static const struct yaml_walk_field policy_guard_schema[] = {
     YAML_WALK_FIELD_STR_LIST(P, "allowlist", guard_allowlist, n_guard_allowlist),
     YAML_WALK_FIELD_STR_LIST(P, "scanners", guard_scanners, n_guard_scanners),
     YAML_WALK_FIELD_STRING(P, "event_log", guard_event_log),
+    YAML_WALK_FIELD_U32(P, "ipv6_prefix", guard_ipv6_prefix, 32, 128),
+    YAML_WALK_FIELD_END,
+};
+
+static const struct yaml_walk_field policy_relay_schema[] = {
+    YAML_WALK_FIELD_STR_LIST(P, "allow_routes", relay_allow_routes, n_relay_allow_routes),
     YAML_WALK_FIELD_END,
 };
 
@@ -184,6 +193,7 @@ static const struct yaml_walk_field policy_schema[] = {
     YAML_WALK_FIELD_MAP("regcache", policy_regcache_schema),
     YAML_WALK_FIELD_MAP("upstream", policy_upstream_schema),
     YAML_WALK_FIELD_MAP("guard", policy_guard_schema),
+    YAML_WALK_FIELD_MAP("relay", policy_relay_schema),
     YAML_WALK_FIELD_END,
 };
 
@@ -276,6 +286,9 @@ static void policy_guard_defaults(struct policy *pol)
     pol->n_guard_scanners = sizeof(scanners) / sizeof(scanners[0]);
     pol->guard_nft_drop = POLICY_NFT_DROP_LISTEN_PORTS;
     snprintf(pol->guard_event_log, sizeof(pol->guard_event_log), "-");
+    pol->guard_ipv6_prefix = 64;
+    pol->guard_max_flows_per_ip = 1000;
+    pol->guard_unproven_ban_s = 60;
 }
 
 void policy_defaults(struct policy *pol)
@@ -301,6 +314,7 @@ void policy_defaults(struct policy *pol)
     pol->ws_pong_timeout_s = 10;
     pol->ws_out_queue_max_bytes = 262144;
     pol->ws_require_origin = false;
+    pol->ws_message_timeout_s = 5;
     pol->nat_keepalive = true;
     pol->nat_ping_method = 0;
     pol->nat_ping_interval_s = 15;
@@ -415,6 +429,13 @@ static int policy_guard_finish(struct policy *pol, struct policy_track *t, const
     for (unsigned i = 0; i < pol->n_guard_scanners; i++)
         if (pol->guard_scanners[i][0] == '\0')
             GUARD_ERR(guard_scanners, "'guard.scanners' item %u is empty", i + 1);
+    for (unsigned i = 0; i < pol->n_relay_allow_routes; i++) {
+        struct config_addr a;
+        if (config_addr_parse(pol->relay_allow_routes[i], &a) != 0)
+            GUARD_ERR(relay_allow_routes,
+                      "'relay.allow_routes' item %u ('%s') is not a numeric ip:port or [ip6]:port",
+                      i + 1, pol->relay_allow_routes[i]);
+    }
 #undef GUARD_ERR
     return 0;
 }

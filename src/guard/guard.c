@@ -857,3 +857,24 @@ const char *guard_backend_name(const struct guard *g)
 {
     return ban_backend_name(g->ban);
 }
+
+void guard_note_proven(struct guard *g, const struct sockaddr *src, uint64_t now_ms)
+{
+    (void)g;
+    (void)src;
+    (void)now_ms;
+}
+
+int guard_flow_add(struct guard *g, const struct sockaddr *src, uint64_t now_ms)
+{
+    (void)g;
+    (void)src;
+    (void)now_ms;
+    return 0;
+}
+
+void guard_flow_remove(struct guard *g, const struct sockaddr *src)
+{
+    (void)g;
+    (void)src;
+}
