@@ -4,6 +4,8 @@
  * One table holds live bans and history (expired bans remembered for escalation). History
  * is what gets reclaimed when the table is full; live bans never are, so an attacker who
  * fills the table cannot free a ban by forcing new ones: the new ban is refused instead.
+ * History entries sit on a FIFO (linked through pool indices, in the order they became
+ * history), so reclaiming takes its head in O(1) instead of scanning the table.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,6 +29,8 @@ struct ban_slot {
     uint64_t since_ms;
     uint64_t expires_ms;
     uint64_t last_ban_ms; /* start of the latest ban, for the escalation memory */
+    uint32_t hist_prev;   /* history FIFO: pool index + 1 of the neighbours, 0 = none */
+    uint32_t hist_next;
 };
 
 struct ban {
@@ -36,6 +40,8 @@ struct ban {
     uint64_t memory_ms;
     struct ban_backend *be;
     struct ban_stats stats;
+    uint32_t hist_head, hist_tail; /* pool index + 1; head = oldest history entry */
+    uint64_t reclaim_steps;
 };
 
 static int check_ladder(const uint32_t *ladder_s, unsigned n_steps)
@@ -137,20 +143,61 @@ static struct ban_slot *live_slot(const struct ban *b, const struct ban_key *key
     return s;
 }
 
-/* Frees the history entry banned longest ago; false when every entry is a live ban. */
+static uint32_t slot_ref(const struct ban *b, const struct ban_slot *s)
+{
+    return (uint32_t)(((const unsigned char *)s - b->tab.pool) / b->tab.entry_size) + 1;
+}
+
+static struct ban_slot *slot_of(const struct ban *b, uint32_t ref)
+{
+    return ref == 0 ? NULL : addr_table_at(&b->tab, ref - 1);
+}
+
+/* A live ban becomes history: appended to the FIFO and counted. */
+static void hist_push(struct ban *b, struct ban_slot *s)
+{
+    uint32_t r = slot_ref(b, s);
+    s->is_live = false;
+    s->hist_next = 0;
+    s->hist_prev = b->hist_tail;
+    if (b->hist_tail != 0)
+        slot_of(b, b->hist_tail)->hist_next = r;
+    else
+        b->hist_head = r;
+    b->hist_tail = r;
+    b->stats.n_history++;
+}
+
+/* A history entry leaves the FIFO (banned again or about to be removed). */
+static void hist_unlink(struct ban *b, struct ban_slot *s)
+{
+    if (s->hist_prev != 0)
+        slot_of(b, s->hist_prev)->hist_next = s->hist_next;
+    else
+        b->hist_head = s->hist_next;
+    if (s->hist_next != 0)
+        slot_of(b, s->hist_next)->hist_prev = s->hist_prev;
+    else
+        b->hist_tail = s->hist_prev;
+    s->hist_prev = s->hist_next = 0;
+    b->stats.n_history--;
+}
+
+/* Frees the entry that became history first; false when every entry is a live ban. O(1). */
 static bool reclaim_history(struct ban *b)
 {
-    struct ban_slot *oldest = NULL;
-    for (uint32_t i = 0; i < b->tab.n_alloc; i++) {
-        struct ban_slot *s = addr_table_at(&b->tab, i);
-        if (s != NULL && !s->is_live && (oldest == NULL || s->last_ban_ms < oldest->last_ban_ms))
-            oldest = s;
-    }
+    struct ban_slot *oldest = slot_of(b, b->hist_head);
     if (oldest == NULL)
         return false;
+    b->reclaim_steps++;
+    hist_unlink(b, oldest);
     addr_table_remove(&b->tab, oldest);
-    b->stats.n_history--;
     return true;
+}
+
+uint64_t ban_reclaim_steps(const struct ban *b)
+{
+    return b->reclaim_steps;
 }
 
 static struct ban_slot *slot_get(struct ban *b, const struct ban_key *key, bool *is_new)
@@ -184,7 +231,7 @@ int ban_impose(struct ban *b, const struct ban_key *key, uint32_t duration_s,
             level++;
     }
     if (!is_new && !s->is_live)
-        b->stats.n_history--;
+        hist_unlink(b, s);
     if (duration_s == 0)
         duration_s = b->ladder_s[level < b->n_steps ? level : b->n_steps - 1];
     s->is_live = true;
@@ -220,9 +267,8 @@ int ban_lift(struct ban *b, const struct ban_key *key, uint64_t now_ms)
     struct ban_slot *s = live_slot(b, key, now_ms);
     if (s == NULL)
         return -ENOENT;
-    s->is_live = false;
+    hist_push(b, s);
     b->stats.n_active--;
-    b->stats.n_history++;
     b->stats.n_lifted++;
     if (b->be != NULL) {
         int rc = b->be->ops->del(b->be, key);
@@ -246,7 +292,7 @@ int ban_restore(struct ban *b, const struct ban_key *key, uint64_t remaining_ms,
     if (!is_new && s->is_live)
         return 0;
     if (!is_new)
-        b->stats.n_history--;
+        hist_unlink(b, s);
     uint8_t level = 0;
     for (unsigned i = 0; i < b->n_steps; i++)
         if ((uint64_t)b->ladder_s[i] * 1000 == timeout_ms)
@@ -286,9 +332,8 @@ void ban_tick(struct ban *b, uint64_t now_ms, ban_expired_cb cb, void *arg)
         if (s == NULL)
             continue;
         if (s->is_live && s->expires_ms <= now_ms) {
-            s->is_live = false;
+            hist_push(b, s);
             b->stats.n_active--;
-            b->stats.n_history++;
             b->stats.n_expired++;
             if (cb != NULL) {
                 struct ban_entry e;
@@ -297,8 +342,8 @@ void ban_tick(struct ban *b, uint64_t now_ms, ban_expired_cb cb, void *arg)
             }
         }
         if (!s->is_live && now_ms - s->last_ban_ms > b->memory_ms) {
+            hist_unlink(b, s);
             addr_table_remove(&b->tab, s);
-            b->stats.n_history--;
         }
     }
 }

@@ -106,4 +106,11 @@ void addr_table_remove(struct addr_table *t, void *entry);
 void *addr_table_at(const struct addr_table *t, uint32_t i);
 uint64_t addr_table_hash(const struct addr_table *t, const void *data, size_t len);
 
+/* ---- ban engine internals (white-box tests) -------------------------------------------- */
+
+struct ban;
+/* Entries the ban engine has looked at to free room in a full table, since ban_new. Each
+ * insert into a full table costs O(1) of these (the oldest history entry, or none). */
+uint64_t ban_reclaim_steps(const struct ban *b);
+
 #endif

@@ -5,12 +5,14 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
 #include "guard/ban_backend.h"
+#include "guard/guard_internal.h"
 #include "sipedge/ban.h"
 
 /* A backend that records what the engine asked for. */
@@ -155,6 +157,55 @@ static void test_ban_history_is_reclaimed_before_refusing(void **state)
     ban_free(b);
 }
 
+/* A table full of live bans refuses each new ban after bounded work, not a scan. */
+static void test_ban_full_table_refusal_is_bounded_work(void **state)
+{
+    (void)state;
+    struct ban *b;
+    char text[32];
+    assert_int_equal(ban_new(&b, 256, ladder, 3, 86400, NULL), 0);
+    for (int i = 0; i < 256; i++) {
+        snprintf(text, sizeof(text), "198.18.%d.%d", i / 200, i % 200);
+        struct ban_key k = key(text);
+        assert_int_equal(ban_impose(b, &k, 0, BAN_ORIGIN_STRIKES, 1000, NULL), 0);
+    }
+    struct ban_key extra = key("198.19.0.1");
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(ban_impose(b, &extra, 0, BAN_ORIGIN_STRIKES, 2000, NULL), -ENOSPC);
+    assert_true(ban_reclaim_steps(b) <= 1000);
+    assert_int_equal(ban_stats(b)->n_refused_full, 1000);
+    ban_free(b);
+}
+
+/* History is reclaimed in the order it became history, one entry per insert. */
+static void test_ban_history_reclaim_is_fifo(void **state)
+{
+    (void)state;
+    struct ban *b;
+    assert_int_equal(ban_new(&b, 4, ladder, 3, 86400, NULL), 0);
+    struct ban_key k[6] = {key("198.18.0.1"), key("198.18.0.2"), key("198.18.0.3"),
+                           key("198.18.0.4"), key("198.18.0.5"), key("198.18.0.6")};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(ban_impose(b, &k[i], 1, BAN_ORIGIN_ADMIN, 0, NULL), 0);
+    assert_int_equal(ban_lift(b, &k[2], 10), 0); /* history: 2 */
+    ban_tick(b, 2000, NULL, NULL);                /* history: 2, then 0 1 3 */
+    assert_int_equal(ban_stats(b)->n_history, 4);
+    /* Re-banning 0 takes it off the FIFO without freeing anything. */
+    assert_int_equal(ban_impose(b, &k[0], 0, BAN_ORIGIN_STRIKES, 2000, NULL), 0);
+    assert_int_equal(ban_stats(b)->n_history, 3);
+    assert_int_equal(ban_impose(b, &k[4], 0, BAN_ORIGIN_STRIKES, 2000, NULL), 0); /* frees 2 */
+    assert_int_equal(ban_impose(b, &k[5], 0, BAN_ORIGIN_STRIKES, 2000, NULL), 0); /* frees 1 */
+    assert_int_equal(ban_reclaim_steps(b), 2);
+    assert_int_equal(ban_stats(b)->n_history, 1);
+    /* 3 is the history left: banning it again climbs the ladder, 1 and 2 start over. */
+    struct ban_entry e;
+    assert_int_equal(ban_impose(b, &k[3], 0, BAN_ORIGIN_STRIKES, 2000, &e), 0);
+    assert_int_equal(e.level, 1);
+    assert_int_equal(ban_stats(b)->n_history, 0);
+    assert_int_equal(ban_impose(b, &k[1], 0, BAN_ORIGIN_STRIKES, 2000, NULL), -ENOSPC);
+    ban_free(b);
+}
+
 static void on_expired(void *arg, const struct ban_entry *e)
 {
     (void)e;
@@ -227,6 +278,8 @@ int main(void)
         cmocka_unit_test(test_ban_escalating_a_live_ban_asks_backend_to_replace),
         cmocka_unit_test(test_ban_table_full_keeps_oldest_and_reports),
         cmocka_unit_test(test_ban_history_is_reclaimed_before_refusing),
+        cmocka_unit_test(test_ban_full_table_refusal_is_bounded_work),
+        cmocka_unit_test(test_ban_history_reclaim_is_fifo),
         cmocka_unit_test(test_ban_lift_and_expiry_callback),
         cmocka_unit_test(test_ban_restore_sets_level_from_timeout),
         cmocka_unit_test(test_ban_key_parse_and_format),
