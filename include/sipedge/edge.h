@@ -56,6 +56,9 @@ struct edge_out {
     X(drop_not_sip)                                                                                \
     X(drop_malformed)                                                                              \
     X(drop_stray_response)                                                                         \
+    X(drop_forged_response)                                                                        \
+    X(route_stripped)                                                                              \
+    X(path_stripped)                                                                               \
     X(drop_non_core_peer)                                                                          \
     X(drop_100_trying)                                                                             \
     X(drop_dead_flow_response)                                                                     \

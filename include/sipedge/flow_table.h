@@ -37,6 +37,8 @@ struct flow {
     uint64_t dead_at_ms;   /* when it died; its bindings are de-registered after a grace */
     uint64_t answer_paid_until_ms; /* a REGISTER without credentials paid the registrar
                                       budget for its challenge answer, until then */
+    uint64_t challenge_hash; /* hash of the nonce of the last challenge sent to a UDP flow;
+                                a request echoing it proves the address receives (0: none) */
     struct flow_reg *regs; /* registrations relayed over this flow (owned by the edge) */
     uint32_t hnext;        /* hash chain, slot + 1; 0 ends the chain */
     uint32_t dnext;        /* dead list, slot + 1 (owned by the edge) */
@@ -70,6 +72,9 @@ struct flow *flow_table_get_slot(struct flow_table *t, uint32_t slot);
 
 uint32_t flow_table_slot(const struct flow_table *t, const struct flow *f);
 uint8_t flow_table_worker(const struct flow_table *t);
+/* The epoch written into the tokens of flows added from now on (0 until set). */
+void flow_table_set_epoch(struct flow_table *t, uint32_t epoch);
+uint32_t flow_table_epoch(const struct flow_table *t);
 
 /* Marks a flow dead (requests for it then get 430); it stays until released. */
 void flow_table_mark_dead(struct flow_table *t, struct flow *f);

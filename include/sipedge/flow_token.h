@@ -2,9 +2,9 @@
  * flow_token: RFC 5626 flow tokens, HMAC-protected, carried in the user part of our
  * Path URI and in a parameter of our Via.
  *
- * A token names one flow (worker, slot, generation) and carries the flow's remote
- * address, so a verified token is enough to check that a slot still belongs to the
- * same peer. It is authenticated with HMAC-SHA256 truncated to 80 bits under a
+ * A token names one flow (worker, slot, generation, epoch of the run that made it) and
+ * carries the flow's transport and remote address, so a verified token is enough to
+ * check that a slot still belongs to the same peer: the caller compares them. It is authenticated with HMAC-SHA256 truncated to 80 bits under a
  * 32-byte key; one previous key is accepted for rotation. Decoding checks the MAC
  * before it trusts any field. Keys objects are single-threaded (one per worker).
  */
@@ -22,9 +22,11 @@
 #define FLOW_TOKEN_KEY_LEN 32
 /* base64url of the longest (IPv6) token, plus NUL. */
 #define FLOW_TOKEN_MAX 64
-/* Encoded lengths: 28 bytes for an IPv4 flow, 40 for IPv6. */
-#define FLOW_TOKEN_LEN_V4 38
-#define FLOW_TOKEN_LEN_V6 54
+/* Encoded lengths: 32 bytes for an IPv4 flow, 44 for IPv6. */
+#define FLOW_TOKEN_LEN_V4 43
+#define FLOW_TOKEN_LEN_V6 59
+/* Hex characters of a tag (64 bits). */
+#define FLOW_TOKEN_TAG_LEN 16
 
 /* Whether n is the length of some flow token (a cheap test before any decoding). */
 static inline bool flow_token_len_ok(size_t n)
@@ -43,6 +45,7 @@ struct flow_token_fields {
     uint8_t transport; /* enum flow_transport */
     uint32_t slot;
     uint32_t gen;
+    uint32_t epoch; /* the run that made the flow */
     union flow_addr remote;
 };
 
@@ -66,5 +69,21 @@ int flow_token_encode(struct flow_token_keys *k, const struct flow_token_fields 
  * under both keys (tampered or forged).
  */
 int flow_token_decode(struct flow_token_keys *k, struct slice tok, struct flow_token_fields *out);
+
+/* Labels of flow_token_tag, one per use. */
+enum flow_token_label {
+    FLOW_TOKEN_TAG_INBOUND_BRANCH = 1, /* our Via branch on a request delivered to a client */
+};
+
+/*
+ * A MAC under the current key over label and the n parts (each length-prefixed, so
+ * the split between parts is covered), as FLOW_TOKEN_TAG_LEN hex characters and a NUL.
+ * Returns 0 or -EIO. flow_token_tag_verify accepts a tag under the current or the
+ * previous key: 0, or -EPERM (constant-time compare).
+ */
+int flow_token_tag(struct flow_token_keys *k, uint8_t label, const struct slice *parts, size_t n,
+                   char out[FLOW_TOKEN_TAG_LEN + 1]);
+int flow_token_tag_verify(struct flow_token_keys *k, uint8_t label, const struct slice *parts,
+                          size_t n, struct slice tag);
 
 #endif

@@ -54,13 +54,22 @@
 struct flow_reg {
     struct flow_reg *next;
     uint64_t until_ms; /* expiry granted by the registrar; 0 until a 2xx confirms it */
-    uint32_t cseq;
-    bool is_authed;    /* the 2xx answered a request that carried credentials */
+    uint32_t cseq;     /* highest CSeq relayed or answered from the cache */
+    bool is_authed;    /* the confirming 2xx answered a request that carried credentials */
     bool is_aliased;   /* relayed with Contact aliases: the registrar holds those */
     char aor[256];     /* To URI */
     char call_id[128];
-    char contacts[512]; /* "<uri>, <uri>" as the client registered them */
+    char contacts[512]; /* "<uri>, <uri>" as confirmed by the registrar's 2xx */
     char user_agent[96];
+    /* The REGISTER relayed last for this AOR, until its own 2xx confirms it: a request
+     * changes nothing the edge acts on (cache, de-REGISTER) before the registrar has
+     * accepted exactly that request (AOR, Call-ID and CSeq of the response match). */
+    bool has_pending;
+    bool pend_is_removal;
+    bool pend_is_aliased;
+    uint32_t pend_cseq;
+    char pend_call_id[128];
+    char pend_contacts[512];
 };
 
 #define FLOW_REGS_MAX 8
@@ -92,6 +101,9 @@ struct edge {
     struct upstream ups[EDGE_MAX_UPSTREAMS];
     unsigned n_ups;
     uint64_t loss_since_ms; /* every registrar down since then; 0: one answers */
+    uint32_t epoch; /* this run's flow token epoch */
+    struct config_addr allow_routes[POLICY_MAX_ROUTES]; /* policy relay.allow_routes */
+    unsigned n_allow_routes;
     struct sip_hdr hdrs[EDGE_MAX_HDRS];
     char pub_host[CONFIG_MAX_LISTEN][64]; /* host:port for our inbound Via per socket */
 };
@@ -421,6 +433,9 @@ struct copy_plan {
     bool restore_aliases;            /* Contact URIs that are our aliases get their original */
     const struct config_addr *core;  /* our core address, for both */
     uint64_t *n_alias_edits;         /* counts the Contacts aliased or restored */
+    bool strip_path;                 /* drop Path: only sipedge speaks for the path */
+    const struct edge *route_filter; /* keep only Route elements in its allow_routes */
+    struct edge_stats *st;           /* counts what the two above dropped */
 };
 
 static uint32_t expires_transform(const struct copy_plan *plan, uint32_t x)
@@ -504,6 +519,46 @@ static void copy_contact(struct sip_build *b, const struct sip_msg *m, const str
     sip_build_mem(b, pos, (size_t)(m->buf + h->off + h->line_len - pos));
 }
 
+static bool route_allowed(const struct edge *e, struct slice uri)
+{
+    struct sip_uri u;
+    bool is_sip;
+    if (sip_uri_parse(uri, &u, &is_sip) < 0 || !is_sip)
+        return false;
+    for (unsigned i = 0; i < e->n_allow_routes; i++)
+        if (hostport_is(u.host, u.port, &e->allow_routes[i]))
+            return true;
+    return false;
+}
+
+/*
+ * Copies the elements of a client's Route line (from value on) that name an allowed
+ * outbound proxy (policy relay.allow_routes) and drops the rest: a client must not pick
+ * a next hop on the core side (RFC 3261 §16.4 lets a proxy decide its own routing).
+ */
+static void copy_route_filtered(struct sip_build *b, const struct sip_msg *m,
+                                const struct sip_hdr *h, struct slice value,
+                                const struct copy_plan *plan)
+{
+    struct slice rest = value;
+    struct sip_nameaddr na;
+    bool any = false;
+    while (rest.len && sip_nameaddr_parse(rest, &na, &rest) == 0) {
+        if (!route_allowed(plan->route_filter, na.uri)) {
+            plan->st->route_stripped++;
+            continue;
+        }
+        if (!any)
+            sip_build_mem(b, m->buf + h->off, (size_t)(h->value.p - (m->buf + h->off)));
+        else
+            sip_build_str(b, ", ");
+        sip_build_slice(b, na.raw);
+        any = true;
+    }
+    if (any)
+        sip_build_str(b, "\r\n");
+}
+
 /* Copies a header line replacing its value by rest (the elements after the first). */
 static void copy_line_rest(struct sip_build *b, const struct sip_msg *m,
                            const struct sip_hdr *h, struct slice rest)
@@ -535,8 +590,17 @@ static void copy_headers(struct sip_build *b, const struct sip_msg *m,
             copy_line_rest(b, m, h, plan->pop_via_rest);
             continue;
         }
+        if (h->id == SIP_HDR_ROUTE && plan->route_filter) {
+            copy_route_filtered(b, m, h, h == plan->pop_route ? plan->pop_route_rest : h->value,
+                                plan);
+            continue;
+        }
         if (h == plan->pop_route) {
             copy_line_rest(b, m, h, plan->pop_route_rest);
+            continue;
+        }
+        if (h->id == SIP_HDR_PATH && plan->strip_path) {
+            plan->st->path_stripped++;
             continue;
         }
         if (h->id == SIP_HDR_MAX_FORWARDS) {
@@ -622,6 +686,8 @@ static void flow_event(struct edge *e, enum edge_flow_event kind, const struct f
 static void on_flow_release(void *ctx, struct flow *f)
 {
     struct edge *e = ctx;
+    if (f->transport == FLOW_UDP && e->guard)
+        guard_flow_remove(e->guard, &f->remote.sa);
     if (f->state == FLOW_LIVE)
         flow_event(e, EDGE_FLOW_CLOSED, f, "idle");
     flow_regs_free(f);
@@ -734,10 +800,12 @@ static void reg_summarize(const struct sip_msg *m, struct reg_summary *sum)
 }
 
 /*
- * Notes a REGISTER relayed over f: AOR, Call-ID, CSeq and the Contact URIs, so the
- * edge can de-register them if the flow dies and answer unchanged refreshes.
- * is_aliased says the registrar got them as Contact aliases. A removal of every contact
- * forgets the record.
+ * Notes a REGISTER relayed over f as the AOR's pending request: AOR, Call-ID, CSeq and
+ * the Contact URIs. Nothing the edge acts on changes until the registrar's 2xx to this
+ * very request confirms it (flow_reg_answered), so a request spoofed onto someone
+ * else's UDP flow, or one the registrar refuses, changes nothing. is_aliased says the
+ * registrar gets the contacts as Contact aliases. When the flow already holds
+ * FLOW_REGS_MAX records, an unconfirmed one makes room; confirmed ones are kept.
  */
 static void flow_reg_note(struct edge *e, struct flow *f, const struct reg_summary *sum,
                           bool is_aliased)
@@ -749,15 +817,18 @@ static void flow_reg_note(struct edge *e, struct flow *f, const struct reg_summa
     if (!sum->has_contact)
         return; /* a query changes nothing */
     struct flow_reg *r = flow_reg_find(f, sum->aor);
-    if (sum->is_removal) {
-        if (r)
-            flow_reg_remove(f, r);
-        return;
-    }
     if (!r) {
         unsigned count = 0;
-        for (struct flow_reg *x = f->regs; x; x = x->next)
+        struct flow_reg *spare = NULL;
+        for (struct flow_reg *x = f->regs; x; x = x->next) {
             count++;
+            if (x->until_ms == 0)
+                spare = x;
+        }
+        if (count >= FLOW_REGS_MAX && spare) {
+            flow_reg_remove(f, spare);
+            count--;
+        }
         if (count >= FLOW_REGS_MAX || !(r = calloc(1, sizeof(*r)))) {
             e->st.regs_not_recorded++;
             return;
@@ -767,20 +838,15 @@ static void flow_reg_note(struct edge *e, struct flow *f, const struct reg_summa
         f->regs = r;
         e->st.regs_recorded++;
     }
-    if (!slice_eq(sum->call_id, slice_make(r->call_id, strlen(r->call_id))) ||
-        strcmp(r->contacts, sum->contacts) != 0 || r->is_aliased != is_aliased) {
-        /* A new registration (new Call-ID or Contact set, or the same contacts in the
-         * other form) must be confirmed again. */
-        r->until_ms = 0;
-        r->is_authed = false;
-    }
-    r->is_aliased = is_aliased;
-    slice_copy_cstr(r->call_id, sizeof(r->call_id), sum->call_id);
-    memcpy(r->contacts, sum->contacts, sum->contacts_len + 1);
+    r->has_pending = true;
+    r->pend_is_removal = sum->is_removal;
+    r->pend_is_aliased = is_aliased;
+    r->pend_cseq = sum->cseq;
+    slice_copy_cstr(r->pend_call_id, sizeof(r->pend_call_id), sum->call_id);
+    memcpy(r->pend_contacts, sum->contacts, sum->contacts_len + 1);
     slice_copy_cstr(r->user_agent, sizeof(r->user_agent), sum->user_agent);
-    r->cseq = sum->cseq;
-    if (e->dead_head)
-        dead_flows_forget_aor(e, sum->aor, sum->contacts);
+    if (sum->cseq > r->cseq || !slice_eq(sum->call_id, slice_make(r->call_id, strlen(r->call_id))))
+        r->cseq = sum->cseq;
 }
 
 /* Expires a NATed client is given: short, with a per-flow jitter (RFC 5626 §4.4 spirit:
@@ -841,13 +907,36 @@ static bool regcache_answer(struct edge *e, const struct rx *rx, struct flow *f,
     return true;
 }
 
-/* A 2xx to a REGISTER relayed over f confirms (or, at expiry 0, ends) its record. */
+/* The flow's record whose pending REGISTER the response m answers (AOR from To, Call-ID
+ * and CSeq number all equal), or NULL. */
+static struct flow_reg *flow_reg_of_response(struct flow *f, const struct sip_msg *m)
+{
+    const struct sip_hdr *to = sip_msg_hdr(m, SIP_HDR_TO);
+    const struct sip_hdr *cid = sip_msg_hdr(m, SIP_HDR_CALL_ID);
+    const struct sip_hdr *cs = sip_msg_hdr(m, SIP_HDR_CSEQ);
+    struct sip_nameaddr na;
+    struct slice rest, method;
+    uint32_t seq;
+    char aor[256];
+    if (!to || !cid || !cs || sip_nameaddr_parse(to->value, &na, &rest) < 0 ||
+        na.uri.len >= sizeof(aor) || sip_cseq_parse(cs->value, &seq, &method) < 0)
+        return NULL;
+    slice_copy_cstr(aor, sizeof(aor), na.uri);
+    struct flow_reg *r = flow_reg_find(f, aor);
+    if (!r || !r->has_pending || r->pend_cseq != seq ||
+        !slice_eq(cid->value, slice_make(r->pend_call_id, strlen(r->pend_call_id))))
+        return NULL;
+    return r;
+}
+
+/*
+ * A 2xx to a REGISTER relayed over f confirms the record of that request only: its
+ * pending contacts become the ones the cache answers for and a dead flow de-registers.
+ * At expiry 0 (or a removal) the record ends. Returns the largest expires granted.
+ */
 static uint32_t flow_reg_confirm(struct edge *e, struct flow *f, const struct sip_msg *m,
                                  bool had_credentials, uint64_t now_ms)
 {
-    const struct sip_hdr *cid = sip_msg_hdr(m, SIP_HDR_CALL_ID);
-    if (!cid)
-        return 0;
     uint32_t max_exp = 0;
     const struct sip_hdr *eh = sip_msg_hdr(m, SIP_HDR_EXPIRES);
     uint32_t hdr_exp = 0;
@@ -867,17 +956,36 @@ static uint32_t flow_reg_confirm(struct edge *e, struct flow *f, const struct si
         }
     }
     uint64_t until = now_ms + (uint64_t)max_exp * 1000;
+    struct flow_reg *r = flow_reg_of_response(f, m);
+    if (!r)
+        return max_exp;
+    r->has_pending = false;
+    if (r->pend_is_removal || max_exp == 0) {
+        flow_reg_remove(f, r);
+        return max_exp;
+    }
     if (until > f->reg_until_ms)
         f->reg_until_ms = until;
-    for (struct flow_reg *r = f->regs; r; r = r->next) {
-        if (slice_eq(cid->value, slice_make(r->call_id, strlen(r->call_id)))) {
-            r->until_ms = until;
-            r->is_authed = had_credentials;
-            break;
-        }
-    }
-    (void)e;
+    r->until_ms = until;
+    r->is_authed = had_credentials;
+    r->is_aliased = r->pend_is_aliased;
+    memcpy(r->call_id, r->pend_call_id, sizeof(r->call_id));
+    memcpy(r->contacts, r->pend_contacts, sizeof(r->contacts));
+    if (had_credentials && e->dead_head)
+        dead_flows_forget_aor(e, r->aor, r->contacts);
     return max_exp;
+}
+
+/* A 401/407 to a REGISTER relayed over f: a record that no 2xx ever confirmed is
+ * dropped; a confirmed one keeps what was confirmed. */
+static void flow_reg_refused(struct flow *f, const struct sip_msg *m)
+{
+    struct flow_reg *r = flow_reg_of_response(f, m);
+    if (!r)
+        return;
+    r->has_pending = false;
+    if (r->until_ms == 0)
+        flow_reg_remove(f, r);
 }
 
 /*
@@ -956,8 +1064,10 @@ static void dead_flows_process(struct edge *e, uint64_t now_ms)
             continue;
         }
         *pp = d->dnext;
+        /* Only contacts an authenticated REGISTER created on this flow are asserted
+         * away: the assertion speaks for the user, so it must be the user's. */
         for (struct flow_reg *r = d->regs; r; r = r->next) {
-            if (r->until_ms > now_ms)
+            if (r->until_ms > now_ms && r->is_authed && r->contacts[0])
                 send_dereg(e, d, r, now_ms);
         }
         on_flow_release(e, d);
@@ -968,7 +1078,8 @@ static void dead_flows_process(struct edge *e, uint64_t now_ms)
 static struct flow_reg *flow_reg_by_call_id(struct flow *f, struct slice call_id)
 {
     for (struct flow_reg *r = f->regs; r; r = r->next) {
-        if (slice_eq(call_id, slice_make(r->call_id, strlen(r->call_id))))
+        if (slice_eq(call_id, slice_make(r->pend_call_id, strlen(r->pend_call_id))) ||
+            slice_eq(call_id, slice_make(r->call_id, strlen(r->call_id))))
             return r;
     }
     return NULL;
@@ -999,7 +1110,7 @@ static void audit_register(struct edge *e, const struct sip_msg *req, const stru
         .aor = aor,
         .src = f ? &f->remote.sa : rx->src,
         .transport = f ? f->transport : FLOW_UDP,
-        .contacts = r ? r->contacts : "",
+        .contacts = r ? (r->pend_contacts[0] ? r->pend_contacts : r->contacts) : "",
         .expires_s = expires_s,
         .user_agent = r && !uah ? r->user_agent : ua,
         .status = status,
@@ -1018,6 +1129,61 @@ static void latency_note(struct edge *e, uint32_t ms)
     e->lat.count[i]++;
     e->lat.n++;
     e->lat.sum_s += sec;
+}
+
+/* ---- proof of return routability ------------------------------------------------------ */
+
+/* Hash of the nonce parameter of a digest challenge or credentials header value, or 0. */
+static uint64_t digest_nonce_hash(struct slice v)
+{
+    for (size_t i = 0; i + 6 < v.len; i++) {
+        bool at_start = i == 0 || v.p[i - 1] == ' ' || v.p[i - 1] == ',' || v.p[i - 1] == '\t';
+        if (!at_start || (v.p[i] | 0x20) != 'n' || !slice_case_prefix(slice_make(v.p + i, v.len - i),
+                                                                        "nonce"))
+            continue;
+        size_t j = i + 5;
+        while (j < v.len && (v.p[j] == ' ' || v.p[j] == '\t'))
+            j++;
+        if (j >= v.len || v.p[j] != '=')
+            continue;
+        j++;
+        while (j < v.len && (v.p[j] == ' ' || v.p[j] == '\t'))
+            j++;
+        bool quoted = j < v.len && v.p[j] == '"';
+        size_t k = j + quoted;
+        size_t end = k;
+        while (end < v.len && (quoted ? v.p[end] != '"' : v.p[end] != ',' && v.p[end] != ' '))
+            end++;
+        if (end == k)
+            return 0;
+        uint64_t h = fnv1a(FNV_INIT, v.p + k, end - k);
+        return h ? h : 1;
+    }
+    return 0;
+}
+
+/* A challenge relayed to a UDP flow: remember its nonce. */
+static void note_challenge(struct flow *f, const struct sip_msg *m)
+{
+    const struct sip_hdr *h = sip_msg_hdr(m, SIP_HDR_WWW_AUTHENTICATE);
+    if (!h)
+        h = sip_msg_hdr(m, SIP_HDR_PROXY_AUTHENTICATE);
+    if (h)
+        f->challenge_hash = digest_nonce_hash(h->value);
+}
+
+/* A UDP request whose credentials carry the nonce sipedge relayed to that address proves
+ * the address receives what is sent to it (a spoofed source never saw the nonce). */
+static void check_proof(struct edge *e, const struct flow *f, const struct sip_msg *m,
+                        uint64_t now_ms)
+{
+    if (!e->guard || !f->challenge_hash)
+        return;
+    const struct sip_hdr *h = sip_msg_hdr(m, SIP_HDR_AUTHORIZATION);
+    if (!h)
+        h = sip_msg_hdr(m, SIP_HDR_PROXY_AUTHORIZATION);
+    if (h && digest_nonce_hash(h->value) == f->challenge_hash)
+        guard_note_proven(e->guard, &f->remote.sa, now_ms);
 }
 
 /* ---- guard -------------------------------------------------------------------------- */
@@ -1100,7 +1266,15 @@ static struct flow *rx_flow(struct edge *e, struct rx *rx, const struct sip_msg 
     if (f && f->state != FLOW_LIVE)
         f = NULL; /* a new packet from a dead UDP flow starts a new flow */
     if (!f) {
+        /* One address (an IPv6 prefix) holds a bounded share of the table. */
+        if (e->guard && guard_flow_add(e->guard, rx->src, now_ms) < 0) {
+            e->st.reply_503_flows_full++;
+            reply(e, rx, m, 503, "Service Unavailable", "Retry-After: 30\r\n");
+            return NULL;
+        }
         if (flow_table_add(e->flows, e->keys, FLOW_UDP, rx->sock, rx->src, now_ms, &f) < 0) {
+            if (e->guard)
+                guard_flow_remove(e->guard, rx->src);
             e->st.reply_503_flows_full++;
             reply(e, rx, m, 503, "Service Unavailable", "Retry-After: 30\r\n");
             return NULL;
@@ -1186,6 +1360,8 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
         return;
     bool is_register = m->method_id == SIP_METHOD_REGISTER;
     bool has_cred = has_credentials(m);
+    if (has_cred && f->transport == FLOW_UDP)
+        check_proof(e, f, m, now_ms);
     struct reg_summary sum;
     if (is_register) {
         reg_summarize(m, &sum);
@@ -1213,7 +1389,8 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
 
     /* A client that uses us as outbound proxy may put our address in a Route. */
     struct copy_plan plan = {.top_via = vh, .via = &via, .via_src = rx->src, .mf = mf - 1,
-                             .strip_identity = true, .keep_s = e->pol.flow_timer_s};
+                             .strip_identity = true, .keep_s = e->pol.flow_timer_s,
+                             .strip_path = true, .route_filter = e, .st = &e->st};
     /* Registration caching: a NATed client is told a short Expires in the 2xx while the
      * registrar holds the long one, so its refreshes can be answered here. */
     bool raise_expires = is_register && f->is_nat && e->pol.regcache && sum.is_usable &&
@@ -1301,6 +1478,39 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
                    upstream_dst(e, now_ms, m->method_id != SIP_METHOD_ACK));
 }
 
+/*
+ * The tag in our Via branch on a request delivered to a client (RFC 3261 §16.11 leaves
+ * the branch to us): a MAC over the flow's token, the Via below ours (branch, sent-by,
+ * received, rport: where the response goes on to), the Call-ID and the CSeq number.
+ * A client response is relayed to the core only when its top Via carries the tag for
+ * exactly those values, so a client can answer only requests sipedge delivered to it,
+ * and only towards the hop that sent them. The CSeq method is left out so that a
+ * CANCEL gets the branch of its INVITE (§9.2).
+ */
+static int inbound_tag(struct edge *e, const struct flow *f, const struct sip_via *next,
+                       const struct sip_msg *m, char tag[FLOW_TOKEN_TAG_LEN + 1],
+                       struct slice check)
+{
+    const struct sip_hdr *cid = sip_msg_hdr(m, SIP_HDR_CALL_ID);
+    const struct sip_hdr *cs = sip_msg_hdr(m, SIP_HDR_CSEQ);
+    uint32_t seq = 0;
+    struct slice method;
+    if (!cid || !cs || sip_cseq_parse(cs->value, &seq, &method) < 0)
+        return -EBADMSG;
+    char port[8], num[12];
+    int pn = snprintf(port, sizeof(port), "%u", (unsigned)next->port);
+    int sn = snprintf(num, sizeof(num), "%u", seq);
+    struct slice parts[] = {
+        slice_make(f->token, f->token_len), next->branch, next->host,
+        slice_make(port, (size_t)pn), next->received, next->rport,
+        slice_trim(cid->value), slice_make(num, (size_t)sn),
+    };
+    size_t n = sizeof(parts) / sizeof(parts[0]);
+    if (check.p)
+        return flow_token_tag_verify(e->keys, FLOW_TOKEN_TAG_INBOUND_BRANCH, parts, n, check);
+    return flow_token_tag(e->keys, FLOW_TOKEN_TAG_INBOUND_BRANCH, parts, n, tag);
+}
+
 /* Client response to a request we delivered: pop our Via, on to the next Via. */
 static void relay_client_response(struct edge *e, struct rx *rx, const struct sip_msg *m,
                                   uint64_t now_ms)
@@ -1340,6 +1550,17 @@ static void relay_client_response(struct edge *e, struct rx *rx, const struct si
     struct slice dummy;
     if (sip_via_parse(nrest, &next, &dummy) < 0) {
         e->st.drop_stray_response++;
+        return;
+    }
+    /* Only over the flow the request was delivered on, with our tag for it. */
+    struct flow *rf = rx->f ? rx->f : flow_table_find(e->flows, FLOW_UDP, rx->sock, rx->src);
+    struct slice tag = ours.branch.len == sizeof(EDGE_BRANCH_IN) - 1 + 16 + FLOW_TOKEN_TAG_LEN
+                           ? slice_make(ours.branch.p + ours.branch.len - FLOW_TOKEN_TAG_LEN,
+                                        FLOW_TOKEN_TAG_LEN)
+                           : SLICE_NULL;
+    if (!rf || rf->state != FLOW_LIVE || !tag.p ||
+        inbound_tag(e, rf, &next, m, NULL, tag) != 0) {
+        e->st.drop_forged_response++;
         return;
     }
     uint32_t port = next.port;
@@ -1504,6 +1725,9 @@ int edge_flow_open(struct edge *e, uint8_t transport, uint8_t listener,
     }
     f->conn = conn;
     e->st.flows_created++;
+    /* A connection completed its handshake: its address is not spoofed. */
+    if (e->guard)
+        guard_note_proven(e->guard, remote, now_ms);
     flow_event(e, EDGE_FLOW_OPENED, f, transport == FLOW_WSS ? "wss" : "ws");
     *ref = (uint64_t)flow_table_slot(e->flows, f) << 32 | f->gen;
     return 0;
@@ -1535,6 +1759,28 @@ void edge_flow_closed(struct edge *e, uint64_t ref, uint64_t now_ms)
 
 /* ---- core side ------------------------------------------------------------------------ */
 
+/*
+ * The live flow a verified token names, or NULL. A token is ours only when its MAC
+ * holds; it names this flow only when it was made in this run (epoch) by this worker
+ * and the slot's flow has the generation, transport and remote address the token
+ * carries, so a slot reused by another client, or a token from an earlier run, never
+ * reaches that client. *is_forged is set when the MAC fails.
+ */
+static struct flow *flow_by_token(struct edge *e, struct slice tok, bool *is_forged)
+{
+    struct flow_token_fields tf;
+    int rc = flow_token_decode(e->keys, tok, &tf);
+    *is_forged = rc < 0;
+    if (rc < 0)
+        return NULL;
+    struct flow *f = flow_table_get(e->flows, tf.slot, tf.gen);
+    if (!f || f->state != FLOW_LIVE || tf.epoch != e->epoch ||
+        tf.worker != flow_table_worker(e->flows) || tf.transport != f->transport ||
+        !netaddr_eq(&tf.remote.sa, &f->remote.sa))
+        return NULL;
+    return f;
+}
+
 /* Registrar response → client, by the flow token in our Via. */
 static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_t now_ms)
 {
@@ -1562,13 +1808,13 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_
         e->st.drop_stray_response++;
         return;
     }
-    struct flow_token_fields tf;
-    if (flow_token_decode(e->keys, tok, &tf) < 0) {
+    bool is_forged;
+    struct flow *f = flow_by_token(e, tok, &is_forged);
+    if (is_forged) {
         e->st.drop_stray_response++;
         return;
     }
-    struct flow *f = flow_table_get(e->flows, tf.slot, tf.gen);
-    if (!f || f->state != FLOW_LIVE) {
+    if (!f) {
         e->st.drop_dead_flow_response++;
         return;
     }
@@ -1600,6 +1846,12 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_
         granted = flow_reg_confirm(e, f, m, had_cred, now_ms);
         if (f->is_nat && f->transport == FLOW_UDP && granted > nat_expires(e, f))
             granted = nat_expires(e, f);
+    }
+    if (m->status == 401 || m->status == 407) {
+        if (f->transport == FLOW_UDP)
+            note_challenge(f, m);
+        if (is_reg_final)
+            flow_reg_refused(f, m);
     }
     if (is_reg_final) {
         struct rx frx = {.transport = f->transport, .sock = f->sock, .src = &f->remote.sa, .f = f};
@@ -1710,14 +1962,14 @@ static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_m
         reply(e, rx, m, 404, "Not Found", NULL);
         return;
     }
-    struct flow_token_fields tf;
-    if (flow_token_decode(e->keys, tok, &tf) < 0) {
+    bool is_forged;
+    struct flow *f = flow_by_token(e, tok, &is_forged);
+    if (is_forged) {
         e->st.reply_403_bad_token++;
         reply(e, rx, m, 403, "Forbidden", NULL);
         return;
     }
-    struct flow *f = flow_table_get(e->flows, tf.slot, tf.gen);
-    if (!f || f->state != FLOW_LIVE || tf.worker != flow_table_worker(e->flows)) {
+    if (!f) {
         /* RFC 5626 §5.3: the registrar/proxy may drop that binding or try another flow. */
         e->st.reply_430_flow_failed++;
         reply(e, rx, m, 430, "Flow Failed", NULL);
@@ -1736,8 +1988,13 @@ static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_m
         reply(e, rx, m, 400, "Bad Via", NULL);
         return;
     }
-    char branch[17];
+    char branch[17], tag[FLOW_TOKEN_TAG_LEN + 1];
     derive_branch(m, &via, rx->src, branch);
+    if (inbound_tag(e, f, &via, m, tag, SLICE_NULL) < 0) {
+        e->st.reply_400++;
+        reply(e, rx, m, 400, "Bad Request", NULL);
+        return;
+    }
     size_t cap;
     char *buf = e->out.reserve(e->out.ctx, &cap);
     struct sip_build b;
@@ -1756,8 +2013,8 @@ static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_m
     } else {
         sip_build_mem(&b, m->buf, m->start_line_len);
     }
-    sip_build_fmt(&b, "Via: SIP/2.0/%s %s;branch=" EDGE_BRANCH_IN "%s\r\n", via_transport(f),
-                  flow_listener(e, f)->text, branch);
+    sip_build_fmt(&b, "Via: SIP/2.0/%s %s;branch=" EDGE_BRANCH_IN "%s%s\r\n", via_transport(f),
+                  flow_listener(e, f)->text, branch, tag);
     if (!sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS)) {
         sip_build_str(&b, "Max-Forwards: ");
         sip_build_u32(&b, mf - 1);
@@ -1803,6 +2060,8 @@ void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sock
 
 /* ---- lifecycle ------------------------------------------------------------------------ */
 
+static void edge_load_routes(struct edge *e);
+
 int edge_new(struct edge **out, const struct edge_opts *opts)
 {
     struct edge *e = calloc(1, sizeof(*e));
@@ -1823,6 +2082,15 @@ int edge_new(struct edge **out, const struct edge_opts *opts)
     rc = flow_table_new(&e->flows, e->pol.max_flows, opts->worker);
     if (rc < 0)
         goto fail;
+    /* A fresh epoch per run: tokens of an earlier run name no flow of this one. */
+    while (e->epoch == 0) {
+        if (RAND_bytes((unsigned char *)&e->epoch, sizeof(e->epoch)) != 1) {
+            rc = -EIO;
+            goto fail;
+        }
+    }
+    flow_table_set_epoch(e->flows, e->epoch);
+    edge_load_routes(e);
     *out = e;
     return 0;
 fail:
@@ -1846,7 +2114,21 @@ void edge_free(struct edge *e)
     free(e);
 }
 
-void edge_set_policy(struct edge *e, const struct policy *policy) { e->pol = *policy; }
+/* The policy's outbound-proxy Routes, parsed (the loader validated them). */
+static void edge_load_routes(struct edge *e)
+{
+    e->n_allow_routes = 0;
+    for (unsigned i = 0; i < e->pol.n_relay_allow_routes && i < POLICY_MAX_ROUTES; i++)
+        if (config_addr_parse(e->pol.relay_allow_routes[i], &e->allow_routes[e->n_allow_routes]) ==
+            0)
+            e->n_allow_routes++;
+}
+
+void edge_set_policy(struct edge *e, const struct policy *policy)
+{
+    e->pol = *policy;
+    edge_load_routes(e);
+}
 
 static void send_ping(struct edge *e, struct flow *f)
 {

@@ -14,6 +14,7 @@ struct flow_table {
     uint32_t free_head; /* slot + 1 of the first free slot (chained through hnext) */
     uint32_t sweep_pos;
     uint8_t worker;
+    uint32_t epoch;
 };
 
 static uint32_t addr_hash(uint8_t transport, uint8_t sock, const struct sockaddr *sa)
@@ -125,7 +126,8 @@ int flow_table_add(struct flow_table *t, struct flow_token_keys *keys, uint8_t t
         memcpy(&f->remote.in6, remote, sizeof(f->remote.in6));
     f->last_rx_ms = now_ms;
     struct flow_token_fields tf = {
-        .worker = t->worker, .transport = transport, .slot = slot, .gen = gen, .remote = f->remote};
+        .worker = t->worker, .transport = transport, .slot = slot, .gen = gen, .epoch = t->epoch,
+        .remote = f->remote};
     int n = flow_token_encode(keys, &tf, f->token, sizeof(f->token));
     if (n < 0) {
         f->state = FLOW_FREE;
@@ -163,6 +165,10 @@ uint32_t flow_table_slot(const struct flow_table *t, const struct flow *f)
 }
 
 uint8_t flow_table_worker(const struct flow_table *t) { return t->worker; }
+
+void flow_table_set_epoch(struct flow_table *t, uint32_t epoch) { t->epoch = epoch; }
+
+uint32_t flow_table_epoch(const struct flow_table *t) { return t->epoch; }
 
 void flow_table_mark_dead(struct flow_table *t, struct flow *f)
 {

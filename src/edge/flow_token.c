@@ -5,13 +5,20 @@
  *
  *    0        1        2        3        4                 8                 12
  *   +--------+--------+--------+--------+-----------------+-----------------+
- *   | ver=1  | worker | transp | family |      slot       |   generation    |
+ *   | ver=2  | worker | transp | family |      slot       |   generation    |
  *   +--------+--------+--------+--------+-----------------+-----------------+
- *   | remote IP (4 bytes for IPv4, 16 for IPv6) | port (2) | HMAC-SHA256/80   |
- *   +-------------------------------------------+----------+-----------------+
+ *   |      epoch      | remote IP (4 bytes for IPv4, 16 for IPv6) | port (2) |
+ *   +-----------------+-------------------------------------------+----------+
+ *   | HMAC-SHA256/80  |
+ *   +-----------------+
  *
- * IPv4: 28 bytes → 38 characters; IPv6: 40 bytes → 54 characters. The MAC covers
- * every byte before it, so the remote address cannot be changed without the key.
+ * IPv4: 32 bytes → 43 characters; IPv6: 44 bytes → 59 characters. The MAC covers
+ * every byte before it, so the remote address cannot be changed without the key. The
+ * epoch is drawn at start, so a (slot, generation) of an earlier run never names a flow
+ * of this one.
+ *
+ * Tags (flow_token_tag) are HMACs under the same keys over length-prefixed parts,
+ * behind a label byte that keeps them apart from tokens and from each other.
  */
 #include "sipedge/flow_token.h"
 
@@ -26,10 +33,12 @@
 
 #include "edge/edge_internal.h"
 
-#define TOKEN_VERSION 1
+#define TOKEN_VERSION 2
 #define MAC_LEN 10
-#define HDR_LEN 12
+#define HDR_LEN 16
 #define RAW_MAX (HDR_LEN + 16 + 2 + MAC_LEN)
+#define LEN_V4 (HDR_LEN + 4 + 2 + MAC_LEN)
+#define LEN_V6 (HDR_LEN + 16 + 2 + MAC_LEN)
 
 struct flow_token_keys {
     EVP_MAC_CTX *cur;
@@ -119,6 +128,7 @@ int flow_token_encode(struct flow_token_keys *k, const struct flow_token_fields 
     raw[2] = f->transport;
     put32(raw + 4, f->slot);
     put32(raw + 8, f->gen);
+    put32(raw + 12, f->epoch);
     if (f->remote.sa.sa_family == AF_INET) {
         raw[3] = 4;
         memcpy(raw + n, &f->remote.in.sin_addr, 4);
@@ -172,11 +182,12 @@ int flow_token_decode(struct flow_token_keys *k, struct slice tok, struct flow_t
     f.transport = raw[2];
     f.slot = get32(raw + 4);
     f.gen = get32(raw + 8);
-    if (raw[3] == 4 && n == 28) {
+    f.epoch = get32(raw + 12);
+    if (raw[3] == 4 && n == LEN_V4) {
         f.remote.in.sin_family = AF_INET;
         memcpy(&f.remote.in.sin_addr, raw + HDR_LEN, 4);
         memcpy(&f.remote.in.sin_port, raw + HDR_LEN + 4, 2);
-    } else if (raw[3] == 6 && n == 40) {
+    } else if (raw[3] == 6 && n == LEN_V6) {
         f.remote.in6.sin6_family = AF_INET6;
         memcpy(&f.remote.in6.sin6_addr, raw + HDR_LEN, 16);
         memcpy(&f.remote.in6.sin6_port, raw + HDR_LEN + 16, 2);
@@ -185,4 +196,60 @@ int flow_token_decode(struct flow_token_keys *k, struct slice tok, struct flow_t
     }
     *out = f;
     return 0;
+}
+
+static int tag_compute(EVP_MAC_CTX *ctx, uint8_t label, const struct slice *parts, size_t n,
+                       uint8_t out[32])
+{
+    size_t olen = 0;
+    if (!EVP_MAC_init(ctx, NULL, 0, NULL) || !EVP_MAC_update(ctx, &label, 1))
+        return -EIO;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t len[4];
+        put32(len, (uint32_t)parts[i].len);
+        if (!EVP_MAC_update(ctx, len, sizeof(len)) ||
+            (parts[i].len && !EVP_MAC_update(ctx, (const uint8_t *)parts[i].p, parts[i].len)))
+            return -EIO;
+    }
+    if (!EVP_MAC_final(ctx, out, &olen, 32))
+        return -EIO;
+    return 0;
+}
+
+static void hex_encode(const uint8_t *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+}
+
+int flow_token_tag(struct flow_token_keys *k, uint8_t label, const struct slice *parts, size_t n,
+                   char out[FLOW_TOKEN_TAG_LEN + 1])
+{
+    uint8_t mac[32];
+    if (tag_compute(k->cur, label, parts, n, mac) < 0)
+        return -EIO;
+    hex_encode(mac, FLOW_TOKEN_TAG_LEN / 2, out);
+    out[FLOW_TOKEN_TAG_LEN] = '\0';
+    return 0;
+}
+
+int flow_token_tag_verify(struct flow_token_keys *k, uint8_t label, const struct slice *parts,
+                          size_t n, struct slice tag)
+{
+    if (tag.len != FLOW_TOKEN_TAG_LEN)
+        return -EPERM;
+    char want[FLOW_TOKEN_TAG_LEN + 1];
+    uint8_t mac[32];
+    if (tag_compute(k->cur, label, parts, n, mac) < 0)
+        return -EIO;
+    hex_encode(mac, FLOW_TOKEN_TAG_LEN / 2, want);
+    if (CRYPTO_memcmp(want, tag.p, FLOW_TOKEN_TAG_LEN) == 0)
+        return 0;
+    if (!k->prev || tag_compute(k->prev, label, parts, n, mac) < 0)
+        return -EPERM;
+    hex_encode(mac, FLOW_TOKEN_TAG_LEN / 2, want);
+    return CRYPTO_memcmp(want, tag.p, FLOW_TOKEN_TAG_LEN) == 0 ? 0 : -EPERM;
 }

@@ -423,7 +423,7 @@ static void test_edge_register_client_received_and_rport_values_are_replaced(voi
     assert_false(msg_has_text(0, "203.0.113.66"));
 }
 
-static void test_edge_register_path_is_first_and_carries_the_flow_token(void **state)
+static void test_edge_register_path_is_ours_alone_and_carries_the_flow_token(void **state)
 {
     struct fixture *fx = *state;
     struct parsed fwd;
@@ -443,8 +443,11 @@ static void test_edge_register_path_is_first_and_carries_the_flow_token(void **s
     assert_true(nth_via(&fwd.m, 0, &via));
     assert_true(sip_params_get(via.params, "fl", &fl));
     assert_slice_equal(fl, tok);
-    /* The client's own Path comes after ours. */
-    assert_slice_equal(nth_hdr(&fwd.m, SIP_HDR_PATH, 1)->value, "<sip:other@198.51.100.1;lr>");
+    /* A client's own Path would make the registrar route to an address of the client's
+     * choosing: it is stripped, ours is the only one. */
+    assert_null(nth_hdr(&fwd.m, SIP_HDR_PATH, 1));
+    assert_int_equal(fwd.m.count[SIP_HDR_PATH], 1);
+    assert_int_equal(st(fx)->path_stripped, 1);
 }
 
 static void test_edge_register_ob_only_with_reg_id_and_a_single_via(void **state)
@@ -1227,11 +1230,239 @@ static void test_edge_client_stray_response_is_dropped(void **state)
                            "\r\n");
     rx_pub(fx, 0, resp, len, &fx->client, 0);
     assert_int_equal(n_sent, 0);
-    assert_int_equal(st(fx)->drop_stray_response, 2);
+    /* Our branch prefix without our tag for it: a forgery. */
+    assert_int_equal(st(fx)->drop_stray_response, 1);
+    assert_int_equal(st(fx)->drop_forged_response, 1);
     assert_int_equal(st(fx)->relayed_response_to_core, 0);
 }
 
 /* ---- flow lifetime ---------------------------------------------------------------------- */
+
+/* ---- trust boundary: what a public client must not make the edge do ----------------- */
+
+/* A client response crafted with our branch prefix and a registrar below it. */
+static void test_edge_forged_response_with_our_branch_prefix_is_not_relayed(void **state)
+{
+    struct fixture *fx = *state;
+
+    /* The attacker has a flow of its own (any request makes one). */
+    register_client(fx, &(struct parsed){0}, 0);
+    for (unsigned i = 0; i < 4; i++) {
+        size_t len = (size_t)snprintf(
+            resp, sizeof(resp),
+            "SIP/2.0 430 Flow Failed\r\n"
+            "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKsE%016x%016x\r\n"
+            "Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK0123456789abcdef;sb=%u.0\r\n"
+            "From: <sip:a@example.com>;tag=1\r\n"
+            "To: <sip:alice@example.com>;tag=2\r\n"
+            "Call-ID: c%u\r\n"
+            "CSeq: 1 INVITE\r\n"
+            "Content-Length: 0\r\n"
+            "\r\n",
+            i, i, i, i);
+        sent_reset();
+        rx_pub(fx, 0, resp, len, &fx->client, 0);
+        assert_int_equal(n_sent, 0);
+    }
+    assert_int_equal(st(fx)->drop_forged_response, 4);
+    assert_int_equal(st(fx)->relayed_response_to_core, 0);
+}
+
+/* A real delivered request: its response is relayed only unchanged, over its own flow. */
+static void test_edge_response_to_a_delivered_request_cannot_be_redirected(void **state)
+{
+    struct fixture *fx = *state;
+    struct parsed delivered;
+
+    deliver_invite(fx, &delivered, 0);
+    size_t len = fmt_response_to(&delivered, "200 OK", "", resp, sizeof(resp));
+
+    /* From another client (its own flow): refused. */
+    rx_pub(fx, 0, "OPTIONS sip:x@example.com SIP/2.0\r\n" CLIENT_VIA
+                  "From: <sip:m@example.com>;tag=m\r\nTo: <sip:x@example.com>\r\n"
+                  "Call-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+           strlen("OPTIONS sip:x@example.com SIP/2.0\r\n" CLIENT_VIA
+                  "From: <sip:m@example.com>;tag=m\r\nTo: <sip:x@example.com>\r\n"
+                  "Call-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"),
+           &fx->client2, 0);
+    sent_reset();
+    rx_pub(fx, 0, resp, len, &fx->client2, 0);
+    assert_int_equal(n_sent, 0);
+
+    /* The right flow, but the next hop's branch, the Call-ID or the CSeq changed. */
+    static const char *const from[] = {"branch=z9hG4bKreg0001", "Call-ID: inv-1@", "CSeq: 10 "};
+    static const char *const to[] = {"branch=z9hG4bKreg0002", "Call-ID: inv-2@", "CSeq: 11 "};
+    for (size_t i = 0; i < 3; i++) {
+        char bad[8192];
+        len = fmt_response_to(&delivered, "200 OK", "", bad, sizeof(bad));
+        char *p = strstr(bad, from[i]);
+        assert_non_null(p);
+        memcpy(p, to[i], strlen(to[i]));
+        sent_reset();
+        rx_pub(fx, 0, bad, len, &fx->client, 0);
+        assert_int_equal(n_sent, 0);
+    }
+    assert_int_equal(st(fx)->drop_forged_response, 4);
+
+    /* Unchanged, from the client it was delivered to: relayed. */
+    sent_reset();
+    rx_pub(fx, 0, resp, strlen(resp), &fx->client, 0);
+    assert_int_equal(n_sent, 1);
+    assert_int_equal(st(fx)->relayed_response_to_core, 1);
+}
+
+static size_t fmt_reg_for(char *out, size_t cap, const char *user, unsigned cseq, bool cred)
+{
+    int n = snprintf(out, cap,
+                     "REGISTER sip:example.com SIP/2.0\r\n" CLIENT_VIA
+                     "From: <sip:%s@example.com>;tag=a1\r\n"
+                     "To: <sip:%s@example.com>\r\n"
+                     "Call-ID: same-call-id\r\n"
+                     "CSeq: %u REGISTER\r\n"
+                     "Contact: <sip:%s@192.0.2.10:5060>;expires=600\r\n"
+                     "%s"
+                     "Content-Length: 0\r\n\r\n",
+                     user, user, cseq, user,
+                     cred ? "Authorization: Digest username=\"bob\", realm=\"x\", nonce=\"n\", "
+                            "uri=\"sip:example.com\", response=\"r\"\r\n"
+                          : "");
+    assert_true(n > 0 && (size_t)n < cap);
+    return (size_t)n;
+}
+
+/* The registrar's answer to the request relayed last (sent[0]), with extra lines. */
+static void answer_last(struct fixture *fx, const char *status, const char *extra, uint64_t now)
+{
+    struct parsed fwd;
+    parse_sent(0, &fwd);
+    size_t len = fmt_response_to(&fwd, status, extra, resp, sizeof(resp));
+    sent_reset();
+    rx_core(fx, resp, len, registrar(fx), now);
+}
+
+/* One flow, one Call-ID: bob's authenticated 2xx must not vouch for alice. */
+static void test_edge_2xx_confirms_only_the_aor_of_its_own_request(void **state)
+{
+    struct fixture *fx = *state;
+    char m[2048];
+
+    rx_pub(fx, 0, m, fmt_reg_for(m, sizeof(m), "bob", 1, false), &fx->client, 0);
+    answer_last(fx, "401 Unauthorized", "WWW-Authenticate: Digest realm=\"x\", nonce=\"n\"\r\n", 1);
+    sent_reset();
+    rx_pub(fx, 0, m, fmt_reg_for(m, sizeof(m), "alice", 2, false), &fx->client, 2);
+    answer_last(fx, "401 Unauthorized", "WWW-Authenticate: Digest realm=\"x\", nonce=\"n\"\r\n", 3);
+    sent_reset();
+    rx_pub(fx, 0, m, fmt_reg_for(m, sizeof(m), "bob", 3, true), &fx->client, 4);
+    answer_last(fx, "200 OK", "Contact: <sip:bob@192.0.2.10:5060>;expires=600\r\n", 5);
+
+    /* alice's refresh is not answered from the cache: it goes to the registrar. */
+    sent_reset();
+    rx_pub(fx, 0, m, fmt_reg_for(m, sizeof(m), "alice", 4, false), &fx->client, 1000);
+    assert_int_equal(st(fx)->regcache_hit, 0);
+    assert_int_equal(count_sent_to(registrar(fx)), 1);
+    /* bob's own refresh is. */
+    sent_reset();
+    rx_pub(fx, 0, m, fmt_reg_for(m, sizeof(m), "bob", 5, false), &fx->client, 2000);
+    assert_int_equal(st(fx)->regcache_hit, 1);
+}
+
+/* An unauthenticated REGISTER spoofed onto a victim's UDP flow changes nothing the edge
+ * acts on: the cache still answers for the victim's confirmed contacts. */
+static void test_edge_unconfirmed_register_changes_no_cached_binding(void **state)
+{
+    struct fixture *fx = *state;
+    char m[2048];
+
+    rx_pub(fx, 0, m, fmt_reg_for(m, sizeof(m), "bob", 1, true), &fx->client, 0);
+    answer_last(fx, "200 OK", "Contact: <sip:bob@192.0.2.10:5060>;expires=600\r\n", 1);
+    /* The spoofed removal: relayed (the registrar decides), refused there. */
+    size_t len = fmt_reg_for(m, sizeof(m), "bob", 2, false);
+    char *e0 = strstr(m, "expires=600");
+    memcpy(e0, "expires=000", 11);
+    sent_reset();
+    rx_pub(fx, 0, m, len, &fx->client, 2);
+    assert_int_equal(count_sent_to(registrar(fx)), 1);
+    answer_last(fx, "401 Unauthorized", "WWW-Authenticate: Digest realm=\"x\", nonce=\"m\"\r\n", 3);
+    /* The victim's refresh is still answered here. */
+    sent_reset();
+    rx_pub(fx, 0, m, fmt_reg_for(m, sizeof(m), "bob", 3, false), &fx->client, 1000);
+    assert_int_equal(st(fx)->regcache_hit, 1);
+}
+
+/* Routes a client names are not followed on the core side unless the policy lists them. */
+static void test_edge_client_route_to_the_core_is_stripped(void **state)
+{
+    struct fixture *fx = *state;
+    struct parsed fwd;
+    static const char req[] = "OPTIONS sip:bob@example.com SIP/2.0\r\n" CLIENT_VIA
+                              "Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:5999;lr>\r\n"
+                              "Route: <sip:10.0.0.9:5060;lr>\r\n"
+                              "From: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\n"
+                              "Call-ID: r1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+
+    rx_pub(fx, 0, req, strlen(req), &fx->client, 0);
+    assert_int_equal(n_sent, 1);
+    assert_true(addr_eq(&sent[0].dst, registrar(fx)));
+    parse_sent(0, &fwd);
+    assert_null(sip_msg_hdr(&fwd.m, SIP_HDR_ROUTE));
+    assert_int_equal(st(fx)->route_stripped, 2);
+
+    /* An outbound proxy the policy names stays. */
+    snprintf(fx->pol.relay_allow_routes[0], sizeof(fx->pol.relay_allow_routes[0]),
+             "127.0.0.1:5999");
+    fx->pol.n_relay_allow_routes = 1;
+    edge_set_policy(fx->e, &fx->pol);
+    sent_reset();
+    rx_pub(fx, 0, req, strlen(req), &fx->client, 0);
+    assert_int_equal(n_sent, 1);
+    parse_sent(0, &fwd);
+    assert_non_null(sip_msg_hdr(&fwd.m, SIP_HDR_ROUTE));
+    assert_slice_equal(sip_msg_hdr(&fwd.m, SIP_HDR_ROUTE)->value, "<sip:127.0.0.1:5999;lr>");
+}
+
+/* A token of an earlier run, or one sealed for another peer, never reaches the client
+ * that holds its slot now. */
+static void test_edge_token_reaches_only_the_peer_it_was_made_for(void **state)
+{
+    struct fixture *fx = *state;
+    struct parsed fwd;
+    struct flow_token_fields tf;
+    char old[FLOW_TOKEN_MAX], tok[FLOW_TOKEN_MAX], forged[FLOW_TOKEN_MAX];
+
+    register_client(fx, &fwd, 0);
+    path_token(&fwd, old);
+    /* Restart with the same key: a new client gets slot 0 generation 1 again. */
+    assert_int_equal(edge_build(fx), 0);
+    sent_reset();
+    rx_pub(fx, 0, msg, fmt_default_register(), &fx->client2, 0);
+    parse_sent(0, &fwd);
+    path_token(&fwd, tok);
+    struct flow_token_fields a, b;
+    assert_int_equal(flow_token_decode(fx->keys, slice_make(old, strlen(old)), &a), 0);
+    assert_int_equal(flow_token_decode(fx->keys, slice_make(tok, strlen(tok)), &b), 0);
+    assert_int_equal(a.slot, b.slot);
+    assert_int_equal(a.gen, b.gen);
+    size_t len = fmt_route_invite(old, "", inv, sizeof(inv));
+    sent_reset();
+    rx_core(fx, inv, len, registrar(fx), 0);
+    assert_single_reply_to_registrar(fx, 430);
+
+    /* This run's slot and generation with another peer's address sealed in it. */
+    tf = b;
+    tf.remote.in.sin_port = htons(40999);
+    assert_true(flow_token_encode(fx->keys, &tf, forged, sizeof(forged)) > 0);
+    len = fmt_route_invite(forged, "", inv, sizeof(inv));
+    sent_reset();
+    rx_core(fx, inv, len, registrar(fx), 0);
+    assert_single_reply_to_registrar(fx, 430);
+
+    /* The real token reaches the new client. */
+    len = fmt_route_invite(tok, "", inv, sizeof(inv));
+    sent_reset();
+    rx_core(fx, inv, len, registrar(fx), 0);
+    assert_int_equal(n_sent, 1);
+    assert_true(addr_eq(&sent[0].dst, SA(fx->client2)));
+}
 
 static void test_edge_registered_flow_outlives_idle_timeout_until_expiry(void **state)
 {
@@ -1528,7 +1759,7 @@ int main(void)
         T(test_edge_register_client_via_gets_received_and_filled_rport),
         T(test_edge_register_client_via_without_rport_gets_received_only),
         T(test_edge_register_client_received_and_rport_values_are_replaced),
-        T(test_edge_register_path_is_first_and_carries_the_flow_token),
+        T(test_edge_register_path_is_ours_alone_and_carries_the_flow_token),
         T(test_edge_register_ob_only_with_reg_id_and_a_single_via),
         T(test_edge_register_adds_supported_path_once),
         T(test_edge_register_max_forwards_decremented_or_inserted),
@@ -1557,6 +1788,12 @@ int main(void)
         T(test_edge_client_response_goes_to_registrar_with_our_via_popped),
         T(test_edge_client_100_trying_is_not_forwarded),
         T(test_edge_client_stray_response_is_dropped),
+        T(test_edge_forged_response_with_our_branch_prefix_is_not_relayed),
+        T(test_edge_response_to_a_delivered_request_cannot_be_redirected),
+        T(test_edge_2xx_confirms_only_the_aor_of_its_own_request),
+        T(test_edge_unconfirmed_register_changes_no_cached_binding),
+        T(test_edge_client_route_to_the_core_is_stripped),
+        T(test_edge_token_reaches_only_the_peer_it_was_made_for),
         T(test_edge_registered_flow_outlives_idle_timeout_until_expiry),
         T(test_edge_keepalive_and_requests_keep_a_flow_alive),
         T(test_edge_client_responses_keep_a_flow_alive),

@@ -35,6 +35,7 @@ static struct flow_token_fields fields_v4(void)
     f.transport = 1;
     f.slot = 0x01020304u;
     f.gen = 0xfffffffeu;
+    f.epoch = 0xa5a5a5a5u;
     f.remote.in.sin_family = AF_INET;
     f.remote.in.sin_port = htons(40123);
     assert_int_equal(inet_pton(AF_INET, "198.51.100.77", &f.remote.in.sin_addr), 1);
@@ -79,6 +80,7 @@ static void assert_fields_equal(const struct flow_token_fields *a,
     assert_int_equal(a->transport, b->transport);
     assert_int_equal(a->slot, b->slot);
     assert_int_equal(a->gen, b->gen);
+    assert_int_equal(a->epoch, b->epoch);
     assert_int_equal(a->remote.sa.sa_family, b->remote.sa.sa_family);
     if (a->remote.sa.sa_family == AF_INET) {
         assert_int_equal(a->remote.in.sin_port, b->remote.in.sin_port);
@@ -103,7 +105,7 @@ static void test_flow_token_roundtrip_ipv4_keeps_every_field(void **state)
 
     (void)state;
     int n = encode(k, &in, tok);
-    assert_int_equal(n, 38);
+    assert_int_equal(n, FLOW_TOKEN_LEN_V4);
     assert_alphabet(tok, n);
     memset(&out, 0xa5, sizeof(out));
     assert_int_equal(decode(k, tok, (size_t)n, &out), 0);
@@ -119,7 +121,7 @@ static void test_flow_token_roundtrip_ipv6_keeps_every_field(void **state)
 
     (void)state;
     int n = encode(k, &in, tok);
-    assert_int_equal(n, 54);
+    assert_int_equal(n, FLOW_TOKEN_LEN_V6);
     assert_alphabet(tok, n);
     memset(&out, 0, sizeof(out));
     assert_int_equal(decode(k, tok, (size_t)n, &out), 0);
@@ -251,8 +253,8 @@ static void test_flow_token_any_changed_payload_bit_fails(void **state)
     int n = encode(k, &in, tok);
     for (int pos = 0; pos < n; pos++) {
         int v = (int)(strchr(b64url_alphabet, tok[pos]) - b64url_alphabet);
-        /* The last of 38 characters holds 2 payload bits (228 bits for 224). */
-        int bits = pos == n - 1 ? 2 : 6;
+        /* The last of 43 characters holds 4 payload bits (258 bits for 256). */
+        int bits = pos == n - 1 ? 4 : 6;
         for (int b = 6 - bits; b < 6; b++) {
             memcpy(bad, tok, sizeof(bad));
             bad[pos] = b64url_alphabet[v ^ (1 << b)];
@@ -327,12 +329,12 @@ static void test_flow_token_wrong_length_or_alphabet_is_ebadmsg(void **state)
     bad[n + 1] = '=';
     assert_int_equal(decode(k, bad, (size_t)n + 2, &out), -EBADMSG);
     /* Right length, wrong alphabet (standard base64 and junk). */
-    memset(bad, '+', 38);
-    assert_int_equal(decode(k, bad, 38, &out), -EBADMSG);
-    memset(bad, '/', 54);
-    assert_int_equal(decode(k, bad, 54, &out), -EBADMSG);
-    memset(bad, 0, 38);
-    assert_int_equal(decode(k, bad, 38, &out), -EBADMSG);
+    memset(bad, '+', FLOW_TOKEN_LEN_V4);
+    assert_int_equal(decode(k, bad, FLOW_TOKEN_LEN_V4, &out), -EBADMSG);
+    memset(bad, '/', FLOW_TOKEN_LEN_V6);
+    assert_int_equal(decode(k, bad, FLOW_TOKEN_LEN_V6, &out), -EBADMSG);
+    memset(bad, 0, FLOW_TOKEN_LEN_V4);
+    assert_int_equal(decode(k, bad, FLOW_TOKEN_LEN_V4, &out), -EBADMSG);
     memcpy(bad, tok, (size_t)n);
     bad[10] = '\0';
     assert_int_equal(decode(k, bad, (size_t)n, &out), -EBADMSG);
@@ -343,13 +345,13 @@ static void test_flow_token_forged_token_of_right_shape_is_eperm(void **state)
 {
     struct flow_token_keys *k = keys_new(key_a, NULL);
     struct flow_token_fields out;
-    char forged[55];
+    char forged[FLOW_TOKEN_LEN_V6 + 1];
 
     (void)state;
-    memset(forged, 'A', 54);
-    forged[54] = '\0';
-    assert_int_equal(decode(k, forged, 38, &out), -EPERM);
-    assert_int_equal(decode(k, forged, 54, &out), -EPERM);
+    memset(forged, 'A', FLOW_TOKEN_LEN_V6);
+    forged[FLOW_TOKEN_LEN_V6] = '\0';
+    assert_int_equal(decode(k, forged, FLOW_TOKEN_LEN_V4, &out), -EPERM);
+    assert_int_equal(decode(k, forged, FLOW_TOKEN_LEN_V6, &out), -EPERM);
     flow_token_keys_free(k);
 }
 
