@@ -35,7 +35,11 @@ struct registrar_opts {
     const struct config_addr *trusted;   /* peers whose P-Asserted-Identity de-REGISTER is
                                             accepted without a challenge (the edge) */
     unsigned n_trusted;
+    const uint8_t *branch_key;           /* REGISTRAR_BRANCH_KEY_LEN bytes keying the MAC on
+                                            the binding id in our Via (sb=); NULL: random */
 };
+
+#define REGISTRAR_BRANCH_KEY_LEN 32
 
 /* Builds a registrar. Returns 0, -ENOMEM, or -EINVAL with err "file:line: reason"
  * for a bad users file. */
@@ -72,6 +76,8 @@ struct registrar_stats {
     uint64_t responses_fwd;      /* responses forwarded */
     uint64_t responses_dropped;  /* not our Via, 100 Trying, no next hop */
     uint64_t flow_failed;        /* bindings removed on 430 (RFC 5626 §5.3) */
+    uint64_t forged_430;         /* 430s naming a binding without a valid sb MAC, or not
+                                    from the binding's next hop: nothing removed */
     uint64_t dropped_bad;        /* unparsable input (answered 400 when possible) */
     uint64_t send_errors;        /* replies or forwards that could not be built */
     uint64_t expired;            /* bindings removed by registrar_tick */

@@ -13,6 +13,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
 #include "registrar/registrar_internal.h"
 #include "sipedge/log.h"
 #include "sipedge/registrar.h"
@@ -31,6 +37,8 @@
 #define REGISTRAR_DEFAULT_MF 70 /* RFC 3261 §16.6 step 3 */
 #define SIP_DEFAULT_PORT 5060
 #define BRANCH_COOKIE "z9hG4bK" /* RFC 3261 §8.1.1.7 */
+#define SB_MAC_LEN 12           /* bytes of HMAC-SHA256 in sb= (96 bits), hex-encoded */
+#define BRANCH_TEXT_MAX 32      /* "z9hG4bK" + 16 hex + NUL */
 
 struct registrar {
     struct config_addr self;
@@ -42,6 +50,7 @@ struct registrar {
     void *send_ctx;
     struct location *loc;
     struct digest *dig; /* NULL: no authentication */
+    EVP_MAC_CTX *sb_mac; /* HMAC-SHA256 keyed with the branch key */
     struct registrar_stats stats;
     struct sip_hdr *hdrs;
     uint16_t max_hdrs;
@@ -860,6 +869,62 @@ static void build_top_via(struct sip_build *sb, const struct sip_msg *m, const s
     sip_build_mem(sb, after, h->line_len - (size_t)(after - line));
 }
 
+/*
+ * MAC binding a routed request's sb=SLOT.GEN to that request: HMAC-SHA256 under the
+ * registrar's key over slot, gen, the branch we wrote, the Call-ID and the CSeq number,
+ * each length-prefixed, truncated to SB_MAC_LEN bytes as lower-case hex (out holds
+ * 2 * SB_MAC_LEN + 1). A response echoes all of them (RFC 3261 §8.2.6.2), so a 430 can be
+ * checked without state; a forger knowing slot and gen still lacks the MAC.
+ * Returns 0, or -ENOMEM when the MAC cannot be computed.
+ */
+static int sb_mac_hex(struct registrar *r, uint32_t slot, uint32_t gen, struct slice branch,
+                      struct slice call_id, uint32_t cseq, char *out)
+{
+    char ids[32];
+    int n = snprintf(ids, sizeof(ids), "%u.%u", slot, gen);
+    char num[12];
+    int k = snprintf(num, sizeof(num), "%u", cseq);
+    const struct slice parts[] = {slice_make(ids, (size_t)n), branch, call_id,
+                                  slice_make(num, (size_t)k)};
+    uint8_t md[32];
+    size_t md_len = 0;
+    if (!EVP_MAC_init(r->sb_mac, NULL, 0, NULL))
+        return -ENOMEM;
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        uint8_t len[4] = {(uint8_t)(parts[i].len >> 24), (uint8_t)(parts[i].len >> 16),
+                          (uint8_t)(parts[i].len >> 8), (uint8_t)parts[i].len};
+        if (!EVP_MAC_update(r->sb_mac, len, sizeof(len)) ||
+            (parts[i].len && !EVP_MAC_update(r->sb_mac, (const uint8_t *)parts[i].p, parts[i].len)))
+            return -ENOMEM;
+    }
+    if (!EVP_MAC_final(r->sb_mac, md, &md_len, sizeof(md)) || md_len < SB_MAC_LEN)
+        return -ENOMEM;
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < SB_MAC_LEN; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[2 * SB_MAC_LEN] = '\0';
+    return 0;
+}
+
+/* CSeq number of a message (0 when it does not parse: sip_check_msg has checked it). */
+static uint32_t msg_cseq(const struct sip_msg *m)
+{
+    uint32_t seq = 0;
+    struct slice method;
+    const struct sip_hdr *cs = sip_msg_hdr(m, SIP_HDR_CSEQ);
+    if (!cs || sip_cseq_parse(cs->value, &seq, &method) != 0)
+        return 0;
+    return seq;
+}
+
+static struct slice msg_call_id(const struct sip_msg *m)
+{
+    const struct sip_hdr *h = sip_msg_hdr(m, SIP_HDR_CALL_ID);
+    return h ? h->value : SLICE_NULL;
+}
+
 struct forward {
     struct slice ruri;                /* new Request-URI */
     const struct location_binding *b; /* target binding, or NULL */
@@ -874,9 +939,10 @@ struct forward {
  * Writes and sends the forwarded request: our Via on top, Route from the binding's Path,
  * Max-Forwards decremented, the rest copied in order (RFC 3261 §16.6).
  *
- *   Via: SIP/2.0/UDP <self>;branch=z9hG4bK<16 hex>[;sb=<slot>.<gen>]
+ *   Via: SIP/2.0/UDP <self>;branch=z9hG4bK<16 hex>[;sb=<slot>.<gen>.<mac>]
  *
- * sb names the binding so a 430 coming back can remove it without any state.
+ * sb names the binding so a 430 coming back can remove it without any state; mac
+ * (sb_mac_hex) ties it to this branch, Call-ID and CSeq so nobody else can name it.
  */
 static void forward_request(struct req *q, const struct forward *f)
 {
@@ -893,10 +959,20 @@ static void forward_request(struct req *q, const struct forward *f)
     struct sip_build sb;
     sip_build_init(&sb, r->out, sizeof(r->out));
     sip_build_fmt(&sb, "%.*s %.*s SIP/2.0\r\n", SLICE_FMT(m->method), SLICE_FMT(f->ruri));
-    sip_build_fmt(&sb, "Via: SIP/2.0/UDP %s;branch=" BRANCH_COOKIE "%016llx", r->self.text,
-                  (unsigned long long)branch_hash(m, &top));
-    if (f->b)
-        sip_build_fmt(&sb, ";sb=%u.%u", f->b->slot, f->b->gen);
+    char branch[BRANCH_TEXT_MAX];
+    int blen = snprintf(branch, sizeof(branch), BRANCH_COOKIE "%016llx",
+                        (unsigned long long)branch_hash(m, &top));
+    sip_build_fmt(&sb, "Via: SIP/2.0/UDP %s;branch=%s", r->self.text, branch);
+    if (f->b) {
+        char mac[2 * SB_MAC_LEN + 1];
+        if (sb_mac_hex(r, f->b->slot, f->b->gen, slice_make(branch, (size_t)blen),
+                       msg_call_id(m), msg_cseq(m), mac) != 0) {
+            r->stats.send_errors++;
+            reply(q, 500, "Server Internal Error", NULL);
+            return;
+        }
+        sip_build_fmt(&sb, ";sb=%u.%u.%s", f->b->slot, f->b->gen, mac);
+    }
     sip_build_str(&sb, "\r\n");
     /* The Path values become the Route set, in order (RFC 3327 §5.3), after the Vias. */
     bool need_route = f->b && f->b->path[0];
@@ -1089,6 +1165,51 @@ static void handle_request(struct req *q)
 /* ---- responses --------------------------------------------------------------------- */
 
 /*
+ * RFC 5626 §5.3: a 430 for a request we routed to a binding says the flow behind it is
+ * gone. The binding is removed only when sb=SLOT.GEN.MAC verifies for the response's
+ * branch, Call-ID and CSeq (sb_mac_hex) and the response came from the hop we sent the
+ * request to; anything else naming a binding is counted as forged and changes nothing.
+ */
+static void flow_failed(struct registrar *r, const struct sip_msg *m, const struct sip_via *top,
+                        struct slice sbv, const struct sockaddr *src)
+{
+    long dot1 = slice_find(sbv, '.');
+    struct slice after = dot1 > 0 ? slice_make(sbv.p + dot1 + 1, sbv.len - (size_t)dot1 - 1)
+                                  : SLICE_NULL;
+    long dot2 = slice_find(after, '.');
+    uint32_t slot, gen;
+    if (dot1 <= 0 || dot2 <= 0 ||
+        slice_to_u32(slice_make(sbv.p, (size_t)dot1), UINT32_MAX, &slot) != 0 ||
+        slice_to_u32(slice_make(after.p, (size_t)dot2), UINT32_MAX, &gen) != 0) {
+        r->stats.forged_430++;
+        return;
+    }
+    struct slice got = slice_make(after.p + dot2 + 1, after.len - (size_t)dot2 - 1);
+    char mac[2 * SB_MAC_LEN + 1];
+    if (got.len != 2 * SB_MAC_LEN ||
+        sb_mac_hex(r, slot, gen, top->branch, msg_call_id(m), msg_cseq(m), mac) != 0 ||
+        CRYPTO_memcmp(mac, got.p, 2 * SB_MAC_LEN) != 0) {
+        r->stats.forged_430++;
+        log_info("registrar: 430 with a bad sb MAC ignored");
+        return;
+    }
+    struct location_binding *b = location_get(r->loc, slot, gen);
+    if (!b)
+        return; /* genuine, but the binding is already gone */
+    struct sockaddr_storage hop;
+    socklen_t hop_len = 0;
+    binding_next_hop(b, &hop, &hop_len);
+    /* Only the hop we sent the request to may declare its flow dead. */
+    if (!netaddr_eq((const struct sockaddr *)&hop, src)) {
+        r->stats.forged_430++;
+        return;
+    }
+    log_info("registrar: %s: 430 Flow Failed, removed binding %s", b->aor, b->contact);
+    location_remove(r->loc, b);
+    r->stats.flow_failed++;
+}
+
+/*
  * Stateless response forwarding (RFC 3261 §16.7 step 3, §18.2.2): our Via must be on
  * top; it is popped and the response goes to the next Via's received/rport or sent-by.
  * 100 Trying is dropped: it only stops retransmissions of the hop that sent it, and a
@@ -1110,26 +1231,8 @@ static void handle_response(struct registrar *r, const struct sip_msg *m,
         return;
     }
     struct slice sbv;
-    if (m->status == 430 && sip_params_get(top.params, "sb", &sbv)) {
-        /* RFC 5626 §5.3: the flow behind this binding is gone. */
-        long dot = slice_find(sbv, '.');
-        uint32_t slot, gen;
-        if (dot > 0 && slice_to_u32(slice_make(sbv.p, (size_t)dot), UINT32_MAX, &slot) == 0 &&
-            slice_to_u32(slice_make(sbv.p + dot + 1, sbv.len - (size_t)dot - 1), UINT32_MAX,
-                         &gen) == 0) {
-            struct location_binding *b = location_get(r->loc, slot, gen);
-            struct sockaddr_storage hop;
-            socklen_t hop_len = 0;
-            if (b)
-                binding_next_hop(b, &hop, &hop_len);
-            /* Only the hop we sent the request to may declare its flow dead. */
-            if (b && netaddr_eq((const struct sockaddr *)&hop, src)) {
-                log_info("registrar: %s: 430 Flow Failed, removed binding %s", b->aor, b->contact);
-                location_remove(r->loc, b);
-                r->stats.flow_failed++;
-            }
-        }
-    }
+    if (m->status == 430 && sip_params_get(top.params, "sb", &sbv))
+        flow_failed(r, m, &top, sbv, src);
     rest = slice_trim(rest);
     struct slice next_text = rest;
     const struct sip_hdr *next_hdr = NULL;
@@ -1179,6 +1282,27 @@ static void handle_response(struct registrar *r, const struct sip_msg *m,
 
 /* ---- interface --------------------------------------------------------------------- */
 
+/* Keys r->sb_mac with key (REGISTRAR_BRANCH_KEY_LEN bytes) or, when NULL, a random one.
+ * Returns 0 or -ENOMEM. */
+static int sb_mac_new(struct registrar *r, const uint8_t *key)
+{
+    uint8_t k[REGISTRAR_BRANCH_KEY_LEN];
+    if (key)
+        memcpy(k, key, sizeof(k));
+    else if (RAND_bytes(k, sizeof(k)) != 1)
+        return -ENOMEM;
+    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    r->sb_mac = mac ? EVP_MAC_CTX_new(mac) : NULL;
+    EVP_MAC_free(mac);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    int ok = r->sb_mac && EVP_MAC_init(r->sb_mac, k, sizeof(k), params);
+    OPENSSL_cleanse(k, sizeof(k));
+    return ok ? 0 : -ENOMEM;
+}
+
 int registrar_new(struct registrar **out, const struct registrar_opts *opts, registrar_send_cb send,
                   void *send_ctx, char *err, size_t errcap)
 {
@@ -1218,6 +1342,9 @@ int registrar_new(struct registrar **out, const struct registrar_opts *opts, reg
         rc = -ENOMEM;
         goto out;
     }
+    rc = sb_mac_new(r, opts->branch_key);
+    if (rc != 0)
+        goto out;
     rc = location_new(&r->loc, pol->max_bindings, pol->max_contacts_per_aor);
     if (rc != 0)
         goto out;
@@ -1239,6 +1366,7 @@ void registrar_free(struct registrar *r)
     if (!r)
         return;
     digest_free(r->dig);
+    EVP_MAC_CTX_free(r->sb_mac);
     location_free(r->loc);
     free(r->trusted);
     free(r->found);

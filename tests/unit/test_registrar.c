@@ -827,6 +827,38 @@ static void test_registrar_430_removes_the_binding(void **state)
     assert_int_equal(registrar_n_bindings(f->r), 1);
 }
 
+/* Slot and generation are small integers: a 430 that names them without the MAC the
+ * registrar wrote (or with another request's branch) must not remove the binding. */
+static void test_registrar_forged_430_keeps_the_binding(void **state)
+{
+    struct fx *f = *state;
+    char via[256], forged[256];
+    routed_via(f, via, sizeof(via));
+    const char *sb = strstr(via, ";sb=");
+    assert_non_null(sb);
+    unsigned slot = 0, gen = 0;
+    assert_int_equal(sscanf(sb, ";sb=%u.%u", &slot, &gen), 2);
+    /* The right slot and generation, a guessed branch and no MAC. */
+    snprintf(forged, sizeof(forged), "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK0123456789abcdef;"
+             "sb=%u.%u", slot, gen);
+    fx_send_from(f, &f->edge_ss, f->edge_len, T0, RESP_FMT, "430 Flow Failed", forged);
+    assert_int_equal(registrar_n_bindings(f->r), 2);
+    /* The genuine sb (MAC included) moved to another branch. */
+    const char *br = strstr(via, "branch=");
+    assert_non_null(br);
+    snprintf(forged, sizeof(forged), "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK0123456789abcdef%s",
+             sb);
+    fx_send_from(f, &f->edge_ss, f->edge_len, T0, RESP_FMT, "430 Flow Failed", forged);
+    assert_int_equal(registrar_n_bindings(f->r), 2);
+    struct registrar_stats st;
+    registrar_stats(f->r, &st);
+    assert_int_equal(st.forged_430, 2);
+    assert_int_equal(st.flow_failed, 0);
+    /* The genuine one still works. */
+    fx_send_from(f, &f->edge_ss, f->edge_len, T0, RESP_FMT, "430 Flow Failed", via);
+    assert_int_equal(registrar_n_bindings(f->r), 1);
+}
+
 static void test_registrar_loose_routes_in_dialog_request(void **state)
 {
     struct fx *f = *state;
@@ -1074,6 +1106,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registrar_response_routed_back_popping_our_via,
                                         setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_430_removes_the_binding, setup_open,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_registrar_forged_430_keeps_the_binding, setup_open,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_registrar_loose_routes_in_dialog_request, setup_open,
                                         teardown),
