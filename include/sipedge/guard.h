@@ -18,6 +18,12 @@
  * guard_set_policy (nftables setup). Every table is bounded: when the source table is full a
  * new source shares one overflow bucket (per-IP limits) and gets no strikes; both are
  * counted. Allowlisted sources are rate limited like others but never get strikes or bans.
+ *
+ * Strikes of an (address, port) without proof of return routability (guard_note_proven, or
+ * a 2xx after credentials) may come from a forged source address: they ban only that
+ * (address, port), for unproven_duration and without climbing the ladder, and never count
+ * towards the address. The core side's addresses (registrar, its backups, core peers, the
+ * embedded registrar, our core address) are never banned, like allowlisted ones.
  */
 #ifndef SIPEDGE_GUARD_H
 #define SIPEDGE_GUARD_H
@@ -92,7 +98,8 @@ struct guard_opts {
     X(aors_full)                                                                                   \
     X(strikes)                                                                                     \
     X(strikes_untracked)                                                                           \
-    X(strikes_allowlisted)                                                                         \
+    X(strikes_allowlisted)        /* allowlisted or core-side source: not counted */        \
+    X(strikes_unproven)           /* counted on (address, port) only: no proof of return */  \
     X(scanner)                                                                                     \
     X(unknown_domain)                                                                              \
     X(auth_failures)                                                                               \
@@ -100,6 +107,7 @@ struct guard_opts {
     X(bans)                                                                                        \
     X(bans_refused_full)                                                                           \
     X(bans_allowlisted_skipped)                                                                    \
+    X(bans_unproven)              /* (address, port) bans of unproven_duration */             \
     X(unbans)                                                                                      \
     X(expired)                                                                                     \
     X(registrar_known_served)                                                                      \
@@ -207,8 +215,9 @@ void guard_tick(struct guard *g, uint64_t now_ms);
 
 /*
  * Operator ban of key (port 0 = whole address); duration_s 0 = next ladder step.
- * Returns 0 and fills *out (may be NULL), -EPERM for an allowlisted address, -ENOSPC when
- * the ban table is full, -EINVAL.
+ * Returns 0 and fills *out (may be NULL), -EPERM for an allowlisted or core-side address
+ * (registrar, registrar backups, core peers, embedded registrar, core), -ENOSPC when the
+ * ban table is full, -EINVAL.
  */
 int guard_ban(struct guard *g, const struct ban_key *key, uint32_t duration_s, uint64_t now_ms,
               struct ban_entry *out);

@@ -28,6 +28,7 @@
 #define GUARD_AOR_KEEP 64
 #define GUARD_TICK_SCAN 8192
 #define GUARD_PORTS_MAX (3 * CONFIG_MAX_LISTEN)
+#define GUARD_PROTECTED_MAX (3 + 2 * CONFIG_MAX_PEERS)
 
 struct guard_src {
     struct ban_key key; /* must stay first: the table key; port 0 = the address entry */
@@ -36,6 +37,7 @@ struct guard_src {
     uint64_t last_seen_ms;
     uint64_t last_trip_ms;  /* last over-limit strike and event */
     uint64_t auth_until_ms; /* pair: authenticated; address: some port authenticated */
+    uint64_t proven_until_ms; /* pair: proof of return routability (guard_note_proven) */
     uint64_t users_since_ms;
     uint32_t users[GUARD_USERS_MAX]; /* address entry: AORs that got 404 in the window */
     uint16_t auth_port;              /* address entry: latest authenticated port */
@@ -68,6 +70,8 @@ struct guard {
     bool is_nft;
     uint16_t udp_ports[GUARD_PORTS_MAX], tcp_ports[GUARD_PORTS_MAX];
     unsigned n_udp_ports, n_tcp_ports;
+    struct ban_key protected_keys[GUARD_PROTECTED_MAX]; /* core side: never banned */
+    unsigned n_protected;
     uint64_t rng;
     uint64_t now_ms;
     uint32_t src_cursor, aor_cursor;
@@ -209,12 +213,13 @@ static void emit(struct guard *g, const char *event, const struct ban_key *k, co
 
 /* ---- bans --------------------------------------------------------------------------------- */
 
+/* duration_s 0: the next ladder step; else that fixed duration (no escalation). */
 static void impose(struct guard *g, const struct ban_key *k, enum guard_reason why,
-                   uint32_t strikes, const char *aor, uint64_t now)
+                   uint32_t strikes, const char *aor, uint32_t duration_s, uint64_t now)
 {
     char addr[BAN_ADDR_MAX];
     struct ban_entry e;
-    int rc = ban_impose(g->ban, k, 0, BAN_ORIGIN_STRIKES, now, &e);
+    int rc = ban_impose(g->ban, k, duration_s, BAN_ORIGIN_STRIKES, now, &e);
     if (rc == -ENOSPC) {
         g->stats.bans_refused_full++;
         emit(g, "ban_refused", k, "table_full", strikes, -1, aor);
@@ -230,13 +235,42 @@ static void impose(struct guard *g, const struct ban_key *k, enum guard_reason w
         return;
     g->stats.bans++;
     emit(g, "ban", k, guard_reason_name(why), strikes, e.duration_s, aor);
-    log_info("guard: banned %s port %u for %us (%s, %u strikes, step %u)",
+    log_info("guard: banned %s port %u for %us (%s, %u strikes, %s%u)",
              ban_key_format_addr(k, addr, sizeof(addr)), k->port, (unsigned)e.duration_s,
-             guard_reason_name(why), (unsigned)strikes, e.level + 1u);
+             guard_reason_name(why), (unsigned)strikes, duration_s != 0 ? "unproven, " : "step ",
+             duration_s != 0 ? 0u : e.level + 1u);
+}
+
+static bool same_addr(const struct ban_key *a, const struct ban_key *b)
+{
+    return a->family == b->family && memcmp(a->addr, b->addr, sizeof(a->addr)) == 0;
+}
+
+/* The address of k is one of the core side's (port ignored). */
+static bool is_protected(const struct guard *g, const struct ban_key *k)
+{
+    for (unsigned i = 0; i < g->n_protected; i++)
+        if (same_addr(&g->protected_keys[i], k))
+            return true;
+    return false;
+}
+
+/* Never banned: allowlisted or core side. */
+static bool is_exempt(const struct guard *g, const struct ban_key *k)
+{
+    return allowlist_match(&g->allow, k) || is_protected(g, k);
+}
+
+static bool is_proven(const struct guard_src *p, uint64_t now)
+{
+    return p != NULL && (p->proven_until_ms > now || p->auth_until_ms > now);
 }
 
 /*
- * Adds a strike to the address and the (address, port) entries and decides the ban:
+ * Adds a strike and decides the ban. An (address, port) without proof of return
+ * routability is charged alone (its address may be forged): at threshold it is banned for
+ * unproven_duration, without the ladder, and the address is never charged. A proven one
+ * charges the address and the (address, port) entries:
  *  - the address crosses ip_threshold: the whole address;
  *  - scope ip, the address crosses threshold and no other port of it authenticated
  *    recently: the whole address;
@@ -251,20 +285,36 @@ static void strike(struct guard *g, const struct sockaddr *src, enum guard_reaso
         return;
     ka = kp;
     ka.port = 0;
-    if (allowlist_match(&g->allow, &ka)) {
+    if (is_exempt(g, &ka)) {
         g->stats.strikes_allowlisted++;
         return;
     }
     if (ban_is_banned(g->ban, &ka, now) || ban_is_banned(g->ban, &kp, now))
         return;
     g->stats.strikes++;
+    uint64_t win = window_ms(g);
+    struct guard_src *p = src_get(g, &kp, false, now);
+    if (!is_proven(p, now)) {
+        p = p != NULL ? p : src_get(g, &kp, true, now);
+        if (p == NULL) {
+            g->stats.strikes_untracked++;
+            return;
+        }
+        g->stats.strikes_unproven++;
+        uint32_t sum = strikes_add(&p->strikes, w, win, now);
+        copy_aor(p->aor, sizeof(p->aor), aor);
+        if (sum >= g->pol.guard_threshold) {
+            g->stats.bans_unproven++;
+            impose(g, &kp, why, sum, p->aor, g->pol.guard_unproven_ban_s, now);
+            strikes_reset(&p->strikes);
+        }
+        return;
+    }
     struct guard_src *a = src_get(g, &ka, true, now);
-    struct guard_src *p = src_get(g, &kp, true, now);
     if (a == NULL) {
         g->stats.strikes_untracked++;
         return;
     }
-    uint64_t win = window_ms(g);
     uint32_t a_sum = strikes_add(&a->strikes, w, win, now);
     uint32_t p_sum = p != NULL ? strikes_add(&p->strikes, w, win, now) : 0;
     copy_aor(a->aor, sizeof(a->aor), aor);
@@ -274,12 +324,12 @@ static void strike(struct guard *g, const struct sockaddr *src, enum guard_reaso
     if (a_sum >= g->pol.guard_ip_threshold ||
         (g->pol.guard_ban_scope == POLICY_BAN_SCOPE_IP && a_sum >= g->pol.guard_threshold &&
          !other_auth)) {
-        impose(g, &ka, why, a_sum, a->aor, now);
+        impose(g, &ka, why, a_sum, a->aor, 0, now);
         strikes_reset(&a->strikes);
         if (p != NULL)
             strikes_reset(&p->strikes);
     } else if (p != NULL && p_sum >= g->pol.guard_threshold) {
-        impose(g, &kp, why, p_sum, p->aor, now);
+        impose(g, &kp, why, p_sum, p->aor, 0, now);
         strikes_reset(&p->strikes);
     }
 }
@@ -298,6 +348,33 @@ static void collect_ports(struct guard *g)
         g->tcp_ports[g->n_tcp_ports++] = c->listen_ws[i].port;
     for (unsigned i = 0; i < c->n_listen_wss && g->n_tcp_ports < GUARD_PORTS_MAX; i++)
         g->tcp_ports[g->n_tcp_ports++] = c->listen_wss[i].port;
+}
+
+static void protect(struct guard *g, const struct config_addr *a)
+{
+    struct ban_key k;
+    if (a->len == 0 || g->n_protected >= GUARD_PROTECTED_MAX ||
+        ban_key_from_sockaddr((const struct sockaddr *)&a->ss, false, &k) != 0)
+        return;
+    if (!is_protected(g, &k))
+        g->protected_keys[g->n_protected++] = k;
+}
+
+/* The core side's addresses: whatever they send, they are never banned (a forged strike
+ * storm must not cut the edge off its registrar or peers). */
+static void collect_protected(struct guard *g)
+{
+    g->n_protected = 0;
+    if (g->cfg == NULL)
+        return;
+    const struct config *c = g->cfg;
+    protect(g, &c->registrar);
+    for (unsigned i = 0; i < c->n_registrar_backups && i < CONFIG_MAX_PEERS; i++)
+        protect(g, &c->registrar_backups[i]);
+    for (unsigned i = 0; i < c->n_core_peers && i < CONFIG_MAX_PEERS; i++)
+        protect(g, &c->core_peers[i]);
+    protect(g, &c->embedded_listen);
+    protect(g, &c->core);
 }
 
 static struct ban_nft_opts nft_opts(const struct guard *g, const struct policy *pol)
@@ -395,6 +472,7 @@ int guard_new(struct guard **out, const struct guard_opts *opts, uint64_t now_ms
     ratelim_init(&g->reg_known, pol->guard_registrar_burst, now_ms);
     ratelim_init(&g->reg_general, pol->guard_registrar_burst, now_ms);
     collect_ports(g);
+    collect_protected(g);
     backend_start(g, opts->backend, now_ms);
     *out = g;
     return 0;
@@ -782,7 +860,8 @@ void guard_tick(struct guard *g, uint64_t now_ms)
     for (uint32_t n = 0; n < GUARD_TICK_SCAN && g->srcs.n_alloc > 0; n++) {
         uint32_t i = g->src_cursor++ % g->srcs.n_alloc;
         struct guard_src *s = addr_table_at(&g->srcs, i);
-        if (s != NULL && now_ms - s->last_seen_ms > idle && s->auth_until_ms <= now_ms)
+        if (s != NULL && now_ms - s->last_seen_ms > idle && s->auth_until_ms <= now_ms &&
+            s->proven_until_ms <= now_ms)
             addr_table_remove(&g->srcs, s);
     }
     for (uint32_t n = 0; n < GUARD_TICK_SCAN && g->aors.n_alloc > 0; n++) {
@@ -804,7 +883,7 @@ int guard_ban(struct guard *g, const struct ban_key *key, uint32_t duration_s, u
     g->now_ms = now_ms;
     ka = *key;
     ka.port = 0;
-    if (allowlist_match(&g->allow, &ka)) {
+    if (is_exempt(g, &ka)) {
         g->stats.bans_allowlisted_skipped++;
         return -EPERM;
     }
@@ -860,9 +939,13 @@ const char *guard_backend_name(const struct guard *g)
 
 void guard_note_proven(struct guard *g, const struct sockaddr *src, uint64_t now_ms)
 {
-    (void)g;
-    (void)src;
-    (void)now_ms;
+    struct ban_key kp;
+    g->now_ms = now_ms;
+    if (ban_key_from_sockaddr(src, true, &kp) != 0)
+        return;
+    struct guard_src *p = src_get(g, &kp, true, now_ms);
+    if (p != NULL)
+        p->proven_until_ms = now_ms + (uint64_t)g->pol.guard_auth_memory_s * 1000;
 }
 
 int guard_flow_add(struct guard *g, const struct sockaddr *src, uint64_t now_ms)

@@ -41,6 +41,15 @@ static const struct sockaddr *sa_ptr(const char *ip, uint16_t port)
     return (const struct sockaddr *)s;
 }
 
+static void set_addr(struct config_addr *ca, const char *ip, uint16_t port)
+{
+    memset(ca, 0, sizeof(*ca));
+    ca->ss = sa(ip, port);
+    ca->len = sizeof(struct sockaddr_in);
+    ca->port = port;
+    snprintf(ca->text, sizeof(ca->text), "%s:%u", ip, (unsigned)port);
+}
+
 static int setup(void **state)
 {
     config_defaults(&cfg);
@@ -98,6 +107,12 @@ static void fail_auth(struct guard *g, const struct sockaddr *src, int times, ui
 {
     for (int i = 0; i < times; i++)
         guard_on_response(g, src, 401, true, SLICE_LIT("sip:alice@example.com"), now);
+}
+
+/* Proof of return routability for (address, port), as the edge gives it. */
+static void prove(struct guard *g, const struct sockaddr *src, uint64_t now)
+{
+    guard_note_proven(g, src, now);
 }
 
 static void test_guard_per_port_limit_rejects_with_retry_after_in_range(void **state)
@@ -164,6 +179,7 @@ static void test_guard_auth_failures_ban_only_that_port(void **state)
     const struct sockaddr *good = sa_ptr("198.18.0.20", 5071);
     guard_on_response(g, good, 200, true, SLICE_LIT("sip:bob@example.com"), 1500);
     assert_true(guard_is_authenticated(g, good, 1500));
+    prove(g, bad, 1500);
     fail_auth(g, bad, 2, 2000);
     assert_int_equal(guard_admit(g, bad, 2000).action, GUARD_PASS);
     fail_auth(g, bad, 1, 2001); /* 3 x 2 = 6 = threshold */
@@ -181,8 +197,10 @@ static void test_guard_whole_address_banned_at_ip_threshold(void **state)
 {
     struct guard *g = mk(state);
     /* Spread over ports: no single port reaches 6, the address reaches 20. */
-    for (uint16_t p = 6000; p < 6010; p++)
+    for (uint16_t p = 6000; p < 6010; p++) {
+        prove(g, sa_ptr("198.18.0.21", p), 1500);
         fail_auth(g, sa_ptr("198.18.0.21", p), 2, 2000);
+    }
     assert_int_equal(guard_admit(g, sa_ptr("198.18.0.21", 9999), 2001).reason,
                      GUARD_REASON_BANNED);
     struct ban_key k;
@@ -194,15 +212,96 @@ static void test_guard_scope_ip_bans_address_unless_another_port_authenticated(v
 {
     pol.guard_ban_scope = POLICY_BAN_SCOPE_IP;
     struct guard *g = mk(state);
+    prove(g, sa_ptr("198.18.0.30", 5000), 1500);
     fail_auth(g, sa_ptr("198.18.0.30", 5000), 3, 2000);
     assert_int_equal(guard_admit(g, sa_ptr("198.18.0.30", 5001), 2001).reason,
                      GUARD_REASON_BANNED);
     /* Behind this NAT another phone is authenticated: only the failing port goes. */
     guard_on_response(g, sa_ptr("198.18.0.31", 5001), 200, true, SLICE_NULL, 2000);
+    prove(g, sa_ptr("198.18.0.31", 5000), 2000);
     fail_auth(g, sa_ptr("198.18.0.31", 5000), 3, 2000);
     assert_int_equal(guard_admit(g, sa_ptr("198.18.0.31", 5000), 2001).reason,
                      GUARD_REASON_BANNED);
     assert_int_equal(guard_admit(g, sa_ptr("198.18.0.31", 5001), 2001).action, GUARD_PASS);
+}
+
+/* Forged garbage from one address over many ports: each (address, port) is banned briefly
+ * on its own, the address never, and the brief ban does not climb the ladder. */
+static void test_guard_unproven_strikes_ban_only_that_port_briefly(void **state)
+{
+    for (int scope = 0; scope < 2; scope++) {
+        pol.guard_ban_scope = scope == 0 ? POLICY_BAN_SCOPE_PORT : POLICY_BAN_SCOPE_IP;
+        pol.guard_unproven_ban_s = 30;
+        struct guard *g = mk(state);
+        for (uint16_t p = 7000; p < 7020; p++)
+            for (int i = 0; i < 3; i++) /* 3 x 2 = threshold on each port, 120 in all */
+                guard_strike_malformed(g, sa_ptr("198.18.0.25", p), 2000);
+        struct ban_key ka, kp;
+        ban_key_parse("198.18.0.25", &ka);
+        assert_false(ban_is_banned(guard_bans(g), &ka, 2001));
+        assert_int_equal(guard_admit(g, sa_ptr("198.18.0.25", 9999), 2001).action, GUARD_PASS);
+        struct ban_entry e;
+        ban_key_parse("198.18.0.25:7000", &kp);
+        assert_int_equal(ban_find(guard_bans(g), &kp, 2001, &e), 0);
+        assert_int_equal(e.duration_s, 30);
+        assert_int_equal(guard_admit(g, sa_ptr("198.18.0.25", 7019), 2001).reason,
+                         GUARD_REASON_BANNED);
+        assert_int_equal(guard_stats(g)->bans_unproven, 20);
+        assert_int_equal(guard_stats(g)->strikes_unproven, 60);
+        /* Again after expiry: the same brief ban, no escalation. */
+        guard_tick(g, 40000);
+        for (int i = 0; i < 3; i++)
+            guard_strike_malformed(g, sa_ptr("198.18.0.25", 7000), 40000);
+        assert_int_equal(ban_find(guard_bans(g), &kp, 40001, &e), 0);
+        assert_int_equal(e.duration_s, 30);
+        assert_false(ban_is_banned(guard_bans(g), &ka, 40001));
+        guard_free(g);
+        *state = NULL;
+        unlink(evpath);
+    }
+}
+
+/* A 2xx after credentials is proof too: that port's strikes count towards the address. */
+static void test_guard_authenticated_port_counts_towards_address(void **state)
+{
+    pol.guard_ban_scope = POLICY_BAN_SCOPE_IP;
+    struct guard *g = mk(state);
+    const struct sockaddr *a = sa_ptr("198.18.0.26", 5060);
+    guard_on_response(g, a, 200, true, SLICE_LIT("sip:bob@example.com"), 1500);
+    for (int i = 0; i < 3; i++) /* threshold; no other port authenticated */
+        guard_strike_malformed(g, a, 2000);
+    struct ban_key ka;
+    ban_key_parse("198.18.0.26", &ka);
+    assert_true(ban_is_banned(guard_bans(g), &ka, 2001));
+    assert_int_equal(guard_stats(g)->bans_unproven, 0);
+}
+
+/* Registrars and core peers are never banned, whatever the allowlist says. */
+static void test_guard_core_side_never_banned(void **state)
+{
+    pol.n_guard_allowlist = 0;
+    set_addr(&cfg.registrar, "198.18.7.1", 5060);
+    set_addr(&cfg.registrar_backups[0], "198.18.7.2", 5060);
+    cfg.n_registrar_backups = 1;
+    set_addr(&cfg.core_peers[0], "198.18.7.3", 5060);
+    cfg.n_core_peers = 1;
+    struct guard *g = mk(state);
+    const char *ips[] = {"198.18.7.1", "198.18.7.2", "198.18.7.3"};
+    for (int i = 0; i < 3; i++) {
+        const struct sockaddr *s = sa_ptr(ips[i], 40000);
+        prove(g, s, 1500);
+        for (int n = 0; n < 50; n++)
+            guard_strike_malformed(g, s, 2000);
+        assert_int_equal(guard_admit(g, s, 2001).action, GUARD_PASS);
+        struct ban_key k;
+        ban_key_parse(ips[i], &k);
+        assert_int_equal(guard_ban(g, &k, 60, 2001, NULL), -EPERM);
+        k.port = 5060;
+        assert_int_equal(guard_ban(g, &k, 60, 2001, NULL), -EPERM);
+    }
+    assert_int_equal(guard_stats(g)->bans, 0);
+    assert_true(guard_stats(g)->strikes_allowlisted >= 150);
+    config_defaults(&cfg);
 }
 
 static void test_guard_allowlisted_source_never_banned(void **state)
@@ -374,6 +473,7 @@ static void test_guard_escalates_after_expiry(void **state)
 {
     struct guard *g = mk(state);
     const struct sockaddr *a = sa_ptr("198.18.0.70", 5060);
+    prove(g, a, 1500);
     fail_auth(g, a, 3, 2000);
     assert_int_equal(guard_admit(g, a, 2001).reason, GUARD_REASON_BANNED);
     guard_tick(g, 62001);
@@ -469,6 +569,9 @@ int main(void)
         T(test_guard_auth_failures_ban_only_that_port),
         T(test_guard_whole_address_banned_at_ip_threshold),
         T(test_guard_scope_ip_bans_address_unless_another_port_authenticated),
+        T(test_guard_unproven_strikes_ban_only_that_port_briefly),
+        T(test_guard_authenticated_port_counts_towards_address),
+        T(test_guard_core_side_never_banned),
         T(test_guard_allowlisted_source_never_banned),
         T(test_guard_scanner_user_agent_drops_and_bans),
         T(test_guard_unknown_domain_gets_403),
