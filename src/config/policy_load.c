@@ -275,7 +275,7 @@ static void policy_guard_defaults(struct policy *pol)
     }
     pol->n_guard_ban_durations_text = sizeof(ladder) / sizeof(ladder[0]);
     pol->n_guard_ban_durations = sizeof(ladder) / sizeof(ladder[0]);
-    pol->guard_ban_scope = POLICY_BAN_SCOPE_PORT;
+    pol->guard_ban_scope = POLICY_BAN_SCOPE_IP;
     pol->guard_max_bans = 100000;
     pol->guard_ban_memory_s = 7 * 86400;
     snprintf(pol->guard_allowlist[0], sizeof(pol->guard_allowlist[0]), "127.0.0.0/8");

@@ -276,6 +276,28 @@ static void test_guard_authenticated_port_counts_towards_address(void **state)
     assert_int_equal(guard_stats(g)->bans_unproven, 0);
 }
 
+/* The default scope is ip: a proven source at threshold loses its whole address, an
+ * unproven one only its (address, port). */
+static void test_guard_default_scope_is_ip(void **state)
+{
+    policy_defaults(&pol);
+    assert_int_equal(pol.guard_ban_scope, POLICY_BAN_SCOPE_IP);
+    pol.guard_threshold = 6;
+    snprintf(pol.guard_event_log, sizeof(pol.guard_event_log), "%s", evpath);
+    struct guard *g = mk(state);
+    const struct sockaddr *proven = sa_ptr("198.18.0.27", 5060);
+    prove(g, proven, 1500);
+    for (int i = 0; i < 3; i++) {
+        guard_strike_malformed(g, proven, 2000);
+        guard_strike_malformed(g, sa_ptr("198.18.0.28", 5060), 2000);
+    }
+    assert_int_equal(guard_admit(g, sa_ptr("198.18.0.27", 5061), 2001).reason,
+                     GUARD_REASON_BANNED);
+    assert_int_equal(guard_admit(g, sa_ptr("198.18.0.28", 5060), 2001).reason,
+                     GUARD_REASON_BANNED);
+    assert_int_equal(guard_admit(g, sa_ptr("198.18.0.28", 5061), 2001).action, GUARD_PASS);
+}
+
 /* Registrars and core peers are never banned, whatever the allowlist says. */
 static void test_guard_core_side_never_banned(void **state)
 {
@@ -571,6 +593,7 @@ int main(void)
         T(test_guard_scope_ip_bans_address_unless_another_port_authenticated),
         T(test_guard_unproven_strikes_ban_only_that_port_briefly),
         T(test_guard_authenticated_port_counts_towards_address),
+        T(test_guard_default_scope_is_ip),
         T(test_guard_core_side_never_banned),
         T(test_guard_allowlisted_source_never_banned),
         T(test_guard_scanner_user_agent_drops_and_bans),
