@@ -479,17 +479,28 @@ int worker_run(const struct worker_opts *opts)
         uv_signal_start(sigs[i], on_signal, signums[i]);
     }
 
+    /* Bounded: 3 x CONFIG_MAX_LISTEN addresses can exceed the buffer; the list is then
+     * cut, never written past its end. */
     char listen_txt[512] = "";
     size_t n = 0;
-    for (unsigned i = 0; opts->run_edge && i < w->cfg->n_listen_udp; i++)
-        n += (size_t)snprintf(listen_txt + n, sizeof(listen_txt) - n, "%sudp:%s", n ? "," : "",
-                              w->cfg->listen_udp[i].text);
-    for (unsigned i = 0; opts->run_edge && i < w->cfg->n_listen_ws; i++)
-        n += (size_t)snprintf(listen_txt + n, sizeof(listen_txt) - n, "%sws:%s", n ? "," : "",
-                              w->cfg->listen_ws[i].text);
-    for (unsigned i = 0; opts->run_edge && i < w->cfg->n_listen_wss; i++)
-        n += (size_t)snprintf(listen_txt + n, sizeof(listen_txt) - n, "%swss:%s", n ? "," : "",
-                              w->cfg->listen_wss[i].text);
+    const struct {
+        const char *name;
+        const struct config_addr *addr;
+        unsigned count;
+    } kinds[] = {
+        {"udp", w->cfg->listen_udp, w->cfg->n_listen_udp},
+        {"ws", w->cfg->listen_ws, w->cfg->n_listen_ws},
+        {"wss", w->cfg->listen_wss, w->cfg->n_listen_wss},
+    };
+    for (unsigned k = 0; opts->run_edge && k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+        for (unsigned i = 0; i < kinds[k].count && n < sizeof(listen_txt); i++) {
+            int m = snprintf(listen_txt + n, sizeof(listen_txt) - n, "%s%s:%s", n ? "," : "",
+                             kinds[k].name, kinds[k].addr[i].text);
+            if (m < 0)
+                break;
+            n += (size_t)m;
+        }
+    }
     log_always("sipedge: ready %s%s core=%s registrar=%s (%s)", listen_txt,
              opts->run_edge ? "" : "registrar-only", w->cfg->core.text,
              opts->run_registrar ? w->cfg->embedded_listen.text : w->cfg->registrar.text,
