@@ -237,18 +237,39 @@ static void ws_slot_free(struct transport_ws *t, struct ws_pss *pss)
 
 /* ---- per-IP table: handshake token bucket and connection count ---------------------- */
 
-static void ws_ip_key(const struct sockaddr *sa, union ws_ip_key *k)
+/*
+ * IPv6 sources are keyed by their first v6_prefix bits (guard.ipv6_prefix): one host
+ * usually holds a whole /64, and keying the full address would let it fill the table
+ * and multiply the per-IP caps. An IPv4-mapped address is keyed as the IPv4 one.
+ */
+void transport_ws_ip_key(const struct sockaddr *sa, unsigned v6_prefix, union ws_ip_key *k)
 {
     memset(k, 0, sizeof(*k));
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+            k->family = AF_INET;
+            memcpy(k->addr, &s6->sin6_addr.s6_addr[12], 4);
+            return;
+        }
+        if (v6_prefix == 0 || v6_prefix > 128)
+            v6_prefix = 128;
         k->family = AF_INET6;
-        memcpy(k->addr, &s6->sin6_addr, 16);
+        memcpy(k->addr, &s6->sin6_addr, v6_prefix / 8);
+        if (v6_prefix % 8)
+            k->addr[v6_prefix / 8] = (uint8_t)(s6->sin6_addr.s6_addr[v6_prefix / 8] &
+                                               (0xffu << (8 - v6_prefix % 8)));
     } else {
         const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
         k->family = AF_INET;
         memcpy(k->addr, &s4->sin_addr, 4);
     }
+}
+
+static void ws_ip_key(const struct transport_ws *t, const struct sockaddr *sa,
+                      union ws_ip_key *k)
+{
+    transport_ws_ip_key(sa, t->pol.guard_ipv6_prefix, k);
 }
 
 static uint32_t ws_ip_hash(const union ws_ip_key *k)
@@ -605,7 +626,7 @@ static int ws_filter(struct transport_ws *t, struct lws *wsi, struct ws_pss *pss
 
     if (t->pol.ws_max_conns_per_ip && peer.sa.sa_family != AF_UNSPEC) {
         union ws_ip_key k;
-        ws_ip_key(&peer.sa, &k);
+        ws_ip_key(t, &peer.sa, &k);
         struct ws_ip *e = ws_ip_get(t, &k, uv_now(t->loop));
         if (!e) {
             t->st.refused_ip_table_full++;
@@ -672,7 +693,7 @@ static void ws_established(struct transport_ws *t, struct lws *wsi, struct ws_ps
         ws_peer(wsi, &pss->remote);
     if (pss->remote.sa.sa_family != AF_UNSPEC) {
         union ws_ip_key k;
-        ws_ip_key(&pss->remote.sa, &k);
+        ws_ip_key(t, &pss->remote.sa, &k);
         struct ws_ip *e = ws_ip_get(t, &k, uv_now(t->loop));
         if (e) {
             e->n_conns++;
@@ -1029,7 +1050,7 @@ static void on_accept(uv_poll_t *h, int status, int events)
         if (t->pol.ws_handshakes_per_ip_per_s) {
             union ws_ip_key k;
             uint64_t now = uv_now(t->loop);
-            ws_ip_key(&peer.sa, &k);
+            ws_ip_key(t, &peer.sa, &k);
             struct ws_ip *e = ws_ip_get(t, &k, now);
             if (!e) {
                 t->st.refused_ip_table_full++;

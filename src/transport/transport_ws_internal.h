@@ -92,6 +92,10 @@ int transport_ws_origin_parse(const char *s, size_t n, struct ws_origin *out);
 bool transport_ws_origin_allowed(const struct ws_origin *allow, unsigned n_allow,
                                  const char *origin, size_t len);
 
+/* The per-IP table key of a source: IPv4 as is (also when IPv4-mapped), IPv6 masked to
+ * its first v6_prefix bits (0 or over 128: the full address). */
+void transport_ws_ip_key(const struct sockaddr *sa, unsigned v6_prefix, union ws_ip_key *k);
+
 /* Whether s is well-formed UTF-8 (RFC 3629 §4). */
 bool transport_ws_is_utf8(const unsigned char *s, size_t n);
 

@@ -8,6 +8,8 @@
 
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+
 #include "transport/transport_ws_internal.h"
 
 static unsigned allow(struct ws_origin *out, const char *const *list, unsigned n)
@@ -110,6 +112,51 @@ static void test_transport_ws_utf8_accepts_sip_and_rejects_invalid(void **state)
     assert_true(transport_ws_is_utf8((const unsigned char *)"", 0));
 }
 
+static union ws_ip_key key_of(const char *ip, unsigned prefix)
+{
+    union ws_addr a;
+    union ws_ip_key k;
+    memset(&a, 0, sizeof(a));
+    if (inet_pton(AF_INET6, ip, &a.in6.sin6_addr) == 1) {
+        a.in6.sin6_family = AF_INET6;
+    } else {
+        assert_int_equal(inet_pton(AF_INET, ip, &a.in.sin_addr), 1);
+        a.in.sin_family = AF_INET;
+    }
+    transport_ws_ip_key(&a.sa, prefix, &k);
+    return k;
+}
+
+static bool same_key(const char *x, const char *y, unsigned prefix)
+{
+    union ws_ip_key a = key_of(x, prefix), b = key_of(y, prefix);
+    return memcmp(&a, &b, sizeof(a)) == 0;
+}
+
+static void test_transport_ws_ip_key_groups_ipv6_by_prefix(void **state)
+{
+    (void)state;
+    /* One /64 is one entry: a host cannot fill the per-IP table or multiply its caps. */
+    assert_true(same_key("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", 64));
+    assert_false(same_key("2001:db8:1:2::1", "2001:db8:1:3::1", 64));
+    /* Prefixes that are not a whole byte. */
+    assert_true(same_key("2001:db8:1:2::1", "2001:db8:1:3::1", 63));
+    assert_false(same_key("2001:db8:1:2::1", "2001:db8:1:4::1", 63));
+    assert_true(same_key("2001:db8:0:1::", "2001:db8:0:1:7fff::", 65));
+    assert_false(same_key("2001:db8:0:1::", "2001:db8:0:1:8000::", 65));
+    /* 128 (and out-of-range values) key the full address. */
+    assert_false(same_key("2001:db8::1", "2001:db8::2", 128));
+    assert_false(same_key("2001:db8::1", "2001:db8::2", 0));
+    /* IPv4 is keyed by the full address, IPv4-mapped IPv6 the same as IPv4. */
+    assert_false(same_key("192.0.2.1", "192.0.2.2", 64));
+    assert_true(same_key("192.0.2.1", "::ffff:192.0.2.1", 64));
+    assert_false(same_key("192.0.2.1", "::ffff:192.0.2.2", 32));
+    /* The masked-off bits are zero: the key does not depend on them. */
+    union ws_ip_key k = key_of("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64);
+    for (unsigned i = 8; i < 16; i++)
+        assert_int_equal(k.addr[i], 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -120,6 +167,7 @@ int main(void)
         cmocka_unit_test(test_transport_ws_origin_null_and_malformed_are_refused),
         cmocka_unit_test(test_transport_ws_origin_parse_rejects_bad_config),
         cmocka_unit_test(test_transport_ws_utf8_accepts_sip_and_rejects_invalid),
+        cmocka_unit_test(test_transport_ws_ip_key_groups_ipv6_by_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
