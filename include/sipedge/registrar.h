@@ -35,6 +35,10 @@ struct registrar_opts {
     const struct config_addr *trusted;   /* peers whose P-Asserted-Identity de-REGISTER is
                                             accepted without a challenge (the edge) */
     unsigned n_trusted;
+    const struct config_addr *peers;     /* the only addresses a Route or Request-URI may
+                                            send a request to, besides registered
+                                            bindings (e.g. a core proxy); may be empty */
+    unsigned n_peers;
     const uint8_t *branch_key;           /* REGISTRAR_BRANCH_KEY_LEN bytes keying the MAC on
                                             the binding id in our Via (sb=); NULL: random */
 };
@@ -76,6 +80,8 @@ struct registrar_stats {
     uint64_t responses_fwd;      /* responses forwarded */
     uint64_t responses_dropped;  /* not our Via, 100 Trying, no next hop */
     uint64_t flow_failed;        /* bindings removed on 430 (RFC 5626 §5.3) */
+    uint64_t route_refused;      /* 403: Route or Request-URI naming neither us, a
+                                    configured peer nor a registered AOR (no open relay) */
     uint64_t forged_430;         /* 430s naming a binding without a valid sb MAC, or not
                                     from the binding's next hop: nothing removed */
     uint64_t dropped_bad;        /* unparsable input (answered 400 when possible) */

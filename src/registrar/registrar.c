@@ -46,6 +46,8 @@ struct registrar {
     struct policy policy;
     struct config_addr *trusted;
     unsigned n_trusted;
+    struct config_addr *peers; /* the only non-binding next hops (no open relay) */
+    unsigned n_peers;
     registrar_send_cb send;
     void *send_ctx;
     struct location *loc;
@@ -1030,24 +1032,57 @@ static struct location_binding *route_pick(struct registrar *r, const char *aor,
     return best;
 }
 
-/* First element of a Route list as a forward target. */
-static bool route_target(struct slice route_list, struct sockaddr_storage *ss, socklen_t *len)
+/* True when the URI names a configured peer exactly (numeric address and port, or the
+ * peer's configured host text and port); *ss is then the peer's address. */
+static bool uri_peer(const struct registrar *r, const struct sip_uri *uri,
+                     struct sockaddr_storage *ss, socklen_t *len)
+{
+    struct sockaddr_storage a;
+    socklen_t a_len = 0;
+    bool is_addr = host_to_addr(uri->host, uri->port, &a, &a_len);
+    uint16_t port = uri->port ? uri->port : SIP_DEFAULT_PORT;
+    for (unsigned i = 0; i < r->n_peers; i++) {
+        const struct config_addr *p = &r->peers[i];
+        if ((is_addr && netaddr_eq((const struct sockaddr *)&a, (const struct sockaddr *)&p->ss)) ||
+            (slice_case_eq_str(uri->host, p->host) && port == p->port)) {
+            memcpy(ss, &p->ss, sizeof(*ss));
+            *len = p->len;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* First element of a Route list as a forward target: only a configured peer qualifies. */
+static bool route_target(const struct registrar *r, struct slice route_list,
+                         struct sockaddr_storage *ss, socklen_t *len)
 {
     struct sip_nameaddr na;
     struct slice rest;
     struct sip_uri uri;
     bool is_sip = false;
     return sip_nameaddr_parse(route_list, &na, &rest) == 0 &&
-           sip_uri_parse(na.uri, &uri, &is_sip) == 0 && is_sip &&
-           host_to_addr(uri.host, uri.port, ss, len);
+           sip_uri_parse(na.uri, &uri, &is_sip) == 0 && is_sip && uri_peer(r, &uri, ss, len);
+}
+
+/* 403 for a next hop we will not send to (RFC 3261 §16.5 leaves the policy to us). */
+static void route_refuse(struct req *q, const char *what)
+{
+    q->r->stats.route_refused++;
+    log_info("registrar: %.*s %s names no peer of ours: 403", SLICE_FMT(q->m->method), what);
+    reply(q, 403, "Forbidden Route", NULL);
 }
 
 /*
  * Routing of every request but REGISTER (RFC 3261 §16, stateless per §16.11):
- *  - a Route set left after removing our own entry decides the next hop (§16.12);
+ *  - a Route set left after removing our own entry decides the next hop (§16.12), but
+ *    only when it names a configured peer (opts->peers): any other gets 403;
  *  - otherwise a registered AOR in the Request-URI is retargeted to its best binding
  *    (highest q, then most recent) through the binding's Path;
- *  - an in-dialog request that named us in its top Route goes on to the R-URI host.
+ *  - a Request-URI naming a configured peer goes there; an in-dialog request that named
+ *    us in its top Route and targets any other host gets 403.
+ * So the registrar sends requests only to bindings (through their Path) and peers: a
+ * client cannot make it send to an address of its choosing.
  * ACK is forwarded like any request when there is a target: a stateless element cannot
  * tell an ACK for a forwarded non-2xx from one for a 2xx, and the downstream server
  * transaction needs it (same branch as the INVITE, §16.11). An ACK that has no target
@@ -1110,9 +1145,8 @@ static void handle_request(struct req *q)
     }
 
     if (next_route.len > 0) {
-        if (!route_target(next_route, &f.dst, &f.dst_len)) {
-            r->stats.not_found++;
-            reply(q, 404, "Not Found", NULL);
+        if (!route_target(r, next_route, &f.dst, &f.dst_len)) {
+            route_refuse(q, "Route");
             return;
         }
     } else {
@@ -1135,9 +1169,11 @@ static void handle_request(struct req *q)
             r->stats.options_local++;
             reply(q, 200, "OK", "Allow: REGISTER, INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE\r\n");
             return;
-        } else if (f.strip_top_route && ruri_ok && !is_self_hostport(r, ruri.host, ruri.port) &&
-                   host_to_addr(ruri.host, ruri.port, &f.dst, &f.dst_len)) {
-            /* Loose routing of an in-dialog request to the remote target. */
+        } else if (ruri_ok && uri_peer(r, &ruri, &f.dst, &f.dst_len)) {
+            /* Loose routing (in-dialog) or a request for a peer's domain. */
+        } else if (f.strip_top_route && ruri_ok && !is_self_hostport(r, ruri.host, ruri.port)) {
+            route_refuse(q, "Request-URI");
+            return;
         } else {
             if (is_ack) {
                 /* ACK for a final response this element generated (404/480/483). */
@@ -1307,7 +1343,7 @@ int registrar_new(struct registrar **out, const struct registrar_opts *opts, reg
                   void *send_ctx, char *err, size_t errcap)
 {
     if (!out || !opts || !opts->self || !opts->policy || !send ||
-        (opts->n_trusted && !opts->trusted)) {
+        (opts->n_trusted && !opts->trusted) || (opts->n_peers && !opts->peers)) {
         snprintf(err, errcap, "registrar: bad options");
         return -EINVAL;
     }
@@ -1338,7 +1374,15 @@ int registrar_new(struct registrar **out, const struct registrar_opts *opts, reg
             r->n_trusted = opts->n_trusted;
         }
     }
-    if (!r->hdrs || !r->found || (opts->n_trusted && !r->trusted)) {
+    if (opts->n_peers) {
+        r->peers = calloc(opts->n_peers, sizeof(*r->peers));
+        if (r->peers) {
+            memcpy(r->peers, opts->peers, opts->n_peers * sizeof(*r->peers));
+            r->n_peers = opts->n_peers;
+        }
+    }
+    if (!r->hdrs || !r->found || (opts->n_trusted && !r->trusted) ||
+        (opts->n_peers && !r->peers)) {
         rc = -ENOMEM;
         goto out;
     }
@@ -1369,6 +1413,7 @@ void registrar_free(struct registrar *r)
     EVP_MAC_CTX_free(r->sb_mac);
     location_free(r->loc);
     free(r->trusted);
+    free(r->peers);
     free(r->found);
     free(r->hdrs);
     free(r);

@@ -38,7 +38,7 @@ struct sent {
 
 struct fx {
     struct registrar *r;
-    struct config_addr self, edge;
+    struct config_addr self, edge, peer;
     struct policy pol;
     struct sent sent[MAX_SENT];
     size_t n_sent;
@@ -82,6 +82,7 @@ static int fx_setup(void **state, bool with_auth)
         return -1;
     addr_set(&f->self, "127.0.0.1", 5080);
     addr_set(&f->edge, "127.0.0.1", 5070);
+    addr_set(&f->peer, "198.51.100.7", 5070);
     struct config_addr other;
     addr_set(&other, "127.0.0.1", 5071);
     memcpy(&f->edge_ss, &f->edge.ss, sizeof(f->edge_ss));
@@ -106,6 +107,8 @@ static int fx_setup(void **state, bool with_auth)
         .policy = &f->pol,
         .trusted = &f->edge,
         .n_trusted = 1,
+        .peers = &f->peer,
+        .n_peers = 1,
     };
     char err[256] = "";
     int rc = registrar_new(&f->r, &opts, on_send, f, err, sizeof(err));
@@ -877,6 +880,46 @@ static void test_registrar_loose_routes_in_dialog_request(void **state)
     assert_true(slice_eq(sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS)->value, SLICE_LIT("4")));
 }
 
+/* No open relay: a Route or an in-dialog Request-URI naming an address that is neither
+ * ours nor a configured peer is refused, never sent to. */
+static void test_registrar_route_to_unknown_address_refused(void **state)
+{
+    struct fx *f = *state;
+    static const char *const routes[] = {
+        "Route: <sip:10.1.2.3:5060;lr>\n",
+        "Route: <sip:127.0.0.1:5080;lr>, <sip:10.1.2.3;lr>\n",
+        "Route: <sip:127.0.0.1:5080;lr>\nRoute: <sip:198.51.100.7:5071;lr>\n",
+        "Route: <sip:127.0.0.1:5080;lr>\n", /* then the R-URI host */
+    };
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        fx_send_from(f, &f->other_ss, f->other_len, T0,
+                     "BYE sip:carol@10.1.2.3:5060 SIP/2.0\n"
+                     "Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKssrf%zu\n"
+                     "%s"
+                     "Max-Forwards: 5\n"
+                     "From: <sip:mallory@example.net>;tag=m1\nTo: <sip:carol@example.com>;tag=c1\n"
+                     "Call-ID: ssrf%zu\nCSeq: 2 BYE\nContent-Length: 0\n\n",
+                     i, routes[i], i);
+        assert_int_equal(fx_status(f), 403);
+        assert_int_equal(sent_port(&f->sent[0]), 5071);
+    }
+    struct registrar_stats st;
+    registrar_stats(f->r, &st);
+    assert_int_equal(st.route_refused, 4);
+    assert_int_equal(st.routed, 0);
+    /* The configured peer, named by a Route, is reached. */
+    fx_send_from(f, &f->other_ss, f->other_len, T0,
+                 "BYE sip:carol@10.1.2.3:5060 SIP/2.0\n"
+                 "Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKpeer\n"
+                 "Route: <sip:198.51.100.7:5070;lr>\n"
+                 "Max-Forwards: 5\n"
+                 "From: <sip:mallory@example.net>;tag=m1\nTo: <sip:carol@example.com>;tag=c1\n"
+                 "Call-ID: peer1\nCSeq: 2 BYE\nContent-Length: 0\n\n");
+    assert_int_equal(f->n_sent, 1);
+    assert_true(fx_out(f, 0)->is_request);
+    assert_int_equal(sent_port(&f->sent[0]), 5070);
+}
+
 static void test_registrar_bad_input_counted(void **state)
 {
     struct fx *f = *state;
@@ -1111,6 +1154,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_registrar_loose_routes_in_dialog_request, setup_open,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_registrar_route_to_unknown_address_refused,
+                                        setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_bad_input_counted, setup_open, teardown),
         cmocka_unit_test(test_registrar_bad_users_file_reports_line),
         cmocka_unit_test(test_registrar_new_is_whole_or_fails_cleanly),
