@@ -80,6 +80,8 @@ struct registrar_stats {
     uint64_t responses_fwd;      /* responses forwarded */
     uint64_t responses_dropped;  /* not our Via, 100 Trying, no next hop */
     uint64_t flow_failed;        /* bindings removed on 430 (RFC 5626 §5.3) */
+    uint64_t path_ignored;       /* REGISTERs whose Path was dropped: not from a trusted
+                                    peer (RFC 3327 §5.3 trusts only the proxies it knows) */
     uint64_t route_refused;      /* 403: Route or Request-URI naming neither us, a
                                     configured peer nor a registered AOR (no open relay) */
     uint64_t forged_430;         /* 430s naming a binding without a valid sb MAC, or not

@@ -349,6 +349,15 @@ static bool register_authorize(struct req *q, struct slice aor_user)
     return false;
 }
 
+/* True when src is one of opts->trusted (the edge). */
+static bool src_is_trusted(const struct registrar *r, const struct sockaddr *src)
+{
+    for (unsigned i = 0; i < r->n_trusted; i++)
+        if (netaddr_eq(src, (const struct sockaddr *)&r->trusted[i].ss))
+            return true;
+    return false;
+}
+
 /*
  * RFC 3325 trust domain: a peer listed in opts->trusted (the edge) removes bindings it
  * can no longer reach by asserting the AOR; it cannot sign for the user. Only removals
@@ -357,11 +366,7 @@ static bool register_authorize(struct req *q, struct slice aor_user)
 static bool register_is_trusted_dereg(struct req *q, const char *aor, bool is_star,
                                       const struct contact_plan *plans, size_t n_plans)
 {
-    struct registrar *r = q->r;
-    bool is_trusted = false;
-    for (unsigned i = 0; i < r->n_trusted && !is_trusted; i++)
-        is_trusted = netaddr_eq(q->src, (const struct sockaddr *)&r->trusted[i].ss);
-    if (!is_trusted || (!is_star && n_plans == 0))
+    if (!src_is_trusted(q->r, q->src) || (!is_star && n_plans == 0))
         return false;
     for (size_t i = 0; i < n_plans; i++)
         if (plans[i].expires_s != 0)
@@ -555,9 +560,9 @@ static void binding_fill(struct req *q, struct location_binding *b, const struct
     copy_slice(b->user_agent, sizeof(b->user_agent), ua ? ua->value : SLICE_NULL);
 }
 
-/* 200 OK: every current binding (RFC 3261 §10.3 step 8) and the request's Path echoed
- * (RFC 3327 §5.3). */
-static void register_reply_ok(struct req *q, const char *aor)
+/* 200 OK: every current binding (RFC 3261 §10.3 step 8) and, when it was taken, the
+ * request's Path echoed (RFC 3327 §5.3). */
+static void register_reply_ok(struct req *q, const char *aor, bool use_path)
 {
     struct registrar *r = q->r;
     size_t n = register_load(r, aor, q->now_ms);
@@ -588,7 +593,7 @@ static void register_reply_ok(struct req *q, const char *aor)
             sip_build_fmt(&sb, ";reg-id=%u", b->reg_id);
         sip_build_str(&sb, "\r\n");
     }
-    for (const struct sip_hdr *h = sip_msg_hdr(q->m, SIP_HDR_PATH); h;
+    for (const struct sip_hdr *h = use_path ? sip_msg_hdr(q->m, SIP_HDR_PATH) : NULL; h;
          h = sip_msg_hdr_next(q->m, h))
         sip_build_fmt(&sb, "Path: %.*s\r\n", SLICE_FMT(h->value));
     sip_build_mem(&sb, "", 1);
@@ -653,8 +658,17 @@ static void handle_register(struct req *q)
         register_reject(q, 420, "Bad Extension", extra);
         return;
     }
+    /* RFC 3327 §5.3: the registrar stores a Path only from proxies it trusts; the edge
+     * (opts->trusted) is the one that inserts it. A Path from anyone else would let the
+     * sender choose where the AOR's requests go: it is dropped, as if absent, and counted. */
+    bool use_path = src_is_trusted(r, q->src);
+    if (!use_path && sip_msg_hdr(m, SIP_HDR_PATH)) {
+        r->stats.path_ignored++;
+        log_info("registrar: %s: Path from an untrusted source ignored", aor);
+    }
     /* RFC 3327 §5.3: Path without Supported: path is refused. */
-    if (sip_msg_hdr(m, SIP_HDR_PATH) && !hdr_tag_present(m, SIP_HDR_SUPPORTED, "path")) {
+    if (use_path && sip_msg_hdr(m, SIP_HDR_PATH) &&
+        !hdr_tag_present(m, SIP_HDR_SUPPORTED, "path")) {
         register_reject(q, 420, "Bad Extension", "Unsupported: path\r\n");
         return;
     }
@@ -691,7 +705,8 @@ static void handle_register(struct req *q)
         return;
     }
     char path[LOCATION_PATH_MAX];
-    if (register_join_path(m, path, sizeof(path)) != 0) {
+    path[0] = '\0';
+    if (use_path && register_join_path(m, path, sizeof(path)) != 0) {
         register_reject(q, 400, "Path Too Long", NULL);
         return;
     }
@@ -772,7 +787,7 @@ static void handle_register(struct req *q)
     }
     if (is_trusted)
         r->stats.trusted_dereg++;
-    register_reply_ok(q, aor);
+    register_reply_ok(q, aor, use_path);
 }
 
 /* ---- routing ----------------------------------------------------------------------- */

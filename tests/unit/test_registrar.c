@@ -920,6 +920,30 @@ static void test_registrar_route_to_unknown_address_refused(void **state)
     assert_int_equal(sent_port(&f->sent[0]), 5070);
 }
 
+/* A Path is the route to a binding: only the edge (a trusted peer) may set it, or a
+ * client sending straight to the registrar would choose where its calls go. */
+static void test_registrar_path_from_untrusted_source_ignored(void **state)
+{
+    struct fx *f = *state;
+    fx_send_from(f, &f->other_ss, f->other_len, T0, REG_FMT, 1u, 1u, "alice", 1u, "alice", "up1",
+                 1u, "Contact: <sip:alice@192.0.2.1:5062>\n");
+    assert_int_equal(fx_status(f), 200);
+    assert_false(has_text(f, 0, "Path:"));
+    struct registrar_stats st;
+    registrar_stats(f->r, &st);
+    assert_int_equal(st.path_ignored, 1);
+    /* Routed to the contact, not to the Path the client named. */
+    assert_int_equal(invite(f, T0 + 10, "INVITE", "alice", ""), 1);
+    assert_null(sip_msg_hdr(fx_out(f, 0), SIP_HDR_ROUTE));
+    assert_int_equal(sent_port(&f->sent[0]), 5062);
+    /* From the edge the Path is kept. */
+    reg(f, T0 + 20, "alice", "up1", 2, "Contact: <sip:alice@192.0.2.1:5062>\n");
+    assert_int_equal(fx_status(f), 200);
+    assert_true(has_text(f, 0, "Path: <sip:tok1@127.0.0.1:5070;lr>"));
+    invite(f, T0 + 30, "INVITE", "alice", "");
+    assert_int_equal(sent_port(&f->sent[0]), 5070);
+}
+
 static void test_registrar_bad_input_counted(void **state)
 {
     struct fx *f = *state;
@@ -1155,6 +1179,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registrar_loose_routes_in_dialog_request, setup_open,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_registrar_route_to_unknown_address_refused,
+                                        setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_registrar_path_from_untrusted_source_ignored,
                                         setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_bad_input_counted, setup_open, teardown),
         cmocka_unit_test(test_registrar_bad_users_file_reports_line),
