@@ -40,7 +40,7 @@ struct guard_src {
     uint64_t proven_until_ms; /* pair: proof of return routability (guard_note_proven) */
     uint64_t users_since_ms;
     uint32_t users[GUARD_USERS_MAX]; /* address entry: AORs that got 404 in the window */
-    uint16_t auth_port;              /* address entry: latest authenticated port */
+    struct ban_key auth_src;         /* address entry: latest authenticated (address, port) */
     uint8_t n_users;
     char aor[GUARD_AOR_KEEP];        /* latest AOR seen, for events */
 };
@@ -165,6 +165,32 @@ static uint64_t window_ms(const struct guard *g)
     return (uint64_t)g->pol.guard_window_s * 1000;
 }
 
+/* The address key of kp: port 0, and an IPv6 address cut to ipv6_prefix bits, so one
+ * prefix is limited, struck and banned as one source however it rotates addresses. */
+static struct ban_key addr_key(const struct guard *g, const struct ban_key *kp)
+{
+    struct ban_key ka = *kp;
+    ka.port = 0;
+    if (ka.family == AF_INET6 && g->pol.guard_ipv6_prefix < 128) {
+        unsigned bits = g->pol.guard_ipv6_prefix;
+        for (unsigned i = 0; i < 16; i++) {
+            unsigned keep = bits >= 8 * (i + 1) ? 8 : bits > 8 * i ? bits - 8 * i : 0;
+            ka.addr[i] &= (uint8_t)(0xff00u >> keep);
+        }
+    }
+    return ka;
+}
+
+/* (address, port) and address keys of src; -EAFNOSUPPORT for other families. */
+static int src_keys(const struct guard *g, const struct sockaddr *src, struct ban_key *kp,
+                    struct ban_key *ka)
+{
+    int rc = ban_key_from_sockaddr(src, true, kp);
+    if (rc == 0)
+        *ka = addr_key(g, kp);
+    return rc;
+}
+
 /* ---- source table ----------------------------------------------------------------------- */
 
 static struct guard_src *src_get(struct guard *g, const struct ban_key *k, bool create,
@@ -246,16 +272,22 @@ static bool same_addr(const struct ban_key *a, const struct ban_key *b)
     return a->family == b->family && memcmp(a->addr, b->addr, sizeof(a->addr)) == 0;
 }
 
-/* The address of k is one of the core side's (port ignored). */
+static struct ban_key addr_key(const struct guard *g, const struct ban_key *kp);
+
+/* The address of k (port ignored) is one of the core side's, or for IPv6 shares its
+ * ipv6_prefix with one: an address ban of that prefix would cut the core side off. */
 static bool is_protected(const struct guard *g, const struct ban_key *k)
 {
-    for (unsigned i = 0; i < g->n_protected; i++)
-        if (same_addr(&g->protected_keys[i], k))
+    struct ban_key m = addr_key(g, k);
+    for (unsigned i = 0; i < g->n_protected; i++) {
+        struct ban_key pm = addr_key(g, &g->protected_keys[i]);
+        if (same_addr(&pm, &m))
             return true;
+    }
     return false;
 }
 
-/* Never banned: allowlisted or core side. */
+/* Never banned: allowlisted (the address itself) or core side. */
 static bool is_exempt(const struct guard *g, const struct ban_key *k)
 {
     return allowlist_match(&g->allow, k) || is_protected(g, k);
@@ -281,11 +313,9 @@ static void strike(struct guard *g, const struct sockaddr *src, enum guard_reaso
 {
     struct ban_key kp, ka;
     uint32_t w = weight_of(g, why);
-    if (w == 0 || ban_key_from_sockaddr(src, true, &kp) != 0)
+    if (w == 0 || src_keys(g, src, &kp, &ka) != 0)
         return;
-    ka = kp;
-    ka.port = 0;
-    if (is_exempt(g, &ka)) {
+    if (is_exempt(g, &kp)) {
         g->stats.strikes_allowlisted++;
         return;
     }
@@ -320,7 +350,7 @@ static void strike(struct guard *g, const struct sockaddr *src, enum guard_reaso
     copy_aor(a->aor, sizeof(a->aor), aor);
     if (p != NULL)
         copy_aor(p->aor, sizeof(p->aor), aor);
-    bool other_auth = a->auth_until_ms > now && a->auth_port != kp.port;
+    bool other_auth = a->auth_until_ms > now && memcmp(&a->auth_src, &kp, sizeof(kp)) != 0;
     if (a_sum >= g->pol.guard_ip_threshold ||
         (g->pol.guard_ban_scope == POLICY_BAN_SCOPE_IP && a_sum >= g->pol.guard_threshold &&
          !other_auth)) {
@@ -546,18 +576,27 @@ struct guard_verdict guard_admit(struct guard *g, const struct sockaddr *src, ui
 {
     struct ban_key kp, ka;
     g->now_ms = now_ms;
-    if (ban_key_from_sockaddr(src, true, &kp) != 0)
+    if (src_keys(g, src, &kp, &ka) != 0)
         return verdict(GUARD_PASS, 0, GUARD_REASON_NONE);
-    ka = kp;
-    ka.port = 0;
-    if (ban_is_banned(g->ban, &ka, now_ms) || ban_is_banned(g->ban, &kp, now_ms)) {
+    struct ban_key kx = kp; /* the exact address: operator bans of one IPv6 address */
+    kx.port = 0;
+    if (ban_is_banned(g->ban, &ka, now_ms) || ban_is_banned(g->ban, &kp, now_ms) ||
+        (kx.family == AF_INET6 && ban_is_banned(g->ban, &kx, now_ms))) {
         g->stats.drop_banned++;
         return verdict(GUARD_DROP, 0, GUARD_REASON_BANNED);
     }
     const struct policy *p = &g->pol;
     struct guard_src *a = src_get(g, &ka, true, now_ms);
-    struct guard_src *pp = a != NULL ? src_get(g, &kp, true, now_ms) : NULL;
-    if (a == NULL || pp == NULL) {
+    struct guard_src *pp = NULL;
+    bool a_empty = false;
+    if (a != NULL) {
+        ratelim_refill(&a->bucket, p->guard_ip_rate, p->guard_ip_burst, now_ms);
+        /* An address (IPv6: prefix) over its limit gets no new (address, port) entries: by
+         * rotating ports or addresses it cannot fill the table faster than its rate. */
+        a_empty = ratelim_tokens(&a->bucket) < 1;
+        pp = src_get(g, &kp, !a_empty, now_ms);
+    }
+    if (a == NULL || (pp == NULL && !a_empty)) {
         /* No room to track this source: it shares one bucket with every other such source,
          * so a flood of new addresses gets one source's budget in total. */
         g->stats.sources_full++;
@@ -568,16 +607,17 @@ struct guard_verdict guard_admit(struct guard *g, const struct sockaddr *src, ui
         g->stats.over_limit_overflow++;
         return over_limit_verdict(g, GUARD_REASON_RATE_OVERFLOW);
     }
-    ratelim_refill(&a->bucket, p->guard_ip_rate, p->guard_ip_burst, now_ms);
-    ratelim_refill(&pp->bucket, p->guard_ip_port_rate, p->guard_ip_port_burst, now_ms);
     enum guard_reason why = GUARD_REASON_NONE;
     struct guard_src *over = NULL;
-    if (ratelim_tokens(&a->bucket) < 1) {
+    if (a_empty) {
         why = GUARD_REASON_RATE_IP, over = a;
         g->stats.over_limit_ip++;
-    } else if (ratelim_tokens(&pp->bucket) < 1) {
-        why = GUARD_REASON_RATE_IP_PORT, over = pp;
-        g->stats.over_limit_ip_port++;
+    } else {
+        ratelim_refill(&pp->bucket, p->guard_ip_port_rate, p->guard_ip_port_burst, now_ms);
+        if (ratelim_tokens(&pp->bucket) < 1) {
+            why = GUARD_REASON_RATE_IP_PORT, over = pp;
+            g->stats.over_limit_ip_port++;
+        }
     }
     if (over == NULL) {
         ratelim_take(&a->bucket, 1);
@@ -590,7 +630,7 @@ struct guard_verdict guard_admit(struct guard *g, const struct sockaddr *src, ui
     if (over->last_trip_ms == 0 || now_ms - over->last_trip_ms >= 1000) {
         over->last_trip_ms = now_ms;
         g->stats.rate_trips++;
-        if (!allowlist_match(&g->allow, &ka))
+        if (!allowlist_match(&g->allow, &kp))
             emit(g, "rate_limit", over == a ? &ka : &kp, guard_reason_name(why),
                  strikes_sum(&over->strikes, window_ms(g), now_ms), -1, over->aor);
         strike(g, src, GUARD_REASON_OVER_LIMIT, SLICE_NULL, now_ms);
@@ -753,8 +793,8 @@ struct guard_verdict guard_admit_register(struct guard *g, const struct sockaddr
 static void note_not_found(struct guard *g, const struct sockaddr *src, struct slice aor,
                            uint64_t now)
 {
-    struct ban_key ka;
-    if (aor.len == 0 || ban_key_from_sockaddr(src, false, &ka) != 0)
+    struct ban_key kp, ka;
+    if (aor.len == 0 || src_keys(g, src, &kp, &ka) != 0)
         return;
     struct guard_src *a = src_get(g, &ka, true, now);
     if (a == NULL)
@@ -792,10 +832,8 @@ void guard_on_response(struct guard *g, const struct sockaddr *flow_src, unsigne
         note_not_found(g, flow_src, aor, now_ms);
     } else if (status >= 200 && status < 300 && request_had_credentials) {
         struct ban_key kp, ka;
-        if (ban_key_from_sockaddr(flow_src, true, &kp) != 0)
+        if (src_keys(g, flow_src, &kp, &ka) != 0)
             return;
-        ka = kp;
-        ka.port = 0;
         uint64_t until = now_ms + (uint64_t)g->pol.guard_auth_memory_s * 1000;
         struct guard_src *a = src_get(g, &ka, true, now_ms);
         struct guard_src *p = src_get(g, &kp, true, now_ms);
@@ -803,7 +841,7 @@ void guard_on_response(struct guard *g, const struct sockaddr *flow_src, unsigne
             p->auth_until_ms = until;
         if (a != NULL) {
             a->auth_until_ms = until;
-            a->auth_port = kp.port;
+            a->auth_src = kp;
         }
     }
 }

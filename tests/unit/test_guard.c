@@ -41,6 +41,19 @@ static const struct sockaddr *sa_ptr(const char *ip, uint16_t port)
     return (const struct sockaddr *)s;
 }
 
+static const struct sockaddr *sa6_ptr(const char *ip, uint16_t port)
+{
+    static struct sockaddr_storage ring[8];
+    static unsigned i;
+    struct sockaddr_storage *s = &ring[i++ % 8];
+    memset(s, 0, sizeof(*s));
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)s;
+    in6->sin6_family = AF_INET6;
+    in6->sin6_port = htons(port);
+    assert_int_equal(inet_pton(AF_INET6, ip, &in6->sin6_addr), 1);
+    return (const struct sockaddr *)s;
+}
+
 static void set_addr(struct config_addr *ca, const char *ip, uint16_t port)
 {
     memset(ca, 0, sizeof(*ca));
@@ -296,6 +309,51 @@ static void test_guard_default_scope_is_ip(void **state)
     assert_int_equal(guard_admit(g, sa_ptr("198.18.0.28", 5060), 2001).reason,
                      GUARD_REASON_BANNED);
     assert_int_equal(guard_admit(g, sa_ptr("198.18.0.28", 5061), 2001).action, GUARD_PASS);
+}
+
+/* One IPv6 /64 is one source for the per-address bucket: rotating addresses inside it
+ * gets one budget, and an over-limit prefix cannot fill the source table. */
+static void test_guard_ipv6_prefix_shares_one_bucket(void **state)
+{
+    pol.guard_max_sources = 64;
+    pol.guard_ip_rate = 3;
+    pol.guard_ip_burst = 3;
+    struct guard *g = mk(state);
+    char ip[64];
+    int passed = 0;
+    for (int i = 1; i <= 200; i++) {
+        snprintf(ip, sizeof(ip), "2001:db8:1:2::%x", i);
+        passed += guard_admit(g, sa6_ptr(ip, 5060), 2000).action == GUARD_PASS;
+    }
+    assert_int_equal(passed, 3);
+    assert_int_equal(guard_stats(g)->sources_full, 0);
+    /* Another /64 has its own budget. */
+    assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:1:3::1", 5060), 2000).action, GUARD_PASS);
+}
+
+/* Strikes of proven sources anywhere in one /64 add up, and the ban covers the prefix. */
+static void test_guard_ipv6_address_ban_covers_the_prefix(void **state)
+{
+    pol.guard_ban_scope = POLICY_BAN_SCOPE_PORT;
+    struct guard *g = mk(state);
+    char ip[64];
+    for (int i = 1; i <= 10; i++) { /* 10 addresses x 2 strikes = ip_threshold */
+        snprintf(ip, sizeof(ip), "2001:db8:1:2::%x", i);
+        prove(g, sa6_ptr(ip, 5060), 1500);
+        fail_auth(g, sa6_ptr(ip, 5060), 1, 2000);
+    }
+    assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:1:2:ffff::1", 40000), 2001).reason,
+                     GUARD_REASON_BANNED);
+    struct ban_key k;
+    ban_key_parse("2001:db8:1:2::", &k);
+    assert_true(ban_is_banned(guard_bans(g), &k, 2001));
+    assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:1:3::1", 5060), 2001).action, GUARD_PASS);
+    /* An operator ban of one IPv6 address still drops exactly that address. */
+    ban_key_parse("2001:db8:9::5", &k);
+    assert_int_equal(guard_ban(g, &k, 60, 2001, NULL), 0);
+    assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:9::5", 5060), 2002).reason,
+                     GUARD_REASON_BANNED);
+    assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:9::6", 5060), 2002).action, GUARD_PASS);
 }
 
 /* Registrars and core peers are never banned, whatever the allowlist says. */
@@ -594,6 +652,8 @@ int main(void)
         T(test_guard_unproven_strikes_ban_only_that_port_briefly),
         T(test_guard_authenticated_port_counts_towards_address),
         T(test_guard_default_scope_is_ip),
+        T(test_guard_ipv6_prefix_shares_one_bucket),
+        T(test_guard_ipv6_address_ban_covers_the_prefix),
         T(test_guard_core_side_never_banned),
         T(test_guard_allowlisted_source_never_banned),
         T(test_guard_scanner_user_agent_drops_and_bans),
