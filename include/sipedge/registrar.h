@@ -39,6 +39,7 @@ struct registrar_opts {
                                             send a request to, besides registered
                                             bindings (e.g. a core proxy); may be empty */
     unsigned n_peers;
+    uint32_t nonce_count_slots;          /* entries of the digest replay table; 0: 2^18 */
     const uint8_t *branch_key;           /* REGISTRAR_BRANCH_KEY_LEN bytes keying the MAC on
                                             the binding id in our Via (sb=); NULL: random */
 };
@@ -90,7 +91,8 @@ struct registrar_stats {
     uint64_t send_errors;        /* replies or forwards that could not be built */
     uint64_t expired;            /* bindings removed by registrar_tick */
     uint64_t replays;            /* valid credentials with a used nonce count (RFC 7616 §5.5) */
-    uint64_t nc_table_full;      /* nonce-count checks skipped: the bounded table was full */
+    uint64_t nc_table_full;      /* 503 sent: no room in the nonce-count table to check the
+                                    credentials for a replay (fail closed) */
 };
 
 /* Copies the counters into *out. */

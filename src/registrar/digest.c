@@ -14,7 +14,8 @@
  * carried valid credentials, the highest nc seen, so a captured Authorization cannot be
  * replayed (the digest does not cover the Contact, so a replay could move a binding).
  * Entries live as long as their nonce; the table is bounded, and when it is full the
- * check is skipped and counted rather than failing every client.
+ * use is refused (-ENOSPC, counted): the registrar answers 503 rather than accept
+ * credentials it could not check for a replay.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -63,8 +64,9 @@ struct digest {
     uint32_t cap_users;
     uint32_t *buckets;
     uint32_t bucket_mask;
-    struct digest_nc *ncs; /* DIGEST_NC_SLOTS, allocated on first use */
-    uint64_t nc_full;      /* checks skipped: no free slot within DIGEST_NC_PROBE */
+    struct digest_nc *ncs; /* nc_slots entries, allocated on first use */
+    uint32_t nc_slots;     /* power of two >= DIGEST_NC_PROBE */
+    uint64_t nc_full;      /* uses refused: no free slot within DIGEST_NC_PROBE */
 };
 
 static uint32_t name_hash(const char *p, size_t len)
@@ -222,6 +224,7 @@ int digest_new_string(struct digest **out, const char *name, const char *text, s
     if (!d)
         return -ENOMEM;
     snprintf(d->realm, sizeof(d->realm), "%s", realm);
+    d->nc_slots = DIGEST_NC_SLOTS;
     int rc = RAND_bytes(d->key, sizeof(d->key)) == 1 ? 0 : -EIO;
     if (rc != 0)
         snprintf(err, errcap, "%s: no randomness for the nonce key", name);
@@ -387,10 +390,10 @@ int digest_nc_note(struct digest *d, const struct digest_creds *c, uint64_t req_
         nc = nc << 4 | (uint32_t)v;
     }
     if (!d->ncs) {
-        d->ncs = calloc(DIGEST_NC_SLOTS, sizeof(*d->ncs));
+        d->ncs = calloc(d->nc_slots, sizeof(*d->ncs));
         if (!d->ncs) {
             d->nc_full++;
-            return 0;
+            return -ENOSPC;
         }
     }
     uint64_t key = fnv1a64(FNV1A64_INIT, slice_make((const char *)raw + 8, DIGEST_NONCE_MAC));
@@ -402,7 +405,7 @@ int digest_nc_note(struct digest *d, const struct digest_creds *c, uint64_t req_
     uint32_t expires_s = (uint32_t)((be64(raw) + ttl_ms + DIGEST_SKEW_MS) / 1000) + 1;
     struct digest_nc *free_slot = NULL;
     for (uint32_t k = 0; k < DIGEST_NC_PROBE; k++) {
-        struct digest_nc *e = &d->ncs[(key + k) & (DIGEST_NC_SLOTS - 1)];
+        struct digest_nc *e = &d->ncs[(key + k) & (d->nc_slots - 1)];
         if (e->key == key) {
             if (nc == e->nc && req_hash == e->req)
                 return 0; /* a retransmission of the request that used it */
@@ -416,11 +419,21 @@ int digest_nc_note(struct digest *d, const struct digest_creds *c, uint64_t req_
             free_slot = e;
     }
     if (!free_slot) {
-        d->nc_full++;
-        return 0;
+        d->nc_full++; /* fail closed: an unchecked use could be a replay */
+        return -ENOSPC;
     }
     *free_slot = (struct digest_nc){.key = key, .req = req_hash, .expires_s = expires_s, .nc = nc};
     return 0;
+}
+
+void digest_nc_size(struct digest *d, uint32_t slots)
+{
+    if (d->ncs || slots == 0)
+        return;
+    uint32_t n = DIGEST_NC_PROBE;
+    while (n < slots && n < (1u << 30))
+        n <<= 1;
+    d->nc_slots = n;
 }
 
 uint64_t digest_nc_full(const struct digest *d)

@@ -321,6 +321,15 @@ static bool register_authorize(struct req *q, struct slice aor_user)
                                 r->policy.nonce_ttl_s);
         if (rc == 0)
             return true;
+        if (rc == -ENOSPC) {
+            /* No room to remember this use: accepting it unchecked would let a replay
+             * through, so the client retries later (counted in digest_nc_full). */
+            char extra[32];
+            log_warn("registrar: nonce-count table full, 503 for %.*s", SLICE_FMT(c.username));
+            snprintf(extra, sizeof(extra), "Retry-After: %u\r\n", REGISTRAR_RETRY_AFTER_S);
+            reply(q, 503, "Service Unavailable", extra);
+            return false;
+        }
         if (rc == -EALREADY) {
             /* Valid credentials with an nc already seen for that nonce: a replay, or a
              * client that does not count. A fresh nonce (stale=true) serves the honest one. */
@@ -1409,6 +1418,8 @@ int registrar_new(struct registrar **out, const struct registrar_opts *opts, reg
         goto out;
     if (opts->users_file)
         rc = digest_new(&r->dig, opts->users_file, r->realm, err, errcap);
+    if (rc == 0 && r->dig)
+        digest_nc_size(r->dig, opts->nonce_count_slots);
 out:
     if (rc != 0) {
         if (rc == -ENOMEM)

@@ -153,13 +153,18 @@ int digest_nonce_check(const struct digest *d, struct slice nonce, uint64_t now_
  * -EALREADY when its nc is not above the highest nc that nonce was used with before by
  * the same user and cnonce (a replay, RFC 7616 §5.5: answer with a fresh challenge),
  * else 0. req_hash names the request (its Call-ID, CSeq and Contacts): the same request
- * again with the same nc is a retransmission and passes; anything else is a replay. When the bounded table
- * has no room the use is let through and counted (digest_nc_full). -EBADMSG for a
+ * again with the same nc is a retransmission and passes; anything else is a replay. When
+ * the bounded table has no room (or cannot be allocated) the use is refused with -ENOSPC
+ * and counted (digest_nc_full): fail closed, the caller answers 503. -EBADMSG for a
  * malformed nonce or nc.
  */
 int digest_nc_note(struct digest *d, const struct digest_creds *c, uint64_t req_hash,
                    uint64_t now_ms, uint32_t ttl_s);
 uint64_t digest_nc_full(const struct digest *d);
+
+/* Sizes the nonce-count table to slots entries (rounded up to a power of two, at least
+ * the probe length); 0 or a table already in use changes nothing. Default 2^18. */
+void digest_nc_size(struct digest *d, uint32_t slots);
 
 /* Parses a "Digest ..." credentials value. Returns 0 or -EBADMSG (not Digest, or a
  * required parameter missing). */

@@ -75,7 +75,7 @@ static void addr_set(struct config_addr *a, const char *ip, uint16_t port)
     a->port = port;
 }
 
-static int fx_setup(void **state, bool with_auth)
+static int fx_setup_nc(void **state, bool with_auth, uint32_t nc_slots)
 {
     struct fx *f = calloc(1, sizeof(*f));
     if (!f) /* not assert_non_null: gcc -O2 does not know that it returns only on success */
@@ -109,6 +109,7 @@ static int fx_setup(void **state, bool with_auth)
         .n_trusted = 1,
         .peers = &f->peer,
         .n_peers = 1,
+        .nonce_count_slots = nc_slots,
     };
     char err[256] = "";
     int rc = registrar_new(&f->r, &opts, on_send, f, err, sizeof(err));
@@ -116,6 +117,16 @@ static int fx_setup(void **state, bool with_auth)
         fail_msg("registrar_new: %d %s", rc, err);
     *state = f;
     return 0;
+}
+
+static int fx_setup(void **state, bool with_auth)
+{
+    return fx_setup_nc(state, with_auth, 0);
+}
+
+static int setup_auth_small_nc(void **state)
+{
+    return fx_setup_nc(state, true, 16);
 }
 
 static int setup_auth(void **state)
@@ -428,6 +439,25 @@ static void test_registrar_wrong_password_rechallenged(void **state)
     struct registrar_stats st;
     registrar_stats(f->r, &st);
     assert_int_equal(st.auth_fail, 1);
+}
+
+/* A full nonce-count table fails closed: 503 with Retry-After, never an unchecked
+ * acceptance (which would let a captured Authorization be replayed). */
+static void test_registrar_full_nonce_table_answers_503(void **state)
+{
+    struct fx *f = *state;
+    for (unsigned i = 0; i < 16; i++)
+        assert_int_equal(reg_auth(f, T0 + 10 * i, "MD5", "alice", "alice", "alicepw", 2 * i + 1,
+                                  "Contact: <sip:alice@192.0.2.1>\n"),
+                         200);
+    assert_int_equal(reg_auth(f, T0 + 500, "MD5", "alice", "alice", "alicepw", 101,
+                              "Contact: <sip:alice@192.0.2.9>\n"),
+                     503);
+    assert_true(has_text(f, 0, "Retry-After: "));
+    assert_int_equal(registrar_n_bindings(f->r), 1);
+    struct registrar_stats st;
+    registrar_stats(f->r, &st);
+    assert_int_equal(st.nc_table_full, 1);
 }
 
 static void test_registrar_expired_nonce_answers_stale(void **state)
@@ -1141,6 +1171,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_registrar_replayed_credentials_rechallenged,
                                         setup_auth, teardown),
+        cmocka_unit_test_setup_teardown(test_registrar_full_nonce_table_answers_503,
+                                        setup_auth_small_nc, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_expired_nonce_answers_stale, setup_auth,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_registrar_unknown_user_or_other_aor_forbidden,
