@@ -541,6 +541,27 @@ int digest_verify(const struct digest *d, const struct digest_creds *c, struct s
     return CRYPTO_memcmp(got, expect, n) == 0 ? 0 : -EACCES;
 }
 
+bool digest_uri_matches(const struct digest_creds *c, struct slice ruri)
+{
+    /* Byte equality: the client copies the Request-URI it sends (RFC 7616 §3.4.6). */
+    return slice_eq(c->uri, ruri);
+}
+
+bool digest_alg_offered(const struct digest_creds *c, int challenges)
+{
+    bool is_sha256 = slice_case_eq_str(c->algorithm, "SHA-256");
+    bool is_md5 = c->algorithm.len == 0 || slice_case_eq_str(c->algorithm, "MD5");
+    switch (challenges) {
+    case 1: /* sha256 */
+        return is_sha256;
+    case 2: /* md5 then sha256 */
+    case 3: /* sha256 then md5 */
+        return is_sha256 || is_md5;
+    default: /* 0, and unknown values as digest_challenge_build treats them: md5 */
+        return is_md5;
+    }
+}
+
 int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stale, int challenges,
                            char *buf, size_t cap)
 {

@@ -315,7 +315,20 @@ static bool register_authorize(struct req *q, struct slice aor_user)
             reply(q, 403, "Forbidden", NULL);
             return false;
         }
-        int rc = digest_verify(r->dig, &c, q->m->method, q->now_ms, r->policy.nonce_ttl_s);
+        int rc = 0;
+        if (!digest_uri_matches(&c, q->m->ruri)) {
+            r->stats.digest_uri_mismatch++;
+            rc = -EBADMSG;
+            log_info("registrar: digest uri %.*s of %.*s is not the Request-URI",
+                     SLICE_FMT(c.uri), SLICE_FMT(c.username));
+        } else if (!digest_alg_offered(&c, r->policy.digest_challenges)) {
+            r->stats.digest_alg_refused++;
+            rc = -EBADMSG;
+            log_info("registrar: digest algorithm %.*s of %.*s was not offered",
+                     SLICE_FMT(c.algorithm), SLICE_FMT(c.username));
+        } else {
+            rc = digest_verify(r->dig, &c, q->m->method, q->now_ms, r->policy.nonce_ttl_s);
+        }
         if (rc == 0)
             rc = digest_nc_note(r->dig, &c, request_hash(q->m), q->now_ms,
                                 r->policy.nonce_ttl_s);

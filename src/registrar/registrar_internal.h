@@ -178,6 +178,15 @@ int digest_creds_parse(struct slice value, struct digest_creds *out);
 int digest_verify(const struct digest *d, const struct digest_creds *c, struct slice method,
                   uint64_t now_ms, uint32_t ttl_s);
 
+/* True when the credentials' uri is the Request-URI (RFC 7616 §3.4.6, RFC 2617
+ * §3.2.2.5): credentials for another URI are not valid for this request. */
+bool digest_uri_matches(const struct digest_creds *c, struct slice ruri);
+
+/* True when the credentials' algorithm (absent: MD5) is one the policy's challenges
+ * value (as given to digest_challenge_build) offers; answering with another would
+ * be a downgrade, e.g. MD5 when only SHA-256 is offered. */
+bool digest_alg_offered(const struct digest_creds *c, int challenges);
+
 /*
  * Writes two WWW-Authenticate header lines (SHA-256 first, then MD5, RFC 7616 §3.7),
  * each CRLF-terminated, with a fresh nonce and stale=true when is_stale.

@@ -75,7 +75,7 @@ static void addr_set(struct config_addr *a, const char *ip, uint16_t port)
     a->port = port;
 }
 
-static int fx_setup_nc(void **state, bool with_auth, uint32_t nc_slots)
+static int fx_setup_opts(void **state, bool with_auth, uint32_t nc_slots, int challenges)
 {
     struct fx *f = calloc(1, sizeof(*f));
     if (!f) /* not assert_non_null: gcc -O2 does not know that it returns only on success */
@@ -98,7 +98,7 @@ static int fx_setup_nc(void **state, bool with_auth, uint32_t nc_slots)
         .max_bindings = 4,
         .max_contacts_per_aor = 3,
         .nonce_ttl_s = 30,
-        .digest_challenges = 3, /* sha256-md5: both algorithms are exercised */
+        .digest_challenges = challenges, /* 3, sha256-md5: both algorithms are exercised */
     };
     struct registrar_opts opts = {
         .self = &f->self,
@@ -121,12 +121,17 @@ static int fx_setup_nc(void **state, bool with_auth, uint32_t nc_slots)
 
 static int fx_setup(void **state, bool with_auth)
 {
-    return fx_setup_nc(state, with_auth, 0);
+    return fx_setup_opts(state, with_auth, 0, 3);
 }
 
 static int setup_auth_small_nc(void **state)
 {
-    return fx_setup_nc(state, true, 16);
+    return fx_setup_opts(state, true, 16, 3);
+}
+
+static int setup_auth_sha256_only(void **state)
+{
+    return fx_setup_opts(state, true, 0, 1);
 }
 
 static int setup_auth(void **state)
@@ -261,22 +266,33 @@ static bool challenge_nonce(struct fx *f, const char *alg, char *nonce, size_t c
     return false;
 }
 
+/* hdr ("Authorization" / "Proxy-Authorization") line for user/pw over a nonce, with
+ * nonce count nc, for method and digest uri. */
+static void auth_line_any(char *out, size_t cap, const char *hdr, const char *method,
+                          const char *uri, const char *alg, const char *user, const char *pw,
+                          const char *nonce, unsigned nc)
+{
+    const char *md = strcmp(alg, "MD5") == 0 ? "MD5" : "SHA256";
+    char a1[256], a2[256], ha1[65], ha2[65], kd[512], resp[65];
+    snprintf(a1, sizeof(a1), "%s:%s:%s", user, REALM, pw);
+    hash_hex(md, a1, ha1);
+    snprintf(a2, sizeof(a2), "%s:%s", method, uri);
+    hash_hex(md, a2, ha2);
+    snprintf(kd, sizeof(kd), "%s:%s:%08x:c0ffee:auth:%s", ha1, nonce, nc, ha2);
+    hash_hex(md, kd, resp);
+    snprintf(out, cap,
+             "%s: Digest username=\"%s\", realm=\"%s\", nonce=\"%s\", "
+             "uri=\"%s\", response=\"%s\", algorithm=%s, qop=auth, nc=%08x, "
+             "cnonce=\"c0ffee\"\n",
+             hdr, user, REALM, nonce, uri, resp, alg, nc);
+}
+
 /* Authorization header line for user/pw over a nonce, with nonce count nc. */
 static void auth_line_nc(char *out, size_t cap, const char *alg, const char *user,
                          const char *pw, const char *nonce, unsigned nc)
 {
-    const char *md = strcmp(alg, "MD5") == 0 ? "MD5" : "SHA256";
-    char a1[256], ha1[65], ha2[65], kd[512], resp[65];
-    snprintf(a1, sizeof(a1), "%s:%s:%s", user, REALM, pw);
-    hash_hex(md, a1, ha1);
-    hash_hex(md, "REGISTER:sip:example.com", ha2);
-    snprintf(kd, sizeof(kd), "%s:%s:%08x:c0ffee:auth:%s", ha1, nonce, nc, ha2);
-    hash_hex(md, kd, resp);
-    snprintf(out, cap,
-             "Authorization: Digest username=\"%s\", realm=\"%s\", nonce=\"%s\", "
-             "uri=\"sip:example.com\", response=\"%s\", algorithm=%s, qop=auth, nc=%08x, "
-             "cnonce=\"c0ffee\"\n",
-             user, REALM, nonce, resp, alg, nc);
+    auth_line_any(out, cap, "Authorization", "REGISTER", "sip:example.com", alg, user, pw, nonce,
+                  nc);
 }
 
 static void auth_line(char *out, size_t cap, const char *alg, const char *user, const char *pw,
@@ -458,6 +474,51 @@ static void test_registrar_full_nonce_table_answers_503(void **state)
     struct registrar_stats st;
     registrar_stats(f->r, &st);
     assert_int_equal(st.nc_table_full, 1);
+}
+
+/* RFC 7616 §3.4.6: the digest uri must be the Request-URI; credentials computed for
+ * another URI (captured from another request) are challenged again. */
+static void test_registrar_digest_uri_must_be_request_uri(void **state)
+{
+    struct fx *f = *state;
+    reg(f, T0, "alice", "u1", 1, "Contact: <sip:alice@192.0.2.1>\n");
+    assert_int_equal(fx_status(f), 401);
+    char nonce[128], line[1024], all[2048];
+    assert_true(challenge_nonce(f, "MD5", nonce, sizeof(nonce), NULL));
+    auth_line_any(line, sizeof(line), "Authorization", "REGISTER", "sip:other.example.com", "MD5",
+                  "alice", "alicepw", nonce, 1);
+    snprintf(all, sizeof(all), "Contact: <sip:alice@192.0.2.1>\n%s", line);
+    reg(f, T0, "alice", "u1", 2, all);
+    assert_int_equal(fx_status(f), 401);
+    assert_int_equal(registrar_n_bindings(f->r), 0);
+    struct registrar_stats st;
+    registrar_stats(f->r, &st);
+    assert_int_equal(st.digest_uri_mismatch, 1);
+}
+
+/* With digest: sha256 only SHA-256 is offered: an MD5 answer (a downgrade) is refused. */
+static void test_registrar_md5_refused_when_only_sha256_offered(void **state)
+{
+    struct fx *f = *state;
+    reg(f, T0, "alice", "a1", 1, "Contact: <sip:alice@192.0.2.1>\n");
+    assert_int_equal(fx_status(f), 401);
+    char nonce[128];
+    assert_false(challenge_nonce(f, "MD5", nonce, sizeof(nonce), NULL));
+    assert_true(challenge_nonce(f, "SHA-256", nonce, sizeof(nonce), NULL));
+    char line[1024], all[2048];
+    auth_line(line, sizeof(line), "MD5", "alice", "alicepw", nonce);
+    snprintf(all, sizeof(all), "Contact: <sip:alice@192.0.2.1>\n%s", line);
+    reg(f, T0, "alice", "a1", 2, all);
+    assert_int_equal(fx_status(f), 401);
+    assert_int_equal(registrar_n_bindings(f->r), 0);
+    struct registrar_stats st;
+    registrar_stats(f->r, &st);
+    assert_int_equal(st.digest_alg_refused, 1);
+    /* SHA-256 over the same nonce is fine. */
+    auth_line(line, sizeof(line), "SHA-256", "alice", "alicepw", nonce);
+    snprintf(all, sizeof(all), "Contact: <sip:alice@192.0.2.1>\n%s", line);
+    reg(f, T0, "alice", "a1", 3, all);
+    assert_int_equal(fx_status(f), 200);
 }
 
 static void test_registrar_expired_nonce_answers_stale(void **state)
@@ -1173,6 +1234,10 @@ int main(void)
                                         setup_auth, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_full_nonce_table_answers_503,
                                         setup_auth_small_nc, teardown),
+        cmocka_unit_test_setup_teardown(test_registrar_digest_uri_must_be_request_uri,
+                                        setup_auth, teardown),
+        cmocka_unit_test_setup_teardown(test_registrar_md5_refused_when_only_sha256_offered,
+                                        setup_auth_sha256_only, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_expired_nonce_answers_stale, setup_auth,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_registrar_unknown_user_or_other_aor_forbidden,
