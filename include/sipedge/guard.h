@@ -112,7 +112,8 @@ struct guard_opts {
     X(expired)                                                                                     \
     X(registrar_known_served)                                                                      \
     X(registrar_prepaid_served)   /* challenge answers paid by their first REGISTER */        \
-    X(flows_per_ip_full)
+    X(flows_per_ip_full)          /* guard_flow_add refused: address holds max_flows */     \
+    X(flows_untracked)            /* guard_flow_add admitted uncounted: source table full */
 
 struct guard_stats {
 #define GUARD_STATS_FIELD(name) uint64_t name;
@@ -205,7 +206,9 @@ void guard_note_proven(struct guard *g, const struct sockaddr *src, uint64_t now
  * A UDP flow for src is about to be created. Returns 0, or -ENOSPC when the address (an
  * IPv6 source: its ipv6_prefix) already holds max_flows_per_ip flows (counted as
  * flows_per_ip_full; the caller answers 503). Every 0 is paired with one guard_flow_remove
- * when the flow is released.
+ * when the flow is released. Allowlisted sources are capped too. An address holding flows is
+ * never forgotten by guard_tick; when the source table is full the flow is admitted
+ * uncounted (flows_untracked). A remove never takes a count below zero.
  */
 int guard_flow_add(struct guard *g, const struct sockaddr *src, uint64_t now_ms);
 void guard_flow_remove(struct guard *g, const struct sockaddr *src);

@@ -42,6 +42,7 @@ struct guard_src {
     uint32_t users[GUARD_USERS_MAX]; /* address entry: AORs that got 404 in the window */
     struct ban_key auth_src;         /* address entry: latest authenticated (address, port) */
     uint8_t n_users;
+    uint32_t flows;                  /* address entry: UDP flows held (never forgotten > 0) */
     char aor[GUARD_AOR_KEEP];        /* latest AOR seen, for events */
 };
 
@@ -899,7 +900,7 @@ void guard_tick(struct guard *g, uint64_t now_ms)
         uint32_t i = g->src_cursor++ % g->srcs.n_alloc;
         struct guard_src *s = addr_table_at(&g->srcs, i);
         if (s != NULL && now_ms - s->last_seen_ms > idle && s->auth_until_ms <= now_ms &&
-            s->proven_until_ms <= now_ms)
+            s->proven_until_ms <= now_ms && s->flows == 0)
             addr_table_remove(&g->srcs, s);
     }
     for (uint32_t n = 0; n < GUARD_TICK_SCAN && g->aors.n_alloc > 0; n++) {
@@ -988,14 +989,32 @@ void guard_note_proven(struct guard *g, const struct sockaddr *src, uint64_t now
 
 int guard_flow_add(struct guard *g, const struct sockaddr *src, uint64_t now_ms)
 {
-    (void)g;
-    (void)src;
-    (void)now_ms;
+    struct ban_key kp, ka;
+    g->now_ms = now_ms;
+    if (src_keys(g, src, &kp, &ka) != 0)
+        return 0;
+    /* Allowlisted and core-side sources are capped too: the cap bounds memory. */
+    struct guard_src *a = src_get(g, &ka, true, now_ms);
+    if (a == NULL) {
+        /* The source table is full: admit uncounted (the flow table has its own bound). */
+        g->stats.flows_untracked++;
+        return 0;
+    }
+    if (a->flows >= g->pol.guard_max_flows_per_ip) {
+        g->stats.flows_per_ip_full++;
+        return -ENOSPC;
+    }
+    a->flows++;
     return 0;
 }
 
 void guard_flow_remove(struct guard *g, const struct sockaddr *src)
 {
-    (void)g;
-    (void)src;
+    struct ban_key kp, ka;
+    if (src_keys(g, src, &kp, &ka) != 0)
+        return;
+    struct guard_src *a = addr_table_find(&g->srcs, &ka);
+    /* No entry or no count: the flow was admitted uncounted while the table was full. */
+    if (a != NULL && a->flows > 0)
+        a->flows--;
 }

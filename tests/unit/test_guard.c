@@ -356,6 +356,59 @@ static void test_guard_ipv6_address_ban_covers_the_prefix(void **state)
     assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:9::6", 5060), 2002).action, GUARD_PASS);
 }
 
+/* UDP flows per address (IPv6: per /64) are capped, allowlisted ones too, and the count
+ * survives the idle sweep. */
+static void test_guard_flows_per_address_are_capped(void **state)
+{
+    pol.guard_max_flows_per_ip = 3;
+    struct guard *g = mk(state);
+    for (uint16_t p = 1; p <= 3; p++)
+        assert_int_equal(guard_flow_add(g, sa_ptr("198.18.0.95", p), 2000), 0);
+    assert_int_equal(guard_flow_add(g, sa_ptr("198.18.0.95", 9), 2000), -ENOSPC);
+    assert_int_equal(guard_stats(g)->flows_per_ip_full, 1);
+    assert_int_equal(guard_flow_add(g, sa_ptr("198.18.0.96", 9), 2000), 0);
+    /* Idle for hours: the entry holding flows is kept, so is its count. */
+    for (uint64_t t = 2000; t < 4 * 3600 * 1000; t += 600000)
+        guard_tick(g, t);
+    assert_int_equal(guard_flow_add(g, sa_ptr("198.18.0.95", 9), 4 * 3600 * 1000), -ENOSPC);
+    guard_flow_remove(g, sa_ptr("198.18.0.95", 2));
+    assert_int_equal(guard_flow_add(g, sa_ptr("198.18.0.95", 9), 4 * 3600 * 1000), 0);
+    /* Removes never go below zero. */
+    for (int i = 0; i < 10; i++)
+        guard_flow_remove(g, sa_ptr("198.18.0.97", 1));
+    assert_int_equal(guard_flow_add(g, sa_ptr("198.18.0.97", 1), 4 * 3600 * 1000), 0);
+    /* Allowlisted: capped as well. */
+    for (uint16_t p = 1; p <= 3; p++)
+        assert_int_equal(guard_flow_add(g, sa_ptr("198.18.100.7", p), 2000), 0);
+    assert_int_equal(guard_flow_add(g, sa_ptr("198.18.100.7", 4), 2000), -ENOSPC);
+    /* IPv6: one /64 shares the cap. */
+    char ip[64];
+    for (int i = 1; i <= 3; i++) {
+        snprintf(ip, sizeof(ip), "2001:db8:5:6::%x", i);
+        assert_int_equal(guard_flow_add(g, sa6_ptr(ip, 5060), 2000), 0);
+    }
+    assert_int_equal(guard_flow_add(g, sa6_ptr("2001:db8:5:6::ff", 5060), 2000), -ENOSPC);
+    assert_int_equal(guard_flow_add(g, sa6_ptr("2001:db8:5:7::1", 5060), 2000), 0);
+    assert_int_equal(guard_stats(g)->flows_per_ip_full, 4);
+}
+
+/* A full source table admits the flow uncounted rather than refusing it. */
+static void test_guard_flows_admitted_when_sources_full(void **state)
+{
+    pol.guard_max_sources = 16;
+    pol.guard_max_flows_per_ip = 1;
+    struct guard *g = mk(state);
+    char ip[32];
+    for (int i = 0; i < 8; i++) {
+        snprintf(ip, sizeof(ip), "198.18.3.%d", i);
+        guard_admit(g, sa_ptr(ip, 5060), 2000);
+    }
+    assert_int_equal(guard_flow_add(g, sa_ptr("198.18.3.100", 5060), 2000), 0);
+    assert_int_equal(guard_flow_add(g, sa_ptr("198.18.3.100", 5061), 2000), 0);
+    assert_int_equal(guard_stats(g)->flows_untracked, 2);
+    guard_flow_remove(g, sa_ptr("198.18.3.100", 5060));
+}
+
 /* Registrars and core peers are never banned, whatever the allowlist says. */
 static void test_guard_core_side_never_banned(void **state)
 {
@@ -653,6 +706,8 @@ int main(void)
         T(test_guard_authenticated_port_counts_towards_address),
         T(test_guard_default_scope_is_ip),
         T(test_guard_ipv6_prefix_shares_one_bucket),
+        T(test_guard_flows_per_address_are_capped),
+        T(test_guard_flows_admitted_when_sources_full),
         T(test_guard_ipv6_address_ban_covers_the_prefix),
         T(test_guard_core_side_never_banned),
         T(test_guard_allowlisted_source_never_banned),
