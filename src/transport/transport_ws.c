@@ -92,6 +92,7 @@ struct ws_pss {
     uint32_t open_ms;     /* the handshake: first-message timeout */
     uint32_t last_rx_ms;  /* the last frame of any kind from the peer */
     uint32_t ping_ms;     /* the outstanding Ping */
+    uint32_t msg_ms;      /* the first chunk of the incomplete message: its deadline */
     char *rx;             /* reassembly buffer, only while a message is incomplete */
     uint32_t rx_len;
     uint32_t rx_cap;
@@ -513,8 +514,9 @@ static void ws_out_free(struct ws_pss *pss)
     pss->out_bytes = 0;
 }
 
-static void ws_rx_free(struct ws_pss *pss)
+static void ws_rx_free(struct transport_ws *t, struct ws_pss *pss)
 {
+    t->st.rx_buffered_bytes -= pss->rx_cap;
     free(pss->rx);
     pss->rx = NULL;
     pss->rx_len = pss->rx_cap = 0;
@@ -787,11 +789,14 @@ static int ws_receive(struct transport_ws *t, struct lws *wsi, struct ws_pss *ps
     size_t remaining = lws_remaining_packet_payload(wsi);
     if (!pss->is_in_msg) {
         pss->is_in_msg = true;
+        pss->msg_ms = pss->last_rx_ms;
         pss->rx_len = 0;
         pss->is_rx_binary = lws_frame_is_binary(wsi);
     }
     /* Cap before buffering: what we hold, this chunk and the rest of this frame as the
-     * frame header announced it. lws 4.1.6 has no message limit of its own. */
+     * frame header announced it. lws 4.1.6 has no message limit of its own. The
+     * announced size only refuses early; the buffer grows with what really arrived, or a
+     * peer announcing 64 KiB frames and sending a byte of each would pin 64 KiB. */
     uint64_t total = (uint64_t)pss->rx_len + len + remaining;
     if (total > t->pol.ws_max_message_bytes) {
         char abuf[LOG_ADDR_MAX];
@@ -800,7 +805,7 @@ static int ws_receive(struct transport_ws *t, struct lws *wsi, struct ws_pss *ps
                   log_fmt_addr(&pss->remote.sa, abuf, sizeof(abuf)),
                   (unsigned long long)total, t->pol.ws_max_message_bytes);
         /* The rest of the message is read and discarded, never buffered. */
-        ws_rx_free(pss);
+        ws_rx_free(t, pss);
         ws_schedule_close(pss, WS_CLOSE_TOO_BIG);
         return 0;
     }
@@ -810,23 +815,34 @@ static int ws_receive(struct transport_ws *t, struct lws *wsi, struct ws_pss *ps
         ws_deliver(t, pss, in, len, pss->is_rx_binary);
         return 0;
     }
-    if (total > pss->rx_cap) {
-        char *nb = realloc(pss->rx, (size_t)total);
+    uint64_t need = (uint64_t)pss->rx_len + len;
+    if (need > pss->rx_cap) {
+        /* Geometric, from one receive chunk, capped at the message limit (need is
+         * below it: total was checked above). */
+        uint64_t cap = pss->rx_cap ? (uint64_t)pss->rx_cap * 2 : WS_RX_CHUNK;
+        if (cap < need)
+            cap = need;
+        if (cap > t->pol.ws_max_message_bytes)
+            cap = t->pol.ws_max_message_bytes;
+        char *nb = realloc(pss->rx, (size_t)cap);
         if (!nb) {
             t->st.close_no_memory++;
-            ws_rx_free(pss);
+            ws_rx_free(t, pss);
             ws_schedule_close(pss, WS_CLOSE_INTERNAL);
             return 0;
         }
+        t->st.rx_buffered_bytes += cap - pss->rx_cap;
+        if (t->st.rx_buffered_bytes > t->st.rx_buffered_max)
+            t->st.rx_buffered_max = t->st.rx_buffered_bytes;
         pss->rx = nb;
-        pss->rx_cap = (uint32_t)total;
+        pss->rx_cap = (uint32_t)cap;
     }
     memcpy(pss->rx + pss->rx_len, in, len);
     pss->rx_len += (uint32_t)len;
     if (is_final) {
         ws_deliver(t, pss, pss->rx, pss->rx_len, pss->is_rx_binary);
         /* Idle connections hold no receive buffer (memory per connection matters). */
-        ws_rx_free(pss);
+        ws_rx_free(t, pss);
     }
     return 0;
 }
@@ -925,7 +941,7 @@ static void ws_closed(struct transport_ws *t, struct ws_pss *pss)
         t->st.conns_open--;
     }
     ws_out_free(pss);
-    ws_rx_free(pss);
+    ws_rx_free(t, pss);
     if (t->is_closing && t->n_live == 0 && !t->is_lws_destroyed)
         uv_timer_start(&t->stop_timer, on_stop_timer, 0, 0); /* finish outside lws */
 }
@@ -1147,6 +1163,10 @@ static void ws_apply_policy(struct transport_ws *t, const struct policy *p)
  *  - no SIP message within ws_first_message_timeout_s of the handshake: close 1008
  *    (RFC 6455 §7.4.1, the generic policy code: 1000/1001 would tell the client we are
  *    done or going away, 1002/1003 would blame its framing);
+ *  - a message started (its first chunk arrived) but not complete within
+ *    ws_message_timeout_s: close 1008. Without this deadline a peer that sends the
+ *    start of a message and stalls holds its receive buffer for as long as it
+ *    answers pings;
  *  - nothing received for ws_ping_interval_s: a WebSocket Ping (RFC 6455 §5.5.2);
  *  - still nothing ws_pong_timeout_s after the Ping: the peer is gone. No close frame
  *    (it could not answer one either): the connection is dropped and the flow dies.
@@ -1156,6 +1176,16 @@ static void ws_tick_conn(struct transport_ws *t, struct ws_pss *pss, uint32_t no
     char abuf[LOG_ADDR_MAX];
     if (pss->is_closing)
         return;
+    if (pss->is_in_msg && t->pol.ws_message_timeout_s &&
+        now - pss->msg_ms >= t->pol.ws_message_timeout_s * 1000u) {
+        t->st.close_message_timeout++;
+        log_debug("ws %s: message incomplete after %u s (%u bytes): closing 1008",
+                  log_fmt_addr(&pss->remote.sa, abuf, sizeof(abuf)),
+                  t->pol.ws_message_timeout_s, pss->rx_len);
+        ws_rx_free(t, pss);
+        ws_schedule_close(pss, WS_CLOSE_POLICY);
+        return;
+    }
     if (!pss->has_message && t->pol.ws_first_message_timeout_s &&
         now - pss->open_ms >= t->pol.ws_first_message_timeout_s * 1000u) {
         t->st.close_first_message_timeout++;

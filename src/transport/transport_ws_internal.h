@@ -32,6 +32,8 @@
     X(conns_open)                 /* gauge */                                                      \
     X(rx_messages)                                                                                 \
     X(rx_bytes)                                                                                    \
+    X(rx_buffered_bytes)          /* gauge: reassembly buffers of incomplete messages */          \
+    X(rx_buffered_max)            /* high-water mark of rx_buffered_bytes */                      \
     X(keepalive_rx)               /* CRLF keepalives received (RFC 5626 §4.4.1) */               \
     X(keepalive_tx)               /* CRLF answers queued */                                        \
     X(pings_tx)                   /* server WebSocket Pings to idle connections */                \
@@ -44,6 +46,7 @@
     X(close_too_big)              /* 1009 */                                                       \
     X(close_bad_utf8)             /* text message not UTF-8: 1007 */                               \
     X(close_first_message_timeout) /* 1008 */                                                      \
+    X(close_message_timeout)      /* a started message incomplete after ws_message_timeout_s */  \
     X(close_too_slow)             /* output queue over cap: 1008 */                                \
     X(close_ping_timeout)         /* nothing came back within ws_pong_timeout_s of a Ping */      \
     X(close_no_memory)            /* 1011 */                                                       \

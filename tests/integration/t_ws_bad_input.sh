@@ -7,6 +7,9 @@
 #   no subprotocol / only "xmpp" -> handshake refused; wrong Origin -> refused (the
 #   allowed origin on another port passes; no Origin passes by default);
 #   plain HTTP GET without Upgrade -> no 101, closed; CRLF keepalive -> CRLF;
+#   a message whose first fragment arrives and then nothing -> close 1008 within
+#   ws.message_timeout; 200 connections announcing 60000-byte frames and sending one
+#   byte of each -> buffers sized by what arrived, not by the announcement;
 #   a registered client that goes silent and ignores the server's WebSocket Pings ->
 #   dropped ws.ping_interval + ws.pong_timeout after its last frame.
 # Afterwards the good client (which answers the Pings) is still connected and a new
@@ -31,7 +34,8 @@ ws_make_cert "$IT_TMP"
 make_users "$IT_TMP/users.txt"
 PING=5
 PONG=2
-test_policy_dir "$IT_TMP/policy" "$(printf 'ws:\n  max_message_bytes: 65536\n  first_message_timeout: 2\n  ping_interval: %s\n  pong_timeout: %s\n' $PING $PONG)"
+MSG_TO=1
+test_policy_dir "$IT_TMP/policy" "$(printf 'ws:\n  max_message_bytes: 65536\n  first_message_timeout: 2\n  message_timeout: %s\n  ping_interval: %s\n  pong_timeout: %s\n  max_connections_per_ip: 300\n  handshakes_per_ip_per_s: 200\n' $MSG_TO $PING $PONG)"
 start_sipedge --listen-udp "$PUB:5060" --listen-ws "$PUB:$WS_PORT" --listen-wss "$PUB:$WSS_PORT" \
     --tls-cert "$IT_TMP/cert.pem" --tls-key "$IT_TMP/key.pem" --ws-origin "$GOOD" \
     --core "$CORE:5070" --registrar-listen "$REG:5080" --users "$IT_TMP/users.txt" \
@@ -68,6 +72,28 @@ expect_ok nosub_ws no-subprotocol --url "$WS"
 expect_ok nosub_wss no-subprotocol --url "$WSS"
 expect_ok wrongsub_ws wrong-subprotocol --url "$WS"
 expect_ok http_ws http-get --url "$WS"
+
+# A message that starts and then stalls: closed 1008 within ws.message_timeout (the tick
+# is one second, so up to two seconds late).
+stalled_within() { # TAG MAX_S
+    local s
+    s=$(sed -n 's/^RESULT stall ok: .* max \([0-9.]*\)s after the start$/\1/p' "$IT_TMP/$1.out")
+    awk -v s="$s" -v hi="$2" 'BEGIN { exit !(s != "" && s <= hi) }' ||
+        fail "$1: closed after ${s:-?}s, expected within ${2}s"
+}
+node_run stall_ws ws_stall.js --url "$WS" --origin "$GOOD" --timeout 20 ||
+    fail "stall_ws: $(grep -E '^(RESULT|FAIL)' "$IT_TMP/stall_ws.out" | tail -1)"
+stalled_within stall_ws $((MSG_TO + 2))
+node_run stall_wss ws_stall.js --url "$WSS" --origin "$GOOD" --timeout 20 ||
+    fail "stall_wss: $(grep -E '^(RESULT|FAIL)' "$IT_TMP/stall_wss.out" | tail -1)"
+stalled_within stall_wss $((MSG_TO + 2))
+# 200 connections, each announcing a 60000-byte frame and sending one byte of it: the
+# receive buffers grow with what arrived (a receive chunk each), not with what the frame
+# header announced (12 MB here), and all of them hit the message deadline.
+PINS=200
+node_run pin_ws ws_stall.js --url "$WS" --origin "$GOOD" --conns $PINS --announce 60000 --timeout 50 ||
+    fail "pin_ws: $(grep -E '^(RESULT|FAIL)' "$IT_TMP/pin_ws.out" | tail -1)"
+stalled_within pin_ws $((MSG_TO + 2))
 
 # Origin policy: only https://good.example (any port) is allowed.
 node_run origin_bad sip_ws_raw.js handshake --url "$WS" --origin https://evil.example
@@ -113,6 +139,11 @@ check_stat refused_http 1
 check_stat keepalive_rx 1
 check_stat close_bad_utf8 1
 check_stat close_first_message_timeout 1
+check_stat close_message_timeout $((PINS + 2))
+buffered_max=$(ws_stat rx_buffered_max)
+[ -n "$buffered_max" ] && [ "$buffered_max" -le $((PINS * 4096)) ] ||
+    fail "receive buffers peaked at ${buffered_max:-?} bytes for $PINS one-byte frames, expected <= $((PINS * 4096))"
+[ "$(ws_stat rx_buffered_bytes)" = 0 ] || fail "ws_rx_buffered_bytes=$(ws_stat rx_buffered_bytes) with no message in flight"
 check_stat close_ping_timeout 1
 check_stat pings_tx 2
 check_stat pongs_rx 1
