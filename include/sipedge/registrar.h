@@ -8,7 +8,13 @@
  * (RFC 7616, MD5 and SHA-256, qop=auth, nonce expiry) against a users file, and
  * routes INVITE/MESSAGE/OPTIONS for a registered AOR to its contacts through the
  * stored Path (stateless, RFC 3261 §16.11). A 430 Flow Failed coming back for a
- * binding removes that binding (RFC 5626 §5.3).
+ * binding removes that binding (RFC 5626 §5.3) when it carries the MAC the registrar
+ * put in its Via.
+ *
+ * Trust: requests are sent only to registered bindings and to opts->peers, never to an
+ * address a Route or Request-URI merely names; a request from a local user (From in the
+ * users file) other than ACK/CANCEL needs that user's Proxy-Authorization (407); a Path
+ * is stored only from opts->trusted.
  *
  * The module is pure logic: it receives datagrams through registrar_handle and emits
  * them through the send callback; time comes in as now_ms. Single-threaded.
@@ -66,9 +72,12 @@ size_t registrar_n_bindings(const struct registrar *r);
 /* Counters since registrar_new; every drop and reject has one. */
 struct registrar_stats {
     uint64_t registers_ok;       /* 200 to REGISTER (including queries) */
-    uint64_t challenges;         /* 401 sent: no credentials, bad or stale nonce */
-    uint64_t auth_fail;          /* 401 sent for a wrong response (wrong password) */
-    uint64_t forbidden;          /* 403: unknown user, or user is not the AOR's */
+    uint64_t challenges;         /* 401/407 sent: no credentials, bad or stale nonce */
+    uint64_t auth_fail;          /* 401/407 sent for a wrong response (wrong password) */
+    uint64_t forbidden;          /* 403: unknown user, or user is not the AOR's (REGISTER)
+                                    or the From's (other requests) */
+    uint64_t proxy_challenges;   /* 407 sent: a request from a local user (From) without
+                                    valid Proxy-Authorization (RFC 3261 §22.3) */
     uint64_t trusted_dereg;      /* de-REGISTERs accepted on P-Asserted-Identity */
     uint64_t rejected;           /* other 4xx/5xx to REGISTER (400, 420, 423, 500) */
     uint64_t table_full;         /* 503: location table or per-AOR bound reached */

@@ -565,6 +565,13 @@ bool digest_alg_offered(const struct digest_creds *c, int challenges)
 int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stale, int challenges,
                            char *buf, size_t cap)
 {
+    return digest_challenge_build_hdr(d, "WWW-Authenticate", now_ms, is_stale, challenges, buf,
+                                      cap);
+}
+
+int digest_challenge_build_hdr(const struct digest *d, const char *hdr, uint64_t now_ms,
+                               bool is_stale, int challenges, char *buf, size_t cap)
+{
     char nonce[DIGEST_NONCE_LEN + 1];
     digest_nonce_make(d, now_ms, nonce, sizeof(nonce));
     const char *stale = is_stale ? ", stale=true" : "";
@@ -582,9 +589,9 @@ int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stal
         if ((size_t)n >= cap)
             return -ENOSPC;
         int k = snprintf(buf + n, cap - (size_t)n,
-                         "WWW-Authenticate: Digest realm=\"%s\", nonce=\"%s\", qop=\"auth\", "
+                         "%s: Digest realm=\"%s\", nonce=\"%s\", qop=\"auth\", "
                          "algorithm=%s%s\r\n",
-                         d->realm, nonce, algs[challenges][i], stale);
+                         hdr, d->realm, nonce, algs[challenges][i], stale);
         if (k < 0)
             return -ENOSPC;
         n += k;

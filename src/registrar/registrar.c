@@ -288,16 +288,20 @@ static void reply(struct req *q, int status, const char *reason, const char *ext
 /* ---- REGISTER ---------------------------------------------------------------------- */
 
 /*
- * Digest check (RFC 3261 §10.3 steps 3-4, RFC 7616). Returns true when the request may
- * proceed; otherwise the answer has been sent.
+ * Digest check (RFC 7616) of the request's credentials for user: Authorization and 401
+ * for a REGISTER (RFC 3261 §10.3 steps 3-4), Proxy-Authorization and 407 with
+ * Proxy-Authenticate when is_proxy (§22.3). Credentials must name user, be for the
+ * Request-URI, use an offered algorithm, verify, and not repeat a nonce count.
+ * Returns true when the request may proceed; otherwise the answer has been sent.
  */
-static bool register_authorize(struct req *q, struct slice aor_user)
+static bool authorize(struct req *q, struct slice aor_user, bool is_proxy)
 {
     struct registrar *r = q->r;
     struct digest_creds c;
     bool has_creds = false;
     struct slice realm = slice_make(r->realm, strlen(r->realm));
-    for (const struct sip_hdr *h = sip_msg_hdr(q->m, SIP_HDR_AUTHORIZATION); h;
+    enum sip_hdr_id creds_id = is_proxy ? SIP_HDR_PROXY_AUTHORIZATION : SIP_HDR_AUTHORIZATION;
+    for (const struct sip_hdr *h = sip_msg_hdr(q->m, creds_id); h;
          h = sip_msg_hdr_next(q->m, h)) {
         if (digest_creds_parse(h->value, &c) == 0 && slice_eq(c.realm, realm)) {
             has_creds = true;
@@ -361,13 +365,19 @@ static bool register_authorize(struct req *q, struct slice aor_user)
     } else {
         r->stats.challenges++;
     }
-    int n = digest_challenge_build(r->dig, q->now_ms, is_stale, r->policy.digest_challenges,
-                                   r->extra, sizeof(r->extra));
+    int n = digest_challenge_build_hdr(r->dig, is_proxy ? "Proxy-Authenticate" : "WWW-Authenticate",
+                                       q->now_ms, is_stale, r->policy.digest_challenges, r->extra,
+                                       sizeof(r->extra));
     if (n < 0) {
         r->stats.send_errors++;
         return false;
     }
-    reply(q, 401, "Unauthorized", r->extra);
+    if (is_proxy) {
+        r->stats.proxy_challenges++;
+        reply(q, 407, "Proxy Authentication Required", r->extra);
+    } else {
+        reply(q, 401, "Unauthorized", r->extra);
+    }
     return false;
 }
 
@@ -702,7 +712,7 @@ static void handle_register(struct req *q)
     int bad = register_parse_contacts(q, plans, &n_plans, &is_star, &min_violated, &bad_reason);
 
     bool is_trusted = bad == 0 && register_is_trusted_dereg(q, aor, is_star, plans, n_plans);
-    if (!is_trusted && r->dig && !register_authorize(q, aor_user))
+    if (!is_trusted && r->dig && !authorize(q, aor_user, false))
         return;
     if (bad) {
         register_reject(q, bad, bad_reason, NULL);
@@ -1111,6 +1121,33 @@ static void route_refuse(struct req *q, const char *what)
 }
 
 /*
+ * RFC 3261 §22.3 (what Kamailio's default configuration does with proxy_authorize): a
+ * request whose From names a local user (one of the users file, whatever the host) is
+ * routed only with that user's Proxy-Authorization, so nobody can call or message in a
+ * local user's name. ACK and CANCEL are never challenged (§22.1); a From that is not a
+ * local user (a caller from outside) needs no credentials, the routing rules already
+ * limit where its request can go. Without a users file nothing is checked.
+ * Returns true when the request may be routed; otherwise the answer has been sent.
+ */
+static bool request_authorize(struct req *q)
+{
+    struct registrar *r = q->r;
+    const struct sip_msg *m = q->m;
+    if (!r->dig || m->method_id == SIP_METHOD_ACK || m->method_id == SIP_METHOD_CANCEL)
+        return true;
+    const struct sip_hdr *fh = sip_msg_hdr(m, SIP_HDR_FROM);
+    struct sip_nameaddr from;
+    struct slice rest;
+    struct sip_uri uri;
+    bool is_sip = false;
+    if (!fh || sip_nameaddr_parse(fh->value, &from, &rest) != 0 ||
+        sip_uri_parse(from.uri, &uri, &is_sip) != 0 || !is_sip || uri.user.len == 0 ||
+        !digest_has_user(r->dig, uri.user))
+        return true;
+    return authorize(q, uri.user, true);
+}
+
+/*
  * Routing of every request but REGISTER (RFC 3261 §16, stateless per §16.11):
  *  - a Route set left after removing our own entry decides the next hop (§16.12), but
  *    only when it names a configured peer (opts->peers): any other gets 403;
@@ -1232,6 +1269,8 @@ static void handle_request(struct req *q)
         reply(q, 483, "Too Many Hops", NULL);
         return;
     }
+    if (!request_authorize(q))
+        return;
     forward_request(q, &f);
 }
 

@@ -194,6 +194,9 @@ bool digest_alg_offered(const struct digest_creds *c, int challenges);
  */
 int digest_challenge_build(const struct digest *d, uint64_t now_ms, bool is_stale,
                            int challenges, char *buf, size_t cap);
+/* Same with header name hdr: "Proxy-Authenticate" for a 407 (RFC 3261 §22.3). */
+int digest_challenge_build_hdr(const struct digest *d, const char *hdr, uint64_t now_ms,
+                               bool is_stale, int challenges, char *buf, size_t cap);
 
 /*
  * response = KD(H(A1), nonce:nc:cnonce:qop:H(method:uri)) for qop=auth (RFC 7616 §3.4.1),

@@ -845,6 +845,71 @@ static void test_registrar_invite_unknown_404_unregistered_480(void **state)
     assert_int_equal(fx_status(f), 483);
 }
 
+/* Finds the 407's Proxy-Authenticate for alg and copies its nonce. */
+static bool proxy_challenge_nonce(struct fx *f, const char *alg, char *nonce, size_t cap)
+{
+    const struct sip_msg *m = fx_out(f, 0);
+    for (const struct sip_hdr *h = sip_msg_hdr(m, SIP_HDR_PROXY_AUTHENTICATE); h;
+         h = sip_msg_hdr_next(m, h)) {
+        struct slice a, n;
+        if (!sip_auth_param(h->value, "algorithm", &a) || !slice_case_eq_str(a, alg))
+            continue;
+        assert_true(sip_auth_param(h->value, "nonce", &n));
+        slice_copy_cstr(nonce, cap, n);
+        return true;
+    }
+    return false;
+}
+
+/* RFC 3261 §22.3: a request from a local user (the From is in the users file) is routed
+ * only with that user's Proxy-Authorization; ACK and CANCEL are never challenged
+ * (§22.1), and a caller from outside reaches a registered user without credentials. */
+static void test_registrar_request_from_local_user_needs_proxy_auth(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(reg_auth(f, T0, "MD5", "alice", "alice", "alicepw", 1,
+                              "Contact: <sip:alice@192.0.2.10:5060>\n"),
+                     200);
+    /* From bob (a local user), no credentials: 407, not routed. */
+    invite(f, T0, "INVITE", "alice", "");
+    assert_int_equal(fx_status(f), 407);
+    char nonce[128], line[1024];
+    assert_true(proxy_challenge_nonce(f, "MD5", nonce, sizeof(nonce)));
+    struct registrar_stats st;
+    registrar_stats(f->r, &st);
+    assert_int_equal(st.proxy_challenges, 1);
+    assert_int_equal(st.routed, 0);
+    /* ACK and CANCEL are not challenged. */
+    assert_int_equal(invite(f, T0, "CANCEL", "alice", ""), 1);
+    assert_true(fx_out(f, 0)->is_request);
+    /* Someone else's credentials: 403. */
+    auth_line_any(line, sizeof(line), "Proxy-Authorization", "INVITE", "sip:alice@example.com",
+                  "MD5", "alice", "alicepw", nonce, 1);
+    invite(f, T0, "INVITE", "alice", line);
+    assert_int_equal(fx_status(f), 403);
+    /* bob's own: routed. */
+    auth_line_any(line, sizeof(line), "Proxy-Authorization", "INVITE", "sip:alice@example.com",
+                  "MD5", "bob", "bobpw", nonce, 1);
+    assert_int_equal(invite(f, T0, "INVITE", "alice", line), 1);
+    assert_true(fx_out(f, 0)->is_request);
+    assert_true(slice_eq(fx_out(f, 0)->ruri, SLICE_LIT("sip:alice@192.0.2.10:5060")));
+    /* Credentials for another Request-URI are refused. */
+    auth_line_any(line, sizeof(line), "Proxy-Authorization", "INVITE", "sip:carol@example.com",
+                  "MD5", "bob", "bobpw", nonce, 2);
+    invite(f, T0, "INVITE", "alice", line);
+    assert_int_equal(fx_status(f), 407);
+    /* A caller from outside reaches alice without credentials. */
+    assert_int_equal(fx_send_from(f, &f->other_ss, f->other_len, T0,
+                                  "MESSAGE sip:alice@example.com SIP/2.0\n"
+                                  "Via: SIP/2.0/UDP 10.0.0.9:5060;branch=z9hG4bKout1\n"
+                                  "Max-Forwards: 70\n"
+                                  "From: <sip:carol@example.net>;tag=c1\n"
+                                  "To: <sip:alice@example.com>\n"
+                                  "Call-ID: out1\nCSeq: 1 MESSAGE\nContent-Length: 0\n\n"),
+                     1);
+    assert_true(fx_out(f, 0)->is_request);
+}
+
 static void test_registrar_options_to_self_answered(void **state)
 {
     struct fx *f = *state;
@@ -1264,6 +1329,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registrar_invite_prefers_most_recent_on_equal_q,
                                         setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_invite_unknown_404_unregistered_480,
+                                        setup_auth, teardown),
+        cmocka_unit_test_setup_teardown(test_registrar_request_from_local_user_needs_proxy_auth,
                                         setup_auth, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_options_to_self_answered, setup_open,
                                         teardown),
