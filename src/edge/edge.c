@@ -1847,15 +1847,15 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_
         if (f->is_nat && f->transport == FLOW_UDP && granted > nat_expires(e, f))
             granted = nat_expires(e, f);
     }
+    if (is_reg_final) {
+        struct rx frx = {.transport = f->transport, .sock = f->sock, .src = &f->remote.sa, .f = f};
+        audit_register(e, m, &frx, f, m->status, granted, false);
+    }
     if (m->status == 401 || m->status == 407) {
         if (f->transport == FLOW_UDP)
             note_challenge(f, m);
         if (is_reg_final)
             flow_reg_refused(f, m);
-    }
-    if (is_reg_final) {
-        struct rx frx = {.transport = f->transport, .sock = f->sock, .src = &f->remote.sa, .f = f};
-        audit_register(e, m, &frx, f, m->status, granted, false);
     }
     if (e->guard && m->status >= 200) {
         const struct sip_hdr *to = sip_msg_hdr(m, SIP_HDR_TO);

@@ -64,7 +64,7 @@ for aor, orig in want.items():
     addrs = got.get(aor, [])
     ok = False
     for a in addrs:
-        m = re.fullmatch(r'sip:([A-Za-z0-9_-]{38})\.([A-Za-z0-9_-]+)@' + re.escape(core) + ':5070', a)
+        m = re.fullmatch(r'sip:([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]+)@' + re.escape(core) + ':5070', a)
         if m:
             enc = m.group(2)
             ok = ok or base64.urlsafe_b64decode(enc + '=' * (-len(enc) % 4)).decode() == orig
