@@ -217,14 +217,16 @@ void guard_flow_remove(struct guard *g, const struct sockaddr *src);
 void guard_tick(struct guard *g, uint64_t now_ms);
 
 /*
- * Operator ban of key (port 0 = whole address); duration_s 0 = next ladder step.
+ * Operator ban of key (port 0 = whole address; an IPv6 address: its ipv6_prefix, the key
+ * reported in *out); duration_s 0 = next ladder step.
  * Returns 0 and fills *out (may be NULL), -EPERM for an allowlisted or core-side address
  * (registrar, registrar backups, core peers, embedded registrar, core), -ENOSPC when the
  * ban table is full, -EINVAL.
  */
 int guard_ban(struct guard *g, const struct ban_key *key, uint32_t duration_s, uint64_t now_ms,
               struct ban_entry *out);
-/* Operator unban of key (port 0 = the address ban). Returns 0 or -ENOENT. */
+/* Operator unban of key (port 0 = the address ban; IPv6: of its prefix). Returns 0, -ENOENT
+ * or -EINVAL. */
 int guard_unban(struct guard *g, const struct ban_key *key, uint64_t now_ms);
 
 const struct ban *guard_bans(const struct guard *g);

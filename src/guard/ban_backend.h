@@ -53,6 +53,8 @@ struct ban_nft_opts {
     unsigned n_udp_ports;
     const uint16_t *tcp_ports;
     unsigned n_tcp_ports;
+    uint8_t ipv6_prefix;    /* ban6 elements are prefixes of this length: the rule masks the
+                             * packet's source (0 or 128: whole addresses) */
 };
 
 typedef void (*ban_nft_restore_cb)(void *arg, const struct ban_key *key, uint64_t remaining_ms,

@@ -9,7 +9,7 @@
  *
  *   set     key                          element key bytes
  *   ban4    ipv4_addr                    addr[4]
- *   ban6    ipv6_addr                    addr[16]
+ *   ban6    ipv6_addr                    addr[16] (a prefix: the rule masks saddr)
  *   ban4p   ipv4_addr . inet_service     addr[4] port[2, network order] pad[2]
  *   ban6p   ipv6_addr . inet_service     addr[16] port[2, network order] pad[2]
  *
@@ -107,9 +107,27 @@ static int put_ports(char *buf, size_t cap, size_t *o, const uint16_t *ports, un
     return rc == 0 ? put(buf, cap, o, " }") : rc;
 }
 
+/* " & ffff:ffff:ffff:ffff::" for a /64, or "" when whole addresses are banned. */
+static void v6_mask_expr(uint8_t prefix, char *buf, size_t cap)
+{
+    unsigned char m[16] = {0};
+    char text[INET6_ADDRSTRLEN];
+    buf[0] = '\0';
+    if (prefix == 0 || prefix >= 128)
+        return;
+    for (unsigned i = 0; i < 16; i++) {
+        unsigned keep = prefix >= 8 * (i + 1) ? 8 : prefix > 8 * i ? prefix - 8 * i : 0;
+        m[i] = (unsigned char)(0xff00u >> keep);
+    }
+    if (inet_ntop(AF_INET6, m, text, sizeof(text)) != NULL)
+        snprintf(buf, cap, " & %s", text);
+}
+
 int ban_nft_script(const struct ban_nft_opts *opt, char *buf, size_t cap)
 {
     size_t o = 0;
+    char mask6[8 + INET6_ADDRSTRLEN];
+    v6_mask_expr(opt->ipv6_prefix, mask6, sizeof(mask6));
     int rc = put(buf, cap, &o,
                  "table inet " NFT_TABLE " {\n"
                  "  set ban4 { type ipv4_addr; flags timeout; }\n"
@@ -122,10 +140,11 @@ int ban_nft_script(const struct ban_nft_opts *opt, char *buf, size_t cap)
     bool all = opt->drop_all || (opt->n_udp_ports == 0 && opt->n_tcp_ports == 0);
     static const char *const fam[2][2] = {{"ip", "4"}, {"ip6", "6"}};
     for (int f = 0; rc == 0 && f < 2; f++) {
-        const char *ip = fam[f][0], *v = fam[f][1];
+        const char *ip = fam[f][0], *v = fam[f][1], *mask = f == 1 ? mask6 : "";
         if (all) {
-            rc = put(buf, cap, &o, "add rule inet " NFT_TABLE " input %s saddr @ban%s counter drop\n",
-                     ip, v);
+            rc = put(buf, cap, &o,
+                     "add rule inet " NFT_TABLE " input %s saddr%s @ban%s counter drop\n", ip,
+                     mask, v);
             for (int t = 0; rc == 0 && t < 2; t++) {
                 const char *l4 = t == 0 ? "udp" : "tcp";
                 rc = put(buf, cap, &o,
@@ -141,8 +160,9 @@ int ban_nft_script(const struct ban_nft_opts *opt, char *buf, size_t cap)
             unsigned n = t == 0 ? opt->n_udp_ports : opt->n_tcp_ports;
             if (n == 0)
                 continue;
-            rc = put(buf, cap, &o, "add rule inet " NFT_TABLE " input %s saddr @ban%s %s dport ",
-                     ip, v, l4);
+            rc = put(buf, cap, &o,
+                     "add rule inet " NFT_TABLE " input %s saddr%s @ban%s %s dport ", ip, mask, v,
+                     l4);
             if (rc == 0)
                 rc = put_ports(buf, cap, &o, ports, n);
             if (rc == 0)

@@ -416,6 +416,7 @@ static struct ban_nft_opts nft_opts(const struct guard *g, const struct policy *
         .n_udp_ports = g->n_udp_ports,
         .tcp_ports = g->tcp_ports,
         .n_tcp_ports = g->n_tcp_ports,
+        .ipv6_prefix = (uint8_t)pol->guard_ipv6_prefix,
     };
 }
 
@@ -546,7 +547,9 @@ int guard_set_policy(struct guard *g, const struct policy *pol, uint64_t now_ms)
         rc = ban_set_limits(g->ban, pol->guard_max_bans, pol->guard_ban_durations_s,
                             pol->n_guard_ban_durations, pol->guard_ban_memory_s);
 #ifdef SIPEDGE_WITH_NFT
-    if (rc == 0 && g->is_nft && pol->guard_nft_drop != g->pol.guard_nft_drop) {
+    if (rc == 0 && g->is_nft &&
+        (pol->guard_nft_drop != g->pol.guard_nft_drop ||
+         pol->guard_ipv6_prefix != g->pol.guard_ipv6_prefix)) {
         char err[512] = "";
         struct ban_nft_opts o = nft_opts(g, pol);
         rc = ban_nft_configure(ban_backend_of(g->ban), &o, err, sizeof(err));
@@ -579,10 +582,7 @@ struct guard_verdict guard_admit(struct guard *g, const struct sockaddr *src, ui
     g->now_ms = now_ms;
     if (src_keys(g, src, &kp, &ka) != 0)
         return verdict(GUARD_PASS, 0, GUARD_REASON_NONE);
-    struct ban_key kx = kp; /* the exact address: operator bans of one IPv6 address */
-    kx.port = 0;
-    if (ban_is_banned(g->ban, &ka, now_ms) || ban_is_banned(g->ban, &kp, now_ms) ||
-        (kx.family == AF_INET6 && ban_is_banned(g->ban, &kx, now_ms))) {
+    if (ban_is_banned(g->ban, &ka, now_ms) || ban_is_banned(g->ban, &kp, now_ms)) {
         g->stats.drop_banned++;
         return verdict(GUARD_DROP, 0, GUARD_REASON_BANNED);
     }
@@ -915,7 +915,7 @@ int guard_ban(struct guard *g, const struct ban_key *key, uint32_t duration_s, u
               struct ban_entry *out)
 {
     char addr[BAN_ADDR_MAX];
-    struct ban_key ka;
+    struct ban_key ka, kb;
     struct ban_entry e;
     if (key == NULL)
         return -EINVAL;
@@ -926,6 +926,9 @@ int guard_ban(struct guard *g, const struct ban_key *key, uint32_t duration_s, u
         g->stats.bans_allowlisted_skipped++;
         return -EPERM;
     }
+    /* An IPv6 address ban covers its ipv6_prefix, as bans from strikes do. */
+    kb = key->port == 0 ? addr_key(g, key) : *key;
+    key = &kb;
     int rc = ban_impose(g->ban, key, duration_s, BAN_ORIGIN_ADMIN, now_ms, &e);
     if (rc == -ENOSPC) {
         g->stats.bans_refused_full++;
@@ -946,6 +949,10 @@ int guard_unban(struct guard *g, const struct ban_key *key, uint64_t now_ms)
 {
     char addr[BAN_ADDR_MAX];
     g->now_ms = now_ms;
+    if (key == NULL)
+        return -EINVAL;
+    struct ban_key kb = key->port == 0 ? addr_key(g, key) : *key;
+    key = &kb;
     int rc = ban_lift(g->ban, key, now_ms);
     if (rc != 0)
         return rc;

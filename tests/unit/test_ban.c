@@ -206,6 +206,29 @@ static void test_ban_history_reclaim_is_fifo(void **state)
     ban_free(b);
 }
 
+#ifdef SIPEDGE_WITH_NFT
+/* IPv6 address bans are prefixes: the address rules mask the packet's source, the
+ * (address, port) rules and IPv4 do not. */
+static void test_ban_nft_script_masks_ipv6_address_rules(void **state)
+{
+    (void)state;
+    static const uint16_t udp[] = {5060};
+    char buf[4096];
+    struct ban_nft_opts o = {.udp_ports = udp, .n_udp_ports = 1, .ipv6_prefix = 64};
+    assert_true(ban_nft_script(&o, buf, sizeof(buf)) > 0);
+    assert_non_null(strstr(buf, "input ip6 saddr & ffff:ffff:ffff:ffff:: @ban6 udp dport"));
+    assert_non_null(strstr(buf, "input ip saddr @ban4 udp dport"));
+    assert_non_null(strstr(buf, "input ip6 saddr . udp sport @ban6p udp dport"));
+    o.drop_all = true;
+    o.ipv6_prefix = 56;
+    assert_true(ban_nft_script(&o, buf, sizeof(buf)) > 0);
+    assert_non_null(strstr(buf, "input ip6 saddr & ffff:ffff:ffff:ff00:: @ban6 counter drop"));
+    o.ipv6_prefix = 128;
+    assert_true(ban_nft_script(&o, buf, sizeof(buf)) > 0);
+    assert_non_null(strstr(buf, "input ip6 saddr @ban6 counter drop"));
+}
+#endif
+
 static void on_expired(void *arg, const struct ban_entry *e)
 {
     (void)e;
@@ -280,6 +303,9 @@ int main(void)
         cmocka_unit_test(test_ban_history_is_reclaimed_before_refusing),
         cmocka_unit_test(test_ban_full_table_refusal_is_bounded_work),
         cmocka_unit_test(test_ban_history_reclaim_is_fifo),
+#ifdef SIPEDGE_WITH_NFT
+        cmocka_unit_test(test_ban_nft_script_masks_ipv6_address_rules),
+#endif
         cmocka_unit_test(test_ban_lift_and_expiry_callback),
         cmocka_unit_test(test_ban_restore_sets_level_from_timeout),
         cmocka_unit_test(test_ban_key_parse_and_format),

@@ -348,12 +348,19 @@ static void test_guard_ipv6_address_ban_covers_the_prefix(void **state)
     ban_key_parse("2001:db8:1:2::", &k);
     assert_true(ban_is_banned(guard_bans(g), &k, 2001));
     assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:1:3::1", 5060), 2001).action, GUARD_PASS);
-    /* An operator ban of one IPv6 address still drops exactly that address. */
+    /* An operator ban of one IPv6 address covers its /64 too (as the kernel rule does). */
+    struct ban_entry e;
     ban_key_parse("2001:db8:9::5", &k);
-    assert_int_equal(guard_ban(g, &k, 60, 2001, NULL), 0);
-    assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:9::5", 5060), 2002).reason,
+    assert_int_equal(guard_ban(g, &k, 60, 2001, &e), 0);
+    struct ban_key want;
+    ban_key_parse("2001:db8:9::", &want);
+    assert_memory_equal(&e.key, &want, sizeof(want));
+    assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:9::6", 5060), 2002).reason,
                      GUARD_REASON_BANNED);
-    assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:9::6", 5060), 2002).action, GUARD_PASS);
+    assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:9:1::5", 5060), 2002).action,
+                     GUARD_PASS);
+    assert_int_equal(guard_unban(g, &k, 2003), 0);
+    assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:9::6", 5060), 2003).action, GUARD_PASS);
 }
 
 /* UDP flows per address (IPv6: per /64) are capped, allowlisted ones too, and the count
