@@ -1,6 +1,8 @@
 /*
  * The embedded registrar: arbitrary datagrams from a client address and from the edge's
- * (trusted) address, with time moving on, against a users file.
+ * (trusted) address, with time moving on, against a users file. One configured peer
+ * (127.0.0.1:5090) makes the peer routing reachable; a fixed branch key keeps runs
+ * reproducible (the sb MAC of a routed request is the same every run).
  */
 #include <netinet/in.h>
 #include <stdint.h>
@@ -11,7 +13,8 @@
 #include "sipedge/registrar.h"
 
 static struct registrar *g_reg;
-static struct config_addr g_self, g_edge;
+static struct config_addr g_self, g_edge, g_peer;
+static const uint8_t g_branch_key[REGISTRAR_BRANCH_KEY_LEN] = {1, 2, 3, 4, 5, 6, 7, 8};
 static struct policy g_pol;
 static uint64_t g_now = 1000;
 
@@ -32,12 +35,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         g_pol.max_bindings = 64;
         config_addr_parse("127.0.0.1:5080", &g_self);
         config_addr_parse("127.0.0.1:5070", &g_edge);
+        config_addr_parse("127.0.0.1:5090", &g_peer);
         struct registrar_opts o = {.self = &g_self,
                                    .users_file = NULL,
                                    .realm = "fuzz",
                                    .policy = &g_pol,
                                    .trusted = &g_edge,
-                                   .n_trusted = 1};
+                                   .n_trusted = 1,
+                                   .peers = &g_peer,
+                                   .n_peers = 1,
+                                   .branch_key = g_branch_key};
         char err[256];
         if (registrar_new(&g_reg, &o, on_send, NULL, err, sizeof(err)) < 0)
             abort();

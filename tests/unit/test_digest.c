@@ -168,6 +168,67 @@ static void test_digest_challenge_offers_sha256_and_md5(void **state)
     digest_free(d);
 }
 
+/* The nonce-count table fails closed: with every slot in use a new use is refused
+ * (-ENOSPC) and counted, never let through unchecked. */
+static void test_digest_nc_table_full_refuses(void **state)
+{
+    (void)state;
+    struct digest *d = load("alice:pw\n");
+    digest_nc_size(d, 16);
+    char nonce[DIGEST_NONCE_LEN + 1];
+    digest_nonce_make(d, T0, nonce, sizeof(nonce));
+    char cnonces[17][8];
+    struct digest_creds c = {.username = SLICE_LIT("alice"),
+                             .nonce = slice_make(nonce, strlen(nonce)),
+                             .nc = SLICE_LIT("00000001")};
+    for (int i = 0; i < 17; i++) {
+        snprintf(cnonces[i], sizeof(cnonces[i]), "cn%d", i);
+        c.cnonce = slice_make(cnonces[i], strlen(cnonces[i]));
+        assert_int_equal(digest_nc_note(d, &c, 1, T0, 30), i < 16 ? 0 : -ENOSPC);
+    }
+    assert_int_equal(digest_nc_full(d), 1);
+    /* A known entry is still checked: a replay is caught, a higher nc passes. */
+    c.cnonce = slice_make(cnonces[3], strlen(cnonces[3]));
+    assert_int_equal(digest_nc_note(d, &c, 2, T0, 30), -EALREADY);
+    c.nc = SLICE_LIT("00000002");
+    assert_int_equal(digest_nc_note(d, &c, 2, T0, 30), 0);
+    /* Once the nonces expire their slots are free again. */
+    c.cnonce = slice_make(cnonces[16], strlen(cnonces[16]));
+    assert_int_equal(digest_nc_note(d, &c, 1, T0 + 60000, 30), 0);
+    digest_free(d);
+}
+
+static void test_digest_uri_and_algorithm_checks(void **state)
+{
+    (void)state;
+    struct digest_creds c = {.uri = SLICE_LIT("sip:example.com")};
+    assert_true(digest_uri_matches(&c, SLICE_LIT("sip:example.com")));
+    assert_false(digest_uri_matches(&c, SLICE_LIT("sip:example.com;transport=tcp")));
+    assert_false(digest_uri_matches(&c, SLICE_LIT("sip:other.example.com")));
+    /* challenges: 0 md5, 1 sha256, 2 md5 then sha256, 3 sha256 then md5. */
+    c.algorithm = SLICE_NULL; /* absent means MD5 */
+    assert_true(digest_alg_offered(&c, 0));
+    assert_false(digest_alg_offered(&c, 1));
+    assert_true(digest_alg_offered(&c, 3));
+    c.algorithm = SLICE_LIT("md5");
+    assert_false(digest_alg_offered(&c, 1));
+    assert_true(digest_alg_offered(&c, 2));
+    c.algorithm = SLICE_LIT("SHA-256");
+    assert_true(digest_alg_offered(&c, 1));
+    assert_false(digest_alg_offered(&c, 0));
+    assert_true(digest_alg_offered(&c, 2));
+    c.algorithm = SLICE_LIT("SHA-512-256");
+    assert_false(digest_alg_offered(&c, 3));
+
+    struct digest *d = load("alice:pw\n");
+    char buf[1024];
+    int n = digest_challenge_build_hdr(d, "Proxy-Authenticate", T0, false, 3, buf, sizeof(buf));
+    assert_true(n > 0);
+    assert_int_equal(strncmp(buf, "Proxy-Authenticate: Digest realm=\"example.com\"", 46), 0);
+    assert_null(strstr(buf, "WWW-Authenticate"));
+    digest_free(d);
+}
+
 static void test_digest_users_file_loads_and_reports_bad_lines(void **state)
 {
     (void)state;
@@ -214,6 +275,8 @@ int main(void)
         cmocka_unit_test(test_digest_creds_parse_reads_fields),
         cmocka_unit_test(test_digest_verify_outcomes),
         cmocka_unit_test(test_digest_challenge_offers_sha256_and_md5),
+        cmocka_unit_test(test_digest_nc_table_full_refuses),
+        cmocka_unit_test(test_digest_uri_and_algorithm_checks),
         cmocka_unit_test(test_digest_users_file_loads_and_reports_bad_lines),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
