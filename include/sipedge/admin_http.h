@@ -12,11 +12,15 @@
  *   POST   /api/reload          same as SIGHUP: policy reload, audit log reopen
  *   GET    /api/stats           counters for the status page (and admin_cmd_exec "stats")
  *
- * Access: a peer whose address is exactly 127.0.0.1 or ::1 is trusted; any other peer
- * (other 127/8 addresses included) must send "Authorization: Bearer TOKEN" with the
- * configured token, else 403 (always 403 when no token is configured). POST and DELETE
- * carrying an Origin header that does not name this listener are refused with 403, so a
- * web page in a local browser cannot drive the API. Unknown paths 404, wrong method 405,
+ * Access: every request must carry a Host header naming this listener (the configured
+ * address, the socket's local address, or "localhost:PORT" on loopback), else 421: a
+ * DNS-rebinding page cannot reach the API under its own name. A peer whose address is
+ * exactly 127.0.0.1 or ::1 may read (GET) without a token; any other peer (other 127/8
+ * addresses included) must send "Authorization: Bearer TOKEN" with the configured token,
+ * else 403. Every other method (POST, DELETE, PUT...) needs the token from any peer,
+ * loopback included; with no token configured they are refused with 403 and the UNIX
+ * admin socket (sipedgectl) is the way to change state. POST and DELETE carrying an
+ * Origin header that does not name this listener are refused with 403 as well. Unknown paths 404, wrong method 405,
  * malformed JSON 400, request bodies over ADMIN_HTTP_BODY_MAX 413.
  *
  * We bind and listen ourselves and adopt accepted sockets into lws (an lws `iface` is an
@@ -46,7 +50,7 @@ typedef int (*admin_http_reload_cb)(void *ctx, char *err, size_t cap);
 struct admin_http_opts {
     struct uv_loop_s *loop;
     const struct config_addr *listen;
-    const char *token;          /* "" or NULL: only 127.0.0.1 / ::1 get in */
+    const char *token;          /* "" or NULL: only 127.0.0.1 / ::1 get in, read-only */
     struct guard *guard;        /* borrowed; NULL: ban endpoints answer 503 */
     struct edge *edge;          /* borrowed; NULL: empty inventory */
     admin_http_snapshot_cb snapshot;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -172,6 +173,50 @@ static bool http_has_token(struct admin_http *h, struct lws *wsi)
     if (strncmp(auth, "Bearer ", 7) != 0 || strlen(auth + 7) != tl)
         return false;
     return CRYPTO_memcmp(auth + 7, h->token, tl) == 0;
+}
+
+/*
+ * DNS rebinding: a page on evil.example whose name the attacker re-points at 127.0.0.1
+ * reaches this listener from the local browser as a same-origin request, Origin and Host
+ * both "evil.example:PORT". Only the names this listener really has are accepted: its
+ * configured address, the socket's local address (a wildcard listener reached by one of
+ * the host's addresses) and, on loopback, "localhost:PORT".
+ */
+static bool http_host_ok(const struct admin_http *h, struct lws *wsi)
+{
+    char host[256], name[INET6_ADDRSTRLEN + 16], ip[INET6_ADDRSTRLEN];
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_HOST);
+    if (n <= 0 || n >= (int)sizeof(host) ||
+        lws_hdr_copy(wsi, host, sizeof(host), WSI_TOKEN_HOST) < 0)
+        return false;
+    if (strcasecmp(host, h->o.listen->text) == 0)
+        return true;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    int fd = lws_get_socket_fd(wsi);
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return false;
+    unsigned port;
+    bool is_loopback;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        port = ntohs(in->sin_port);
+        is_loopback = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+        snprintf(name, sizeof(name), "%s:%u", ip, port);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
+        port = ntohs(in6->sin6_port);
+        is_loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+        snprintf(name, sizeof(name), "[%s]:%u", ip, port);
+    } else {
+        return false;
+    }
+    if (strcasecmp(host, name) == 0)
+        return true;
+    snprintf(name, sizeof(name), "localhost:%u", port);
+    return is_loopback && strcasecmp(host, name) == 0;
 }
 
 /* POST/DELETE from a browser page on another origin carry an Origin header: refuse unless
@@ -648,9 +693,29 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         }
         memcpy(pss->path, in, len);
         pss->path[len] = '\0';
+        if (!http_host_ok(h, wsi)) {
+            pss->is_closing = true;
+            return http_reply_simple(wsi, pss, 421,
+                                     "{\"ok\":false,\"error\":\"Host does not name this "
+                                     "listener\"}");
+        }
         if (!http_peer_is_loopback(wsi) && !http_has_token(h, wsi)) {
             pss->is_closing = true;
             return http_reply_simple(wsi, pss, 403, "{\"ok\":false,\"error\":\"forbidden\"}");
+        }
+        /* Anything but GET may change state: the token is required even from loopback,
+         * where every local process and browser page would otherwise be the admin. */
+        if (pss->method != HTTP_GET && !h->token[0]) {
+            pss->is_closing = true;
+            return http_reply_simple(wsi, pss, 403,
+                                     "{\"ok\":false,\"error\":\"state-changing calls over "
+                                     "HTTP need admin.token: set it, or use the UNIX admin "
+                                     "socket (sipedgectl)\"}");
+        }
+        if (pss->method != HTTP_GET && !http_has_token(h, wsi)) {
+            pss->is_closing = true;
+            return http_reply_simple(wsi, pss, 403,
+                                     "{\"ok\":false,\"error\":\"token required\"}");
         }
         if (pss->method != HTTP_GET && !http_origin_ok(wsi)) {
             pss->is_closing = true;
@@ -816,7 +881,8 @@ int admin_http_new(struct admin_http **out, const struct admin_http_opts *opts)
         return rc;
     }
     log_info("admin http: listening on http://%s%s", opts->listen->text,
-             h->token[0] ? " (token accepted from non-loopback peers)" : "");
+             h->token[0] ? " (token required from non-loopback peers and for changes)"
+                         : " (read-only: no admin.token)");
     *out = h;
     return 0;
 }
