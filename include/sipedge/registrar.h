@@ -100,7 +100,7 @@ struct registrar_stats {
     uint64_t send_errors;        /* replies or forwards that could not be built */
     uint64_t expired;            /* bindings removed by registrar_tick */
     uint64_t digest_uri_mismatch; /* challenged again: digest uri is not the Request-URI */
-    uint64_t digest_alg_refused; /* challenged again: an algorithm the policy did not offer */
+    uint64_t digest_alg_refused;  /* challenged again: an algorithm the policy did not offer */
     uint64_t replays;            /* valid credentials with a used nonce count (RFC 7616 §5.5) */
     uint64_t nc_table_full;      /* 503 sent: no room in the nonce-count table to check the
                                     credentials for a replay (fail closed) */

@@ -301,8 +301,7 @@ static bool authorize(struct req *q, struct slice aor_user, bool is_proxy)
     bool has_creds = false;
     struct slice realm = slice_make(r->realm, strlen(r->realm));
     enum sip_hdr_id creds_id = is_proxy ? SIP_HDR_PROXY_AUTHORIZATION : SIP_HDR_AUTHORIZATION;
-    for (const struct sip_hdr *h = sip_msg_hdr(q->m, creds_id); h;
-         h = sip_msg_hdr_next(q->m, h)) {
+    for (const struct sip_hdr *h = sip_msg_hdr(q->m, creds_id); h; h = sip_msg_hdr_next(q->m, h)) {
         if (digest_creds_parse(h->value, &c) == 0 && slice_eq(c.realm, realm)) {
             has_creds = true;
             break;
@@ -323,8 +322,8 @@ static bool authorize(struct req *q, struct slice aor_user, bool is_proxy)
         if (!digest_uri_matches(&c, q->m->ruri)) {
             r->stats.digest_uri_mismatch++;
             rc = -EBADMSG;
-            log_info("registrar: digest uri %.*s of %.*s is not the Request-URI",
-                     SLICE_FMT(c.uri), SLICE_FMT(c.username));
+            log_info("registrar: digest uri %.*s of %.*s is not the Request-URI", SLICE_FMT(c.uri),
+                     SLICE_FMT(c.username));
         } else if (!digest_alg_offered(&c, r->policy.digest_challenges)) {
             r->stats.digest_alg_refused++;
             rc = -EBADMSG;
@@ -1014,8 +1013,8 @@ static void forward_request(struct req *q, const struct forward *f)
     sip_build_fmt(&sb, "Via: SIP/2.0/UDP %s;branch=%s", r->self.text, branch);
     if (f->b) {
         char mac[2 * SB_MAC_LEN + 1];
-        if (sb_mac_hex(r, f->b->slot, f->b->gen, slice_make(branch, (size_t)blen),
-                       msg_call_id(m), msg_cseq(m), mac) != 0) {
+        if (sb_mac_hex(r, f->b->slot, f->b->gen, slice_make(branch, (size_t)blen), msg_call_id(m),
+                       msg_cseq(m), mac) != 0) {
             r->stats.send_errors++;
             reply(q, 500, "Server Internal Error", NULL);
             return;
@@ -1286,8 +1285,8 @@ static void flow_failed(struct registrar *r, const struct sip_msg *m, const stru
                         struct slice sbv, const struct sockaddr *src)
 {
     long dot1 = slice_find(sbv, '.');
-    struct slice after = dot1 > 0 ? slice_make(sbv.p + dot1 + 1, sbv.len - (size_t)dot1 - 1)
-                                  : SLICE_NULL;
+    struct slice after =
+        dot1 > 0 ? slice_make(sbv.p + dot1 + 1, sbv.len - (size_t)dot1 - 1) : SLICE_NULL;
     long dot2 = slice_find(after, '.');
     uint32_t slot, gen;
     if (dot1 <= 0 || dot2 <= 0 ||
@@ -1457,8 +1456,7 @@ int registrar_new(struct registrar **out, const struct registrar_opts *opts, reg
             r->n_peers = opts->n_peers;
         }
     }
-    if (!r->hdrs || !r->found || (opts->n_trusted && !r->trusted) ||
-        (opts->n_peers && !r->peers)) {
+    if (!r->hdrs || !r->found || (opts->n_trusted && !r->trusted) || (opts->n_peers && !r->peers)) {
         rc = -ENOMEM;
         goto out;
     }

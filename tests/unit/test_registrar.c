@@ -288,8 +288,8 @@ static void auth_line_any(char *out, size_t cap, const char *hdr, const char *me
 }
 
 /* Authorization header line for user/pw over a nonce, with nonce count nc. */
-static void auth_line_nc(char *out, size_t cap, const char *alg, const char *user,
-                         const char *pw, const char *nonce, unsigned nc)
+static void auth_line_nc(char *out, size_t cap, const char *alg, const char *user, const char *pw,
+                         const char *nonce, unsigned nc)
 {
     auth_line_any(out, cap, "Authorization", "REGISTER", "sip:example.com", alg, user, pw, nonce,
                   nc);
@@ -998,8 +998,10 @@ static void test_registrar_forged_430_keeps_the_binding(void **state)
     unsigned slot = 0, gen = 0;
     assert_int_equal(sscanf(sb, ";sb=%u.%u", &slot, &gen), 2);
     /* The right slot and generation, a guessed branch and no MAC. */
-    snprintf(forged, sizeof(forged), "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK0123456789abcdef;"
-             "sb=%u.%u", slot, gen);
+    snprintf(forged, sizeof(forged),
+             "SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bK0123456789abcdef;"
+             "sb=%u.%u",
+             slot, gen);
     fx_send_from(f, &f->edge_ss, f->edge_len, T0, RESP_FMT, "430 Flow Failed", forged);
     assert_int_equal(registrar_n_bindings(f->r), 2);
     /* The genuine sb (MAC included) moved to another branch. */
@@ -1042,8 +1044,7 @@ static void test_registrar_route_to_unknown_address_refused(void **state)
 {
     struct fx *f = *state;
     static const char *const routes[] = {
-        "Route: <sip:10.1.2.3:5060;lr>\n",
-        "Route: <sip:127.0.0.1:5080;lr>, <sip:10.1.2.3;lr>\n",
+        "Route: <sip:10.1.2.3:5060;lr>\n", "Route: <sip:127.0.0.1:5080;lr>, <sip:10.1.2.3;lr>\n",
         "Route: <sip:127.0.0.1:5080;lr>\nRoute: <sip:198.51.100.7:5071;lr>\n",
         "Route: <sip:127.0.0.1:5080;lr>\n", /* then the R-URI host */
     };
@@ -1299,8 +1300,8 @@ int main(void)
                                         setup_auth, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_full_nonce_table_answers_503,
                                         setup_auth_small_nc, teardown),
-        cmocka_unit_test_setup_teardown(test_registrar_digest_uri_must_be_request_uri,
-                                        setup_auth, teardown),
+        cmocka_unit_test_setup_teardown(test_registrar_digest_uri_must_be_request_uri, setup_auth,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_registrar_md5_refused_when_only_sha256_offered,
                                         setup_auth_sha256_only, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_expired_nonce_answers_stale, setup_auth,
@@ -1342,8 +1343,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_registrar_loose_routes_in_dialog_request, setup_open,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_registrar_route_to_unknown_address_refused,
-                                        setup_open, teardown),
+        cmocka_unit_test_setup_teardown(test_registrar_route_to_unknown_address_refused, setup_open,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_registrar_path_from_untrusted_source_ignored,
                                         setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_bad_input_counted, setup_open, teardown),
