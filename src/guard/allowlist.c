@@ -90,3 +90,14 @@ bool allowlist_match(const struct allowlist *al, const struct ban_key *key)
     }
     return false;
 }
+
+bool allowlist_overlaps(const struct allowlist *al, const struct ban_key *key, unsigned bits)
+{
+    for (unsigned i = 0; i < al->n; i++) {
+        const struct guard_cidr *c = &al->cidr[i];
+        unsigned n = c->prefix < bits ? c->prefix : bits;
+        if (c->family == key->family && prefix_eq(c->addr, key->addr, n))
+            return true;
+    }
+    return false;
+}

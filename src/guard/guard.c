@@ -294,6 +294,13 @@ static bool is_exempt(const struct guard *g, const struct ban_key *k)
     return allowlist_match(&g->allow, k) || is_protected(g, k);
 }
 
+/* An address ban of ka (IPv6: a prefix) would cover an allowlisted address. */
+static bool covers_allowed(const struct guard *g, const struct ban_key *ka)
+{
+    unsigned bits = ka->family == AF_INET6 ? g->pol.guard_ipv6_prefix : 32;
+    return allowlist_overlaps(&g->allow, ka, bits);
+}
+
 static bool is_proven(const struct guard_src *p, uint64_t now)
 {
     return p != NULL && (p->proven_until_ms > now || p->auth_until_ms > now);
@@ -352,9 +359,11 @@ static void strike(struct guard *g, const struct sockaddr *src, enum guard_reaso
     if (p != NULL)
         copy_aor(p->aor, sizeof(p->aor), aor);
     bool other_auth = a->auth_until_ms > now && memcmp(&a->auth_src, &kp, sizeof(kp)) != 0;
-    if (a_sum >= g->pol.guard_ip_threshold ||
-        (g->pol.guard_ban_scope == POLICY_BAN_SCOPE_IP && a_sum >= g->pol.guard_threshold &&
-         !other_auth)) {
+    /* A prefix holding an allowlisted address is banned per (address, port) only. */
+    if (!covers_allowed(g, &ka) &&
+        (a_sum >= g->pol.guard_ip_threshold ||
+         (g->pol.guard_ban_scope == POLICY_BAN_SCOPE_IP && a_sum >= g->pol.guard_threshold &&
+          !other_auth))) {
         impose(g, &ka, why, a_sum, a->aor, 0, now);
         strikes_reset(&a->strikes);
         if (p != NULL)
@@ -929,6 +938,10 @@ int guard_ban(struct guard *g, const struct ban_key *key, uint32_t duration_s, u
     /* An IPv6 address ban covers its ipv6_prefix, as bans from strikes do. */
     kb = key->port == 0 ? addr_key(g, key) : *key;
     key = &kb;
+    if (key->port == 0 && covers_allowed(g, key)) {
+        g->stats.bans_allowlisted_skipped++;
+        return -EPERM;
+    }
     int rc = ban_impose(g->ban, key, duration_s, BAN_ORIGIN_ADMIN, now_ms, &e);
     if (rc == -ENOSPC) {
         g->stats.bans_refused_full++;

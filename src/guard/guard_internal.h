@@ -69,6 +69,9 @@ int allowlist_parse(const char *text, struct guard_cidr *out);
 int allowlist_set(struct allowlist *al, const char (*texts)[48], unsigned n);
 /* True when key's address (port ignored) lies in one of the CIDRs. */
 bool allowlist_match(const struct allowlist *al, const struct ban_key *key);
+/* True when the first bits of key's address (a prefix) share an address with one of the
+ * CIDRs: a ban of that prefix would cover an allowlisted address. */
+bool allowlist_overlaps(const struct allowlist *al, const struct ban_key *key, unsigned bits);
 
 /* ---- addr_table: bounded open-addressing hash over fixed-size entries ----------------- */
 

@@ -70,6 +70,24 @@ static void test_allowlist_match_v6_and_family_separation(void **state)
     assert_false(allowlist_match(&al, &out));
 }
 
+/* A prefix overlaps the list when it holds a listed address or lies inside a listed CIDR. */
+static void test_allowlist_overlaps_prefix(void **state)
+{
+    (void)state;
+    static const char texts[][48] = {"2001:db8:1:2::10/128", "2001:db8:9::/48", "10.0.0.0/8"};
+    struct allowlist al;
+    assert_int_equal(allowlist_set(&al, texts, 3), 0);
+    struct ban_key holds = key("2001:db8:1:2::"), inside = key("2001:db8:9:5::");
+    struct ban_key apart = key("2001:db8:1:3::"), v4 = key("10.1.2.3"), v4o = key("11.0.0.1");
+    assert_true(allowlist_overlaps(&al, &holds, 64));
+    assert_false(allowlist_match(&al, &holds));
+    assert_true(allowlist_overlaps(&al, &inside, 64));
+    assert_false(allowlist_overlaps(&al, &apart, 64));
+    assert_true(allowlist_overlaps(&al, &apart, 32)); /* 2001:db8::/32 holds them all */
+    assert_true(allowlist_overlaps(&al, &v4, 32));
+    assert_false(allowlist_overlaps(&al, &v4o, 32));
+}
+
 static void test_allowlist_host_bits_are_masked(void **state)
 {
     (void)state;
@@ -97,6 +115,7 @@ int main(void)
         cmocka_unit_test(test_allowlist_parse_accepts_and_rejects),
         cmocka_unit_test(test_allowlist_match_v4),
         cmocka_unit_test(test_allowlist_match_v6_and_family_separation),
+        cmocka_unit_test(test_allowlist_overlaps_prefix),
         cmocka_unit_test(test_allowlist_host_bits_are_masked),
         cmocka_unit_test(test_allowlist_set_bad_entry_leaves_list),
     };

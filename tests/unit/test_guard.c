@@ -416,6 +416,25 @@ static void test_guard_flows_admitted_when_sources_full(void **state)
     guard_flow_remove(g, sa_ptr("198.18.3.100", 5060));
 }
 
+/* A /64 holding an allowlisted address is never banned whole: its other sources lose
+ * only their (address, port). */
+static void test_guard_ipv6_prefix_with_allowlisted_address_not_banned_whole(void **state)
+{
+    pol.guard_ban_scope = POLICY_BAN_SCOPE_IP;
+    snprintf(pol.guard_allowlist[1], sizeof(pol.guard_allowlist[1]), "2001:db8:4:4::10/128");
+    pol.n_guard_allowlist = 2;
+    struct guard *g = mk(state);
+    const struct sockaddr *bad = sa6_ptr("2001:db8:4:4::66", 5060);
+    prove(g, bad, 1500);
+    fail_auth(g, bad, 3, 2000);
+    assert_int_equal(guard_admit(g, bad, 2001).reason, GUARD_REASON_BANNED);
+    assert_int_equal(guard_admit(g, sa6_ptr("2001:db8:4:4::10", 5060), 2001).action,
+                     GUARD_PASS);
+    struct ban_key k;
+    ban_key_parse("2001:db8:4:4::77", &k);
+    assert_int_equal(guard_ban(g, &k, 60, 2001, NULL), -EPERM);
+}
+
 /* Registrars and core peers are never banned, whatever the allowlist says. */
 static void test_guard_core_side_never_banned(void **state)
 {
@@ -713,6 +732,7 @@ int main(void)
         T(test_guard_authenticated_port_counts_towards_address),
         T(test_guard_default_scope_is_ip),
         T(test_guard_ipv6_prefix_shares_one_bucket),
+        T(test_guard_ipv6_prefix_with_allowlisted_address_not_banned_whole),
         T(test_guard_flows_per_address_are_capped),
         T(test_guard_flows_admitted_when_sources_full),
         T(test_guard_ipv6_address_ban_covers_the_prefix),
