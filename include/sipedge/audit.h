@@ -20,11 +20,20 @@
  * The tables hold at most max_aors AORs and max_contacts contacts; when one is full a new
  * key is not tracked and counted (audit_stats), live entries are never evicted.
  *
+ * Lines are budgeted per source address (AUDIT_SOURCE_RATE lines a second, bursts of
+ * AUDIT_SOURCE_BURST, in a table of AUDIT_SOURCES_MAX addresses): one sender cannot fill
+ * the disk or bury other sources' lines. Dropped lines are counted per source and, when
+ * the source is next allowed, announced by one line before its next:
+ *   {"ts":"...","event":"suppressed","source":"198.51.100.7","lines":57,
+ *    "message":"suppressed 57 lines"}
+ * Registrations are judged (signal tables) whether or not their line is written.
+ *
  * Pure module: no loop; time comes in as arguments. Single-threaded.
  */
 #ifndef SIPEDGE_AUDIT_H
 #define SIPEDGE_AUDIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +43,10 @@
 #define AUDIT_DEFAULT_MAX_AORS 16384
 #define AUDIT_DEFAULT_MAX_CONTACTS 32768
 #define AUDIT_DEFAULT_DEVICE_WINDOW_S 600
+#define AUDIT_SOURCE_RATE 20    /* lines per second per source address */
+#define AUDIT_SOURCE_BURST 40
+#define AUDIT_SOURCES_MAX 4096  /* power of two */
+#define AUDIT_SOURCE_PROBE 8    /* slots looked at per address */
 
 /* Bit set of security signals. */
 enum audit_signal {
@@ -55,6 +68,8 @@ struct audit_stats {
     uint64_t aors_full;        /* AOR not tracked: table full */
     uint64_t contacts_full;    /* contact not tracked: table full */
     uint64_t reopened;
+    uint64_t lines_suppressed;  /* over their source's budget */
+    uint64_t sources_untracked; /* source table busy: line written without a budget */
     uint64_t signals[3];       /* per signal, in enum order */
 };
 
@@ -90,6 +105,18 @@ size_t audit_format_flow(char *buf, size_t cap, enum edge_flow_event kind, uint6
 void audit_register(struct audit *a, const struct edge_reg_event *ev, uint64_t mono_ms);
 void audit_flow(struct audit *a, enum edge_flow_event kind, uint64_t flow_ref, uint8_t transport,
                 const struct sockaddr *remote, const char *reason);
+
+/* The per-source budget behind audit_register/audit_flow: whether a line about src may be
+ * written at mono_ms. When it may, *suppressed (may be NULL) gets the number of lines
+ * dropped for src since its last allowed one (0 when none). An address-less src is always
+ * allowed. */
+bool audit_source_allow(struct audit *a, const struct sockaddr *src, uint64_t mono_ms,
+                        uint64_t *suppressed);
+
+/* Formats the summary line for n suppressed lines of src. Returns the length, 0 when
+ * cap < 512. */
+size_t audit_format_suppressed(char *buf, size_t cap, const struct sockaddr *src, uint64_t n,
+                               uint64_t wall_ms);
 
 const struct audit_stats *audit_stats(const struct audit *a);
 /* Name of one signal bit ("device_change"), NULL for an unknown bit. */

@@ -8,12 +8,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +45,16 @@ struct audit_contact {
     char aor[AUDIT_KEY_MAX];
 };
 
+/* Per-source line budget (a token bucket in thousandths of a line). */
+struct audit_src {
+    bool is_used;
+    uint8_t family;
+    uint8_t ip[16];
+    uint32_t tokens_milli;
+    uint64_t refill_ms;
+    uint64_t suppressed; /* lines dropped since the last one written */
+};
+
 struct audit {
     int fd;
     bool is_owned;
@@ -52,6 +64,8 @@ struct audit {
     struct audit_aor *aors;
     struct audit_contact *contacts;
     uint64_t device_window_ms;
+    uint64_t src_seed;
+    struct audit_src srcs[AUDIT_SOURCES_MAX];
     struct audit_stats st;
 };
 
@@ -106,6 +120,8 @@ int audit_new(struct audit **out, const struct audit_opts *opts)
         return -ENOMEM;
     int rc = 0;
     a->fd = -1;
+    if (getrandom(&a->src_seed, sizeof(a->src_seed), GRND_NONBLOCK) != sizeof(a->src_seed))
+        a->src_seed = (uint64_t)(uintptr_t)a ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
     snprintf(a->path, sizeof(a->path), "%s", path);
     a->max_aors = opts->max_aors ? opts->max_aors : AUDIT_DEFAULT_MAX_AORS;
     a->max_contacts = opts->max_contacts ? opts->max_contacts : AUDIT_DEFAULT_MAX_CONTACTS;
@@ -278,6 +294,89 @@ static bool audit_ip_of(const struct sockaddr *sa, uint8_t *family, uint8_t ip[1
     return false;
 }
 
+/* ---- per-source line budget ---- */
+
+/* Seeded 64-bit mix of the address (splitmix64 steps): the seed is random per process, so
+ * a sender cannot pick addresses that collide; a probe run is bounded in any case. */
+static uint64_t audit_src_hash(const struct audit *a, uint8_t family, const uint8_t ip[16])
+{
+    uint64_t h = a->src_seed ^ family;
+    for (unsigned i = 0; i < 16; i += 8) {
+        uint64_t w;
+        memcpy(&w, ip + i, 8);
+        h ^= w;
+        h += 0x9e3779b97f4a7c15ULL;
+        h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+        h ^= h >> 31;
+    }
+    return h;
+}
+
+static void audit_src_refill(struct audit_src *e, uint64_t now_ms)
+{
+    if (now_ms > e->refill_ms) {
+        uint64_t v = e->tokens_milli + (now_ms - e->refill_ms) * AUDIT_SOURCE_RATE;
+        e->tokens_milli = (uint32_t)(v > AUDIT_SOURCE_BURST * 1000u ? AUDIT_SOURCE_BURST * 1000u : v);
+    }
+    e->refill_ms = now_ms; /* a clock that went back only restarts the refill */
+}
+
+bool audit_source_allow(struct audit *a, const struct sockaddr *src, uint64_t mono_ms,
+                        uint64_t *suppressed)
+{
+    uint8_t family, ip[16];
+    if (suppressed)
+        *suppressed = 0;
+    if (!a || !audit_ip_of(src, &family, ip))
+        return true;
+    size_t mask = AUDIT_SOURCES_MAX - 1;
+    size_t i = (size_t)audit_src_hash(a, family, ip) & mask;
+    struct audit_src *e = NULL, *idle = NULL;
+    for (unsigned n = 0; n < AUDIT_SOURCE_PROBE; n++, i = (i + 1) & mask) {
+        struct audit_src *c = &a->srcs[i];
+        if (!c->is_used) {
+            if (!idle)
+                idle = c;
+            continue;
+        }
+        if (c->family == family && !memcmp(c->ip, ip, 16)) {
+            e = c;
+            break;
+        }
+        /* An entry back at a full bucket with nothing owed tells nothing: reusable. */
+        audit_src_refill(c, mono_ms);
+        if (!idle && c->suppressed == 0 && c->tokens_milli >= AUDIT_SOURCE_BURST * 1000u)
+            idle = c;
+    }
+    if (!e) {
+        if (!idle) {
+            /* Every slot of the run is busy: the line goes out unlimited rather than
+             * letting a crowd of sources silence others. */
+            a->st.sources_untracked++;
+            return true;
+        }
+        e = idle;
+        memset(e, 0, sizeof(*e));
+        e->is_used = true;
+        e->family = family;
+        memcpy(e->ip, ip, 16);
+        e->tokens_milli = AUDIT_SOURCE_BURST * 1000u;
+        e->refill_ms = mono_ms;
+    }
+    audit_src_refill(e, mono_ms);
+    if (e->tokens_milli < 1000) {
+        e->suppressed++;
+        a->st.lines_suppressed++;
+        return false;
+    }
+    e->tokens_milli -= 1000;
+    if (suppressed)
+        *suppressed = e->suppressed;
+    e->suppressed = 0;
+    return true;
+}
+
 static unsigned audit_judge(struct audit *a, const struct edge_reg_event *ev, uint64_t mono_ms)
 {
     unsigned sig = 0;
@@ -443,6 +542,30 @@ size_t audit_format_flow(char *buf, size_t cap, enum edge_flow_event kind, uint6
     return o;
 }
 
+size_t audit_format_suppressed(char *buf, size_t cap, const struct sockaddr *src, uint64_t n,
+                               uint64_t wall_ms)
+{
+    if (!buf || cap < 512)
+        return 0;
+    size_t o = 0;
+    char addr[LOG_ADDR_MAX] = "";
+    uint8_t family, ip[16];
+    if (src && audit_ip_of(src, &family, ip))
+        inet_ntop(family, ip, addr, sizeof(addr));
+    audit_put_head(buf, cap, &o, wall_ms, "suppressed");
+    audit_put_str(buf, cap, &o, "source", addr, 128);
+    audit_put(buf, cap, &o, ",\"lines\":%llu,\"message\":\"suppressed %llu lines\"}\n",
+              (unsigned long long)n, (unsigned long long)n);
+    return o;
+}
+
+static uint64_t audit_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 static uint64_t audit_wall_ms(void)
 {
     struct timespec ts;
@@ -461,13 +584,30 @@ static void audit_write(struct audit *a, const char *line, size_t len)
         a->st.write_failed++;
 }
 
+/* One line within its source's budget; the first line allowed after suppressed ones is
+ * preceded by a summary of how many were dropped. */
+static void audit_write_limited(struct audit *a, const struct sockaddr *src, uint64_t mono_ms,
+                                uint64_t wall_ms, const char *line, size_t len)
+{
+    uint64_t dropped = 0;
+    if (len == 0 || !audit_source_allow(a, src, mono_ms, &dropped))
+        return;
+    if (dropped) {
+        char sum[512];
+        audit_write(a, sum, audit_format_suppressed(sum, sizeof(sum), src, dropped, wall_ms));
+    }
+    audit_write(a, line, len);
+}
+
 void audit_register(struct audit *a, const struct edge_reg_event *ev, uint64_t mono_ms)
 {
     if (!a)
         return;
     char line[AUDIT_LINE_MAX];
-    size_t n = audit_format_register(a, line, sizeof(line), ev, audit_wall_ms(), mono_ms, NULL);
-    audit_write(a, line, n);
+    uint64_t wall = audit_wall_ms();
+    /* Judged either way: the signal tables must see every registration. */
+    size_t n = audit_format_register(a, line, sizeof(line), ev, wall, mono_ms, NULL);
+    audit_write_limited(a, ev->src, mono_ms, wall, line, n);
 }
 
 void audit_flow(struct audit *a, enum edge_flow_event kind, uint64_t flow_ref, uint8_t transport,
@@ -476,7 +616,8 @@ void audit_flow(struct audit *a, enum edge_flow_event kind, uint64_t flow_ref, u
     if (!a)
         return;
     char line[1024];
+    uint64_t wall = audit_wall_ms();
     size_t n = audit_format_flow(line, sizeof(line), kind, flow_ref, transport, remote, reason,
-                                 audit_wall_ms());
-    audit_write(a, line, n);
+                                 wall);
+    audit_write_limited(a, remote, audit_mono_ms(), wall, line, n);
 }

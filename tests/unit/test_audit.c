@@ -218,6 +218,98 @@ static void test_audit_writes_lines_and_reopens(void **state)
     rmdir(dir);
 }
 
+static unsigned count_lines(const char *path, const char *needle)
+{
+    char buf[AUDIT_LINE_MAX];
+    unsigned n = 0;
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    while (fgets(buf, sizeof(buf), f))
+        n += strstr(buf, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+static void test_audit_source_budget_suppresses_and_summarises(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_audit.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof(path), "%s/audit.log", dir);
+    struct audit *a = NULL;
+    struct audit_opts o = {.path = path};
+    assert_int_equal(audit_new(&a, &o), 0);
+    struct sockaddr_in s1 = addr4("198.51.100.7", 5060);
+    struct sockaddr_in s1b = addr4("198.51.100.7", 5062); /* same source, other port */
+    struct sockaddr_in s2 = addr4("198.51.100.8", 5060);
+    struct edge_reg_event ev = reg("sip:flood@x", &s1, "<sip:f@h>", "UA", 401);
+    struct edge_reg_event evb = reg("sip:flood@x", &s1b, "<sip:f@h>", "UA", 401);
+    struct edge_reg_event ev2 = reg("sip:other@x", &s2, "<sip:o@h>", "UA", 401);
+    uint64_t t = 1000000;
+
+    /* 100 lines in the same millisecond: the burst goes out, the rest is counted. */
+    for (int i = 0; i < 100; i++)
+        audit_register(a, i % 2 ? &evb : &ev, t);
+    assert_int_equal(audit_stats(a)->lines_written, AUDIT_SOURCE_BURST);
+    assert_int_equal(audit_stats(a)->lines_suppressed, 100 - AUDIT_SOURCE_BURST);
+    /* Another source is not affected. */
+    audit_register(a, &ev2, t);
+    assert_int_equal(audit_stats(a)->lines_written, AUDIT_SOURCE_BURST + 1);
+
+    /* 50 ms later one token is back: the summary line, then the line itself. */
+    audit_register(a, &ev, t + 50);
+    assert_int_equal(audit_stats(a)->lines_written, AUDIT_SOURCE_BURST + 3);
+    /* ... and the next one is suppressed again and starts a new count. */
+    audit_register(a, &ev, t + 50);
+    assert_int_equal(audit_stats(a)->lines_suppressed, 100 - AUDIT_SOURCE_BURST + 1);
+
+    /* Flow lines share the budget of their source. */
+    uint64_t sup = 99;
+    assert_false(audit_source_allow(a, (const struct sockaddr *)&s1, t + 50, &sup));
+    assert_true(audit_source_allow(a, (const struct sockaddr *)&s1, t + 100, &sup));
+    assert_int_equal(sup, 2);
+    /* After a second at rest the whole burst is there again. */
+    for (int i = 0; i < AUDIT_SOURCE_BURST; i++)
+        assert_true(audit_source_allow(a, (const struct sockaddr *)&s1, t + 2100, &sup));
+    assert_false(audit_source_allow(a, (const struct sockaddr *)&s1, t + 2100, &sup));
+    /* No address: never limited. */
+    for (int i = 0; i < 100; i++)
+        assert_true(audit_source_allow(a, NULL, t, &sup));
+    audit_free(a);
+
+    char want[64];
+    snprintf(want, sizeof(want), "\"lines\":%d,", 100 - AUDIT_SOURCE_BURST);
+    assert_int_equal(count_lines(path, "\"event\":\"suppressed\""), 1);
+    assert_int_equal(count_lines(path, want), 1);
+    assert_int_equal(count_lines(path, "\"source\":\"198.51.100.7\""), 1);
+    char msg[64];
+    snprintf(msg, sizeof(msg), "suppressed %d lines", 100 - AUDIT_SOURCE_BURST);
+    assert_int_equal(count_lines(path, msg), 1);
+    assert_int_equal(count_lines(path, "sip:flood@x"), AUDIT_SOURCE_BURST + 1);
+    assert_int_equal(count_lines(path, "sip:other@x"), 1);
+    unlink(path);
+    rmdir(dir);
+}
+
+static void test_audit_source_table_is_bounded(void **state)
+{
+    (void)state;
+    struct audit *a = new_audit();
+    uint64_t sup;
+    /* Far more sources than the table holds, each over its burst: the table never grows,
+     * busy runs let lines through (counted) rather than silencing others. */
+    for (uint32_t i = 0; i < 4 * AUDIT_SOURCES_MAX; i++) {
+        struct sockaddr_in s = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(0x0a000000u + i)};
+        for (int k = 0; k < AUDIT_SOURCE_BURST + 1; k++)
+            audit_source_allow(a, (const struct sockaddr *)&s, 1000, &sup);
+    }
+    assert_true(audit_stats(a)->sources_untracked > 0);
+    assert_true(audit_stats(a)->lines_suppressed > 0);
+    assert_true(audit_stats(a)->lines_suppressed <= (uint64_t)AUDIT_SOURCES_MAX);
+    audit_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +320,8 @@ int main(void)
         cmocka_unit_test(test_audit_table_full_counts_and_keeps_old_entries),
         cmocka_unit_test(test_audit_failed_registration_does_not_train_tables),
         cmocka_unit_test(test_audit_writes_lines_and_reopens),
+        cmocka_unit_test(test_audit_source_budget_suppresses_and_summarises),
+        cmocka_unit_test(test_audit_source_table_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
