@@ -5,11 +5,15 @@
  *
  * A fuzzer cannot forge a flow token's MAC, so in a datagram from the registrar every
  * "$T" is replaced by the valid token of the WebSocket flow: Route/Path delivery and
- * Contact aliases ("sip:$T.<base64url>@127.0.0.1:5070") are then reachable. Contact
+ * Contact aliases ("sip:$T.<base64url>@127.0.0.1:5070") are then reachable. Likewise,
+ * in a message on the WebSocket flow "$B" becomes the genuine branch of a request the
+ * edge delivered to it, so client responses carry both forged sipedge Vias (anything the
+ * fuzzer writes after "z9hG4bKsE") and real ones, and the tag check meets both. Contact
  * aliasing (nat.contact_alias) is on for inputs whose selector has bit 4 set, so flows
  * registered with and without it meet.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,6 +24,8 @@
 #include "sipedge/sip_msg.h"
 
 static char g_tx[65536];
+static char g_last[65536]; /* the last message the edge emitted */
+static size_t g_last_len;
 static size_t g_n_sent;
 
 static char *out_reserve(void *ctx, size_t *cap)
@@ -32,6 +38,8 @@ static char *out_reserve(void *ctx, size_t *cap)
 static void check_output(const char *buf, size_t len)
 {
     g_n_sent++;
+    memcpy(g_last, buf, len < sizeof(g_last) ? len : sizeof(g_last));
+    g_last_len = len < sizeof(g_last) ? len : sizeof(g_last);
     if (len < 4 || buf[0] == '\r' || (buf[0] & 0xc0) == 0)
         return; /* keepalive answers: CRLF, STUN */
     struct sip_hdr hdrs[256];
@@ -67,21 +75,42 @@ static uint64_t g_now = 1000;
 static char g_ws_token[FLOW_TOKEN_MAX];
 static size_t g_ws_token_len;
 static char g_core_msg[65536];
+static char g_branch[96];
+static size_t g_branch_len;
 
-/* Copies msg with every "$T" replaced by the WebSocket flow's token; returns the length. */
-static size_t with_token(const char *msg, size_t len)
+/* Copies msg with every "$<c>" replaced by rep; returns the length. */
+static size_t with_subst(const char *msg, size_t len, char c, const char *rep, size_t rep_len)
 {
     size_t n = 0;
     for (size_t i = 0; i < len; i++) {
-        if (msg[i] == '$' && i + 1 < len && msg[i + 1] == 'T' &&
-            n + g_ws_token_len <= sizeof(g_core_msg)) {
-            memcpy(g_core_msg + n, g_ws_token, g_ws_token_len);
-            n += g_ws_token_len;
+        if (msg[i] == '$' && i + 1 < len && msg[i + 1] == c && n + rep_len <= sizeof(g_core_msg)) {
+            memcpy(g_core_msg + n, rep, rep_len);
+            n += rep_len;
             i++;
         } else if (n < sizeof(g_core_msg)) {
             g_core_msg[n++] = msg[i];
         }
     }
+    return n;
+}
+
+static size_t with_token(const char *msg, size_t len)
+{
+    return with_subst(msg, len, 'T', g_ws_token, g_ws_token_len);
+}
+
+/* Copies the value of the first "name" parameter after "key" in g_last into out. */
+static size_t grab(const char *key, const char *stop, char *out, size_t cap)
+{
+    g_last[g_last_len < sizeof(g_last) ? g_last_len : sizeof(g_last) - 1] = '\0';
+    const char *p = strstr(g_last, key);
+    if (!p)
+        abort();
+    p += strlen(key);
+    size_t n = strcspn(p, stop);
+    if (n == 0 || n >= cap)
+        abort();
+    memcpy(out, p, n);
     return n;
 }
 
@@ -109,17 +138,28 @@ static void setup(void)
     ws.sin_addr.s_addr = htonl(0xc0000201);
     if (edge_flow_open(g_edge, FLOW_WS, 0, (struct sockaddr *)&ws, 1, g_now, &g_ws_ref) < 0)
         abort();
-    struct flow_token_keys *keys;
-    struct flow_token_fields tf = {.worker = 0, .transport = FLOW_WS,
-                                   .slot = (uint32_t)(g_ws_ref >> 32), .gen = (uint32_t)g_ws_ref};
-    memcpy(&tf.remote.in, &ws, sizeof(ws));
-    if (flow_token_keys_new(&keys, g_cfg.flow_key, NULL) < 0)
-        abort();
-    int n = flow_token_encode(keys, &tf, g_ws_token, sizeof(g_ws_token));
-    flow_token_keys_free(keys);
-    if (n <= 0)
-        abort();
-    g_ws_token_len = (size_t)n;
+    /* The flow's real token, from the Path of a REGISTER relayed over it. */
+    static const char reg[] = "REGISTER sip:example.com SIP/2.0\r\n"
+                              "Via: SIP/2.0/WS h.invalid;branch=z9hG4bKseed1\r\n"
+                              "From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\n"
+                              "Call-ID: seed\r\nCSeq: 1 REGISTER\r\n"
+                              "Contact: <sip:a@h.invalid;transport=ws>\r\n"
+                              "Content-Length: 0\r\n\r\n";
+    edge_rx_flow(g_edge, g_ws_ref, reg, sizeof(reg) - 1, g_now);
+    g_ws_token_len = grab("Path: <sip:", "@", g_ws_token, sizeof(g_ws_token));
+    /* A genuine inbound branch, from an INVITE delivered over the flow. */
+    char inv[1024];
+    int n = snprintf(inv, sizeof(inv),
+                     "INVITE sip:a@h.invalid SIP/2.0\r\n"
+                     "Via: SIP/2.0/UDP 127.0.0.1:5080;branch=z9hG4bKcore1\r\n"
+                     "Route: <sip:%.*s@127.0.0.1:5070;lr>\r\n"
+                     "From: <sip:b@example.com>;tag=2\r\nTo: <sip:a@example.com>\r\n"
+                     "Call-ID: call1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+                     (int)g_ws_token_len, g_ws_token);
+    struct sockaddr_in reg_sa = {.sin_family = AF_INET, .sin_port = htons(5080)};
+    reg_sa.sin_addr.s_addr = htonl(0x7f000001);
+    edge_rx_core(g_edge, inv, (size_t)n, (struct sockaddr *)&reg_sa, g_now);
+    g_branch_len = grab(";branch=", "\r;", g_branch, sizeof(g_branch));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -145,7 +185,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         edge_rx_public(g_edge, 0, msg, len, (struct sockaddr *)&src, g_now);
         break;
     case 0x04:
-        edge_rx_flow(g_edge, g_ws_ref, msg, len, g_now);
+        edge_rx_flow(g_edge, g_ws_ref, g_core_msg, with_subst(msg, len, 'B', g_branch, g_branch_len),
+                     g_now);
         break;
     default: {
         struct sockaddr_in reg = {.sin_family = AF_INET, .sin_port = htons(5080)};
