@@ -157,6 +157,9 @@ static void test_policy_errors_have_positions(void **state)
                         "p.yaml:2:3: unknown key 'max_contacts' in 'registrar'");
     assert_policy_error("limits:\n  max_flows: 100\nlimits:\n  max_flows: 200\n",
                         "p.yaml:3:1: duplicate key 'limits' (first at line 1)");
+    assert_policy_error("relay:\n  allow_routes: [\"proxy.example:5060\"]\n",
+                        "p.yaml:2:3: 'relay.allow_routes' item 1 ('proxy.example:5060') is not a "
+                        "numeric ip:port or [ip6]:port");
     assert_policy_error("limits: {max_flows: 100\n",
                         "p.yaml:2:1: did not find expected ',' or '}' (while parsing a flow "
                         "mapping started at 1:9)");
