@@ -35,14 +35,14 @@ struct guard_src {
     struct ratelim bucket;
     struct strikes strikes;
     uint64_t last_seen_ms;
-    uint64_t last_trip_ms;  /* last over-limit strike and event */
-    uint64_t auth_until_ms; /* pair: authenticated; address: some port authenticated */
+    uint64_t last_trip_ms;    /* last over-limit strike and event */
+    uint64_t auth_until_ms;   /* pair: authenticated; address: some port authenticated */
     uint64_t proven_until_ms; /* pair: proof of return routability (guard_note_proven) */
     uint64_t users_since_ms;
     uint32_t users[GUARD_USERS_MAX]; /* address entry: AORs that got 404 in the window */
     struct ban_key auth_src;         /* address entry: latest authenticated (address, port) */
-    uint8_t n_users;
     uint32_t flows;                  /* address entry: UDP flows held (never forgotten > 0) */
+    uint8_t n_users;
     char aor[GUARD_AOR_KEEP];        /* latest AOR seen, for events */
 };
 
