@@ -43,7 +43,7 @@ start_sipedge --listen-udp "$PUB:5060" --listen-ws "$PUB:$WS_PORT" --listen-wss 
 
 # A good client that registers first and must stay connected through everything below.
 node_bg good sip_ws_raw.js register --url "$WSS" --origin "$GOOD" --user alice \
-    --password alicepw --domain "$PUB" --hold 25 --timeout 40
+    --password alicepw --domain "$PUB" --hold 40 --timeout 55
 GOOD_PID=$BG_PID
 wait_for_line "$IT_TMP/good.out" '^REGISTERED' 10 "$GOOD_PID" ||
     fail "good client did not register: $(tail -2 "$IT_TMP/good.out" | tr '\n' ' ')"
@@ -152,7 +152,7 @@ check_stat pongs_rx 1
 # The good client answered every Ping it got and was never dropped for it.
 wait "$GOOD_PID" || fail "good client: $(grep -E '^(RESULT|CLOSED)' "$IT_TMP/good.out" | tail -1)"
 answered=$(sed -n 's/^RESULT register ok: .*, \([0-9]*\) pings answered$/\1/p' "$IT_TMP/good.out")
-[ "${answered:-0}" -ge 2 ] || fail "the good client answered ${answered:-0} pings in 25 s, expected >= 2"
+[ "${answered:-0}" -ge 2 ] || fail "the good client answered ${answered:-0} pings in 40 s, expected >= 2"
 
 stop_sipedge
 log PASS
