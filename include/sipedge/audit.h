@@ -43,10 +43,10 @@
 #define AUDIT_DEFAULT_MAX_AORS 16384
 #define AUDIT_DEFAULT_MAX_CONTACTS 32768
 #define AUDIT_DEFAULT_DEVICE_WINDOW_S 600
-#define AUDIT_SOURCE_RATE 20    /* lines per second per source address */
+#define AUDIT_SOURCE_RATE 20 /* lines per second per source address */
 #define AUDIT_SOURCE_BURST 40
-#define AUDIT_SOURCES_MAX 4096  /* power of two */
-#define AUDIT_SOURCE_PROBE 8    /* slots looked at per address */
+#define AUDIT_SOURCES_MAX 4096 /* power of two */
+#define AUDIT_SOURCE_PROBE 8   /* slots looked at per address */
 
 /* Bit set of security signals. */
 enum audit_signal {

@@ -714,8 +714,7 @@ static int on_http(struct lws *wsi, enum lws_callback_reasons reason, void *user
         }
         if (pss->method != HTTP_GET && !http_has_token(h, wsi)) {
             pss->is_closing = true;
-            return http_reply_simple(wsi, pss, 403,
-                                     "{\"ok\":false,\"error\":\"token required\"}");
+            return http_reply_simple(wsi, pss, 403, "{\"ok\":false,\"error\":\"token required\"}");
         }
         if (pss->method != HTTP_GET && !http_origin_ok(wsi)) {
             pss->is_closing = true;

@@ -317,7 +317,8 @@ static void audit_src_refill(struct audit_src *e, uint64_t now_ms)
 {
     if (now_ms > e->refill_ms) {
         uint64_t v = e->tokens_milli + (now_ms - e->refill_ms) * AUDIT_SOURCE_RATE;
-        e->tokens_milli = (uint32_t)(v > AUDIT_SOURCE_BURST * 1000u ? AUDIT_SOURCE_BURST * 1000u : v);
+        e->tokens_milli =
+            (uint32_t)(v > AUDIT_SOURCE_BURST * 1000u ? AUDIT_SOURCE_BURST * 1000u : v);
     }
     e->refill_ms = now_ms; /* a clock that went back only restarts the refill */
 }
@@ -617,7 +618,7 @@ void audit_flow(struct audit *a, enum edge_flow_event kind, uint64_t flow_ref, u
         return;
     char line[1024];
     uint64_t wall = audit_wall_ms();
-    size_t n = audit_format_flow(line, sizeof(line), kind, flow_ref, transport, remote, reason,
-                                 wall);
+    size_t n =
+        audit_format_flow(line, sizeof(line), kind, flow_ref, transport, remote, reason, wall);
     audit_write_limited(a, remote, audit_mono_ms(), wall, line, n);
 }

@@ -258,8 +258,8 @@ void transport_ws_ip_key(const struct sockaddr *sa, unsigned v6_prefix, union ws
         k->family = AF_INET6;
         memcpy(k->addr, &s6->sin6_addr, v6_prefix / 8);
         if (v6_prefix % 8)
-            k->addr[v6_prefix / 8] = (uint8_t)(s6->sin6_addr.s6_addr[v6_prefix / 8] &
-                                               (0xffu << (8 - v6_prefix % 8)));
+            k->addr[v6_prefix / 8] =
+                (uint8_t)(s6->sin6_addr.s6_addr[v6_prefix / 8] & (0xffu << (8 - v6_prefix % 8)));
     } else {
         const struct sockaddr_in *s4 = (const struct sockaddr_in *)sa;
         k->family = AF_INET;
@@ -267,8 +267,7 @@ void transport_ws_ip_key(const struct sockaddr *sa, unsigned v6_prefix, union ws
     }
 }
 
-static void ws_ip_key(const struct transport_ws *t, const struct sockaddr *sa,
-                      union ws_ip_key *k)
+static void ws_ip_key(const struct transport_ws *t, const struct sockaddr *sa, union ws_ip_key *k)
 {
     transport_ws_ip_key(sa, t->pol.guard_ipv6_prefix, k);
 }
