@@ -374,6 +374,10 @@ int worker_run(const struct worker_opts *opts)
             .policy = &w->pol,
             .trusted = &w->cfg->core,
             .n_trusted = 1,
+            /* Core peers are the only places besides registered bindings that requests
+             * may be routed to. */
+            .peers = w->cfg->core_peers,
+            .n_peers = w->cfg->n_core_peers,
         };
         char err[CONFIG_ERR_MAX] = "";
         rc = registrar_new(&w->reg, &ro, registrar_send, w, err, sizeof(err));
