@@ -73,6 +73,7 @@ int flow_token_decode(struct flow_token_keys *k, struct slice tok, struct flow_t
 /* Labels of flow_token_tag, one per use. */
 enum flow_token_label {
     FLOW_TOKEN_TAG_INBOUND_BRANCH = 1, /* our Via branch on a request delivered to a client */
+    FLOW_TOKEN_TAG_REGISTRAR_SB = 2,   /* the embedded registrar's sb= binding reference */
 };
 
 /*

@@ -101,7 +101,6 @@ struct edge {
     struct upstream ups[EDGE_MAX_UPSTREAMS];
     unsigned n_ups;
     uint64_t loss_since_ms; /* every registrar down since then; 0: one answers */
-    uint32_t epoch; /* this run's flow token epoch */
     struct config_addr allow_routes[POLICY_MAX_ROUTES]; /* policy relay.allow_routes */
     unsigned n_allow_routes;
     struct sip_hdr hdrs[EDGE_MAX_HDRS];
@@ -1576,13 +1575,7 @@ static void relay_client_response(struct edge *e, struct rx *rx, const struct si
         e->st.drop_100_trying++;
         return;
     }
-    if (rx->f)
-        rx->f->last_rx_ms = now_ms;
-    else {
-        struct flow *f = flow_table_find(e->flows, FLOW_UDP, rx->sock, rx->src);
-        if (f)
-            f->last_rx_ms = now_ms;
-    }
+    rf->last_rx_ms = now_ms;
     size_t cap;
     char *buf = e->out.reserve(e->out.ctx, &cap);
     struct sip_build b;
@@ -1774,7 +1767,7 @@ static struct flow *flow_by_token(struct edge *e, struct slice tok, bool *is_for
     if (rc < 0)
         return NULL;
     struct flow *f = flow_table_get(e->flows, tf.slot, tf.gen);
-    if (!f || f->state != FLOW_LIVE || tf.epoch != e->epoch ||
+    if (!f || f->state != FLOW_LIVE || tf.epoch != flow_table_epoch(e->flows) ||
         tf.worker != flow_table_worker(e->flows) || tf.transport != f->transport ||
         !netaddr_eq(&tf.remote.sa, &f->remote.sa))
         return NULL;
@@ -2083,13 +2076,14 @@ int edge_new(struct edge **out, const struct edge_opts *opts)
     if (rc < 0)
         goto fail;
     /* A fresh epoch per run: tokens of an earlier run name no flow of this one. */
-    while (e->epoch == 0) {
-        if (RAND_bytes((unsigned char *)&e->epoch, sizeof(e->epoch)) != 1) {
+    uint32_t epoch = 0;
+    while (epoch == 0) {
+        if (RAND_bytes((unsigned char *)&epoch, sizeof(epoch)) != 1) {
             rc = -EIO;
             goto fail;
         }
     }
-    flow_table_set_epoch(e->flows, e->epoch);
+    flow_table_set_epoch(e->flows, epoch);
     edge_load_routes(e);
     *out = e;
     return 0;
@@ -2118,7 +2112,7 @@ void edge_free(struct edge *e)
 static void edge_load_routes(struct edge *e)
 {
     e->n_allow_routes = 0;
-    for (unsigned i = 0; i < e->pol.n_relay_allow_routes && i < POLICY_MAX_ROUTES; i++)
+    for (unsigned i = 0; i < e->pol.n_relay_allow_routes; i++)
         if (config_addr_parse(e->pol.relay_allow_routes[i], &e->allow_routes[e->n_allow_routes]) ==
             0)
             e->n_allow_routes++;

@@ -13,13 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <openssl/core_names.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/params.h>
 #include <openssl/rand.h>
 
 #include "registrar/registrar_internal.h"
+#include "sipedge/flow_token.h"
 #include "sipedge/log.h"
 #include "sipedge/registrar.h"
 #include "sipedge/netaddr.h"
@@ -37,7 +35,6 @@
 #define REGISTRAR_DEFAULT_MF 70 /* RFC 3261 §16.6 step 3 */
 #define SIP_DEFAULT_PORT 5060
 #define BRANCH_COOKIE "z9hG4bK" /* RFC 3261 §8.1.1.7 */
-#define SB_MAC_LEN 12           /* bytes of HMAC-SHA256 in sb= (96 bits), hex-encoded */
 #define BRANCH_TEXT_MAX 32      /* "z9hG4bK" + 16 hex + NUL */
 
 struct registrar {
@@ -52,7 +49,7 @@ struct registrar {
     void *send_ctx;
     struct location *loc;
     struct digest *dig; /* NULL: no authentication */
-    EVP_MAC_CTX *sb_mac; /* HMAC-SHA256 keyed with the branch key */
+    struct flow_token_keys *sb_keys; /* key of the MAC in sb= (flow_token_tag) */
     struct registrar_stats stats;
     struct sip_hdr *hdrs;
     uint16_t max_hdrs;
@@ -918,42 +915,41 @@ static void build_top_via(struct sip_build *sb, const struct sip_msg *m, const s
 }
 
 /*
- * MAC binding a routed request's sb=SLOT.GEN to that request: HMAC-SHA256 under the
- * registrar's key over slot, gen, the branch we wrote, the Call-ID and the CSeq number,
- * each length-prefixed, truncated to SB_MAC_LEN bytes as lower-case hex (out holds
- * 2 * SB_MAC_LEN + 1). A response echoes all of them (RFC 3261 §8.2.6.2), so a 430 can be
- * checked without state; a forger knowing slot and gen still lacks the MAC.
- * Returns 0, or -ENOMEM when the MAC cannot be computed.
+ * MAC binding a routed request's sb=SLOT.GEN to that request: a flow_token_tag under the
+ * registrar's key over slot, gen, the branch we wrote, the Call-ID and the CSeq number
+ * (FLOW_TOKEN_TAG_LEN hex characters). A response echoes all of them (RFC 3261 §8.2.6.2),
+ * so a 430 can be checked without state; a forger knowing slot and gen still lacks the
+ * MAC. sb_mac_hex returns 0 or -EIO; sb_mac_ok compares in constant time.
  */
-static int sb_mac_hex(struct registrar *r, uint32_t slot, uint32_t gen, struct slice branch,
-                      struct slice call_id, uint32_t cseq, char *out)
+static int sb_parts(uint32_t slot, uint32_t gen, struct slice branch, struct slice call_id,
+                    uint32_t cseq, char ids[32], char num[12], struct slice parts[4])
 {
-    char ids[32];
-    int n = snprintf(ids, sizeof(ids), "%u.%u", slot, gen);
-    char num[12];
-    int k = snprintf(num, sizeof(num), "%u", cseq);
-    const struct slice parts[] = {slice_make(ids, (size_t)n), branch, call_id,
-                                  slice_make(num, (size_t)k)};
-    uint8_t md[32];
-    size_t md_len = 0;
-    if (!EVP_MAC_init(r->sb_mac, NULL, 0, NULL))
-        return -ENOMEM;
-    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
-        uint8_t len[4] = {(uint8_t)(parts[i].len >> 24), (uint8_t)(parts[i].len >> 16),
-                          (uint8_t)(parts[i].len >> 8), (uint8_t)parts[i].len};
-        if (!EVP_MAC_update(r->sb_mac, len, sizeof(len)) ||
-            (parts[i].len && !EVP_MAC_update(r->sb_mac, (const uint8_t *)parts[i].p, parts[i].len)))
-            return -ENOMEM;
-    }
-    if (!EVP_MAC_final(r->sb_mac, md, &md_len, sizeof(md)) || md_len < SB_MAC_LEN)
-        return -ENOMEM;
-    static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < SB_MAC_LEN; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[2 * SB_MAC_LEN] = '\0';
-    return 0;
+    int n = snprintf(ids, 32, "%u.%u", slot, gen);
+    int k = snprintf(num, 12, "%u", cseq);
+    parts[0] = slice_make(ids, (size_t)n);
+    parts[1] = branch;
+    parts[2] = call_id;
+    parts[3] = slice_make(num, (size_t)k);
+    return 4;
+}
+
+static int sb_mac_hex(struct registrar *r, uint32_t slot, uint32_t gen, struct slice branch,
+                      struct slice call_id, uint32_t cseq, char out[FLOW_TOKEN_TAG_LEN + 1])
+{
+    char ids[32], num[12];
+    struct slice parts[4];
+    int n = sb_parts(slot, gen, branch, call_id, cseq, ids, num, parts);
+    return flow_token_tag(r->sb_keys, FLOW_TOKEN_TAG_REGISTRAR_SB, parts, (size_t)n, out);
+}
+
+static bool sb_mac_ok(struct registrar *r, uint32_t slot, uint32_t gen, struct slice branch,
+                      struct slice call_id, uint32_t cseq, struct slice mac)
+{
+    char ids[32], num[12];
+    struct slice parts[4];
+    int n = sb_parts(slot, gen, branch, call_id, cseq, ids, num, parts);
+    return flow_token_tag_verify(r->sb_keys, FLOW_TOKEN_TAG_REGISTRAR_SB, parts, (size_t)n,
+                                 mac) == 0;
 }
 
 /* CSeq number of a message (0 when it does not parse: sip_check_msg has checked it). */
@@ -1012,7 +1008,7 @@ static void forward_request(struct req *q, const struct forward *f)
                         (unsigned long long)branch_hash(m, &top));
     sip_build_fmt(&sb, "Via: SIP/2.0/UDP %s;branch=%s", r->self.text, branch);
     if (f->b) {
-        char mac[2 * SB_MAC_LEN + 1];
+        char mac[FLOW_TOKEN_TAG_LEN + 1];
         if (sb_mac_hex(r, f->b->slot, f->b->gen, slice_make(branch, (size_t)blen), msg_call_id(m),
                        msg_cseq(m), mac) != 0) {
             r->stats.send_errors++;
@@ -1296,10 +1292,7 @@ static void flow_failed(struct registrar *r, const struct sip_msg *m, const stru
         return;
     }
     struct slice got = slice_make(after.p + dot2 + 1, after.len - (size_t)dot2 - 1);
-    char mac[2 * SB_MAC_LEN + 1];
-    if (got.len != 2 * SB_MAC_LEN ||
-        sb_mac_hex(r, slot, gen, top->branch, msg_call_id(m), msg_cseq(m), mac) != 0 ||
-        CRYPTO_memcmp(mac, got.p, 2 * SB_MAC_LEN) != 0) {
+    if (!sb_mac_ok(r, slot, gen, top->branch, msg_call_id(m), msg_cseq(m), got)) {
         r->stats.forged_430++;
         log_info("registrar: 430 with a bad sb MAC ignored");
         return;
@@ -1393,7 +1386,7 @@ static void handle_response(struct registrar *r, const struct sip_msg *m,
 
 /* ---- interface --------------------------------------------------------------------- */
 
-/* Keys r->sb_mac with key (REGISTRAR_BRANCH_KEY_LEN bytes) or, when NULL, a random one.
+/* Keys r->sb_keys with key (REGISTRAR_BRANCH_KEY_LEN bytes) or, when NULL, a random one.
  * Returns 0 or -ENOMEM. */
 static int sb_mac_new(struct registrar *r, const uint8_t *key)
 {
@@ -1402,16 +1395,9 @@ static int sb_mac_new(struct registrar *r, const uint8_t *key)
         memcpy(k, key, sizeof(k));
     else if (RAND_bytes(k, sizeof(k)) != 1)
         return -ENOMEM;
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    r->sb_mac = mac ? EVP_MAC_CTX_new(mac) : NULL;
-    EVP_MAC_free(mac);
-    OSSL_PARAM params[] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_end(),
-    };
-    int ok = r->sb_mac && EVP_MAC_init(r->sb_mac, k, sizeof(k), params);
+    int rc = flow_token_keys_new(&r->sb_keys, k, NULL);
     OPENSSL_cleanse(k, sizeof(k));
-    return ok ? 0 : -ENOMEM;
+    return rc;
 }
 
 int registrar_new(struct registrar **out, const struct registrar_opts *opts, registrar_send_cb send,
@@ -1486,7 +1472,7 @@ void registrar_free(struct registrar *r)
     if (!r)
         return;
     digest_free(r->dig);
-    EVP_MAC_CTX_free(r->sb_mac);
+    flow_token_keys_free(r->sb_keys);
     location_free(r->loc);
     free(r->trusted);
     free(r->peers);
