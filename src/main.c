@@ -41,6 +41,7 @@ static void usage(FILE *f)
             "                             (PORT alone means 127.0.0.1:PORT)\n"
             "      --audit PATH           registration audit log, JSON lines (\"-\" = stdout)\n"
             "      --user NAME            switch to this user once the sockets are bound\n"
+            "      --state-dir DIR        keep flows, bans and bindings here across restarts\n"
             "      --registrar-only       run only the embedded registrar\n"
             "      --check-config         validate the configuration and policy, then exit\n"
             "      --version              print the version and exit\n");
@@ -70,6 +71,7 @@ enum {
     OPT_ADMIN_HTTP,
     OPT_AUDIT,
     OPT_USER,
+    OPT_STATE_DIR,
 };
 
 static const struct option long_opts[] = {
@@ -97,6 +99,7 @@ static const struct option long_opts[] = {
     {"admin", required_argument, NULL, OPT_ADMIN_HTTP},
     {"audit", required_argument, NULL, OPT_AUDIT},
     {"user", required_argument, NULL, OPT_USER},
+    {"state-dir", required_argument, NULL, OPT_STATE_DIR},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -137,7 +140,7 @@ static int copy_opt(const char *opt, const char *val, char *dst, size_t cap)
 struct overrides {
     struct config cli;
     bool has_ws, has_wss, has_cert, has_key, has_origins, has_backend, has_admin;
-    bool has_admin_http, has_audit, has_user;
+    bool has_admin_http, has_audit, has_user, has_state_dir;
     bool has_listen, has_core, has_registrar, has_reg_listen, has_users, has_realm, has_policy,
         has_flow_key, has_log_level, has_peers;
 };
@@ -162,6 +165,8 @@ static void apply_overrides(struct config *cfg, const struct overrides *o)
         memcpy(cfg->audit_path, o->cli.audit_path, sizeof(cfg->audit_path));
     if (o->has_user)
         memcpy(cfg->run_user, o->cli.run_user, sizeof(cfg->run_user));
+    if (o->has_state_dir)
+        memcpy(cfg->state_dir, o->cli.state_dir, sizeof(cfg->state_dir));
     if (o->has_ws) {
         memcpy(cfg->listen_ws, o->cli.listen_ws, sizeof(cfg->listen_ws));
         cfg->n_listen_ws = o->cli.n_listen_ws;
@@ -279,6 +284,10 @@ int main(int argc, char **argv)
         case OPT_USER:
             rc = copy_opt("user", optarg, o.cli.run_user, sizeof(o.cli.run_user));
             o.has_user = true;
+            break;
+        case OPT_STATE_DIR:
+            rc = copy_opt("state-dir", optarg, o.cli.state_dir, sizeof(o.cli.state_dir));
+            o.has_state_dir = true;
             break;
         case OPT_TLS_CERT:
             rc = copy_opt("tls-cert", optarg, o.cli.tls_cert, sizeof(o.cli.tls_cert));

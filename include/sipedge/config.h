@@ -69,6 +69,7 @@ struct config {
     char admin_token[128];                            /* bearer token for non-loopback peers */
     char audit_path[CONFIG_PATH_MAX];                 /* audit log; "-" stdout, "" off */
     char run_user[64];                                /* drop privileges to this user */
+    char state_dir[CONFIG_PATH_MAX];                  /* persistent state; "" = none */
 };
 
 #define POLICY_MAX_BAN_STEPS 8

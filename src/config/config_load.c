@@ -102,6 +102,7 @@ static const struct yaml_walk_field config_schema[] = {
     YAML_WALK_FIELD_MAP("admin", config_admin_schema),
     YAML_WALK_FIELD_MAP("audit", config_audit_schema),
     YAML_WALK_FIELD_STRING(C, "user", run_user),
+    YAML_WALK_FIELD_PATH(C, "state_dir", state_dir),
     YAML_WALK_FIELD_MAP("ws", config_ws_schema),
     YAML_WALK_FIELD_MAP("log", config_log_schema),
     YAML_WALK_FIELD_U32(C, "workers", workers, 0, 256),
