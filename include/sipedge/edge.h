@@ -71,6 +71,7 @@ struct edge_out {
     X(reply_503_flows_full)                                                                        \
     X(reply_513_too_large)                                                                         \
     X(flows_created)                                                                               \
+    X(flows_recovered)                                                                             \
     X(flows_dead)                                                                                  \
     X(flow_timer_added)                                                                            \
     X(regs_recorded)                                                                               \

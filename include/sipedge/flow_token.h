@@ -43,6 +43,7 @@ union flow_addr {
 struct flow_token_fields {
     uint8_t worker;
     uint8_t transport; /* enum flow_transport */
+    uint8_t sock;      /* local socket / listener index, 0..15 */
     uint32_t slot;
     uint32_t gen;
     uint32_t epoch; /* the run that made the flow */

@@ -1759,6 +1759,16 @@ void edge_flow_closed(struct edge *e, uint64_t ref, uint64_t now_ms)
  * carries, so a slot reused by another client, or a token from an earlier run, never
  * reaches that client. *is_forged is set when the MAC fails.
  */
+static struct flow *flow_of_token(struct edge *e, const struct flow_token_fields *tf)
+{
+    struct flow *f = flow_table_get(e->flows, tf->slot, tf->gen);
+    if (!f || tf->epoch != flow_table_epoch(e->flows) || tf->worker != flow_table_worker(e->flows) ||
+        tf->transport != f->transport || tf->sock != f->sock ||
+        !netaddr_eq(&tf->remote.sa, &f->remote.sa))
+        return NULL;
+    return f;
+}
+
 static struct flow *flow_by_token(struct edge *e, struct slice tok, bool *is_forged)
 {
     struct flow_token_fields tf;
@@ -1766,11 +1776,46 @@ static struct flow *flow_by_token(struct edge *e, struct slice tok, bool *is_for
     *is_forged = rc < 0;
     if (rc < 0)
         return NULL;
-    struct flow *f = flow_table_get(e->flows, tf.slot, tf.gen);
-    if (!f || f->state != FLOW_LIVE || tf.epoch != flow_table_epoch(e->flows) ||
-        tf.worker != flow_table_worker(e->flows) || tf.transport != f->transport ||
-        !netaddr_eq(&tf.remote.sa, &f->remote.sa))
+    struct flow *f = flow_of_token(e, &tf);
+    return f && f->state == FLOW_LIVE ? f : NULL;
+}
+
+/*
+ * The flow a request from the core is delivered over. The token's own flow when this
+ * run still has it (live; a dead one gets 430). Otherwise, for UDP, the token's MAC
+ * still proves the client's address, port and our local socket, so the request goes
+ * to that address: over the live flow to it, or over a flow re-created for it. This is
+ * what keeps UDP clients reachable across a restart (the registrar holds Paths of an
+ * earlier run) and after their slot was reused; the slot's current holder is never
+ * the one reached. A connection flow (WS) is gone with its connection: NULL, 430.
+ * Returns NULL with *is_forged set when the MAC fails.
+ */
+static struct flow *flow_for_core_request(struct edge *e, struct slice tok, uint64_t now_ms,
+                                          bool *is_forged)
+{
+    struct flow_token_fields tf;
+    int rc = flow_token_decode(e->keys, tok, &tf);
+    *is_forged = rc < 0;
+    if (rc < 0)
         return NULL;
+    struct flow *f = flow_of_token(e, &tf);
+    if (f)
+        return f->state == FLOW_LIVE ? f : NULL;
+    if (tf.transport != FLOW_UDP || tf.sock >= e->cfg->n_listen_udp)
+        return NULL;
+    f = flow_table_find(e->flows, FLOW_UDP, tf.sock, &tf.remote.sa);
+    if (f)
+        return f->state == FLOW_LIVE ? f : NULL; /* dead: it stopped answering our pings */
+    if (e->guard && guard_flow_add(e->guard, &tf.remote.sa, now_ms) < 0)
+        return NULL;
+    if (flow_table_add(e->flows, e->keys, FLOW_UDP, tf.sock, &tf.remote.sa, now_ms, &f) < 0) {
+        if (e->guard)
+            guard_flow_remove(e->guard, &tf.remote.sa);
+        return NULL;
+    }
+    e->st.flows_created++;
+    e->st.flows_recovered++;
+    flow_event(e, EDGE_FLOW_OPENED, f, "udp-recovered");
     return f;
 }
 
@@ -1926,7 +1971,8 @@ static const struct config_addr *flow_listener(const struct edge *e, const struc
  * no Route naming us, its Request-URI is one of our Contact aliases. Either way the
  * flow token decides the flow it is delivered over.
  */
-static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_msg *m)
+static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_msg *m,
+                               uint64_t now_ms)
 {
     uint32_t mf;
     if (max_forwards(m, &mf) < 0) {
@@ -1956,7 +2002,7 @@ static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_m
         return;
     }
     bool is_forged;
-    struct flow *f = flow_by_token(e, tok, &is_forged);
+    struct flow *f = flow_for_core_request(e, tok, now_ms, &is_forged);
     if (is_forged) {
         e->st.reply_403_bad_token++;
         reply(e, rx, m, 403, "Forbidden", NULL);
@@ -2044,7 +2090,7 @@ void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sock
         return;
     }
     if (m.is_request) {
-        relay_core_request(e, &rx, &m);
+        relay_core_request(e, &rx, &m, now_ms);
     } else {
         upstream_answered(e, src);
         relay_core_response(e, &m, now_ms);

@@ -126,8 +126,8 @@ int flow_table_add(struct flow_table *t, struct flow_token_keys *keys, uint8_t t
         memcpy(&f->remote.in6, remote, sizeof(f->remote.in6));
     f->last_rx_ms = now_ms;
     struct flow_token_fields tf = {
-        .worker = t->worker, .transport = transport, .slot = slot, .gen = gen, .epoch = t->epoch,
-        .remote = f->remote};
+        .worker = t->worker, .transport = transport, .sock = sock, .slot = slot, .gen = gen,
+        .epoch = t->epoch, .remote = f->remote};
     int n = flow_token_encode(keys, &tf, f->token, sizeof(f->token));
     if (n < 0) {
         f->state = FLOW_FREE;

@@ -5,12 +5,16 @@
  *
  *    0        1        2        3        4                 8                 12
  *   +--------+--------+--------+--------+-----------------+-----------------+
- *   | ver=2  | worker | transp | family |      slot       |   generation    |
+ *   | ver=2  | worker | sock|tr| family |      slot       |   generation    |
  *   +--------+--------+--------+--------+-----------------+-----------------+
  *   |      epoch      | remote IP (4 bytes for IPv4, 16 for IPv6) | port (2) |
  *   +-----------------+-------------------------------------------+----------+
  *   | HMAC-SHA256/80  |
  *   +-----------------+
+ *
+ * The third byte holds the transport in its low nibble and the index of the local
+ * socket or listener the flow arrived on in its high nibble (0 in tokens that predate
+ * it, which is the first socket), so a UDP token alone says where to send from.
  *
  * IPv4: 32 bytes → 43 characters; IPv6: 44 bytes → 59 characters. The MAC covers
  * every byte before it, so the remote address cannot be changed without the key. The
@@ -125,7 +129,9 @@ int flow_token_encode(struct flow_token_keys *k, const struct flow_token_fields 
     size_t n = HDR_LEN;
     raw[0] = TOKEN_VERSION;
     raw[1] = f->worker;
-    raw[2] = f->transport;
+    if (f->transport > 0x0f || f->sock > 0x0f)
+        return -EINVAL;
+    raw[2] = (uint8_t)(f->sock << 4 | f->transport);
     put32(raw + 4, f->slot);
     put32(raw + 8, f->gen);
     put32(raw + 12, f->epoch);
@@ -179,7 +185,8 @@ int flow_token_decode(struct flow_token_keys *k, struct slice tok, struct flow_t
     struct flow_token_fields f;
     memset(&f, 0, sizeof(f));
     f.worker = raw[1];
-    f.transport = raw[2];
+    f.transport = raw[2] & 0x0f;
+    f.sock = raw[2] >> 4;
     f.slot = get32(raw + 4);
     f.gen = get32(raw + 8);
     f.epoch = get32(raw + 12);

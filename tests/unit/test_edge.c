@@ -1023,54 +1023,47 @@ static void test_edge_inbound_request_with_tampered_token_gets_403(void **state)
     assert_single_reply_to_registrar(fx, 403);
 }
 
-static void test_edge_inbound_request_for_a_gone_flow_gets_430(void **state)
+static void test_edge_stale_udp_token_reaches_the_address_sealed_in_it(void **state)
 {
     struct fixture *fx = *state;
     struct parsed fwd;
     struct flow_token_fields tf;
-    char tok[FLOW_TOKEN_MAX], forged[FLOW_TOKEN_MAX];
+    char tok[FLOW_TOKEN_MAX], stale[FLOW_TOKEN_MAX];
 
     register_client(fx, &fwd, 0);
     path_token(&fwd, tok);
     assert_int_equal(flow_token_decode(fx->keys, slice_make(tok, strlen(tok)), &tf), 0);
 
-    /* A valid token for the same slot with another generation. */
-    tf.gen++;
-    assert_true(flow_token_encode(fx->keys, &tf, forged, sizeof(forged)) > 0);
-    size_t len = fmt_route_invite(forged, "", inv, sizeof(inv));
+    /* Another generation, a slot never used, another worker, another run: each names no
+     * flow of this run, and each still reaches the client whose address the MAC seals,
+     * over its live flow (no second flow is made for it). */
+    struct flow_token_fields variants[4] = {tf, tf, tf, tf};
+    variants[0].gen++;
+    variants[1].slot += 1000;
+    variants[2].worker = 3;
+    variants[3].epoch ^= 0x5a5a5a5a;
+    for (int i = 0; i < 4; i++) {
+        assert_true(flow_token_encode(fx->keys, &variants[i], stale, sizeof(stale)) > 0);
+        size_t len = fmt_route_invite(stale, "", inv, sizeof(inv));
+        sent_reset();
+        rx_core(fx, inv, len, registrar(fx), 0);
+        assert_int_equal(n_sent, 1);
+        assert_true(addr_eq(&sent[0].dst, SA(fx->client)));
+    }
+    assert_int_equal(st(fx)->reply_430_flow_failed, 0);
+    assert_int_equal(st(fx)->flows_recovered, 0);
+    assert_int_equal(edge_n_flows(fx->e), 1);
+
+    /* A local socket index we do not have is a token of another configuration: 430. */
+    tf.sock = 9;
+    assert_true(flow_token_encode(fx->keys, &tf, stale, sizeof(stale)) > 0);
+    size_t len = fmt_route_invite(stale, "", inv, sizeof(inv));
     sent_reset();
     rx_core(fx, inv, len, registrar(fx), 0);
     assert_single_reply_to_registrar(fx, 430);
-    assert_int_equal(st(fx)->reply_430_flow_failed, 1);
-
-    /* A slot that was never used. */
-    tf.gen--;
-    tf.slot += 1000;
-    assert_true(flow_token_encode(fx->keys, &tf, forged, sizeof(forged)) > 0);
-    len = fmt_route_invite(forged, "", inv, sizeof(inv));
-    sent_reset();
-    rx_core(fx, inv, len, registrar(fx), 0);
-    assert_single_reply_to_registrar(fx, 430);
-
-    /* The right slot and generation but another worker's token. */
-    tf.slot -= 1000;
-    tf.worker = 3;
-    assert_true(flow_token_encode(fx->keys, &tf, forged, sizeof(forged)) > 0);
-    len = fmt_route_invite(forged, "", inv, sizeof(inv));
-    sent_reset();
-    rx_core(fx, inv, len, registrar(fx), 0);
-    assert_single_reply_to_registrar(fx, 430);
-    assert_int_equal(st(fx)->reply_430_flow_failed, 3);
-
-    /* The real token still works. */
-    len = fmt_route_invite(tok, "", inv, sizeof(inv));
-    sent_reset();
-    rx_core(fx, inv, len, registrar(fx), 0);
-    assert_int_equal(n_sent, 1);
-    assert_true(addr_eq(&sent[0].dst, SA(fx->client)));
 }
 
-static void test_edge_inbound_request_after_flow_expiry_gets_430(void **state)
+static void test_edge_udp_flow_is_recreated_from_its_token_after_release(void **state)
 {
     struct fixture *fx = *state;
     struct parsed fwd;
@@ -1087,16 +1080,23 @@ static void test_edge_inbound_request_after_flow_expiry_gets_430(void **state)
     assert_int_equal(edge_n_flows(fx->e), 0);
     assert_int_equal(st(fx)->flows_released, 1);
 
-    size_t len = fmt_route_invite(tok, "", inv, sizeof(inv));
-    sent_reset();
-    rx_core(fx, inv, len, registrar(fx), 31000);
-    assert_single_reply_to_registrar(fx, 430);
-
-    /* A late registrar response for the gone flow is dropped. */
+    /* A late registrar response for the gone flow is dropped: a transaction does not
+     * outlive its flow. */
     sent_reset();
     rx_core(fx, resp, resp_len, registrar(fx), 31000);
     assert_int_equal(n_sent, 0);
     assert_int_equal(st(fx)->drop_dead_flow_response, 1);
+
+    /* The registrar still holds the Path: a request reaches the client again. */
+    size_t len = fmt_route_invite(tok, "", inv, sizeof(inv));
+    sent_reset();
+    rx_core(fx, inv, len, registrar(fx), 31000);
+    assert_int_equal(n_sent, 1);
+    assert_int_equal(sent[0].sock, 0);
+    assert_true(addr_eq(&sent[0].dst, SA(fx->client)));
+    assert_int_equal(st(fx)->flows_recovered, 1);
+    assert_int_equal(edge_n_flows(fx->e), 1);
+    assert_int_equal(st(fx)->reply_430_flow_failed, 0);
 }
 
 static void test_edge_inbound_request_with_zero_max_forwards_gets_483(void **state)
@@ -1442,19 +1442,26 @@ static void test_edge_token_reaches_only_the_peer_it_was_made_for(void **state)
     assert_int_equal(flow_token_decode(fx->keys, slice_make(tok, strlen(tok)), &b), 0);
     assert_int_equal(a.slot, b.slot);
     assert_int_equal(a.gen, b.gen);
+    /* The earlier run's token reaches the client it was made for, never the slot's
+     * holder now. */
     size_t len = fmt_route_invite(old, "", inv, sizeof(inv));
     sent_reset();
     rx_core(fx, inv, len, registrar(fx), 0);
-    assert_single_reply_to_registrar(fx, 430);
+    assert_int_equal(n_sent, 1);
+    assert_true(addr_eq(&sent[0].dst, SA(fx->client)));
+    assert_false(addr_eq(&sent[0].dst, SA(fx->client2)));
 
-    /* This run's slot and generation with another peer's address sealed in it. */
+    /* This run's slot and generation with another peer's address sealed in it goes to
+     * that address, not to the slot's holder. */
     tf = b;
     tf.remote.in.sin_port = htons(40999);
     assert_true(flow_token_encode(fx->keys, &tf, forged, sizeof(forged)) > 0);
     len = fmt_route_invite(forged, "", inv, sizeof(inv));
     sent_reset();
     rx_core(fx, inv, len, registrar(fx), 0);
-    assert_single_reply_to_registrar(fx, 430);
+    assert_int_equal(n_sent, 1);
+    assert_false(addr_eq(&sent[0].dst, SA(fx->client2)));
+    assert_int_equal(ntohs(((const struct sockaddr_in *)&sent[0].dst)->sin_port), 40999);
 
     /* The real token reaches the new client. */
     len = fmt_route_invite(tok, "", inv, sizeof(inv));
@@ -1780,8 +1787,8 @@ int main(void)
         T(test_edge_inbound_request_follows_path_token_to_client),
         T(test_edge_inbound_request_pops_only_our_route),
         T(test_edge_inbound_request_with_tampered_token_gets_403),
-        T(test_edge_inbound_request_for_a_gone_flow_gets_430),
-        T(test_edge_inbound_request_after_flow_expiry_gets_430),
+        T(test_edge_stale_udp_token_reaches_the_address_sealed_in_it),
+        T(test_edge_udp_flow_is_recreated_from_its_token_after_release),
         T(test_edge_inbound_request_with_zero_max_forwards_gets_483),
         T(test_edge_inbound_request_without_our_route_gets_404),
         T(test_edge_inbound_request_from_non_core_peer_is_dropped),

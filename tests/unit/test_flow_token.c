@@ -33,6 +33,7 @@ static struct flow_token_fields fields_v4(void)
     memset(&f, 0, sizeof(f));
     f.worker = 3;
     f.transport = 1;
+    f.sock = 5;
     f.slot = 0x01020304u;
     f.gen = 0xfffffffeu;
     f.epoch = 0xa5a5a5a5u;
@@ -78,6 +79,7 @@ static void assert_fields_equal(const struct flow_token_fields *a,
 {
     assert_int_equal(a->worker, b->worker);
     assert_int_equal(a->transport, b->transport);
+    assert_int_equal(a->sock, b->sock);
     assert_int_equal(a->slot, b->slot);
     assert_int_equal(a->gen, b->gen);
     assert_int_equal(a->epoch, b->epoch);
@@ -146,6 +148,10 @@ static void test_flow_token_is_deterministic_and_depends_on_every_field(void **s
     assert_string_not_equal(t0, t1);
     f = base;
     f.transport++;
+    encode(k, &f, t1);
+    assert_string_not_equal(t0, t1);
+    f = base;
+    f.sock = 7;
     encode(k, &f, t1);
     assert_string_not_equal(t0, t1);
     f = base;
