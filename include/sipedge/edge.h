@@ -84,6 +84,9 @@ struct edge_out {
     X(tx_overflow)                                                                                 \
     X(registrar_marked_down)                                                                       \
     X(registrar_recovered)                                                                         \
+    X(health_sent)                                                                                 \
+    X(health_answered)                                                                             \
+    X(regcache_marked_stale)                                                                       \
     X(guard_dropped)                                                                               \
     X(guard_rejected)
 

@@ -75,6 +75,7 @@ static const struct yaml_walk_field policy_upstream_schema[] = {
     YAML_WALK_FIELD_U32(P, "timeout", registrar_timeout_s, 1, 300),
     YAML_WALK_FIELD_U32(P, "retry", registrar_retry_s, 1, 3600),
     YAML_WALK_FIELD_U32(P, "loss_grace", registrar_loss_grace_s, 0, 86400),
+    YAML_WALK_FIELD_U32(P, "ping_interval", registrar_ping_interval_s, 0, 3600),
     YAML_WALK_FIELD_END,
 };
 
@@ -328,6 +329,7 @@ void policy_defaults(struct policy *pol)
     pol->registrar_timeout_s = 5;
     pol->registrar_retry_s = 30;
     pol->registrar_loss_grace_s = 600;
+    pol->registrar_ping_interval_s = 2;
     policy_guard_defaults(pol);
 }
 

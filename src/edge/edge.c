@@ -46,6 +46,8 @@
 #define EDGE_BRANCH_PING "z9hG4bKsK"
 /* Branch of the edge's own de-REGISTER requests. */
 #define EDGE_BRANCH_DEREG "z9hG4bKsD"
+/* Branch of the edge's OPTIONS health checks of its registrars. */
+#define EDGE_BRANCH_HEALTH "z9hG4bKsH"
 
 /*
  * A registration relayed over a flow: what the edge needs to de-register it when the
@@ -57,6 +59,7 @@ struct flow_reg {
     uint32_t cseq;     /* highest CSeq relayed or answered from the cache */
     bool is_authed;    /* the confirming 2xx answered a request that carried credentials */
     bool is_aliased;   /* relayed with Contact aliases: the registrar holds those */
+    uint32_t cache_epoch; /* the edge's regcache_epoch when a 2xx confirmed it */
     char aor[256];     /* To URI */
     char call_id[128];
     char contacts[512]; /* "<uri>, <uri>" as confirmed by the registrar's 2xx */
@@ -82,6 +85,9 @@ struct upstream {
     const struct config_addr *addr;
     uint64_t pending_since_ms; /* first relayed request not followed by any answer; 0: none */
     uint64_t down_until_ms;    /* marked down until then; 0: up */
+    uint64_t ping_due_ms;      /* next OPTIONS health check */
+    uint64_t ping_since_ms;    /* oldest unanswered health check; 0: none */
+    bool answers_options;      /* has answered a health check: silence then means down */
 };
 
 struct edge {
@@ -101,6 +107,9 @@ struct edge {
     struct upstream ups[EDGE_MAX_UPSTREAMS];
     unsigned n_ups;
     uint64_t loss_since_ms; /* every registrar down since then; 0: one answers */
+    /* Bumped when a registrar marked down answers again: records confirmed under an
+     * older epoch are stale, the cache no longer answers for them. */
+    uint32_t regcache_epoch;
     struct config_addr allow_routes[POLICY_MAX_ROUTES]; /* policy relay.allow_routes */
     unsigned n_allow_routes;
     struct sip_hdr hdrs[EDGE_MAX_HDRS];
@@ -221,9 +230,17 @@ static void upstream_answered(struct edge *e, const struct sockaddr *src)
         struct upstream *u = &e->ups[i];
         if (!netaddr_eq(src, (const struct sockaddr *)&u->addr->ss))
             continue;
-        if (u->down_until_ms)
-            log_info("registrar %s answers again", u->addr->text);
+        if (u->down_until_ms) {
+            /* It may have come back without its bindings: from now on the cache answers
+             * for none of them, so each client's next refresh refills it. */
+            e->regcache_epoch++;
+            e->st.regcache_marked_stale++;
+            log_info("registrar %s answers again: cached registrations marked stale, each "
+                     "client's next refresh goes upstream",
+                     u->addr->text);
+        }
         u->pending_since_ms = 0;
+        u->ping_since_ms = 0;
         u->down_until_ms = 0;
         if (e->loss_since_ms)
             e->st.registrar_recovered++;
@@ -239,12 +256,19 @@ static void upstream_check(struct edge *e, uint64_t now_ms)
     bool all_down = true;
     for (unsigned i = 0; i < e->n_ups; i++) {
         struct upstream *u = &e->ups[i];
-        if (u->pending_since_ms && now_ms - u->pending_since_ms >= timeout) {
+        /* A relayed request, or a health check of a registrar known to answer them,
+         * unanswered for the timeout. */
+        bool relay_lost = u->pending_since_ms && now_ms - u->pending_since_ms >= timeout;
+        bool ping_lost = u->answers_options && u->ping_since_ms && !u->down_until_ms &&
+                         now_ms - u->ping_since_ms >= timeout;
+        if (relay_lost || ping_lost) {
             u->pending_since_ms = 0;
+            u->ping_since_ms = 0;
             u->down_until_ms = now_ms + (uint64_t)e->pol.registrar_retry_s * 1000;
             e->st.registrar_marked_down++;
-            log_warn("registrar %s did not answer for %u s: marked down, retried in %u s%s",
-                     u->addr->text, e->pol.registrar_timeout_s, e->pol.registrar_retry_s,
+            log_warn("registrar %s did not answer %s for %u s: marked down, retried in %u s%s",
+                     u->addr->text, relay_lost ? "a relayed request" : "health checks",
+                     e->pol.registrar_timeout_s, e->pol.registrar_retry_s,
                      i + 1 < e->n_ups ? ", failing over" : "");
         }
         if (!u->down_until_ms)
@@ -879,6 +903,7 @@ static bool regcache_answer(struct edge *e, const struct rx *rx, struct flow *f,
     uint64_t need = e->loss_since_ms ? now_ms
                                      : now_ms + (uint64_t)e->pol.regcache_refresh_margin_s * 1000;
     if (!r || !r->is_authed || r->until_ms == 0 || horizon <= need ||
+        r->cache_epoch != e->regcache_epoch ||
         sum->cseq <= r->cseq || !slice_eq(sum->call_id, slice_make(r->call_id, strlen(r->call_id))) ||
         strcmp(r->contacts, sum->contacts) != 0 || r->is_aliased != e->pol.nat_contact_alias)
         return false;
@@ -968,6 +993,7 @@ static uint32_t flow_reg_confirm(struct edge *e, struct flow *f, const struct si
     r->until_ms = until;
     r->is_authed = had_credentials;
     r->is_aliased = r->pend_is_aliased;
+    r->cache_epoch = e->regcache_epoch;
     memcpy(r->call_id, r->pend_call_id, sizeof(r->call_id));
     memcpy(r->contacts, r->pend_contacts, sizeof(r->contacts));
     if (had_credentials && e->dead_head)
@@ -1820,7 +1846,8 @@ static struct flow *flow_for_core_request(struct edge *e, struct slice tok, uint
 }
 
 /* Registrar response → client, by the flow token in our Via. */
-static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_t now_ms)
+static void relay_core_response(struct edge *e, const struct sip_msg *m,
+                                const struct sockaddr *src, uint64_t now_ms)
 {
     const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
     struct sip_via ours;
@@ -1829,6 +1856,16 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m, uint64_
     if (!vh || sip_via_parse(vh->value, &ours, &rest) < 0 ||
         !hostport_is(ours.host, ours.port, &e->cfg->core)) {
         e->st.drop_stray_response++;
+        return;
+    }
+    if (slice_case_prefix(ours.branch, EDGE_BRANCH_HEALTH)) {
+        /* Any answer to a health check, whatever its status, shows the registrar runs
+         * (upstream_answered has noted it); it ends here. */
+        for (unsigned i = 0; i < e->n_ups; i++) {
+            if (netaddr_eq(src, (const struct sockaddr *)&e->ups[i].addr->ss))
+                e->ups[i].answers_options = true;
+        }
+        e->st.health_answered++;
         return;
     }
     if (slice_case_prefix(ours.branch, EDGE_BRANCH_DEREG)) {
@@ -2093,7 +2130,7 @@ void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sock
         relay_core_request(e, &rx, &m, now_ms);
     } else {
         upstream_answered(e, src);
-        relay_core_response(e, &m, now_ms);
+        relay_core_response(e, &m, src, now_ms);
     }
 }
 
@@ -2245,12 +2282,51 @@ static void nat_pings(struct edge *e, uint64_t now_ms)
     }
 }
 
+/*
+ * OPTIONS health checks of every registrar, each ping_interval. Answers are absorbed in
+ * relay_core_response; upstream_check marks a registrar down once it has answered
+ * checks before and then leaves them unanswered for the timeout.
+ */
+static void health_pings(struct edge *e, uint64_t now_ms)
+{
+    if (!e->pol.registrar_ping_interval_s)
+        return;
+    for (unsigned i = 0; i < e->n_ups; i++) {
+        struct upstream *u = &e->ups[i];
+        if (now_ms < u->ping_due_ms)
+            continue;
+        u->ping_due_ms = now_ms + (uint64_t)e->pol.registrar_ping_interval_s * 1000;
+        uint64_t id = fnv1a(FNV_INIT ^ ++e->dereg_seq, &i, sizeof(i));
+        size_t cap;
+        char *buf = e->out.reserve(e->out.ctx, &cap);
+        struct sip_build b;
+        sip_build_init(&b, buf, cap);
+        sip_build_fmt(&b, "OPTIONS sip:%s SIP/2.0\r\n", u->addr->text);
+        sip_build_fmt(&b, "Via: SIP/2.0/UDP %s;branch=" EDGE_BRANCH_HEALTH "%016llx\r\n",
+                      e->cfg->core.text, (unsigned long long)id);
+        sip_build_str(&b, "Max-Forwards: 70\r\n");
+        sip_build_fmt(&b, "From: <sip:sipedge@%s>;tag=%08llx\r\n", e->cfg->core.text,
+                      (unsigned long long)(id >> 32));
+        sip_build_fmt(&b, "To: <sip:%s>\r\n", u->addr->text);
+        sip_build_fmt(&b, "Call-ID: %016llx@sipedge\r\n", (unsigned long long)id);
+        sip_build_str(&b, "CSeq: 1 OPTIONS\r\nUser-Agent: sipedge\r\nContent-Length: 0\r\n\r\n");
+        size_t len;
+        if (!finish(e, &b, &len))
+            return;
+        e->out.commit(e->out.ctx, EDGE_SOCK_CORE, (const struct sockaddr *)&u->addr->ss, len);
+        if (!u->ping_since_ms)
+            u->ping_since_ms = now_ms ? now_ms : 1;
+        e->st.health_sent++;
+    }
+}
+
 void edge_tick_dead(struct edge *e, uint64_t now_ms) { dead_flows_process(e, now_ms); }
 
 void edge_tick(struct edge *e, uint64_t now_ms)
 {
     e->n_ticks++;
     upstream_check(e, now_ms);
+    health_pings(e, now_ms);
     nat_pings(e, now_ms);
     /* Sweep the whole table about once a minute, a slice per tick. */
     uint32_t per_tick = flow_table_capacity(e->flows) / 60 + 1;

@@ -22,6 +22,7 @@
 static struct config g_cfg;
 static struct policy g_pol;
 static struct sockaddr_in g_client;
+static uint32_t g_ping_interval_s; /* health checks off unless a test turns them on */
 
 static struct edge *make_edge(unsigned n_backups)
 {
@@ -42,6 +43,7 @@ static struct edge *make_edge(unsigned n_backups)
     g_pol.registrar_retry_s = 30;
     g_pol.registrar_loss_grace_s = 600;
     g_pol.regcache_refresh_margin_s = 300;
+    g_pol.registrar_ping_interval_s = g_ping_interval_s;
     struct edge_opts eo = {.cfg = &g_cfg,
                            .policy = &g_pol,
                            .out = {.reserve = out_reserve, .commit = out_commit}};
@@ -153,11 +155,85 @@ static void test_upstream_loss_keeps_cache_answering_past_the_margin(void **stat
     edge_free(e);
 }
 
+/* Index of the last sent message starting with prefix, or -1. */
+static int last_sent(const char *prefix)
+{
+    for (int i = (int)n_sent - 1; i >= 0; i--)
+        if (sent[i].len >= strlen(prefix) && memcmp(sent[i].buf, prefix, strlen(prefix)) == 0)
+            return i;
+    return -1;
+}
+
+static void test_upstream_registrar_back_from_down_gets_every_cached_refresh_again(void **state)
+{
+    (void)state;
+    g_ping_interval_s = 2;
+    struct edge *e = make_edge(0);
+    g_ping_interval_s = 0;
+    client_register(e, 1, true, 0);
+    registrar_ok(e, &sent[0], 5080, 100);
+    /* Health checks go out and are answered. */
+    edge_tick(e, 1000);
+    int opt = last_sent("OPTIONS sip:127.0.0.1:5080 SIP/2.0");
+    assert_true(opt >= 0);
+    assert_non_null(strstr(sent[opt].buf, ";branch=z9hG4bKsH"));
+    size_t before = n_sent;
+    registrar_ok(e, &sent[opt], 5080, 1100);
+    assert_int_equal(n_sent, before); /* absorbed, never relayed */
+    assert_int_equal(edge_stats(e)->health_answered, 1);
+    /* An unchanged refresh is answered from the cache. */
+    client_register(e, 2, true, 2000);
+    assert_int_equal(edge_stats(e)->regcache_hit, 1);
+    /* The registrar goes silent: its checks go unanswered and it is marked down. */
+    for (uint64_t t = 3000; t <= 9000; t += 1000)
+        edge_tick(e, t);
+    assert_int_equal(edge_stats(e)->registrar_marked_down, 1);
+    /* Meanwhile refreshes keep getting 200 from the cache. */
+    client_register(e, 3, true, 9500);
+    assert_int_equal(edge_stats(e)->regcache_hit, 2);
+    assert_true(memcmp(sent[n_sent - 1].buf, "SIP/2.0 200", 11) == 0);
+    /* It answers a check again: it may have lost its bindings, so the cache is stale... */
+    edge_tick(e, 11000);
+    opt = last_sent("OPTIONS ");
+    assert_true(opt >= 0);
+    registrar_ok(e, &sent[opt], 5080, 11100);
+    assert_int_equal(edge_stats(e)->registrar_recovered, 1);
+    assert_int_equal(edge_stats(e)->regcache_marked_stale, 1);
+    /* ...and the next refresh goes upstream with the client's own credentials. */
+    client_register(e, 4, true, 12000);
+    assert_int_equal(edge_stats(e)->regcache_hit, 2);
+    int reg = last_sent("REGISTER ");
+    assert_int_equal(reg, (int)n_sent - 1);
+    assert_int_equal(dst_port((unsigned)reg), 5080);
+    assert_non_null(strstr(sent[reg].buf, "Authorization: Digest"));
+    /* Once the registrar confirmed it, the cache answers again. */
+    registrar_ok(e, &sent[reg], 5080, 12100);
+    client_register(e, 5, true, 13000);
+    assert_int_equal(edge_stats(e)->regcache_hit, 3);
+    edge_free(e);
+}
+
+static void test_upstream_registrar_that_ignores_options_is_not_marked_down_by_them(void **state)
+{
+    (void)state;
+    g_ping_interval_s = 2;
+    struct edge *e = make_edge(0);
+    g_ping_interval_s = 0;
+    for (uint64_t t = 1000; t <= 60000; t += 1000)
+        edge_tick(e, t);
+    assert_true(edge_stats(e)->health_sent >= 29);
+    assert_int_equal(edge_stats(e)->registrar_marked_down, 0);
+    assert_true(edge_registrar_up(e));
+    edge_free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_upstream_unanswered_registrar_fails_over_and_is_retried),
         cmocka_unit_test(test_upstream_loss_keeps_cache_answering_past_the_margin),
+        cmocka_unit_test(test_upstream_registrar_back_from_down_gets_every_cached_refresh_again),
+        cmocka_unit_test(test_upstream_registrar_that_ignores_options_is_not_marked_down_by_them),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
