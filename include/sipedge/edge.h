@@ -211,4 +211,26 @@ void edge_flow_counts(const struct edge *e, uint32_t *udp, uint32_t *ws, uint32_
 void edge_stats_format(const struct edge *e, char *buf, size_t cap);
 uint32_t edge_n_flows(const struct edge *e);
 
+/*
+ * Persistence across restarts: live UDP flows with their NAT state and registration
+ * records (what the cache answers for and what a dead flow de-registers). WebSocket
+ * flows end with their connections and are not kept.
+ */
+#define EDGE_STATE_KIND "flows"
+#define EDGE_STATE_VERSION 1
+struct statefile_buf;
+
+/* Appends the payload to b. Returns the number of flows written, or b's error. */
+int edge_state_save(const struct edge *e, uint64_t now_ms, struct statefile_buf *b);
+
+struct edge_restore_result {
+    uint32_t n_flows, n_regs;
+    uint32_t n_skipped; /* expired while down, a socket no longer configured, no room */
+    uint64_t age_ms;    /* how old the snapshot was */
+};
+/* Re-creates the flows of a payload (checked by statefile_read). Returns 0, -EBADMSG
+ * (malformed: the flows read so far stay, err says where) or -EPROTONOSUPPORT. */
+int edge_state_restore(struct edge *e, const uint8_t *p, size_t len, uint32_t version,
+                       uint64_t now_ms, struct edge_restore_result *res, char *err, size_t cap);
+
 #endif

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/rand.h>
 
@@ -35,6 +36,7 @@
 #include "sipedge/sip_hdr.h"
 #include "sipedge/sip_msg.h"
 #include "sipedge/sip_reply.h"
+#include "sipedge/statefile.h"
 #include "sipedge/stun.h"
 
 #define EDGE_MAX_HDRS 256
@@ -2404,4 +2406,189 @@ void edge_flow_counts(const struct edge *e, uint32_t *udp, uint32_t *ws, uint32_
         else
             (*udp)++;
     }
+}
+
+/* ---- persistence -------------------------------------------------------------------- */
+
+/*
+ * Snapshot payload, version 1 (statefile integers, big-endian):
+ *   u64 wall-clock ms at save | u32 flow count | flows
+ *   flow: u8 sock | u8 is_nat | u8 family (4/6) | 16 address bytes | u16 port |
+ *         u64 ms since last received | u64 ms of registration left | u16 record count |
+ *         records
+ *   record: u64 ms left (0: unconfirmed) | u32 cseq | u8 is_authed | u8 is_aliased |
+ *           str aor | str call_id | str contacts | str user_agent
+ * Only live UDP flows are kept: a WebSocket flow ends with its connection. Times are
+ * stored relative to the save, so the monotonic clock of the next run does not matter;
+ * the wall-clock time of the save takes off what passed while sipedge was down.
+ */
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t ms_left(uint64_t until, uint64_t now) { return until > now ? until - now : 0; }
+
+int edge_state_save(const struct edge *e, uint64_t now_ms, struct statefile_buf *b)
+{
+    statefile_put_u64(b, wall_ms());
+    size_t count_at = b->len;
+    statefile_put_u32(b, 0);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < flow_table_capacity(e->flows); i++) {
+        const struct flow *f = flow_table_get_slot(e->flows, i);
+        if (!f || f->state != FLOW_LIVE || f->transport != FLOW_UDP)
+            continue;
+        statefile_put_u8(b, f->sock);
+        statefile_put_u8(b, f->is_nat);
+        if (f->remote.sa.sa_family == AF_INET) {
+            uint8_t a[16] = {0};
+            memcpy(a, &f->remote.in.sin_addr, 4);
+            statefile_put_u8(b, 4);
+            statefile_put_bytes(b, a, 16);
+            statefile_put_u16(b, ntohs(f->remote.in.sin_port));
+        } else {
+            statefile_put_u8(b, 6);
+            statefile_put_bytes(b, &f->remote.in6.sin6_addr, 16);
+            statefile_put_u16(b, ntohs(f->remote.in6.sin6_port));
+        }
+        statefile_put_u64(b, now_ms > f->last_rx_ms ? now_ms - f->last_rx_ms : 0);
+        statefile_put_u64(b, ms_left(f->reg_until_ms, now_ms));
+        uint16_t nr = 0;
+        for (const struct flow_reg *r = f->regs; r; r = r->next)
+            nr += r->until_ms > now_ms;
+        statefile_put_u16(b, nr);
+        for (const struct flow_reg *r = f->regs; r; r = r->next) {
+            if (r->until_ms <= now_ms)
+                continue;
+            statefile_put_u64(b, ms_left(r->until_ms, now_ms));
+            statefile_put_u32(b, r->cseq);
+            statefile_put_u8(b, r->is_authed);
+            statefile_put_u8(b, r->is_aliased);
+            statefile_put_str(b, r->aor);
+            statefile_put_str(b, r->call_id);
+            statefile_put_str(b, r->contacts);
+            statefile_put_str(b, r->user_agent);
+        }
+        n++;
+    }
+    if (!b->err) {
+        uint8_t be[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+        memcpy(b->p + count_at, be, 4);
+    }
+    return b->err ? b->err : (int)n;
+}
+
+/* Reads one flow record, and with apply into a fresh flow; returns 1 restored, 0 skipped,
+ * <0 malformed. */
+static int restore_flow(struct edge *e, struct statefile_rd *rd, bool apply, uint64_t gone_ms,
+                        uint64_t now_ms, uint32_t *n_regs)
+{
+    uint8_t sock = statefile_get_u8(rd);
+    bool is_nat = statefile_get_u8(rd) != 0;
+    uint8_t fam = statefile_get_u8(rd);
+    uint8_t a[16];
+    statefile_get_bytes(rd, a, 16);
+    uint16_t port = statefile_get_u16(rd);
+    uint64_t idle = statefile_get_u64(rd) + gone_ms;
+    uint64_t reg_left = statefile_get_u64(rd);
+    uint16_t nr = statefile_get_u16(rd);
+    if (rd->err || (fam != 4 && fam != 6) || nr > FLOW_REGS_MAX)
+        return -EBADMSG;
+    union flow_addr addr;
+    memset(&addr, 0, sizeof(addr));
+    if (fam == 4) {
+        addr.in.sin_family = AF_INET;
+        memcpy(&addr.in.sin_addr, a, 4);
+        addr.in.sin_port = htons(port);
+    } else {
+        addr.in6.sin6_family = AF_INET6;
+        memcpy(&addr.in6.sin6_addr, a, 16);
+        addr.in6.sin6_port = htons(port);
+    }
+    struct flow *f = NULL;
+    bool keep = apply && sock < e->cfg->n_listen_udp && reg_left > gone_ms &&
+                !flow_table_find(e->flows, FLOW_UDP, sock, &addr.sa);
+    if (keep && e->guard && guard_flow_add(e->guard, &addr.sa, now_ms) < 0)
+        keep = false;
+    if (keep && flow_table_add(e->flows, e->keys, FLOW_UDP, sock, &addr.sa, now_ms, &f) < 0) {
+        if (e->guard)
+            guard_flow_remove(e->guard, &addr.sa);
+        keep = false;
+    }
+    if (f) {
+        f->is_nat = is_nat;
+        f->last_rx_ms = now_ms > idle ? now_ms - idle : 0;
+        f->reg_until_ms = now_ms + reg_left - gone_ms;
+    }
+    for (uint16_t i = 0; i < nr; i++) {
+        struct flow_reg tmp;
+        memset(&tmp, 0, sizeof(tmp));
+        uint64_t left = statefile_get_u64(rd);
+        tmp.cseq = statefile_get_u32(rd);
+        tmp.is_authed = statefile_get_u8(rd) != 0;
+        tmp.is_aliased = statefile_get_u8(rd) != 0;
+        statefile_get_str(rd, tmp.aor, sizeof(tmp.aor));
+        statefile_get_str(rd, tmp.call_id, sizeof(tmp.call_id));
+        statefile_get_str(rd, tmp.contacts, sizeof(tmp.contacts));
+        statefile_get_str(rd, tmp.user_agent, sizeof(tmp.user_agent));
+        if (rd->err)
+            return -EBADMSG;
+        if (!f || left <= gone_ms)
+            continue;
+        struct flow_reg *r = malloc(sizeof(*r));
+        if (!r)
+            continue;
+        *r = tmp;
+        r->until_ms = now_ms + left - gone_ms;
+        r->cache_epoch = e->regcache_epoch;
+        r->next = f->regs;
+        f->regs = r;
+        (*n_regs)++;
+    }
+    if (f) {
+        e->st.flows_created++;
+        flow_event(e, EDGE_FLOW_OPENED, f, "udp-restored");
+    }
+    return f ? 1 : 0;
+}
+
+int edge_state_restore(struct edge *e, const uint8_t *p, size_t len, uint32_t version,
+                       uint64_t now_ms, struct edge_restore_result *res, char *err, size_t cap)
+{
+    memset(res, 0, sizeof(*res));
+    if (version != EDGE_STATE_VERSION) {
+        snprintf(err, cap, "format version %u is not %u", version, EDGE_STATE_VERSION);
+        return -EPROTONOSUPPORT;
+    }
+    struct statefile_rd rd;
+    statefile_rd_init(&rd, p, len);
+    uint64_t saved = statefile_get_u64(&rd);
+    uint32_t n = statefile_get_u32(&rd);
+    uint64_t now_wall = wall_ms();
+    uint64_t gone = now_wall > saved ? now_wall - saved : 0;
+    res->age_ms = gone;
+    size_t body = rd.off;
+    /* The whole payload is checked before anything is created: never half-loaded. */
+    for (uint32_t i = 0; i < n; i++) {
+        if (restore_flow(e, &rd, false, gone, now_ms, &res->n_regs) < 0) {
+            snprintf(err, cap, "malformed flow record %u of %u", i + 1, n);
+            return -EBADMSG;
+        }
+    }
+    if (!statefile_rd_done(&rd)) {
+        snprintf(err, cap, "%zu bytes after the last flow record", rd.len - rd.off);
+        return -EBADMSG;
+    }
+    rd.off = body;
+    res->n_regs = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (restore_flow(e, &rd, true, gone, now_ms, &res->n_regs) > 0)
+            res->n_flows++;
+        else
+            res->n_skipped++;
+    }
+    return 0;
 }

@@ -20,6 +20,7 @@
 
 #include "sipedge/config.h"
 #include "sipedge/edge.h"
+#include "sipedge/statefile.h"
 #include "sipedge/flow_token.h"
 #include "sipedge/sip_hdr.h"
 #include "sipedge/sip_msg.h"
@@ -1389,6 +1390,50 @@ static void test_edge_unconfirmed_register_changes_no_cached_binding(void **stat
     assert_int_equal(st(fx)->regcache_hit, 1);
 }
 
+/* A restart keeps the UDP flow, its registration record and the cache's answer. */
+static void test_edge_state_survives_a_restart_and_a_bad_payload_creates_nothing(void **state)
+{
+    struct fixture *fx = *state;
+    char m[2048];
+
+    rx_pub(fx, 0, m, fmt_reg_for(m, sizeof(m), "bob", 1, true), &fx->client, 0);
+    answer_last(fx, "200 OK", "Contact: <sip:bob@192.0.2.10:5060>;expires=600\r\n", 1);
+    struct statefile_buf b;
+    statefile_buf_init(&b);
+    assert_int_equal(edge_state_save(fx->e, 1000, &b), 1);
+
+    /* A truncated payload is refused whole. */
+    assert_int_equal(edge_build(fx), 0);
+    struct edge_restore_result res;
+    char err[128];
+    assert_int_equal(edge_state_restore(fx->e, b.p, b.len - 3, EDGE_STATE_VERSION, 5000, &res,
+                                        err, sizeof(err)),
+                     -EBADMSG);
+    assert_int_equal(edge_n_flows(fx->e), 0);
+    assert_int_equal(edge_state_restore(fx->e, b.p, b.len, EDGE_STATE_VERSION + 1, 5000, &res,
+                                        err, sizeof(err)),
+                     -EPROTONOSUPPORT);
+
+    assert_int_equal(edge_state_restore(fx->e, b.p, b.len, EDGE_STATE_VERSION, 5000, &res, err,
+                                        sizeof(err)),
+                     0);
+    assert_int_equal(res.n_flows, 1);
+    assert_int_equal(res.n_regs, 1);
+    assert_int_equal(edge_n_flows(fx->e), 1);
+    /* The refresh is answered from the restored cache record, not relayed. */
+    sent_reset();
+    rx_pub(fx, 0, m, fmt_reg_for(m, sizeof(m), "bob", 2, false), &fx->client, 6000);
+    assert_int_equal(st(fx)->regcache_hit, 1);
+    assert_int_equal(count_sent_to(registrar(fx)), 0);
+    /* Restoring twice does not duplicate the flow. */
+    assert_int_equal(edge_state_restore(fx->e, b.p, b.len, EDGE_STATE_VERSION, 7000, &res, err,
+                                        sizeof(err)),
+                     0);
+    assert_int_equal(res.n_flows, 0);
+    assert_int_equal(edge_n_flows(fx->e), 1);
+    statefile_buf_free(&b);
+}
+
 /* Routes a client names are not followed on the core side unless the policy lists them. */
 static void test_edge_client_route_to_the_core_is_stripped(void **state)
 {
@@ -1799,6 +1844,7 @@ int main(void)
         T(test_edge_response_to_a_delivered_request_cannot_be_redirected),
         T(test_edge_2xx_confirms_only_the_aor_of_its_own_request),
         T(test_edge_unconfirmed_register_changes_no_cached_binding),
+        T(test_edge_state_survives_a_restart_and_a_bad_payload_creates_nothing),
         T(test_edge_client_route_to_the_core_is_stripped),
         T(test_edge_token_reaches_only_the_peer_it_was_made_for),
         T(test_edge_registered_flow_outlives_idle_timeout_until_expiry),
