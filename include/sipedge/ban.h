@@ -109,6 +109,33 @@ void ban_tick(struct ban *b, uint64_t now_ms, ban_expired_cb cb, void *arg);
 /* Visits live bans, oldest first is not guaranteed. Returns the number visited. */
 size_t ban_foreach(const struct ban *b, uint64_t now_ms, ban_visit_cb cb, void *arg);
 
+/* One entry as it is kept across a restart: a live ban or a history entry, with its times
+ * relative to now (now_ms is monotonic and starts over with the process). */
+struct ban_record {
+    struct ban_key key;
+    bool is_live;
+    uint8_t level;          /* ladder step, 0-based */
+    enum ban_origin origin;
+    uint32_t duration_s;
+    uint64_t remaining_ms;  /* live: time left; history: 0 */
+    uint64_t age_ms;        /* since the latest ban of key started (escalation memory) */
+};
+
+typedef bool (*ban_record_cb)(void *arg, const struct ban_record *r); /* false stops */
+
+/* Visits every entry: live bans, then history oldest first. Returns the number visited. */
+size_t ban_foreach_record(const struct ban *b, uint64_t now_ms, ban_record_cb cb, void *arg);
+
+/*
+ * Re-creates a saved entry; no backend call. When key already has a live ban (read back
+ * from the kernel with ban_restore), that ban keeps its time left and takes level, origin
+ * and age from a live r. Otherwise a live r (remaining_ms > 0) becomes a live ban and any
+ * other r a history entry (appended, so restoring in visiting order keeps the order).
+ * The level is capped at the ladder's last step. Returns 0; -ESTALE for history older than
+ * memory_s (nothing kept); -ENOSPC when the table is full; -EINVAL.
+ */
+int ban_restore_record(struct ban *b, const struct ban_record *r, uint64_t now_ms);
+
 const struct ban_stats *ban_stats(const struct ban *b);
 /* Name of the backend ("nftables", "userspace"). */
 const char *ban_backend_name(const struct ban *b);

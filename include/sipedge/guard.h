@@ -229,6 +229,25 @@ int guard_ban(struct guard *g, const struct ban_key *key, uint32_t duration_s, u
  * or -EINVAL. */
 int guard_unban(struct guard *g, const struct ban_key *key, uint64_t now_ms);
 
+/*
+ * Ban persistence in "<state_dir>/bans.state" (statefile kind "bans", version 1): live bans
+ * with their time left, ladder step and origin, and the history entries that remember the
+ * escalation level. Times are stored against the wall clock (CLOCK_REALTIME) of the save,
+ * so the time spent down is taken off at the next start: a ban that ran out meanwhile
+ * comes back as history. With the nftables backend the kernel set decides which bans are
+ * live (and their time left); the file adds origin, step and history.
+ *
+ * guard_state_open loads the file (call it once, after guard_new) and remembers the path.
+ * A missing file starts empty; a corrupt, foreign or newer one is logged, moved aside and
+ * ignored. Returns 0, or -ENAMETOOLONG / -ENOMEM (no persistence then).
+ * guard_tick then saves about every 5 s when the bans changed: the payload is built on the
+ * loop thread and written in a uv_queue_work job on guard_opts.loop (synchronously when
+ * there is no loop); a save while a write is in flight is skipped.
+ * guard_state_save(sync = true) writes now, on the calling thread (at stop).
+ */
+int guard_state_open(struct guard *g, const char *state_dir, uint64_t now_ms);
+void guard_state_save(struct guard *g, uint64_t now_ms, bool sync);
+
 const struct ban *guard_bans(const struct guard *g);
 /* The latest now_ms the guard was given (by any call, guard_tick included). */
 uint64_t guard_now_ms(const struct guard *g);

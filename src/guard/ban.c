@@ -309,6 +309,57 @@ int ban_restore(struct ban *b, const struct ban_key *key, uint64_t remaining_ms,
     return 0;
 }
 
+int ban_restore_record(struct ban *b, const struct ban_record *r, uint64_t now_ms)
+{
+    if (b == NULL || r == NULL || !key_ok(&r->key) ||
+        (unsigned)r->origin > BAN_ORIGIN_RESTORED || (r->is_live && r->remaining_ms == 0))
+        return -EINVAL;
+    uint8_t level = r->level < b->n_steps ? r->level : (uint8_t)(b->n_steps - 1);
+    struct ban_slot *s = live_slot(b, &r->key, now_ms);
+    if (s != NULL) {
+        /* Read back from the kernel: its time left stands, the file knows the rest. */
+        if (r->is_live) {
+            s->level = level;
+            s->origin = (uint8_t)r->origin;
+            s->since_ms = now_ms - r->age_ms;
+            s->last_ban_ms = s->since_ms;
+        }
+        return 0;
+    }
+    if (!r->is_live && r->age_ms > b->memory_ms)
+        return -ESTALE;
+    bool is_new;
+    s = slot_get(b, &r->key, &is_new);
+    if (s == NULL) {
+        b->stats.n_refused_full++;
+        return -ENOSPC;
+    }
+    if (!is_new && s->is_live) {
+        /* A live ban whose time is up and that no tick has turned into history yet. */
+        s->is_live = false;
+        b->stats.n_active--;
+    } else if (!is_new) {
+        hist_unlink(b, s);
+    }
+    s->level = level;
+    s->origin = (uint8_t)r->origin;
+    s->duration_s = r->duration_s;
+    s->since_ms = now_ms - r->age_ms;
+    s->last_ban_ms = s->since_ms;
+    if (r->is_live) {
+        s->is_live = true;
+        s->expires_ms = now_ms + r->remaining_ms;
+        b->stats.n_active++;
+        b->stats.n_restored++;
+    } else {
+        s->expires_ms = s->since_ms + (uint64_t)r->duration_s * 1000;
+        if (s->expires_ms > now_ms)
+            s->expires_ms = now_ms;
+        hist_push(b, s);
+    }
+    return 0;
+}
+
 bool ban_is_banned(const struct ban *b, const struct ban_key *key, uint64_t now_ms)
 {
     return b != NULL && b->stats.n_active != 0 && live_slot(b, key, now_ms) != NULL;
@@ -360,6 +411,40 @@ size_t ban_foreach(const struct ban *b, uint64_t now_ms, ban_visit_cb cb, void *
         n++;
         if (!cb(arg, &e))
             break;
+    }
+    return n;
+}
+
+static void fill_record(const struct ban_slot *s, uint64_t now, struct ban_record *r)
+{
+    r->key = s->key;
+    r->is_live = s->is_live && s->expires_ms > now;
+    r->level = s->level;
+    r->origin = (enum ban_origin)s->origin;
+    r->duration_s = s->duration_s;
+    r->remaining_ms = r->is_live ? s->expires_ms - now : 0;
+    r->age_ms = now - s->last_ban_ms;
+}
+
+size_t ban_foreach_record(const struct ban *b, uint64_t now_ms, ban_record_cb cb, void *arg)
+{
+    size_t n = 0;
+    struct ban_record r;
+    for (uint32_t i = 0; i < b->tab.n_alloc; i++) {
+        struct ban_slot *s = addr_table_at(&b->tab, i);
+        if (s == NULL || !s->is_live)
+            continue;
+        fill_record(s, now_ms, &r);
+        n++;
+        if (!cb(arg, &r))
+            return n;
+    }
+    for (const struct ban_slot *s = slot_of(b, b->hist_head); s != NULL;
+         s = slot_of(b, s->hist_next)) {
+        fill_record(s, now_ms, &r);
+        n++;
+        if (!cb(arg, &r))
+            return n;
     }
     return n;
 }

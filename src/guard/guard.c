@@ -77,6 +77,7 @@ struct guard {
     uint64_t now_ms;
     uint32_t src_cursor, aor_cursor;
     struct guard_stats stats;
+    struct guard_state *state; /* guard_state_open: ban persistence */
 };
 
 static const char *const reason_names[] = {
@@ -526,6 +527,7 @@ void guard_free(struct guard *g)
 {
     if (g == NULL)
         return;
+    guard_state_close(g);
     ban_free(g->ban);
     events_close(g->ev);
     addr_table_deinit(&g->srcs);
@@ -918,6 +920,8 @@ void guard_tick(struct guard *g, uint64_t now_ms)
         if (a != NULL && now_ms - a->last_seen_ms > idle)
             addr_table_remove(&g->aors, a);
     }
+    if (g->state != NULL)
+        guard_state_tick(g, now_ms);
 }
 
 int guard_ban(struct guard *g, const struct ban_key *key, uint32_t duration_s, uint64_t now_ms,
@@ -979,6 +983,26 @@ int guard_unban(struct guard *g, const struct ban_key *key, uint64_t now_ms)
 const struct ban *guard_bans(const struct guard *g)
 {
     return g->ban;
+}
+
+struct ban *guard_ban_engine(struct guard *g)
+{
+    return g->ban;
+}
+
+struct uv_loop_s *guard_loop(const struct guard *g)
+{
+    return g->loop;
+}
+
+bool guard_is_nft(const struct guard *g)
+{
+    return g->is_nft;
+}
+
+struct guard_state **guard_state_slot(struct guard *g)
+{
+    return &g->state;
 }
 
 uint64_t guard_now_ms(const struct guard *g)

@@ -116,4 +116,32 @@ struct ban;
  * insert into a full table costs O(1) of these (the oldest history entry, or none). */
 uint64_t ban_reclaim_steps(const struct ban *b);
 
+/* ---- guard internals shared with guard_state.c ---------------------------------------- */
+
+struct guard_state;
+struct uv_loop_s;
+
+struct ban *guard_ban_engine(struct guard *g);
+struct uv_loop_s *guard_loop(const struct guard *g);
+/* True when the nftables backend runs (the kernel set holds the live bans). */
+bool guard_is_nft(const struct guard *g);
+struct guard_state **guard_state_slot(struct guard *g);
+/* Called by guard_tick: the periodic save. */
+void guard_state_tick(struct guard *g, uint64_t now_ms);
+/* Called by guard_free: releases the state (a write in flight finishes first, on the loop). */
+void guard_state_close(struct guard *g);
+
+struct guard_state_stats {
+    uint64_t n_saves;      /* payloads built */
+    uint64_t n_writes;     /* files written */
+    uint64_t n_skipped;    /* periodic saves skipped: a write was in flight */
+    uint64_t n_failed;
+    uint64_t last_build_us; /* time to build the latest payload */
+    size_t last_len;
+};
+/* NULL when guard_state_open was not called. */
+const struct guard_state_stats *guard_state_stats(const struct guard *g);
+/* Wall clock in ms (CLOCK_REALTIME); tests replace it. */
+extern uint64_t (*guard_state_wall_ms)(void);
+
 #endif

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -245,6 +246,8 @@ static void worker_stop(struct worker *w)
         return;
     w->is_stopping = true;
     log_stats(w);
+    if (w->guard)
+        guard_state_save(w->guard, uv_now(&w->loop), true);
     uv_timer_stop(&w->tick);
     uv_close((uv_handle_t *)&w->tick, on_closed_handle);
     uv_close((uv_handle_t *)&w->sig_term, on_closed_handle);
@@ -401,6 +404,12 @@ int worker_run(const struct worker_opts *opts)
         if (rc < 0) {
             log_error("guard: %s", strerror(-rc));
             goto out_close;
+        }
+        if (w->cfg->state_dir[0]) {
+            /* Bans survive a restart; without the directory they are kept in memory only. */
+            if (mkdir(w->cfg->state_dir, 0700) < 0 && errno != EEXIST)
+                log_error("state dir %s: %s", w->cfg->state_dir, strerror(errno));
+            guard_state_open(w->guard, w->cfg->state_dir, uv_now(&w->loop));
         }
         if (w->cfg->admin_socket[0]) {
             rc = admin_new(&w->admin, &w->loop, w->cfg->admin_socket, w->guard);

@@ -272,6 +272,76 @@ static void test_ban_restore_sets_level_from_timeout(void **state)
     ban_free(b);
 }
 
+static bool collect_record(void *arg, const struct ban_record *r)
+{
+    struct ban_record **out = arg;
+    *(*out)++ = *r;
+    return true;
+}
+
+/* Records carry live bans and history (oldest first); restoring them into a fresh engine
+ * gives the same table without a backend call; a ban read back from the kernel keeps its
+ * time left and takes origin and level from the record. */
+static void test_ban_records_round_trip_and_merge(void **state)
+{
+    (void)state;
+    struct ban *b;
+    assert_int_equal(ban_new(&b, 8, ladder, 3, 86400, NULL), 0);
+    struct ban_key op = key("198.18.0.6"), h1 = key("198.18.0.7"), h2 = key("198.18.0.8:5060");
+    assert_int_equal(ban_impose(b, &op, 0, BAN_ORIGIN_ADMIN, 1000, NULL), 0);
+    assert_int_equal(ban_impose(b, &op, 0, BAN_ORIGIN_ADMIN, 2000, NULL), 0);
+    assert_int_equal(ban_impose(b, &h1, 5, BAN_ORIGIN_STRIKES, 1000, NULL), 0);
+    assert_int_equal(ban_impose(b, &h2, 0, BAN_ORIGIN_STRIKES, 1500, NULL), 0);
+    assert_int_equal(ban_lift(b, &h2, 1600), 0);
+    ban_tick(b, 10000, NULL, NULL);
+    struct ban_record recs[8], *w = recs;
+    assert_int_equal(ban_foreach_record(b, 10000, collect_record, &w), 3);
+    assert_true(recs[0].is_live);
+    assert_int_equal(recs[0].level, 1);
+    assert_int_equal(recs[0].origin, BAN_ORIGIN_ADMIN);
+    assert_int_equal(recs[0].remaining_ms, 600000 - 8000);
+    assert_int_equal(recs[0].age_ms, 8000);
+    /* History in the order it became history: h2 lifted at 1600, h1 expired at 10000. */
+    assert_false(recs[1].is_live);
+    assert_memory_equal(&recs[1].key, &h2, sizeof(h2));
+    assert_memory_equal(&recs[2].key, &h1, sizeof(h1));
+    ban_free(b);
+
+    assert_int_equal(ban_new(&b, 8, ladder, 3, 86400, rec_new()), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ban_restore_record(b, &recs[i], 50), 0);
+    assert_int_equal(g_rec->n_add, 0);
+    struct ban_entry e;
+    assert_int_equal(ban_find(b, &op, 50, &e), 0);
+    assert_int_equal(e.origin, BAN_ORIGIN_ADMIN);
+    assert_int_equal(e.level, 1);
+    assert_int_equal(e.expires_ms, 50 + 592000);
+    assert_int_equal(ban_stats(b)->n_history, 2);
+    assert_int_equal(ban_find(b, &h1, 50, NULL), -ENOENT);
+    /* The history FIFO keeps its order: a full table reclaims h2 first. */
+    struct ban_record again[8], *w2 = again;
+    assert_int_equal(ban_foreach_record(b, 50, collect_record, &w2), 3);
+    assert_memory_equal(&again[1].key, &h2, sizeof(h2));
+    assert_int_equal(ban_impose(b, &h1, 0, BAN_ORIGIN_STRIKES, 100, &e), 0);
+    assert_int_equal(e.level, 1); /* remembered */
+    ban_free(b);
+
+    /* Kernel first: the element's time left stands, the record gives origin and level. */
+    assert_int_equal(ban_new(&b, 8, ladder, 3, 86400, NULL), 0);
+    assert_int_equal(ban_restore(b, &op, 100000, 600000, 50), 0);
+    assert_int_equal(ban_restore_record(b, &recs[0], 50), 0);
+    assert_int_equal(ban_find(b, &op, 50, &e), 0);
+    assert_int_equal(e.origin, BAN_ORIGIN_ADMIN);
+    assert_int_equal(e.level, 1);
+    assert_int_equal(e.expires_ms, 50 + 100000);
+    assert_int_equal(ban_stats(b)->n_active, 1);
+    /* History older than the memory is not kept. */
+    struct ban_record stale = recs[1];
+    stale.age_ms = 86400ULL * 1000 + 1;
+    assert_int_equal(ban_restore_record(b, &stale, 50), -ESTALE);
+    ban_free(b);
+}
+
 static void test_ban_key_parse_and_format(void **state)
 {
     (void)state;
@@ -308,6 +378,7 @@ int main(void)
 #endif
         cmocka_unit_test(test_ban_lift_and_expiry_callback),
         cmocka_unit_test(test_ban_restore_sets_level_from_timeout),
+        cmocka_unit_test(test_ban_records_round_trip_and_merge),
         cmocka_unit_test(test_ban_key_parse_and_format),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
