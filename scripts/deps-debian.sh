@@ -5,7 +5,8 @@
 set -euo pipefail
 mode=${1:-run}
 pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libyaml-dev openssl
-      libwebsockets-dev libwebsockets-evlib-uv libnftnl-dev libmnl-dev libnftables-dev nftables)
+      libwebsockets-dev libwebsockets-evlib-uv libnftnl-dev libmnl-dev libnftables-dev nftables
+      libsqlite3-dev)
 if [ "$mode" = test ]; then
     pkgs+=(libcmocka-dev clang libclang-rt-14-dev kamailio sip-tester iproute2 nftables
            procps python3 netcat-openbsd chromium curl)

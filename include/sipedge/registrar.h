@@ -48,12 +48,16 @@ struct registrar_opts {
     uint32_t nonce_count_slots;          /* entries of the digest replay table; 0: 2^18 */
     const uint8_t *branch_key;           /* REGISTRAR_BRANCH_KEY_LEN bytes keying the MAC on
                                             the binding id in our Via (sb=); NULL: random */
+    const char *db_path;                 /* SQLite file the bindings persist in (created
+                                            when missing); NULL: in memory only */
 };
 
 #define REGISTRAR_BRANCH_KEY_LEN 32
 
 /* Builds a registrar. Returns 0, -ENOMEM, or -EINVAL with err "file:line: reason"
- * for a bad users file. */
+ * for a bad users file. With db_path the stored bindings are loaded (those already
+ * expired are dropped from the file); a file that cannot be opened or holds another
+ * schema gives -EIO or -EPROTO with err naming the path and the reason. */
 int registrar_new(struct registrar **out, const struct registrar_opts *opts,
                   registrar_send_cb send, void *send_ctx, char *err, size_t errcap);
 void registrar_free(struct registrar *r);
@@ -65,6 +69,20 @@ void registrar_handle(struct registrar *r, const char *buf, size_t len,
 /* Drops expired bindings (nonces need no state: they carry their own time); call about
  * once a second. */
 void registrar_tick(struct registrar *r, uint64_t now_ms);
+
+/*
+ * Writes the bindings added, refreshed or removed since the last flush to db_path in one
+ * transaction. Changes are only queued in memory on the packet path; call this from a
+ * timer (the worker does every 250 ms, which bounds what a crash loses) and at stop.
+ * Returns 0, or a negative errno with the changes kept for the next call; 0 without a
+ * db_path.
+ */
+int registrar_flush(struct registrar *r);
+
+/* Applies the runtime-changeable policy keys (expires bounds, nonce ttl, digest
+ * algorithms, message size). Table sizes (max_bindings, max_contacts_per_aor,
+ * max_headers) keep the values registrar_new got: the tables are preallocated. */
+void registrar_set_policy(struct registrar *r, const struct policy *pol);
 
 /* Number of live bindings (for tests and stats). */
 size_t registrar_n_bindings(const struct registrar *r);

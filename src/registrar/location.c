@@ -20,7 +20,17 @@ struct location {
     uint32_t free_head; /* free slots chained through hnext */
     uint32_t n_used;
     uint32_t max_per_aor;
+    uint32_t *changed; /* slots changed since location_changes_clear; NULL: untracked */
+    uint32_t n_changed;
 };
+
+static void mark_changed(struct location *l, struct location_binding *b)
+{
+    if (!l->changed || b->is_dirty)
+        return;
+    b->is_dirty = true;
+    l->changed[l->n_changed++] = b->slot;
+}
 
 static uint32_t aor_hash(const char *aor)
 {
@@ -67,6 +77,7 @@ void location_free(struct location *l)
 {
     if (!l)
         return;
+    free(l->changed);
     free(l->slots);
     free(l->buckets);
     free(l);
@@ -98,9 +109,11 @@ int location_add(struct location *l, const char *aor, struct location_binding **
     struct location_binding *b = &l->slots[i];
     l->free_head = b->hnext;
     uint32_t gen = b->gen;
+    bool is_dirty = b->is_dirty;
     memset(b, 0, sizeof(*b));
     b->slot = i;
     b->gen = gen;
+    b->is_dirty = is_dirty;
     b->q = LOCATION_Q_NONE;
     memcpy(b->aor, aor, aor_len + 1);
     b->is_used = true;
@@ -108,6 +121,7 @@ int location_add(struct location *l, const char *aor, struct location_binding **
     b->hnext = *head;
     *head = i;
     l->n_used++;
+    mark_changed(l, b);
     *out = b;
     return 0;
 }
@@ -127,6 +141,7 @@ void location_remove(struct location *l, struct location_binding *b)
     b->hnext = l->free_head;
     l->free_head = b->slot;
     l->n_used--;
+    mark_changed(l, b);
 }
 
 struct location_binding *location_get(struct location *l, uint32_t slot, uint32_t gen)
@@ -163,4 +178,48 @@ size_t location_n_free(const struct location *l)
 uint32_t location_max_per_aor(const struct location *l)
 {
     return l->max_per_aor;
+}
+
+int location_track(struct location *l)
+{
+    if (l->changed)
+        return 0;
+    l->changed = malloc(l->n_slots * sizeof(*l->changed));
+    return l->changed ? 0 : -ENOMEM;
+}
+
+void location_touch(struct location *l, struct location_binding *b)
+{
+    if (b && b->is_used)
+        mark_changed(l, b);
+}
+
+const uint32_t *location_changes(const struct location *l, size_t *n)
+{
+    *n = l->n_changed;
+    return l->changed;
+}
+
+void location_changes_clear(struct location *l)
+{
+    for (uint32_t i = 0; i < l->n_changed; i++)
+        l->slots[l->changed[i]].is_dirty = false;
+    l->n_changed = 0;
+}
+
+struct location_binding *location_slot(struct location *l, uint32_t i)
+{
+    return i < l->n_slots ? &l->slots[i] : NULL;
+}
+
+uint32_t location_n_slots(const struct location *l)
+{
+    return l->n_slots;
+}
+
+void location_seed_gen(struct location *l, uint32_t gen)
+{
+    for (uint32_t i = 0; i < l->n_slots; i++)
+        if (!l->slots[i].is_used)
+            l->slots[i].gen = gen;
 }

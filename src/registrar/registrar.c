@@ -12,10 +12,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "registrar/reg_store.h"
 #include "registrar/registrar_internal.h"
 #include "sipedge/flow_token.h"
 #include "sipedge/log.h"
@@ -55,6 +57,10 @@ struct registrar {
     uint16_t max_hdrs;
     struct location_binding **found; /* scratch for one AOR's bindings */
     size_t found_cap;
+    struct reg_store *store; /* NULL: bindings live in memory only */
+    uint64_t now_ms;         /* of the last registrar_handle / registrar_tick */
+    bool is_rebase_pending;  /* restored times are still unix ms, not now_ms */
+    bool is_store_failing;   /* the last flush failed (logged once per outage) */
     char extra[REGISTRAR_EXTRA_MAX];
     char out[REGISTRAR_OUT_MAX];
 };
@@ -811,6 +817,7 @@ static void handle_register(struct req *q)
                          p->expires_s);
             }
             binding_fill(q, b, p, call_id, cseq, path);
+            location_touch(r->loc, b);
         }
     }
     if (is_trusted)
@@ -1400,6 +1407,164 @@ static int sb_mac_new(struct registrar *r, const uint8_t *key)
     return rc;
 }
 
+/* ---- persistence ------------------------------------------------------------------- */
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+struct restore {
+    struct registrar *r;
+    int64_t wall_ms;
+    size_t n_restored, n_expired, n_refused;
+};
+
+/* One stored row back into the table, its times still unix ms (rebase_times converts
+ * them once now_ms is known). Expired rows and rows the table has no room for are left
+ * out, and so deleted by the rewrite that follows. */
+static int restore_row(void *ctx, const struct location_binding *src, int64_t expires_unix_ms,
+                       int64_t updated_unix_ms)
+{
+    struct restore *rs = ctx;
+    struct registrar *r = rs->r;
+    if (expires_unix_ms <= rs->wall_ms) {
+        rs->n_expired++;
+        return 0;
+    }
+    struct location_binding *b;
+    if (location_add(r->loc, src->aor, &b) != 0) {
+        rs->n_refused++; /* a smaller table than the one that wrote the file */
+        return 0;
+    }
+    memcpy(b->contact, src->contact, sizeof(b->contact));
+    b->q = src->q;
+    /* A clock set back must not make a binding outlive the longest expires we grant. */
+    int64_t max_left = (int64_t)r->policy.max_expires_s * 1000;
+    if (expires_unix_ms - rs->wall_ms > max_left)
+        expires_unix_ms = rs->wall_ms + max_left;
+    b->expires_at_ms = (uint64_t)expires_unix_ms;
+    b->updated_ms = updated_unix_ms > 0 ? (uint64_t)updated_unix_ms : 0;
+    memcpy(b->call_id, src->call_id, sizeof(b->call_id));
+    b->cseq = src->cseq;
+    memcpy(b->path, src->path, sizeof(b->path));
+    b->received = src->received;
+    b->received_len = src->received_len;
+    memcpy(b->instance, src->instance, sizeof(b->instance));
+    b->reg_id = src->reg_id;
+    b->has_reg_id = src->has_reg_id;
+    memcpy(b->user_agent, src->user_agent, sizeof(b->user_agent));
+    rs->n_restored++;
+    return 0;
+}
+
+/*
+ * Rows are keyed by slot, and the restored bindings got new slots: the table is
+ * rewritten under them in the transaction that read it, so a crash during start-up
+ * leaves the old rows or the new ones. Returns 0 or a negative errno (err filled).
+ */
+static int store_restore(struct registrar *r, char *err, size_t errcap)
+{
+    struct restore rs = {.r = r, .wall_ms = wall_ms()};
+    int rc = reg_store_begin(r->store);
+    if (rc == 0)
+        rc = reg_store_load(r->store, restore_row, &rs, err, errcap);
+    if (rc == 0)
+        rc = reg_store_clear(r->store);
+    for (uint32_t i = 0; rc == 0 && i < location_n_slots(r->loc); i++) {
+        const struct location_binding *b = location_slot(r->loc, i);
+        if (b->is_used)
+            rc = reg_store_put(r->store, b, 0);
+    }
+    if (rc == 0)
+        rc = reg_store_commit(r->store);
+    if (rc != 0) {
+        if (!err[0])
+            snprintf(err, errcap, "registrar store %s: cannot rewrite the bindings: %s",
+                     reg_store_path(r->store), reg_store_errmsg(r->store));
+        reg_store_rollback(r->store);
+        return -EIO;
+    }
+    location_changes_clear(r->loc); /* what the table holds is what the file holds */
+    r->is_rebase_pending = rs.n_restored > 0;
+    log_info("registrar: %s: %zu bindings restored, %zu expired dropped, %zu did not fit",
+             reg_store_path(r->store), rs.n_restored, rs.n_expired, rs.n_refused);
+    return 0;
+}
+
+/* Opens the store and loads it. Fresh generations first: a (slot, gen) that a request
+ * routed by the previous process carries in sb= must not name a restored binding. */
+static int store_start(struct registrar *r, const char *path, char *err, size_t errcap)
+{
+    uint32_t gen;
+    if (RAND_bytes((unsigned char *)&gen, sizeof(gen)) != 1)
+        return -ENOMEM;
+    location_seed_gen(r->loc, gen);
+    int rc = location_track(r->loc);
+    if (rc != 0)
+        return rc;
+    rc = reg_store_open(&r->store, path, err, errcap);
+    if (rc == 0)
+        rc = store_restore(r, err, errcap);
+    return rc;
+}
+
+/* Restored times are unix ms until the first now_ms: moved onto that clock here. */
+static void rebase_times(struct registrar *r, uint64_t now_ms)
+{
+    r->now_ms = now_ms;
+    if (!r->is_rebase_pending)
+        return;
+    r->is_rebase_pending = false;
+    int64_t offset = wall_ms() - (int64_t)now_ms;
+    for (uint32_t i = 0; i < location_n_slots(r->loc); i++) {
+        struct location_binding *b = location_slot(r->loc, i);
+        if (!b->is_used)
+            continue;
+        int64_t e = (int64_t)b->expires_at_ms - offset, u = (int64_t)b->updated_ms - offset;
+        b->expires_at_ms = e > 0 ? (uint64_t)e : 0;
+        b->updated_ms = u > 0 ? (uint64_t)u : 0;
+    }
+}
+
+int registrar_flush(struct registrar *r)
+{
+    if (!r->store)
+        return 0;
+    size_t n;
+    const uint32_t *changed = location_changes(r->loc, &n);
+    if (n == 0)
+        return 0;
+    /* Every change was made at most one flush interval before r->now_ms was taken, so
+     * this maps its monotonic times to the wall clock within that interval. */
+    int64_t offset = wall_ms() - (int64_t)r->now_ms;
+    int rc = reg_store_begin(r->store);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const struct location_binding *b = location_slot(r->loc, changed[i]);
+        rc = b->is_used ? reg_store_put(r->store, b, offset) : reg_store_del(r->store, b->slot);
+    }
+    if (rc == 0)
+        rc = reg_store_commit(r->store);
+    if (rc != 0) {
+        /* The changes stay queued: the next flush writes them. */
+        if (!r->is_store_failing)
+            log_error("registrar store %s: cannot write %zu changes: %s",
+                      reg_store_path(r->store), n, reg_store_errmsg(r->store));
+        r->is_store_failing = true;
+        reg_store_rollback(r->store);
+        return rc;
+    }
+    if (r->is_store_failing)
+        log_info("registrar store %s: writing again", reg_store_path(r->store));
+    r->is_store_failing = false;
+    location_changes_clear(r->loc);
+    return 0;
+}
+
+/* ---- interface --------------------------------------------------------------------- */
+
 int registrar_new(struct registrar **out, const struct registrar_opts *opts, registrar_send_cb send,
                   void *send_ctx, char *err, size_t errcap)
 {
@@ -1456,12 +1621,14 @@ int registrar_new(struct registrar **out, const struct registrar_opts *opts, reg
         rc = digest_new(&r->dig, opts->users_file, r->realm, err, errcap);
     if (rc == 0 && r->dig)
         digest_nc_size(r->dig, opts->nonce_count_slots);
+    if (rc == 0 && opts->db_path)
+        rc = store_start(r, opts->db_path, err, errcap);
 out:
     if (rc != 0) {
         if (rc == -ENOMEM)
             snprintf(err, errcap, "registrar: out of memory");
         registrar_free(r);
-        return rc == -ENOMEM ? rc : -EINVAL;
+        return rc == -ENOMEM || rc == -EIO || rc == -EPROTO ? rc : -EINVAL;
     }
     *out = r;
     return 0;
@@ -1471,6 +1638,7 @@ void registrar_free(struct registrar *r)
 {
     if (!r)
         return;
+    reg_store_close(r->store);
     digest_free(r->dig);
     flow_token_keys_free(r->sb_keys);
     location_free(r->loc);
@@ -1484,6 +1652,7 @@ void registrar_free(struct registrar *r)
 void registrar_handle(struct registrar *r, const char *buf, size_t len, const struct sockaddr *src,
                       socklen_t src_len, uint64_t now_ms)
 {
+    rebase_times(r, now_ms);
     struct sip_msg m;
     struct sip_err err = {0};
     struct sip_limits limits = {
@@ -1518,11 +1687,27 @@ void registrar_handle(struct registrar *r, const char *buf, size_t len, const st
 
 void registrar_tick(struct registrar *r, uint64_t now_ms)
 {
+    rebase_times(r, now_ms);
     size_t n = location_expire(r->loc, now_ms);
     if (n) {
         r->stats.expired += n;
         log_debug("registrar: %zu bindings expired", n);
     }
+}
+
+void registrar_set_policy(struct registrar *r, const struct policy *pol)
+{
+    if (pol->min_expires_s > pol->max_expires_s) {
+        log_warn("registrar: policy with min_expires above max_expires ignored");
+        return;
+    }
+    /* The location pool, per-AOR scratch and header array were sized by registrar_new
+     * and are not reallocated under live bindings: those bounds keep their values. */
+    struct policy keep = r->policy;
+    r->policy = *pol;
+    r->policy.max_bindings = keep.max_bindings;
+    r->policy.max_contacts_per_aor = keep.max_contacts_per_aor;
+    r->policy.max_headers = keep.max_headers;
 }
 
 size_t registrar_n_bindings(const struct registrar *r)

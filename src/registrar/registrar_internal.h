@@ -57,6 +57,7 @@ struct location_binding {
     /* table links, owned by location.c */
     uint32_t hnext;
     bool is_used;
+    bool is_dirty; /* on the changed list (location_track) */
 };
 
 /*
@@ -88,6 +89,25 @@ struct location_binding *location_get(struct location *l, uint32_t slot, uint32_
 
 /* Removes every binding with expires_at_ms <= now_ms; returns how many. */
 size_t location_expire(struct location *l, uint64_t now_ms);
+
+/*
+ * Change tracking for a persistent copy: once location_track succeeded, every slot that
+ * location_add, location_remove or location_touch changes is put on a list (once, however
+ * often it changes) until location_changes_clear. The list is bounded by the pool, so
+ * nothing allocates after location_track. Returns 0 or -ENOMEM.
+ */
+int location_track(struct location *l);
+/* Notes that b's fields were changed in place (a refresh). */
+void location_touch(struct location *l, struct location_binding *b);
+/* The changed slots: n via *n; a slot whose binding is !is_used was removed. */
+const uint32_t *location_changes(const struct location *l, size_t *n);
+void location_changes_clear(struct location *l);
+/* Slot i of the pool, in use or not (i < location_n_slots). */
+struct location_binding *location_slot(struct location *l, uint32_t i);
+uint32_t location_n_slots(const struct location *l);
+/* Sets the generation of every free slot to gen, so that ids handed out by an earlier
+ * process (with the same slots) do not name the bindings of this one. */
+void location_seed_gen(struct location *l, uint32_t gen);
 
 /* Slots in use / free slots / per-AOR bound. */
 size_t location_count(const struct location *l);

@@ -195,6 +195,9 @@ static void on_tick(uv_timer_t *t)
 {
     struct worker *w = t->data;
     uint64_t now = uv_now(&w->loop);
+    /* Every tick: what a crash loses is bounded by the tick, not by the second. */
+    if (w->reg)
+        registrar_flush(w->reg);
     if (now - w->last_second_ms < 1000) {
         if (w->edge)
             edge_tick_dead(w->edge, now);
@@ -246,6 +249,8 @@ static void worker_stop(struct worker *w)
         return;
     w->is_stopping = true;
     log_stats(w);
+    if (w->reg)
+        registrar_flush(w->reg);
     if (w->guard)
         guard_state_save(w->guard, uv_now(&w->loop), true);
     uv_timer_stop(&w->tick);
@@ -288,6 +293,8 @@ static int worker_reload(struct worker *w, char *err, size_t cap)
     w->pol = pol;
     if (w->edge)
         edge_set_policy(w->edge, &w->pol);
+    if (w->reg)
+        registrar_set_policy(w->reg, &w->pol);
     if (w->ws)
         transport_ws_set_policy(w->ws, &w->pol);
     log_info("policy reloaded from %s", w->cfg->policy_dir);
@@ -370,6 +377,13 @@ int worker_run(const struct worker_opts *opts)
         goto out;
 
     if (opts->run_registrar) {
+        /* Bindings survive a restart in the state directory; without one, memory only. */
+        char db_path[CONFIG_PATH_MAX + 32] = "";
+        if (w->cfg->state_dir[0]) {
+            if (mkdir(w->cfg->state_dir, 0700) < 0 && errno != EEXIST)
+                log_error("state dir %s: %s", w->cfg->state_dir, strerror(errno));
+            snprintf(db_path, sizeof(db_path), "%s/registrar.sqlite", w->cfg->state_dir);
+        }
         struct registrar_opts ro = {
             .self = &w->cfg->embedded_listen,
             .users_file = w->cfg->users_file[0] ? w->cfg->users_file : NULL,
@@ -381,6 +395,7 @@ int worker_run(const struct worker_opts *opts)
              * may be routed to. */
             .peers = w->cfg->core_peers,
             .n_peers = w->cfg->n_core_peers,
+            .db_path = db_path[0] ? db_path : NULL,
         };
         char err[CONFIG_ERR_MAX] = "";
         rc = registrar_new(&w->reg, &ro, registrar_send, w, err, sizeof(err));
