@@ -12,6 +12,7 @@
 #   - all 40 AoRs are bound at the restarted Kamailio, with a Path via sipedge, within
 #     30 s of its return.
 # Runs about 75 s.
+# shellcheck source=tests/integration/lib.sh disable=SC2034
 . "$(dirname "$0")/lib.sh"
 it_init registrar_outage
 need_cmd sipp python3 kamailio kamcmd
