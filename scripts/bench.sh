@@ -12,7 +12,8 @@
 # p50/p99 response time, edge and registrar CPU microseconds per REGISTER, edge memory.
 #
 # Env: RATES ("2000 4000 6000 8000 10000 14000"), STEP_SECONDS (10), USERS (20000),
-#      TARGETS ("direct udpfwd sipedge kam-edge"), SIPEDGE_BIN (build/sipedge; built in Release
+#      TARGETS ("direct udpfwd sipedge kam-edge"; "sipedge-state" is sipedge with
+#      --state-dir, for the cost of persistence), SIPEDGE_BIN (build/sipedge; built in Release
 #      when missing), BENCH_KEEP=1 keeps the work dir.
 #      BENCH_POLICY: sipedge policy dir. Default: policies/default plus an overlay that
 #      lifts the guard's rate limits (one sipp source sends everything; the buckets are
@@ -126,6 +127,14 @@ start_sipedge() {
         --registrar "$REG:5060" --policy "$BENCH_POLICY" --log-level info
 }
 
+# The same with persistence on: edge snapshots every 5 s and the ban state in a fresh
+# state directory, so "sipedge" vs "sipedge-state" in one run is persistence's cost.
+start_sipedge_state() {
+    rm -rf "$WORK/state"
+    start_server sipedge "$SIPEDGE_BIN" --listen-udp "$PUB:5060" --core "$CORE:5070" \
+        --registrar "$REG:5060" --policy "$BENCH_POLICY" --log-level info --state-dir "$WORK/state"
+}
+
 start_udpfwd() { start_server udpfwd "$UDPFWD_BIN" "$PUB:5060" "$REG:5060"; }
 
 # The default policy's guard limits are sized for the public internet; a load test from
@@ -162,6 +171,7 @@ run_target() {
     case $target in
         direct) dst=$REG:5060 ;;
         sipedge) start_sipedge || return 1; edge_pid=$SPID; dst=$PUB:5060 ;;
+        sipedge-state) start_sipedge_state || return 1; edge_pid=$SPID; dst=$PUB:5060 ;;
         udpfwd) start_udpfwd || return 1; edge_pid=$SPID; dst=$PUB:5060 ;;
         kam-edge) kam edge "$KAM_CFG_DIR/edge.cfg" "$KEDGE" "REGISTRAR=\"sip:$REG:5060\"" || return 1
                   edge_pid=$KPID; dst=$KEDGE:5060 ;;
@@ -257,7 +267,7 @@ for r in rows:
             best[t] = r
 print()
 print("Highest clean rate per target:")
-for t in ("direct", "udpfwd", "sipedge", "kam-edge"):
+for t in ("direct", "udpfwd", "sipedge", "sipedge-state", "kam-edge"):
     if t in best:
         b = best[t]
         print(f"  {t:9s} {b[1]:>6s}/s  p50 {b[5]} ms  p99 {b[6]} ms  edge {b[7]} us/REGISTER  edge PSS {b[9]} KiB")
@@ -279,6 +289,13 @@ if "sipedge" in best and "kam-edge" in best:
     if sp and kp:
         print(f", PSS x{sp / kp:.2f}", end="")
     print()
+# Persistence's cost: CPU per REGISTER at the same rate, state on vs off.
+by = {(r[0], r[1]): r for r in rows}
+common = [r[1] for r in rows if r[0] == "sipedge" and ("sipedge-state", r[1]) in by]
+for rate in common:
+    a, b = num(by[("sipedge", rate)][7]), num(by[("sipedge-state", rate)][7])
+    if a and b:
+        print(f"persistence on / off at {rate}/s: edge CPU per REGISTER x{b / a:.3f} ({b:.1f} vs {a:.1f} us)")
 if "sipedge" in best and "udpfwd" in best:
     s, u = best["sipedge"], best["udpfwd"]
     se, ue = num(s[7]), num(u[7])

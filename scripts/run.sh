@@ -4,6 +4,7 @@
 #   SIPEDGE_LISTEN   public UDP listener (default 0.0.0.0:5060)
 #   SIPEDGE_LISTEN_WS, SIPEDGE_LISTEN_WSS  WebSocket listeners (0.0.0.0:8080, 0.0.0.0:8443)
 #   SIPEDGE_TLS_CERT, SIPEDGE_TLS_KEY      wss certificate (self-signed localhost if absent)
+#   SIPEDGE_STATE_DIR  flows, bans and bindings kept across restarts (build/state)
 #   SIPEDGE_ARGS     extra daemon arguments (e.g. "--log-level debug")
 #   SKIP_DEPS=1      do not install Debian packages
 set -euo pipefail
@@ -59,4 +60,5 @@ INFO
 # shellcheck disable=SC2086
 exec build/sipedge --listen-udp "$listen" --listen-ws "$listen_ws" --listen-wss "$listen_wss" \
     --tls-cert "$tls_cert" --tls-key "$tls_key" --users "$users" --policy policies/default \
+    --state-dir "${SIPEDGE_STATE_DIR:-build/state}" \
     ${SIPEDGE_ARGS:-}

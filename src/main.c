@@ -12,6 +12,7 @@
 
 #include "sipedge/config.h"
 #include "sipedge/log.h"
+#include "sipedge/statefile.h"
 #include "sipedge/worker.h"
 
 static void usage(FILE *f)
@@ -210,6 +211,45 @@ static void apply_overrides(struct config *cfg, const struct overrides *o)
     }
     if (o->has_log_level)
         cfg->log_level = o->cli.log_level;
+}
+
+/*
+ * Without a configured flow.key, a state directory keeps a generated one, so the Paths
+ * the registrar stores (and the flows restored from the snapshot) stay valid across
+ * restarts. Returns 0 with cfg->flow_key set, or a negative errno (then a random key
+ * for this run only).
+ */
+static int state_flow_key(struct config *cfg)
+{
+    char path[CONFIG_PATH_MAX + 32];
+    if (statefile_path(path, sizeof(path), cfg->state_dir, "flow.key") < 0)
+        return -ENAMETOOLONG;
+    if (mkdir(cfg->state_dir, 0700) < 0 && errno != EEXIST) {
+        log_error("state dir %s: %s", cfg->state_dir, strerror(errno));
+        return -errno;
+    }
+    uint8_t *p;
+    size_t len;
+    int rc = statefile_load(path, "flowkey", 1, "flow key", &p, &len, NULL);
+    if (rc == 0 && len == sizeof(cfg->flow_key)) {
+        memcpy(cfg->flow_key, p, len);
+        free(p);
+        log_info("flow key: the one kept in %s (set flow.key to share it between nodes)", path);
+        return 0;
+    }
+    if (rc == 0)
+        free(p);
+    if (RAND_bytes(cfg->flow_key, sizeof(cfg->flow_key)) != 1)
+        return -EIO;
+    char err[256];
+    rc = statefile_write(path, "flowkey", 1, cfg->flow_key, sizeof(cfg->flow_key), err,
+                         sizeof(err));
+    if (rc < 0) {
+        log_error("flow key not kept: %s", err);
+        return rc;
+    }
+    log_info("flow key: generated and kept in %s", path);
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -420,6 +460,8 @@ int main(int argc, char **argv)
                config_path ? config_path : "(defaults)", cfg.policy_dir);
         return 0;
     }
+    if (!cfg.has_flow_key && cfg.state_dir[0] && state_flow_key(&cfg) == 0)
+        cfg.has_flow_key = true;
     if (!cfg.has_flow_key) {
         if (RAND_bytes(cfg.flow_key, sizeof(cfg.flow_key)) != 1) {
             fprintf(stderr, "sipedge: cannot get random bytes for the flow key\n");

@@ -122,6 +122,7 @@ struct policy {
     uint32_t registrar_retry_s;     /* a down registrar is tried again after this */
     uint32_t registrar_loss_grace_s; /* cache keeps answering this long past the margin */
     uint32_t registrar_ping_interval_s; /* OPTIONS health check of each registrar; 0: off */
+    uint32_t stop_timeout_s;        /* SIGTERM: exit at the latest after this */
     /* guard: rate limits (token buckets: rate per second, burst in messages) */
     uint32_t guard_ip_rate, guard_ip_burst;           /* per source address */
     uint32_t guard_ip_port_rate, guard_ip_port_burst; /* per (address, port) */

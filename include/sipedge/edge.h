@@ -12,6 +12,7 @@
 #ifndef SIPEDGE_EDGE_H
 #define SIPEDGE_EDGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -220,13 +221,27 @@ uint32_t edge_n_flows(const struct edge *e);
 #define EDGE_STATE_VERSION 1
 struct statefile_buf;
 
-/* Appends the payload to b. Returns the number of flows written, or b's error. */
+/* Appends the whole payload to b. Returns the number of flows written, or b's error. */
 int edge_state_save(const struct edge *e, uint64_t now_ms, struct statefile_buf *b);
+
+/*
+ * The same in slices, so a large table never stalls the loop: each call appends the
+ * flows of the next max_slots table slots (0: all) to b. Start with a zeroed cursor and
+ * the same b; returns 1 when the payload is complete, 0 when slots remain, or b's error.
+ * Each flow record is self-contained, so flows changing between slices are fine.
+ */
+struct edge_snapshot {
+    bool is_started;
+    uint32_t next_slot;
+    uint32_t n_flows;
+    size_t count_at;
+};
+int edge_state_save_step(const struct edge *e, uint64_t now_ms, struct statefile_buf *b,
+                         struct edge_snapshot *cur, uint32_t max_slots);
 
 struct edge_restore_result {
     uint32_t n_flows, n_regs;
     uint32_t n_skipped; /* expired while down, a socket no longer configured, no room */
-    uint64_t age_ms;    /* how old the snapshot was */
 };
 /* Re-creates the flows of a payload (checked by statefile_read). Returns 0, -EBADMSG
  * (malformed: the flows read so far stay, err says where) or -EPROTONOSUPPORT. */

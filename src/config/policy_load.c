@@ -185,6 +185,11 @@ static const struct yaml_walk_field policy_relay_schema[] = {
     YAML_WALK_FIELD_END,
 };
 
+static const struct yaml_walk_field policy_stop_schema[] = {
+    YAML_WALK_FIELD_U32(P, "timeout", stop_timeout_s, 1, 300),
+    YAML_WALK_FIELD_END,
+};
+
 static const struct yaml_walk_field policy_schema[] = {
     YAML_WALK_FIELD_MAP("limits", policy_limits_schema),
     YAML_WALK_FIELD_MAP("registrar", policy_registrar_schema),
@@ -195,6 +200,7 @@ static const struct yaml_walk_field policy_schema[] = {
     YAML_WALK_FIELD_MAP("upstream", policy_upstream_schema),
     YAML_WALK_FIELD_MAP("guard", policy_guard_schema),
     YAML_WALK_FIELD_MAP("relay", policy_relay_schema),
+    YAML_WALK_FIELD_MAP("stop", policy_stop_schema),
     YAML_WALK_FIELD_END,
 };
 
@@ -330,6 +336,7 @@ void policy_defaults(struct policy *pol)
     pol->registrar_retry_s = 30;
     pol->registrar_loss_grace_s = 600;
     pol->registrar_ping_interval_s = 2;
+    pol->stop_timeout_s = 5;
     policy_guard_defaults(pol);
 }
 

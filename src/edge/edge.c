@@ -2412,15 +2412,15 @@ void edge_flow_counts(const struct edge *e, uint32_t *udp, uint32_t *ws, uint32_
 
 /*
  * Snapshot payload, version 1 (statefile integers, big-endian):
- *   u64 wall-clock ms at save | u32 flow count | flows
+ *   u32 flow count | flows
  *   flow: u8 sock | u8 is_nat | u8 family (4/6) | 16 address bytes | u16 port |
- *         u64 ms since last received | u64 ms of registration left | u16 record count |
- *         records
- *   record: u64 ms left (0: unconfirmed) | u32 cseq | u8 is_authed | u8 is_aliased |
+ *         u64 last received | u64 registration expiry | u16 record count | records
+ *   record: u64 expiry | u32 cseq | u8 is_authed | u8 is_aliased |
  *           str aor | str call_id | str contacts | str user_agent
- * Only live UDP flows are kept: a WebSocket flow ends with its connection. Times are
- * stored relative to the save, so the monotonic clock of the next run does not matter;
- * the wall-clock time of the save takes off what passed while sipedge was down.
+ * Times are wall-clock milliseconds (CLOCK_REALTIME), so the monotonic clock of the next
+ * run does not matter and the time sipedge was down is taken off. Only live UDP flows
+ * with a confirmed registration are kept: a WebSocket flow ends with its connection, and
+ * an unregistered flow is re-created by the client's next packet anyway.
  */
 static uint64_t wall_ms(void)
 {
@@ -2429,61 +2429,91 @@ static uint64_t wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-static uint64_t ms_left(uint64_t until, uint64_t now) { return until > now ? until - now : 0; }
+/* Monotonic time t as wall-clock time, given both clocks now. */
+static uint64_t to_wall(uint64_t t, uint64_t now_ms, uint64_t wall)
+{
+    return t >= now_ms ? wall + (t - now_ms) : wall > now_ms - t ? wall - (now_ms - t) : 0;
+}
+
+static void save_flow(const struct flow *f, uint64_t now_ms, uint64_t wall, struct statefile_buf *b)
+{
+    statefile_put_u8(b, f->sock);
+    statefile_put_u8(b, f->is_nat);
+    uint8_t a[16] = {0};
+    if (f->remote.sa.sa_family == AF_INET) {
+        memcpy(a, &f->remote.in.sin_addr, 4);
+        statefile_put_u8(b, 4);
+        statefile_put_bytes(b, a, 16);
+        statefile_put_u16(b, ntohs(f->remote.in.sin_port));
+    } else {
+        statefile_put_u8(b, 6);
+        statefile_put_bytes(b, &f->remote.in6.sin6_addr, 16);
+        statefile_put_u16(b, ntohs(f->remote.in6.sin6_port));
+    }
+    statefile_put_u64(b, to_wall(f->last_rx_ms, now_ms, wall));
+    statefile_put_u64(b, to_wall(f->reg_until_ms, now_ms, wall));
+    uint16_t nr = 0;
+    for (const struct flow_reg *r = f->regs; r; r = r->next)
+        nr += r->until_ms > now_ms;
+    statefile_put_u16(b, nr);
+    for (const struct flow_reg *r = f->regs; r; r = r->next) {
+        if (r->until_ms <= now_ms)
+            continue;
+        statefile_put_u64(b, to_wall(r->until_ms, now_ms, wall));
+        statefile_put_u32(b, r->cseq);
+        statefile_put_u8(b, r->is_authed);
+        statefile_put_u8(b, r->is_aliased);
+        statefile_put_str(b, r->aor);
+        statefile_put_str(b, r->call_id);
+        statefile_put_str(b, r->contacts);
+        statefile_put_str(b, r->user_agent);
+    }
+}
+
+int edge_state_save_step(const struct edge *e, uint64_t now_ms, struct statefile_buf *b,
+                         struct edge_snapshot *cur, uint32_t max_slots)
+{
+    if (!cur->is_started) {
+        cur->is_started = true;
+        cur->next_slot = 0;
+        cur->n_flows = 0;
+        cur->count_at = b->len;
+        statefile_put_u32(b, 0); /* patched when the walk ends */
+    }
+    uint64_t wall = wall_ms();
+    uint32_t cap = flow_table_capacity(e->flows);
+    uint32_t end = max_slots && cap - cur->next_slot > max_slots ? cur->next_slot + max_slots : cap;
+    for (uint32_t i = cur->next_slot; i < end; i++) {
+        const struct flow *f = flow_table_get_slot(e->flows, i);
+        if (!f || f->state != FLOW_LIVE || f->transport != FLOW_UDP || f->reg_until_ms <= now_ms)
+            continue;
+        save_flow(f, now_ms, wall, b);
+        cur->n_flows++;
+    }
+    cur->next_slot = end;
+    if (b->err)
+        return b->err;
+    if (end < cap)
+        return 0;
+    uint32_t n = cur->n_flows;
+    uint8_t be[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
+    memcpy(b->p + cur->count_at, be, 4);
+    return 1;
+}
 
 int edge_state_save(const struct edge *e, uint64_t now_ms, struct statefile_buf *b)
 {
-    statefile_put_u64(b, wall_ms());
-    size_t count_at = b->len;
-    statefile_put_u32(b, 0);
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < flow_table_capacity(e->flows); i++) {
-        const struct flow *f = flow_table_get_slot(e->flows, i);
-        if (!f || f->state != FLOW_LIVE || f->transport != FLOW_UDP)
-            continue;
-        statefile_put_u8(b, f->sock);
-        statefile_put_u8(b, f->is_nat);
-        if (f->remote.sa.sa_family == AF_INET) {
-            uint8_t a[16] = {0};
-            memcpy(a, &f->remote.in.sin_addr, 4);
-            statefile_put_u8(b, 4);
-            statefile_put_bytes(b, a, 16);
-            statefile_put_u16(b, ntohs(f->remote.in.sin_port));
-        } else {
-            statefile_put_u8(b, 6);
-            statefile_put_bytes(b, &f->remote.in6.sin6_addr, 16);
-            statefile_put_u16(b, ntohs(f->remote.in6.sin6_port));
-        }
-        statefile_put_u64(b, now_ms > f->last_rx_ms ? now_ms - f->last_rx_ms : 0);
-        statefile_put_u64(b, ms_left(f->reg_until_ms, now_ms));
-        uint16_t nr = 0;
-        for (const struct flow_reg *r = f->regs; r; r = r->next)
-            nr += r->until_ms > now_ms;
-        statefile_put_u16(b, nr);
-        for (const struct flow_reg *r = f->regs; r; r = r->next) {
-            if (r->until_ms <= now_ms)
-                continue;
-            statefile_put_u64(b, ms_left(r->until_ms, now_ms));
-            statefile_put_u32(b, r->cseq);
-            statefile_put_u8(b, r->is_authed);
-            statefile_put_u8(b, r->is_aliased);
-            statefile_put_str(b, r->aor);
-            statefile_put_str(b, r->call_id);
-            statefile_put_str(b, r->contacts);
-            statefile_put_str(b, r->user_agent);
-        }
-        n++;
-    }
-    if (!b->err) {
-        uint8_t be[4] = {(uint8_t)(n >> 24), (uint8_t)(n >> 16), (uint8_t)(n >> 8), (uint8_t)n};
-        memcpy(b->p + count_at, be, 4);
-    }
-    return b->err ? b->err : (int)n;
+    struct edge_snapshot cur = {0};
+    int rc = edge_state_save_step(e, now_ms, b, &cur, 0);
+    return rc < 0 ? rc : (int)cur.n_flows;
 }
+
+/* Time left until wall-clock time t, at wall; 0 when past. */
+static uint64_t wall_left(uint64_t t, uint64_t wall) { return t > wall ? t - wall : 0; }
 
 /* Reads one flow record, and with apply into a fresh flow; returns 1 restored, 0 skipped,
  * <0 malformed. */
-static int restore_flow(struct edge *e, struct statefile_rd *rd, bool apply, uint64_t gone_ms,
+static int restore_flow(struct edge *e, struct statefile_rd *rd, bool apply, uint64_t wall,
                         uint64_t now_ms, uint32_t *n_regs)
 {
     uint8_t sock = statefile_get_u8(rd);
@@ -2492,8 +2522,8 @@ static int restore_flow(struct edge *e, struct statefile_rd *rd, bool apply, uin
     uint8_t a[16];
     statefile_get_bytes(rd, a, 16);
     uint16_t port = statefile_get_u16(rd);
-    uint64_t idle = statefile_get_u64(rd) + gone_ms;
-    uint64_t reg_left = statefile_get_u64(rd);
+    uint64_t last_rx = statefile_get_u64(rd);
+    uint64_t reg_left = wall_left(statefile_get_u64(rd), wall);
     uint16_t nr = statefile_get_u16(rd);
     if (rd->err || (fam != 4 && fam != 6) || nr > FLOW_REGS_MAX)
         return -EBADMSG;
@@ -2509,7 +2539,7 @@ static int restore_flow(struct edge *e, struct statefile_rd *rd, bool apply, uin
         addr.in6.sin6_port = htons(port);
     }
     struct flow *f = NULL;
-    bool keep = apply && sock < e->cfg->n_listen_udp && reg_left > gone_ms &&
+    bool keep = apply && sock < e->cfg->n_listen_udp && reg_left > 0 &&
                 !flow_table_find(e->flows, FLOW_UDP, sock, &addr.sa);
     if (keep && e->guard && guard_flow_add(e->guard, &addr.sa, now_ms) < 0)
         keep = false;
@@ -2519,14 +2549,15 @@ static int restore_flow(struct edge *e, struct statefile_rd *rd, bool apply, uin
         keep = false;
     }
     if (f) {
+        uint64_t idle = wall > last_rx ? wall - last_rx : 0;
         f->is_nat = is_nat;
         f->last_rx_ms = now_ms > idle ? now_ms - idle : 0;
-        f->reg_until_ms = now_ms + reg_left - gone_ms;
+        f->reg_until_ms = now_ms + reg_left;
     }
     for (uint16_t i = 0; i < nr; i++) {
         struct flow_reg tmp;
         memset(&tmp, 0, sizeof(tmp));
-        uint64_t left = statefile_get_u64(rd);
+        uint64_t left = wall_left(statefile_get_u64(rd), wall);
         tmp.cseq = statefile_get_u32(rd);
         tmp.is_authed = statefile_get_u8(rd) != 0;
         tmp.is_aliased = statefile_get_u8(rd) != 0;
@@ -2536,13 +2567,13 @@ static int restore_flow(struct edge *e, struct statefile_rd *rd, bool apply, uin
         statefile_get_str(rd, tmp.user_agent, sizeof(tmp.user_agent));
         if (rd->err)
             return -EBADMSG;
-        if (!f || left <= gone_ms)
+        if (!f || left == 0)
             continue;
         struct flow_reg *r = malloc(sizeof(*r));
         if (!r)
             continue;
         *r = tmp;
-        r->until_ms = now_ms + left - gone_ms;
+        r->until_ms = now_ms + left;
         r->cache_epoch = e->regcache_epoch;
         r->next = f->regs;
         f->regs = r;
@@ -2565,15 +2596,12 @@ int edge_state_restore(struct edge *e, const uint8_t *p, size_t len, uint32_t ve
     }
     struct statefile_rd rd;
     statefile_rd_init(&rd, p, len);
-    uint64_t saved = statefile_get_u64(&rd);
     uint32_t n = statefile_get_u32(&rd);
-    uint64_t now_wall = wall_ms();
-    uint64_t gone = now_wall > saved ? now_wall - saved : 0;
-    res->age_ms = gone;
+    uint64_t wall = wall_ms();
     size_t body = rd.off;
     /* The whole payload is checked before anything is created: never half-loaded. */
     for (uint32_t i = 0; i < n; i++) {
-        if (restore_flow(e, &rd, false, gone, now_ms, &res->n_regs) < 0) {
+        if (restore_flow(e, &rd, false, wall, now_ms, &res->n_regs) < 0) {
             snprintf(err, cap, "malformed flow record %u of %u", i + 1, n);
             return -EBADMSG;
         }
@@ -2585,7 +2613,7 @@ int edge_state_restore(struct edge *e, const uint8_t *p, size_t len, uint32_t ve
     rd.off = body;
     res->n_regs = 0;
     for (uint32_t i = 0; i < n; i++) {
-        if (restore_flow(e, &rd, true, gone, now_ms, &res->n_regs) > 0)
+        if (restore_flow(e, &rd, true, wall, now_ms, &res->n_regs) > 0)
             res->n_flows++;
         else
             res->n_skipped++;
