@@ -177,7 +177,8 @@ nft_start() {
 }
 nft_stop() {
     kill -TERM "$SIPEDGE_PID"
-    for _ in $(seq 1 100); do kill -0 "$SIPEDGE_PID" 2>/dev/null || break; sleep 0.05; done
+    # Up to stop.timeout (5 s) and a margin: the bans are written first thing at SIGTERM.
+    for _ in $(seq 1 200); do kill -0 "$SIPEDGE_PID" 2>/dev/null || break; sleep 0.05; done
     kill -0 "$SIPEDGE_PID" 2>/dev/null && fail "sipedge (nftables) did not stop"
     wait "$SIPEDGE_PID"
     local rc=$?
