@@ -119,6 +119,15 @@ no_430() {
     [ "$n" = 0 ] || problem "$1: reply_430_flow_failed=${n:-missing}, want 0"
 }
 
+# restored_at_least N WHAT: the restarted sipedge logged restoring N or more UDP flows
+# from its snapshot (the state directory, not only the flow tokens, carried them).
+restored_at_least() {
+    local n
+    n=$(sed -n 's/.*edge state restored from .*: \([0-9]*\) UDP flows.*/\1/p' "$SIPEDGE_LOG" | tail -1)
+    [ -n "$n" ] && [ "$n" -ge "$1" ] ||
+        problem "$2: restored ${n:-no} UDP flows from the snapshot, want >= $1"
+}
+
 # still_bound USER WHAT
 still_bound() {
     bound "$1" || problem "$2: Kamailio no longer holds $1's binding with a Path via sipedge"
@@ -157,6 +166,7 @@ case_term() {
     bound 1500 || fail "no binding of 1500 with a Path via sipedge at Kamailio after REGISTER"
     call 1500 1 "before any restart" || fail "the call before any restart failed: setup broken"
     restart term
+    restored_at_least 1 "$w"
     local ok=1
     call 1500 2 "$w" || ok=0
     no_430 "$w"
@@ -172,8 +182,11 @@ case_kill() {
     register 1501
     bound 1501 || fail "no binding of 1501 with a Path via sipedge at Kamailio after REGISTER"
     call 1501 1 "before the crash" || fail "the call before the crash failed: setup broken"
-    sleep 2
+    # Past one snapshot period (5 s, written in slices), so the crash finds 1501's flow
+    # on disk.
+    sleep 7
     restart kill
+    restored_at_least 2 "$w"
     local ok=1
     call 1501 2 "$w" || ok=0
     no_430 "$w"
