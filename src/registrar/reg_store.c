@@ -18,29 +18,42 @@
 #define REG_STORE_VERSION 1
 #define REG_STORE_BUSY_MS 2000
 
-static const char schema_sql[] =
-    "CREATE TABLE bindings ("
-    " slot INTEGER PRIMARY KEY,"
-    " aor TEXT NOT NULL,"
-    " contact TEXT NOT NULL,"
-    " q INTEGER NOT NULL,"
-    " expires_unix_ms INTEGER NOT NULL,"
-    " updated_unix_ms INTEGER NOT NULL,"
-    " call_id TEXT NOT NULL,"
-    " cseq INTEGER NOT NULL,"
-    " path TEXT NOT NULL,"
-    " received_ip TEXT NOT NULL,"
-    " received_port INTEGER NOT NULL,"
-    " instance TEXT NOT NULL,"
-    " reg_id INTEGER," /* NULL: no reg-id */
-    " user_agent TEXT NOT NULL);";
+static const char schema_sql[] = "CREATE TABLE bindings ("
+                                 " slot INTEGER PRIMARY KEY,"
+                                 " aor TEXT NOT NULL,"
+                                 " contact TEXT NOT NULL,"
+                                 " q INTEGER NOT NULL,"
+                                 " expires_unix_ms INTEGER NOT NULL,"
+                                 " updated_unix_ms INTEGER NOT NULL,"
+                                 " call_id TEXT NOT NULL,"
+                                 " cseq INTEGER NOT NULL,"
+                                 " path TEXT NOT NULL,"
+                                 " received_ip TEXT NOT NULL,"
+                                 " received_port INTEGER NOT NULL,"
+                                 " instance TEXT NOT NULL,"
+                                 " reg_id INTEGER," /* NULL: no reg-id */
+                                 " user_agent TEXT NOT NULL);";
 
-#define COLUMNS                                                                                \
-    "slot, aor, contact, q, expires_unix_ms, updated_unix_ms, call_id, cseq, path, "         \
+#define COLUMNS                                                                                    \
+    "slot, aor, contact, q, expires_unix_ms, updated_unix_ms, call_id, cseq, path, "               \
     "received_ip, received_port, instance, reg_id, user_agent"
 
-enum { COL_SLOT = 1, COL_AOR, COL_CONTACT, COL_Q, COL_EXPIRES, COL_UPDATED, COL_CALL_ID,
-       COL_CSEQ, COL_PATH, COL_RIP, COL_RPORT, COL_INSTANCE, COL_REG_ID, COL_UA };
+enum {
+    COL_SLOT = 1,
+    COL_AOR,
+    COL_CONTACT,
+    COL_Q,
+    COL_EXPIRES,
+    COL_UPDATED,
+    COL_CALL_ID,
+    COL_CSEQ,
+    COL_PATH,
+    COL_RIP,
+    COL_RPORT,
+    COL_INSTANCE,
+    COL_REG_ID,
+    COL_UA
+};
 
 struct reg_store {
     sqlite3 *db;
@@ -78,8 +91,9 @@ static int schema_check(struct reg_store *s, char *err, size_t errcap)
     long long version = pragma_int(s->db, "PRAGMA user_version");
     if (app_id == 0 && n_objects == 0) {
         char sql[sizeof(schema_sql) + 128];
-        snprintf(sql, sizeof(sql), "BEGIN; %s PRAGMA application_id=%d; PRAGMA user_version=%d; COMMIT;",
-                 schema_sql, REG_STORE_APP_ID, REG_STORE_VERSION);
+        snprintf(sql, sizeof(sql),
+                 "BEGIN; %s PRAGMA application_id=%d; PRAGMA user_version=%d; COMMIT;", schema_sql,
+                 REG_STORE_APP_ID, REG_STORE_VERSION);
         if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
             return fail(s, -EIO, err, errcap, "cannot create the bindings table");
         return 0;
@@ -93,8 +107,8 @@ static int schema_check(struct reg_store *s, char *err, size_t errcap)
     }
     if (version != REG_STORE_VERSION) {
         snprintf(err, errcap,
-                 "registrar store %s: schema version %lld, this sipedge reads version %d",
-                 s->path, version, REG_STORE_VERSION);
+                 "registrar store %s: schema version %lld, this sipedge reads version %d", s->path,
+                 version, REG_STORE_VERSION);
         return -EPROTO;
     }
     return 0;
@@ -106,8 +120,7 @@ static int prepare(struct reg_store *s, sqlite3_stmt **st, const char *sql, char
     if (sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) == SQLITE_OK)
         return 0;
     /* Our version and id with other columns: a damaged or hand-edited file. */
-    snprintf(err, errcap, "registrar store %s: foreign schema: %s", s->path,
-             sqlite3_errmsg(s->db));
+    snprintf(err, errcap, "registrar store %s: foreign schema: %s", s->path, sqlite3_errmsg(s->db));
     return -EPROTO;
 }
 

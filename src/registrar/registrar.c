@@ -1550,8 +1550,8 @@ int registrar_flush(struct registrar *r)
     if (rc != 0) {
         /* The changes stay queued: the next flush writes them. */
         if (!r->is_store_failing)
-            log_error("registrar store %s: cannot write %zu changes: %s",
-                      reg_store_path(r->store), n, reg_store_errmsg(r->store));
+            log_error("registrar store %s: cannot write %zu changes: %s", reg_store_path(r->store),
+                      n, reg_store_errmsg(r->store));
         r->is_store_failing = true;
         reg_store_rollback(r->store);
         return rc;

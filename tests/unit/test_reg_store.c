@@ -277,11 +277,12 @@ static long long db_exec(const char *path, const char *sql)
 static void test_reg_store_bindings_survive_a_restart(void **state)
 {
     struct fx *f = *state;
-    assert_int_equal(reg_edge(f, T0, "alice", "c1", 5,
-                              "User-Agent: phone/1\n"
-                              "Contact: <sip:alice@192.0.2.1:5062;transport=udp>;q=0.9;"
-                              "+sip.instance=\"<urn:uuid:1>\";reg-id=1, <sip:alice@192.0.2.2>;q=0.2\n"),
-                     200);
+    assert_int_equal(
+        reg_edge(f, T0, "alice", "c1", 5,
+                 "User-Agent: phone/1\n"
+                 "Contact: <sip:alice@192.0.2.1:5062;transport=udp>;q=0.9;"
+                 "+sip.instance=\"<urn:uuid:1>\";reg-id=1, <sip:alice@192.0.2.2>;q=0.2\n"),
+        200);
     assert_int_equal(reg_direct(f, T0, "dave", 600), 200);
     assert_int_equal(reg_direct(f, T0, "carol", 600), 200);
     /* Nothing is written until the flush. */
@@ -330,9 +331,9 @@ static void test_reg_store_refresh_and_removal_are_written(void **state)
     assert_int_equal(registrar_flush(f->r), 0);
     /* A refresh to 3600 s and a removal, in one flush. */
     assert_int_equal(reg_direct(f, T0 + 1000, "dave", 3600), 200);
-    assert_int_equal(reg_edge(f, T0 + 1000, "alice", "c1", 2,
-                              "Contact: <sip:alice@192.0.2.1>;expires=0\n"),
-                     200);
+    assert_int_equal(
+        reg_edge(f, T0 + 1000, "alice", "c1", 2, "Contact: <sip:alice@192.0.2.1>;expires=0\n"),
+        200);
     assert_int_equal(registrar_flush(f->r), 0);
     assert_int_equal(registrar_flush(f->r), 0); /* nothing queued: no-op */
     fx_restart(f);
@@ -432,16 +433,14 @@ static void test_reg_store_set_policy_changes_expires_bounds(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_reg_store_bindings_survive_a_restart, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reg_store_bindings_survive_a_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reg_store_refresh_and_removal_are_written, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_reg_store_old_sb_does_not_name_a_restored_binding,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_reg_store_garbage_file_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reg_store_foreign_schema_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_reg_store_without_db_flush_is_a_noop, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_reg_store_without_db_flush_is_a_noop, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reg_store_set_policy_changes_expires_bounds, setup,
                                         teardown),
     };
