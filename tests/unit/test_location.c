@@ -132,6 +132,55 @@ static void test_location_many_aors_stay_reachable(void **state)
     location_free(l);
 }
 
+/* Every slot a change touched is listed once, removals included, and only once tracking
+ * is on; a slot freed and taken again between two reads is one entry. */
+static void test_location_changes_listed_once(void **state)
+{
+    (void)state;
+    struct location *l = make(4, 4);
+    struct location_binding *a, *b;
+    size_t n;
+    assert_int_equal(location_add(l, "early@example.com", &a), 0);
+    assert_int_equal(location_track(l), 0);
+    location_changes(l, &n);
+    assert_int_equal(n, 0);
+    assert_int_equal(location_add(l, "alice@example.com", &b), 0);
+    location_touch(l, b);
+    location_touch(l, b);
+    location_remove(l, a);
+    const uint32_t *ch = location_changes(l, &n);
+    assert_int_equal(n, 2);
+    assert_int_equal(ch[0], b->slot);
+    assert_int_equal(ch[1], a->slot);
+    assert_false(location_slot(l, ch[1])->is_used);
+    location_changes_clear(l);
+    location_changes(l, &n);
+    assert_int_equal(n, 0);
+    uint32_t slot = b->slot;
+    location_remove(l, b);
+    assert_int_equal(location_add(l, "bob@example.com", &b), 0);
+    assert_int_equal(b->slot, slot);
+    ch = location_changes(l, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(ch[0], slot);
+    location_free(l);
+}
+
+/* Seeded generations: an id handed out before the seed does not resolve after it. */
+static void test_location_seed_gen(void **state)
+{
+    (void)state;
+    struct location *l = make(2, 2);
+    location_seed_gen(l, 0x12345678u);
+    struct location_binding *b;
+    assert_int_equal(location_add(l, "alice@example.com", &b), 0);
+    assert_int_equal(b->gen, 0x12345678u);
+    assert_null(location_get(l, b->slot, 0));
+    assert_ptr_equal(location_get(l, b->slot, 0x12345678u), b);
+    assert_int_equal(location_n_slots(l), 2);
+    location_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -140,6 +189,8 @@ int main(void)
         cmocka_unit_test(test_location_bounds_refuse_without_eviction),
         cmocka_unit_test(test_location_expire_removes_only_expired),
         cmocka_unit_test(test_location_many_aors_stay_reachable),
+        cmocka_unit_test(test_location_changes_listed_once),
+        cmocka_unit_test(test_location_seed_gen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
