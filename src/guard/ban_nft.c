@@ -608,6 +608,9 @@ int ban_nft_new(struct ban_backend **out, uv_loop_t *loop, const struct ban_nft_
         snprintf(err, errcap, "uv_poll_init: %s", uv_strerror(rc));
         goto fail;
     }
+    /* The netlink socket alone must not keep the loop running: at SIGTERM the loop ends
+     * once the listeners are closed, and ban_free closes this handle after that. */
+    uv_unref((uv_handle_t *)&n->poll);
     watch(n, false);
     *out = &n->base;
     return 0;
