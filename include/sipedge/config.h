@@ -117,6 +117,7 @@ struct policy {
     bool regcache;                  /* answer unchanged refreshes locally */
     uint32_t regcache_registrar_expires_s; /* Expires asked of the registrar when caching */
     uint32_t regcache_refresh_margin_s;    /* go upstream when less than this is left */
+    int regcache_resync;            /* 0 off, 1 assert: re-register after a registrar outage */
     /* Registrar health */
     uint32_t registrar_timeout_s;   /* a relayed request unanswered this long: registrar down */
     uint32_t registrar_retry_s;     /* a down registrar is tried again after this */

@@ -88,6 +88,9 @@ struct edge_out {
     X(health_sent)                                                                                 \
     X(health_answered)                                                                             \
     X(regcache_marked_stale)                                                                       \
+    X(resync_sent)                                                                                 \
+    X(resync_answered_ok)                                                                          \
+    X(resync_answered_error)                                                                       \
     X(guard_dropped)                                                                               \
     X(guard_rejected)
 

@@ -34,7 +34,7 @@ int log_level_parse(const char *name, enum log_level *out)
 
 static void log_vwrite(enum log_level level, const char *fmt, va_list ap)
 {
-    char line[1024];
+    char line[4096]; /* the stats lines are long */
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     struct tm tm;

@@ -64,10 +64,13 @@ static const struct yaml_walk_field policy_nat_schema[] = {
     YAML_WALK_FIELD_END,
 };
 
+static const char *const policy_resync_names[] = {"off", "assert", NULL};
+
 static const struct yaml_walk_field policy_regcache_schema[] = {
     YAML_WALK_FIELD_BOOL(P, "enabled", regcache),
     YAML_WALK_FIELD_U32(P, "registrar_expires", regcache_registrar_expires_s, 60, 86400),
     YAML_WALK_FIELD_U32(P, "refresh_margin", regcache_refresh_margin_s, 10, 3600),
+    YAML_WALK_FIELD_ENUM(P, "resync", regcache_resync, policy_resync_names),
     YAML_WALK_FIELD_END,
 };
 

@@ -48,6 +48,8 @@
 #define EDGE_BRANCH_PING "z9hG4bKsK"
 /* Branch of the edge's own de-REGISTER requests. */
 #define EDGE_BRANCH_DEREG "z9hG4bKsD"
+/* Branch of the edge's own re-REGISTER requests after a registrar outage. */
+#define EDGE_BRANCH_RESYNC "z9hG4bKsR"
 /* Branch of the edge's OPTIONS health checks of its registrars. */
 #define EDGE_BRANCH_HEALTH "z9hG4bKsH"
 
@@ -112,6 +114,7 @@ struct edge {
     /* Bumped when a registrar marked down answers again: records confirmed under an
      * older epoch are stale, the cache no longer answers for them. */
     uint32_t regcache_epoch;
+    uint32_t resync_slot; /* regcache.resync assert: next slot to re-register; 0: none */
     struct config_addr allow_routes[POLICY_MAX_ROUTES]; /* policy relay.allow_routes */
     unsigned n_allow_routes;
     struct sip_hdr hdrs[EDGE_MAX_HDRS];
@@ -237,6 +240,8 @@ static void upstream_answered(struct edge *e, const struct sockaddr *src)
              * for none of them, so each client's next refresh refills it. */
             e->regcache_epoch++;
             e->st.regcache_marked_stale++;
+            if (e->pol.regcache_resync)
+                e->resync_slot = 1; /* slot + 1: walk the table from the start */
             log_info("registrar %s answers again: cached registrations marked stale, each "
                      "client's next refresh goes upstream",
                      u->addr->text);
@@ -1020,8 +1025,14 @@ static void flow_reg_refused(struct flow *f, const struct sip_msg *m)
  * ours, so the request asserts the AOR with P-Asserted-Identity (RFC 3325); the edge
  * strips that header from every client request, so only its own reach the core.
  */
-static void send_dereg(struct edge *e, const struct flow *f, const struct flow_reg *r,
-                       uint64_t now_ms)
+/*
+ * A REGISTER of the edge's own for one record: expires 0 de-registers a dead flow's
+ * contacts; expires > 0 re-registers them (regcache.resync: assert) with the Path of the
+ * flow, under a Call-ID of its own so the client's next refresh (its Call-ID, its CSeq)
+ * is never out of order at the registrar.
+ */
+static void send_asserted_register(struct edge *e, const struct flow *f, const struct flow_reg *r,
+                                   uint32_t expires, uint64_t now_ms)
 {
     struct sip_uri u;
     bool is_sip;
@@ -1033,13 +1044,16 @@ static void send_dereg(struct edge *e, const struct flow *f, const struct flow_r
     struct sip_build b;
     sip_build_init(&b, buf, cap);
     sip_build_fmt(&b, "REGISTER %.*s:%.*s SIP/2.0\r\n", SLICE_FMT(u.scheme), SLICE_FMT(u.host));
-    sip_build_fmt(&b, "Via: SIP/2.0/UDP %s;branch=" EDGE_BRANCH_DEREG "%016llx\r\n",
-                  e->cfg->core.text, (unsigned long long)id);
+    sip_build_fmt(&b, "Via: SIP/2.0/UDP %s;branch=%s%016llx\r\n", e->cfg->core.text,
+                  expires ? EDGE_BRANCH_RESYNC : EDGE_BRANCH_DEREG, (unsigned long long)id);
     sip_build_str(&b, "Max-Forwards: 70\r\n");
     sip_build_fmt(&b, "From: <%s>;tag=%08llx\r\n", r->aor, (unsigned long long)(id >> 32));
     sip_build_fmt(&b, "To: <%s>\r\n", r->aor);
-    sip_build_fmt(&b, "Call-ID: %s\r\n", r->call_id);
-    sip_build_fmt(&b, "CSeq: %u REGISTER\r\n", r->cseq + 1);
+    if (expires)
+        sip_build_fmt(&b, "Call-ID: %016llx.resync@sipedge\r\nCSeq: 1 REGISTER\r\n",
+                      (unsigned long long)id);
+    else
+        sip_build_fmt(&b, "Call-ID: %s\r\nCSeq: %u REGISTER\r\n", r->call_id, r->cseq + 1);
     if (r->is_aliased) {
         /* The registrar holds the aliases, not the URIs the client registered. */
         sip_build_str(&b, "Contact: ");
@@ -1053,18 +1067,37 @@ static void send_dereg(struct edge *e, const struct flow *f, const struct flow_r
             sip_build_str(&b, "<");
             contact_alias_build(&b, slice_make(f->token, f->token_len),
                                 slice_make(p + 1, (size_t)(end - p - 1)), e->cfg->core.text);
-            sip_build_str(&b, ">;expires=0");
+            sip_build_fmt(&b, ">;expires=%u", expires);
             p = end[1] == ',' && end[2] == ' ' ? end + 3 : end + 1;
         }
         sip_build_str(&b, "\r\n");
+    } else if (expires) {
+        sip_build_fmt(&b, "Contact: %s\r\n", r->contacts);
+        sip_build_fmt(&b, "Path: <sip:%.*s@%s;lr>\r\nSupported: path\r\n", (int)f->token_len,
+                      f->token, e->cfg->core.text);
     } else {
         sip_build_fmt(&b, "Contact: %s;expires=0\r\n", r->contacts);
     }
     sip_build_fmt(&b, "P-Asserted-Identity: <%s>\r\n", r->aor);
-    sip_build_str(&b, "Expires: 0\r\nUser-Agent: sipedge\r\nContent-Length: 0\r\n\r\n");
-    e->st.dereg_sent++;
-    log_info("flow dead: de-registering %s (%s)", r->aor, r->contacts);
+    sip_build_fmt(&b, "Expires: %u\r\nUser-Agent: sipedge\r\nContent-Length: 0\r\n\r\n", expires);
+    if (expires) {
+        e->st.resync_sent++;
+    } else {
+        e->st.dereg_sent++;
+        log_info("flow dead: de-registering %s (%s)", r->aor, r->contacts);
+    }
     send_built_udp(e, &b, EDGE_SOCK_CORE, upstream_dst(e, now_ms, true));
+}
+
+/*
+ * The edge's own de-REGISTER for a dead flow's contacts. The client's password is not
+ * ours, so the request asserts the AOR with P-Asserted-Identity (RFC 3325); the edge
+ * strips that header from every client request, so only its own reach the core.
+ */
+static void send_dereg(struct edge *e, const struct flow *f, const struct flow_reg *r,
+                       uint64_t now_ms)
+{
+    send_asserted_register(e, f, r, 0, now_ms);
 }
 
 static void flow_die(struct edge *e, struct flow *f, uint64_t now_ms, const char *reason)
@@ -1870,6 +1903,17 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m,
         e->st.health_answered++;
         return;
     }
+    if (slice_case_prefix(ours.branch, EDGE_BRANCH_RESYNC)) {
+        if (m->status >= 200 && m->status < 300)
+            e->st.resync_answered_ok++;
+        else if (m->status >= 300) {
+            e->st.resync_answered_error++;
+            log_warn("registrar answered %u to a re-REGISTER after its outage (does it trust "
+                     "sipedge's P-Asserted-Identity?)",
+                     m->status);
+        }
+        return;
+    }
     if (slice_case_prefix(ours.branch, EDGE_BRANCH_DEREG)) {
         /* The answer to our own de-REGISTER ends here. */
         if (m->status >= 200 && m->status < 300)
@@ -2322,6 +2366,47 @@ static void health_pings(struct edge *e, uint64_t now_ms)
     }
 }
 
+/*
+ * regcache.resync assert: after a registrar came back, re-register the stale records of
+ * clients whose own refresh is further away than the refresh margin, a slice of the table
+ * per tick, paced by the guard's registrar budget (a record the budget refuses now is
+ * tried on the next tick). Clients refreshing sooner refill the registrar themselves.
+ */
+static void resync_step(struct edge *e, uint64_t now_ms)
+{
+    if (!e->resync_slot)
+        return;
+    uint32_t cap = flow_table_capacity(e->flows);
+    uint32_t budget = e->pol.guard_registrar_rate ? e->pol.guard_registrar_rate : 100;
+    uint64_t soon = now_ms + (uint64_t)e->pol.regcache_refresh_margin_s * 1000;
+    uint32_t i = e->resync_slot - 1;
+    bool refused = false;
+    for (uint32_t scanned = 0; i < cap && budget && scanned < 65536; i++, scanned++) {
+        struct flow *f = flow_table_get_slot(e->flows, i);
+        if (f->state != FLOW_LIVE)
+            continue;
+        /* The client's next refresh: within nat_expires for NATed clients. */
+        uint64_t next = f->is_nat ? f->last_rx_ms + (uint64_t)nat_expires(e, f) * 1000 : 0;
+        for (struct flow_reg *r = f->regs; r; r = r->next) {
+            if (!r->is_authed || !r->contacts[0] || r->cache_epoch == e->regcache_epoch ||
+                r->until_ms <= soon || (next && next <= soon))
+                continue;
+            struct slice aor = slice_make(r->aor, strlen(r->aor));
+            if (e->guard &&
+                guard_admit_register(e->guard, &f->remote.sa, aor, true, 1, now_ms).action !=
+                    GUARD_PASS) {
+                refused = true; /* this flow again on the next tick */
+                break;
+            }
+            send_asserted_register(e, f, r, (uint32_t)((r->until_ms - now_ms) / 1000), now_ms);
+            budget--;
+        }
+        if (refused)
+            break;
+    }
+    e->resync_slot = i < cap ? i + 1 : 0;
+}
+
 void edge_tick_dead(struct edge *e, uint64_t now_ms) { dead_flows_process(e, now_ms); }
 
 void edge_tick(struct edge *e, uint64_t now_ms)
@@ -2329,6 +2414,7 @@ void edge_tick(struct edge *e, uint64_t now_ms)
     e->n_ticks++;
     upstream_check(e, now_ms);
     health_pings(e, now_ms);
+    resync_step(e, now_ms);
     nat_pings(e, now_ms);
     /* Sweep the whole table about once a minute, a slice per tick. */
     uint32_t per_tick = flow_table_capacity(e->flows) / 60 + 1;

@@ -176,7 +176,7 @@ static void on_datagram(void *ctx, uint8_t sock, const char *buf, size_t len,
 
 static void log_stats(struct worker *w)
 {
-    char buf[2048];
+    char buf[4000];
     if (w->edge) {
         edge_stats_format(w->edge, buf, sizeof(buf));
         log_info("stats edge %s", buf);

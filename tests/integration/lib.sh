@@ -245,6 +245,51 @@ start_kamailio() {
 
 kam_ul_dump() { kamcmd -s "$KAM_CTL" ul.dump; }
 
+# kam_bound_count CORE FIRST COUNT: how many of the AoRs FIRST..FIRST+COUNT-1 Kamailio
+# holds with a live contact whose Path names sipedge's core address CORE (port 5070).
+kam_bound_count() {
+    timeout 10 kamcmd -s "$KAM_CTL" ul.dump >"$IT_TMP/ul.dump" 2>&1 || { echo 0; return; }
+    python3 - "$IT_TMP/ul.dump" "$1" "$2" "$3" <<'PY'
+import re, sys
+text, core, first, count = open(sys.argv[1]).read(), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+want = {str(u) for u in range(first, first + count)}
+cur, exp, ok = None, None, set()
+for line in text.splitlines():
+    m = re.search(r'\bAoR: (\S+)', line)
+    if m:
+        cur, exp = m.group(1), None
+        continue
+    m = re.search(r'\bExpires: (\S+)', line)
+    if m:
+        exp = m.group(1)
+    m = re.search(r'\bPath: (.*)', line)
+    if m and cur in want and exp and exp.lstrip('-').isdigit() and int(exp) > 0 \
+            and re.search(r'@' + re.escape(core) + r':5070;[^>]*lr', m.group(1)):
+        ok.add(cur)
+print(len(ok))
+PY
+}
+
+# kam_stop_all: SIGTERM to Kamailio's main process; every process it forked must be gone
+# within 5 s (then SIGKILL, by PID).
+kam_stop_all() {
+    local all=("$KAM_PID") i=0 c n p alive
+    while [ "$i" -lt "${#all[@]}" ] && [ "$i" -lt 64 ]; do
+        for c in $(cat /proc/"${all[i]}"/task/*/children 2>/dev/null); do all+=("$c"); done
+        i=$((i + 1))
+    done
+    kill -TERM "$KAM_PID"
+    for ((n = 0; n < 50; n++)); do
+        alive=0
+        for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+        [ "$alive" = 0 ] && break
+        sleep 0.1
+    done
+    for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done
+    wait "$KAM_PID" 2>/dev/null
+    log "Kamailio stopped: ${#all[@]} processes (${all[*]})"
+}
+
 # run_sipp TAG ARGS...: sipp in the foreground (bounded by `timeout`), in the temp
 # dir, with stats. Output in $IT_TMP/sipp-TAG.out; stats csv $IT_TMP/sipp-TAG.csv.
 # Returns sipp's exit status (0: every call succeeded).

@@ -51,50 +51,7 @@ edge_stat() {
     grep 'stats edge ' "$SIPEDGE_LOG" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1
 }
 
-# bound_count: how many of the clients' AoRs Kamailio holds with a live contact whose
-# Path names sipedge's core address.
-bound_count() {
-    timeout 10 kamcmd -s "$KAM_CTL" ul.dump >"$IT_TMP/ul.dump" 2>&1 || { echo 0; return; }
-    python3 - "$IT_TMP/ul.dump" "$CORE" 1000 "$CLIENTS" <<'PY'
-import re, sys
-text, core, first, count = open(sys.argv[1]).read(), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-want = {str(u) for u in range(first, first + count)}
-cur, exp, ok = None, None, set()
-for line in text.splitlines():
-    m = re.search(r'\bAoR: (\S+)', line)
-    if m:
-        cur, exp = m.group(1), None
-        continue
-    m = re.search(r'\bExpires: (\S+)', line)
-    if m:
-        exp = m.group(1)
-    m = re.search(r'\bPath: (.*)', line)
-    if m and cur in want and exp and exp.lstrip('-').isdigit() and int(exp) > 0 \
-            and re.search(r'@' + re.escape(core) + r':5070;[^>]*lr', m.group(1)):
-        ok.add(cur)
-print(len(ok))
-PY
-}
-
-# kam_stop: SIGTERM to Kamailio's main process; every process it forked must be gone
-# within 5 s (then SIGKILL, by PID).
-kam_stop() {
-    local all=("$KAM_PID") i=0 c n p alive
-    while [ "$i" -lt "${#all[@]}" ] && [ "$i" -lt 64 ]; do
-        for c in $(cat /proc/"${all[i]}"/task/*/children 2>/dev/null); do all+=("$c"); done
-        i=$((i + 1))
-    done
-    kill -TERM "$KAM_PID"
-    for ((n = 0; n < 50; n++)); do
-        alive=0
-        for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-        [ "$alive" = 0 ] && break
-        sleep 0.1
-    done
-    for p in "${all[@]}"; do kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null; done
-    wait "$KAM_PID" 2>/dev/null
-    log "Kamailio stopped: ${#all[@]} processes (${all[*]})"
-}
+bound_count() { kam_bound_count "$CORE" 1000 "$CLIENTS"; }
 
 bg_sipp clients -sf "$IT_SIPP_DIR/reg_refresh_uac.xml" -inf "$IT_TMP/clients.csv" \
     -key domain "$PUB" -key expires 3600 -t un -max_socket $((CLIENTS + 20)) \
@@ -129,7 +86,7 @@ log "$(t): first refresh round done; regcache_hit=$hits"
 # 3. Outage: Kamailio gone for OUTAGE_S, then back, empty, on the same address. It
 # starts 3 s after the first round, so that the second round falls inside it.
 sleep 3
-kam_stop
+kam_stop_all
 cp "$KAM_LOG" "$IT_TMP/kamailio-before.log"
 ok_before=$(grep -c 'REFRESHED ' "$IT_TMP/sipp-clients-logs.log")
 sleep "$OUTAGE_S"

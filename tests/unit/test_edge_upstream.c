@@ -23,6 +23,7 @@ static struct config g_cfg;
 static struct policy g_pol;
 static struct sockaddr_in g_client;
 static uint32_t g_ping_interval_s; /* health checks off unless a test turns them on */
+static int g_resync;               /* regcache.resync */
 
 static struct edge *make_edge(unsigned n_backups)
 {
@@ -44,6 +45,7 @@ static struct edge *make_edge(unsigned n_backups)
     g_pol.registrar_loss_grace_s = 600;
     g_pol.regcache_refresh_margin_s = 300;
     g_pol.registrar_ping_interval_s = g_ping_interval_s;
+    g_pol.regcache_resync = g_resync;
     struct edge_opts eo = {.cfg = &g_cfg,
                            .policy = &g_pol,
                            .out = {.reserve = out_reserve, .commit = out_commit}};
@@ -210,6 +212,54 @@ static void test_upstream_registrar_back_from_down_gets_every_cached_refresh_aga
     registrar_ok(e, &sent[reg], 5080, 12100);
     client_register(e, 5, true, 13000);
     assert_int_equal(edge_stats(e)->regcache_hit, 3);
+    /* regcache.resync is off: sipedge sent no REGISTER of its own. */
+    assert_int_equal(edge_stats(e)->resync_sent, 0);
+    edge_free(e);
+}
+
+static void test_upstream_resync_assert_reregisters_clients_refreshing_later(void **state)
+{
+    (void)state;
+    g_ping_interval_s = 2;
+    g_resync = 1;
+    struct edge *e = make_edge(0);
+    g_ping_interval_s = 0;
+    g_resync = 0;
+    client_register(e, 1, true, 0);
+    registrar_ok(e, &sent[0], 5080, 100);
+    edge_tick(e, 1000);
+    registrar_ok(e, &sent[last_sent("OPTIONS ")], 5080, 1100);
+    for (uint64_t t = 3000; t <= 9000; t += 1000)
+        edge_tick(e, t);
+    assert_int_equal(edge_stats(e)->registrar_marked_down, 1);
+    assert_int_equal(edge_stats(e)->resync_sent, 0);
+    edge_tick(e, 11000);
+    registrar_ok(e, &sent[last_sent("OPTIONS ")], 5080, 11100);
+    assert_int_equal(edge_stats(e)->regcache_marked_stale, 1);
+    /* The next tick re-registers the client (its own refresh is an hour away), asserted,
+     * with the flow's Path, for the time the registrar had left. */
+    edge_tick(e, 12000);
+    assert_int_equal(edge_stats(e)->resync_sent, 1);
+    int reg = last_sent("REGISTER ");
+    assert_true(reg >= 0);
+    assert_int_equal(dst_port((unsigned)reg), 5080);
+    const char *m = sent[reg].buf;
+    assert_non_null(strstr(m, ";branch=z9hG4bKsR"));
+    assert_non_null(strstr(m, "P-Asserted-Identity: <sip:alice@example.com>\r\n"));
+    assert_non_null(strstr(m, "Path: <sip:"));
+    assert_non_null(strstr(m, "@127.0.0.1:5070;lr>\r\n"));
+    assert_non_null(strstr(m, "Contact: <sip:alice@192.0.2.10:40000>\r\n"));
+    assert_non_null(strstr(m, "Expires: 3588\r\n"));
+    assert_null(strstr(m, "Call-ID: reg-1@192.0.2.10")); /* a Call-ID of its own */
+    assert_null(strstr(m, "Authorization"));
+    size_t before = n_sent;
+    registrar_ok(e, &sent[reg], 5080, 12100);
+    assert_int_equal(n_sent, before); /* the answer ends here */
+    assert_int_equal(edge_stats(e)->resync_answered_ok, 1);
+    /* Once: later ticks send nothing more. */
+    for (uint64_t t = 13000; t <= 20000; t += 1000)
+        edge_tick(e, t);
+    assert_int_equal(edge_stats(e)->resync_sent, 1);
     edge_free(e);
 }
 
@@ -234,6 +284,7 @@ int main(void)
         cmocka_unit_test(test_upstream_loss_keeps_cache_answering_past_the_margin),
         cmocka_unit_test(test_upstream_registrar_back_from_down_gets_every_cached_refresh_again),
         cmocka_unit_test(test_upstream_registrar_that_ignores_options_is_not_marked_down_by_them),
+        cmocka_unit_test(test_upstream_resync_assert_reregisters_clients_refreshing_later),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
