@@ -311,8 +311,8 @@ int ban_restore(struct ban *b, const struct ban_key *key, uint64_t remaining_ms,
 
 int ban_restore_record(struct ban *b, const struct ban_record *r, uint64_t now_ms)
 {
-    if (b == NULL || r == NULL || !key_ok(&r->key) ||
-        (unsigned)r->origin > BAN_ORIGIN_RESTORED || (r->is_live && r->remaining_ms == 0))
+    if (b == NULL || r == NULL || !key_ok(&r->key) || (unsigned)r->origin > BAN_ORIGIN_RESTORED ||
+        (r->is_live && r->remaining_ms == 0))
         return -EINVAL;
     uint8_t level = r->level < b->n_steps ? r->level : (uint8_t)(b->n_steps - 1);
     struct ban_slot *s = live_slot(b, &r->key, now_ms);

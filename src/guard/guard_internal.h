@@ -132,9 +132,9 @@ void guard_state_tick(struct guard *g, uint64_t now_ms);
 void guard_state_close(struct guard *g);
 
 struct guard_state_stats {
-    uint64_t n_saves;      /* payloads built */
-    uint64_t n_writes;     /* files written */
-    uint64_t n_skipped;    /* periodic saves skipped: a write was in flight */
+    uint64_t n_saves;   /* payloads built */
+    uint64_t n_writes;  /* files written */
+    uint64_t n_skipped; /* periodic saves skipped: a write was in flight */
     uint64_t n_failed;
     uint64_t last_build_us; /* time to build the latest payload */
     size_t last_len;

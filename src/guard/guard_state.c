@@ -38,15 +38,15 @@
 
 struct guard_state {
     char path[4096];
-    uv_mutex_t mu;         /* the write itself, and seq_written */
-    uint64_t seq_next;     /* loop thread */
-    uint64_t seq_written;  /* under mu */
-    bool is_in_flight;     /* loop thread */
-    bool is_orphaned;      /* guard freed while a job was in flight: the job frees this */
+    uv_mutex_t mu;        /* the write itself, and seq_written */
+    uint64_t seq_next;    /* loop thread */
+    uint64_t seq_written; /* under mu */
+    bool is_in_flight;    /* loop thread */
+    bool is_orphaned;     /* guard freed while a job was in flight: the job frees this */
     bool has_sig;
-    int last_rc;           /* latest write result, to log a failure once per streak */
+    int last_rc; /* latest write result, to log a failure once per streak */
     uint64_t last_save_ms;
-    uint64_t sig[5];       /* ban counters at the latest save: unchanged means nothing to do */
+    uint64_t sig[5]; /* ban counters at the latest save: unchanged means nothing to do */
     struct guard_state_stats stats;
 };
 

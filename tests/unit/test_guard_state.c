@@ -94,8 +94,8 @@ static int teardown(void **state)
 static struct guard *mk(uint64_t now, struct uv_loop_s *loop)
 {
     struct guard *g;
-    struct guard_opts o = {.cfg = &cfg, .policy = &pol, .backend = GUARD_BACKEND_USERSPACE,
-                           .loop = loop, .seed = 42};
+    struct guard_opts o = {
+        .cfg = &cfg, .policy = &pol, .backend = GUARD_BACKEND_USERSPACE, .loop = loop, .seed = 42};
     assert_int_equal(guard_new(&g, &o, now), 0);
     assert_int_equal(guard_state_open(g, dir, now), 0);
     return g;
