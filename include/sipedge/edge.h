@@ -242,6 +242,21 @@ struct edge_snapshot {
 int edge_state_save_step(const struct edge *e, uint64_t now_ms, struct statefile_buf *b,
                          struct edge_snapshot *cur, uint32_t max_slots);
 
+/*
+ * The journal: with it on, every change to a UDP flow's confirmed registrations (a 2xx,
+ * a removal, the flow's death or release) appends a record to a buffer in the edge, so
+ * the state on disk can follow each REGISTER between snapshots at the cost of one small
+ * append. edge_journal_take moves the pending records into *out (the edge starts a new,
+ * empty buffer) and returns their length; edge_journal_replay applies the records of one
+ * taken buffer on top of a restored snapshot, in order (the last record of a flow wins),
+ * after checking the whole buffer: -EBADMSG and nothing applied when malformed.
+ */
+void edge_journal_enable(struct edge *e, bool on);
+size_t edge_journal_take(struct edge *e, struct statefile_buf *out);
+struct edge_restore_result;
+int edge_journal_replay(struct edge *e, const uint8_t *p, size_t len, uint64_t now_ms,
+                        struct edge_restore_result *res);
+
 struct edge_restore_result {
     uint32_t n_flows, n_regs;
     uint32_t n_skipped; /* expired while down, a socket no longer configured, no room */

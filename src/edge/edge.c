@@ -115,6 +115,8 @@ struct edge {
      * older epoch are stale, the cache no longer answers for them. */
     uint32_t regcache_epoch;
     uint32_t resync_slot; /* regcache.resync assert: next slot to re-register; 0: none */
+    bool is_journaling;   /* changes to persisted flows are appended to journal */
+    struct statefile_buf journal;
     struct config_addr allow_routes[POLICY_MAX_ROUTES]; /* policy relay.allow_routes */
     unsigned n_allow_routes;
     struct sip_hdr hdrs[EDGE_MAX_HDRS];
@@ -713,9 +715,14 @@ static void flow_event(struct edge *e, enum edge_flow_event kind, const struct f
                          reason);
 }
 
+static void journal_flow(struct edge *e, const struct flow *f, uint64_t now_ms);
+static void journal_drop(struct edge *e, const struct flow *f);
+
 static void on_flow_release(void *ctx, struct flow *f)
 {
     struct edge *e = ctx;
+    if (f->state == FLOW_LIVE)
+        journal_drop(e, f);
     if (f->transport == FLOW_UDP && e->guard)
         guard_flow_remove(e->guard, &f->remote.sa);
     if (f->state == FLOW_LIVE)
@@ -993,6 +1000,7 @@ static uint32_t flow_reg_confirm(struct edge *e, struct flow *f, const struct si
     r->has_pending = false;
     if (r->pend_is_removal || max_exp == 0) {
         flow_reg_remove(f, r);
+        journal_flow(e, f, now_ms);
         return max_exp;
     }
     if (until > f->reg_until_ms)
@@ -1005,6 +1013,7 @@ static uint32_t flow_reg_confirm(struct edge *e, struct flow *f, const struct si
     memcpy(r->contacts, r->pend_contacts, sizeof(r->contacts));
     if (had_credentials && e->dead_head)
         dead_flows_forget_aor(e, r->aor, r->contacts);
+    journal_flow(e, f, now_ms);
     return max_exp;
 }
 
@@ -1104,6 +1113,7 @@ static void flow_die(struct edge *e, struct flow *f, uint64_t now_ms, const char
 {
     if (f->state != FLOW_LIVE)
         return;
+    journal_drop(e, f);
     flow_event(e, EDGE_FLOW_CLOSED, f, reason);
     flow_table_mark_dead(e->flows, f);
     f->dead_at_ms = now_ms;
@@ -2234,6 +2244,7 @@ void edge_free(struct edge *e)
     }
     flow_token_keys_free(e->keys);
     flow_table_free(e->flows);
+    statefile_buf_free(&e->journal);
     free(e);
 }
 
@@ -2521,21 +2532,12 @@ static uint64_t to_wall(uint64_t t, uint64_t now_ms, uint64_t wall)
     return t >= now_ms ? wall + (t - now_ms) : wall > now_ms - t ? wall - (now_ms - t) : 0;
 }
 
+static void put_flow_key(const struct flow *f, struct statefile_buf *b);
+
 static void save_flow(const struct flow *f, uint64_t now_ms, uint64_t wall, struct statefile_buf *b)
 {
-    statefile_put_u8(b, f->sock);
     statefile_put_u8(b, f->is_nat);
-    uint8_t a[16] = {0};
-    if (f->remote.sa.sa_family == AF_INET) {
-        memcpy(a, &f->remote.in.sin_addr, 4);
-        statefile_put_u8(b, 4);
-        statefile_put_bytes(b, a, 16);
-        statefile_put_u16(b, ntohs(f->remote.in.sin_port));
-    } else {
-        statefile_put_u8(b, 6);
-        statefile_put_bytes(b, &f->remote.in6.sin6_addr, 16);
-        statefile_put_u16(b, ntohs(f->remote.in6.sin6_port));
-    }
+    put_flow_key(f, b);
     statefile_put_u64(b, to_wall(f->last_rx_ms, now_ms, wall));
     statefile_put_u64(b, to_wall(f->reg_until_ms, now_ms, wall));
     uint16_t nr = 0;
@@ -2554,6 +2556,52 @@ static void save_flow(const struct flow *f, uint64_t now_ms, uint64_t wall, stru
         statefile_put_str(b, r->contacts);
         statefile_put_str(b, r->user_agent);
     }
+}
+
+/* Journal records: a flow's whole persisted state, or its end. */
+#define JOURNAL_FLOW 1
+#define JOURNAL_DROP 2
+
+static void put_flow_key(const struct flow *f, struct statefile_buf *b)
+{
+    statefile_put_u8(b, f->sock);
+    uint8_t a[16] = {0};
+    if (f->remote.sa.sa_family == AF_INET) {
+        memcpy(a, &f->remote.in.sin_addr, 4);
+        statefile_put_u8(b, 4);
+        statefile_put_bytes(b, a, 16);
+        statefile_put_u16(b, ntohs(f->remote.in.sin_port));
+    } else {
+        statefile_put_u8(b, 6);
+        statefile_put_bytes(b, &f->remote.in6.sin6_addr, 16);
+        statefile_put_u16(b, ntohs(f->remote.in6.sin6_port));
+    }
+}
+
+/* A UDP flow's confirmed registrations changed: its whole state goes to the journal. */
+static void journal_flow(struct edge *e, const struct flow *f, uint64_t now_ms)
+{
+    if (!e->is_journaling || f->transport != FLOW_UDP || f->state != FLOW_LIVE)
+        return;
+    statefile_put_u8(&e->journal, JOURNAL_FLOW);
+    save_flow(f, now_ms, wall_ms(), &e->journal);
+}
+
+static void journal_drop(struct edge *e, const struct flow *f)
+{
+    if (!e->is_journaling || f->transport != FLOW_UDP)
+        return;
+    statefile_put_u8(&e->journal, JOURNAL_DROP);
+    put_flow_key(f, &e->journal);
+}
+
+void edge_journal_enable(struct edge *e, bool on) { e->is_journaling = on; }
+
+size_t edge_journal_take(struct edge *e, struct statefile_buf *out)
+{
+    *out = e->journal;
+    statefile_buf_init(&e->journal);
+    return out->len;
 }
 
 int edge_state_save_step(const struct edge *e, uint64_t now_ms, struct statefile_buf *b,
@@ -2597,36 +2645,65 @@ int edge_state_save(const struct edge *e, uint64_t now_ms, struct statefile_buf 
 /* Time left until wall-clock time t, at wall; 0 when past. */
 static uint64_t wall_left(uint64_t t, uint64_t wall) { return t > wall ? t - wall : 0; }
 
-/* Reads one flow record, and with apply into a fresh flow; returns 1 restored, 0 skipped,
- * <0 malformed. */
-static int restore_flow(struct edge *e, struct statefile_rd *rd, bool apply, uint64_t wall,
-                        uint64_t now_ms, uint32_t *n_regs)
+/* Reads a flow key (socket and address); -EBADMSG when malformed. */
+static int get_flow_key(struct statefile_rd *rd, uint8_t *sock, union flow_addr *addr)
 {
-    uint8_t sock = statefile_get_u8(rd);
-    bool is_nat = statefile_get_u8(rd) != 0;
+    *sock = statefile_get_u8(rd);
     uint8_t fam = statefile_get_u8(rd);
     uint8_t a[16];
     statefile_get_bytes(rd, a, 16);
     uint16_t port = statefile_get_u16(rd);
+    if (rd->err || (fam != 4 && fam != 6))
+        return -EBADMSG;
+    memset(addr, 0, sizeof(*addr));
+    if (fam == 4) {
+        addr->in.sin_family = AF_INET;
+        memcpy(&addr->in.sin_addr, a, 4);
+        addr->in.sin_port = htons(port);
+    } else {
+        addr->in6.sin6_family = AF_INET6;
+        memcpy(&addr->in6.sin6_addr, a, 16);
+        addr->in6.sin6_port = htons(port);
+    }
+    return 0;
+}
+
+/* Forgets a restored flow that the journal replaces or ends. */
+static void restored_flow_release(struct edge *e, struct flow *f)
+{
+    if (f->state != FLOW_LIVE)
+        return;
+    if (e->guard)
+        guard_flow_remove(e->guard, &f->remote.sa);
+    flow_regs_free(f);
+    flow_table_release(e->flows, f);
+}
+
+/*
+ * Reads one flow record, and with apply into a fresh flow; returns 1 restored, 0 skipped,
+ * <0 malformed. With replace (journal), a flow already there for that address is
+ * replaced by the record; without, it is kept and the record skipped.
+ */
+static int restore_flow(struct edge *e, struct statefile_rd *rd, bool apply, bool replace,
+                        uint64_t wall, uint64_t now_ms, uint32_t *n_regs)
+{
+    bool is_nat = statefile_get_u8(rd) != 0;
+    uint8_t sock;
+    union flow_addr addr;
+    if (get_flow_key(rd, &sock, &addr) < 0)
+        return -EBADMSG;
     uint64_t last_rx = statefile_get_u64(rd);
     uint64_t reg_left = wall_left(statefile_get_u64(rd), wall);
     uint16_t nr = statefile_get_u16(rd);
-    if (rd->err || (fam != 4 && fam != 6) || nr > FLOW_REGS_MAX)
+    if (rd->err || nr > FLOW_REGS_MAX)
         return -EBADMSG;
-    union flow_addr addr;
-    memset(&addr, 0, sizeof(addr));
-    if (fam == 4) {
-        addr.in.sin_family = AF_INET;
-        memcpy(&addr.in.sin_addr, a, 4);
-        addr.in.sin_port = htons(port);
-    } else {
-        addr.in6.sin6_family = AF_INET6;
-        memcpy(&addr.in6.sin6_addr, a, 16);
-        addr.in6.sin6_port = htons(port);
-    }
     struct flow *f = NULL;
-    bool keep = apply && sock < e->cfg->n_listen_udp && reg_left > 0 &&
-                !flow_table_find(e->flows, FLOW_UDP, sock, &addr.sa);
+    struct flow *old = apply ? flow_table_find(e->flows, FLOW_UDP, sock, &addr.sa) : NULL;
+    if (old && replace) {
+        restored_flow_release(e, old);
+        old = NULL;
+    }
+    bool keep = apply && sock < e->cfg->n_listen_udp && reg_left > 0 && nr > 0 && !old;
     if (keep && e->guard && guard_flow_add(e->guard, &addr.sa, now_ms) < 0)
         keep = false;
     if (keep && flow_table_add(e->flows, e->keys, FLOW_UDP, sock, &addr.sa, now_ms, &f) < 0) {
@@ -2687,7 +2764,7 @@ int edge_state_restore(struct edge *e, const uint8_t *p, size_t len, uint32_t ve
     size_t body = rd.off;
     /* The whole payload is checked before anything is created: never half-loaded. */
     for (uint32_t i = 0; i < n; i++) {
-        if (restore_flow(e, &rd, false, wall, now_ms, &res->n_regs) < 0) {
+        if (restore_flow(e, &rd, false, false, wall, now_ms, &res->n_regs) < 0) {
             snprintf(err, cap, "malformed flow record %u of %u", i + 1, n);
             return -EBADMSG;
         }
@@ -2699,10 +2776,50 @@ int edge_state_restore(struct edge *e, const uint8_t *p, size_t len, uint32_t ve
     rd.off = body;
     res->n_regs = 0;
     for (uint32_t i = 0; i < n; i++) {
-        if (restore_flow(e, &rd, true, wall, now_ms, &res->n_regs) > 0)
+        if (restore_flow(e, &rd, true, false, wall, now_ms, &res->n_regs) > 0)
             res->n_flows++;
         else
             res->n_skipped++;
     }
     return 0;
+}
+
+/* Applies (apply) or only checks one journal chunk. */
+static int journal_pass(struct edge *e, const uint8_t *p, size_t len, bool apply, uint64_t now_ms,
+                        struct edge_restore_result *res)
+{
+    struct statefile_rd rd;
+    statefile_rd_init(&rd, p, len);
+    uint64_t wall = wall_ms();
+    while (rd.off < rd.len) {
+        uint8_t type = statefile_get_u8(&rd);
+        if (type == JOURNAL_FLOW) {
+            int rc = restore_flow(e, &rd, apply, true, wall, now_ms, &res->n_regs);
+            if (rc < 0)
+                return rc;
+            res->n_flows += rc > 0;
+        } else if (type == JOURNAL_DROP) {
+            uint8_t sock;
+            union flow_addr addr;
+            if (get_flow_key(&rd, &sock, &addr) < 0)
+                return -EBADMSG;
+            struct flow *f = apply ? flow_table_find(e->flows, FLOW_UDP, sock, &addr.sa) : NULL;
+            if (f) {
+                restored_flow_release(e, f);
+                res->n_skipped++;
+            }
+        } else {
+            return -EBADMSG;
+        }
+    }
+    return statefile_rd_done(&rd) ? 0 : -EBADMSG;
+}
+
+int edge_journal_replay(struct edge *e, const uint8_t *p, size_t len, uint64_t now_ms,
+                        struct edge_restore_result *res)
+{
+    struct edge_restore_result dry = {0};
+    if (journal_pass(e, p, len, false, now_ms, &dry) < 0)
+        return -EBADMSG;
+    return journal_pass(e, p, len, true, now_ms, res);
 }

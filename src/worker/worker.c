@@ -20,9 +20,9 @@
 #include "sipedge/log.h"
 #include "sipedge/metrics.h"
 #include "sipedge/registrar.h"
-#include "sipedge/statefile.h"
 #include "sipedge/transport_udp.h"
 #include "sipedge/transport_ws.h"
+#include "worker/edge_persist.h"
 
 #define SOCK_REGISTRAR 254
 
@@ -45,19 +45,8 @@ struct worker {
     uv_timer_t stop_deadline; /* started by worker_stop; unref'd, so it never holds the loop */
     uint64_t last_second_ms;
     bool is_stopping;
-    /* Edge snapshot: written every WORKER_SNAPSHOT_MS off the loop, and at stop. */
-    char edge_state_path[CONFIG_PATH_MAX + 32]; /* "" without a state directory */
-    uv_work_t edge_save_req;
-    struct statefile_buf edge_save_buf;
-    struct edge_snapshot edge_cursor; /* the snapshot being serialised, slice by slice */
-    bool is_edge_saving;
-    int edge_save_rc;
-    char edge_save_err[256];
-    uint64_t last_edge_save_ms;
+    struct edge_persist *persist; /* the edge's flows on disk; NULL without --state-dir */
 };
-
-/* A crash loses at most this much of the edge's flow state. */
-#define WORKER_SNAPSHOT_MS 5000
 
 static char *out_reserve(void *ctx, size_t *cap)
 {
@@ -206,108 +195,6 @@ static void log_stats(struct worker *w)
         log_info("stats registrar bindings=%zu", registrar_n_bindings(w->reg));
 }
 
-/* ---- edge snapshots ---------------------------------------------------------------- */
-
-static void edge_save_work(uv_work_t *req)
-{
-    struct worker *w = req->data;
-    w->edge_save_rc = statefile_write(w->edge_state_path, EDGE_STATE_KIND, EDGE_STATE_VERSION,
-                                      w->edge_save_buf.p, w->edge_save_buf.len, w->edge_save_err,
-                                      sizeof(w->edge_save_err));
-}
-
-/* Writes the edge's state now, on the loop thread (at stop). */
-static void edge_save_sync(struct worker *w)
-{
-    struct statefile_buf b;
-    statefile_buf_init(&b);
-    int n = edge_state_save(w->edge, uv_now(&w->loop), &b);
-    char err[256] = "";
-    int rc = n < 0 ? n
-                   : statefile_write(w->edge_state_path, EDGE_STATE_KIND, EDGE_STATE_VERSION, b.p,
-                                     b.len, err, sizeof(err));
-    if (rc < 0)
-        log_error("edge state not saved: %s", err[0] ? err : strerror(-rc));
-    else
-        log_info("edge state saved: %d UDP flows, %zu bytes, %s", n, b.len, w->edge_state_path);
-    statefile_buf_free(&b);
-}
-
-static void edge_save_done(uv_work_t *req, int status)
-{
-    struct worker *w = req->data;
-    w->is_edge_saving = false;
-    if (status == 0 && w->edge_save_rc < 0)
-        log_error("edge state not saved: %s", w->edge_save_err);
-    statefile_buf_free(&w->edge_save_buf);
-    /* The stop waited for this write so that the final snapshot is the last rename. */
-    if (w->is_stopping && w->edge)
-        edge_save_sync(w);
-}
-
-/*
- * Every WORKER_SNAPSHOT_MS a snapshot starts; each tick serialises the next slice of the
- * flow table on the loop (memory only, bounded, so a large table never stalls it), and
- * the complete payload is written by the thread pool.
- */
-#define WORKER_SNAPSHOT_SLOTS 8192
-
-static void edge_save_async(struct worker *w, uint64_t now)
-{
-    if (!w->edge_state_path[0] || w->is_edge_saving)
-        return;
-    if (!w->edge_cursor.is_started) {
-        if (now - w->last_edge_save_ms < WORKER_SNAPSHOT_MS)
-            return;
-        w->last_edge_save_ms = now;
-        statefile_buf_init(&w->edge_save_buf);
-    }
-    int rc = edge_state_save_step(w->edge, now, &w->edge_save_buf, &w->edge_cursor,
-                                  WORKER_SNAPSHOT_SLOTS);
-    if (rc == 0)
-        return; /* more slices on the next ticks */
-    memset(&w->edge_cursor, 0, sizeof(w->edge_cursor));
-    if (rc < 0) {
-        log_error("edge state not saved: %s", strerror(-rc));
-        statefile_buf_free(&w->edge_save_buf);
-        return;
-    }
-    w->edge_save_req.data = w;
-    if (uv_queue_work(&w->loop, &w->edge_save_req, edge_save_work, edge_save_done) == 0)
-        w->is_edge_saving = true;
-    else
-        statefile_buf_free(&w->edge_save_buf);
-}
-
-static void edge_state_load(struct worker *w)
-{
-    uint8_t *p;
-    size_t len;
-    uint32_t ver;
-    int rc = statefile_load(w->edge_state_path, EDGE_STATE_KIND, EDGE_STATE_VERSION, "edge flow",
-                            &p, &len, &ver);
-    if (rc == -ENOENT) {
-        log_info("edge state: no snapshot in %s, starting empty", w->edge_state_path);
-        return;
-    }
-    if (rc < 0)
-        return; /* statefile_load said why and moved the file aside */
-    struct edge_restore_result res;
-    char err[256] = "";
-    rc = edge_state_restore(w->edge, p, len, ver, uv_now(&w->loop), &res, err, sizeof(err));
-    free(p);
-    if (rc < 0) {
-        char moved[CONFIG_PATH_MAX + 64] = "";
-        statefile_move_aside(w->edge_state_path, moved, sizeof(moved));
-        log_error("edge flow state refused: %s: %s; starting with no edge flow state%s%s",
-                  w->edge_state_path, err, moved[0] ? ", the file was moved to " : "", moved);
-        return;
-    }
-    log_info("edge state restored from %s: %u UDP flows with %u registrations (%u flows "
-             "expired while down or not restorable)",
-             w->edge_state_path, res.n_flows, res.n_regs, res.n_skipped);
-}
-
 static void on_tick(uv_timer_t *t)
 {
     struct worker *w = t->data;
@@ -315,8 +202,7 @@ static void on_tick(uv_timer_t *t)
     /* Every tick: what a crash loses is bounded by the tick, not by the second. */
     if (w->reg)
         registrar_flush(w->reg);
-    if (w->edge)
-        edge_save_async(w, now);
+    edge_persist_tick(w->persist, now);
     if (now - w->last_second_ms < 1000) {
         if (w->edge)
             edge_tick_dead(w->edge, now);
@@ -377,13 +263,8 @@ static void worker_stop(struct worker *w)
         return;
     w->is_stopping = true;
     log_stats(w);
-    /* The final snapshot; with a periodic write in flight, its completion writes it. */
-    if (w->edge_cursor.is_started) {
-        statefile_buf_free(&w->edge_save_buf); /* superseded by the final one */
-        memset(&w->edge_cursor, 0, sizeof(w->edge_cursor));
-    }
-    if (w->edge && w->edge_state_path[0] && !w->is_edge_saving)
-        edge_save_sync(w);
+    /* The final snapshot; with a write in flight, its completion writes it. */
+    edge_persist_stop(w->persist, uv_now(&w->loop));
     if (w->reg)
         registrar_flush(w->reg);
     if (w->guard)
@@ -626,10 +507,12 @@ int worker_run(const struct worker_opts *opts)
         if (w->cfg->state_dir[0]) {
             if (mkdir(w->cfg->state_dir, 0700) < 0 && errno != EEXIST)
                 log_error("state dir %s: %s", w->cfg->state_dir, strerror(errno));
-            statefile_path(w->edge_state_path, sizeof(w->edge_state_path), w->cfg->state_dir,
-                           "edge.state");
-            edge_state_load(w);
-            w->last_edge_save_ms = uv_now(&w->loop);
+            rc = edge_persist_open(&w->persist, &w->loop, w->edge, w->cfg->state_dir,
+                                   uv_now(&w->loop));
+            if (rc < 0) {
+                log_error("edge state: %s", strerror(-rc));
+                goto out_close;
+            }
         }
         for (unsigned i = 0; i < w->cfg->n_listen_udp; i++) {
             rc = bind_or_log(w, (uint8_t)i, &w->cfg->listen_udp[i], "public");
@@ -722,6 +605,7 @@ out_close:
 out:
     if (w->is_stopping)
         uv_close((uv_handle_t *)&w->stop_deadline, on_closed_handle);
+    edge_persist_free(w->persist);
     edge_free(w->edge);
     audit_free(w->audit);
     guard_free(w->guard);

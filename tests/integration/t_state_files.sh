@@ -47,6 +47,6 @@ done
 start_sipedge --listen-udp "$PUB:5060" --core "$CORE:5070" --registrar-listen "$REG:5080" \
     --users "$IT_TMP/users.txt" --state-dir "$STATE" --log-level info
 grep -q "state refused" "$SIPEDGE_LOG" && fail "the state written at stop was refused: $(grep 'state refused' "$SIPEDGE_LOG")"
-grep -q "edge state restored from $STATE/edge.state" "$SIPEDGE_LOG" || fail "the fresh edge.state was not read back"
+grep -q "edge state restored from $STATE: " "$SIPEDGE_LOG" || fail "the fresh edge.state was not read back"
 stop_sipedge
 log PASS

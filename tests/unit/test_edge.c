@@ -1434,6 +1434,47 @@ static void test_edge_state_survives_a_restart_and_a_bad_payload_creates_nothing
     statefile_buf_free(&b);
 }
 
+/* The journal follows each confirmed change; replayed in order, the last record wins. */
+static void test_edge_journal_replays_confirmations_and_removals_in_order(void **state)
+{
+    struct fixture *fx = *state;
+    char m[2048];
+
+    edge_journal_enable(fx->e, true);
+    rx_pub(fx, 0, m, fmt_reg_for(m, sizeof(m), "bob", 1, true), &fx->client, 0);
+    struct statefile_buf j0;
+    assert_int_equal(edge_journal_take(fx->e, &j0), 0); /* nothing confirmed yet */
+    statefile_buf_free(&j0);
+    answer_last(fx, "200 OK", "Contact: <sip:bob@192.0.2.10:5060>;expires=600\r\n", 1);
+    struct statefile_buf j1, j2;
+    assert_true(edge_journal_take(fx->e, &j1) > 0);
+    /* bob removes his binding. */
+    size_t len = fmt_reg_for(m, sizeof(m), "bob", 2, true);
+    memcpy(strstr(m, "expires=600"), "expires=000", 11);
+    sent_reset();
+    rx_pub(fx, 0, m, len, &fx->client, 2);
+    answer_last(fx, "200 OK", "", 3);
+    assert_true(edge_journal_take(fx->e, &j2) > 0);
+
+    assert_int_equal(edge_build(fx), 0);
+    struct edge_restore_result res = {0};
+    assert_int_equal(edge_journal_replay(fx->e, j1.p, j1.len - 1, 5000, &res), -EBADMSG);
+    assert_int_equal(edge_n_flows(fx->e), 0);
+    assert_int_equal(edge_journal_replay(fx->e, j1.p, j1.len, 5000, &res), 0);
+    assert_int_equal(edge_n_flows(fx->e), 1);
+    sent_reset();
+    rx_pub(fx, 0, m, fmt_reg_for(m, sizeof(m), "bob", 3, false), &fx->client, 6000);
+    assert_int_equal(st(fx)->regcache_hit, 1);
+    /* Replaying the removal on top ends the flow's record. */
+    assert_int_equal(edge_build(fx), 0);
+    memset(&res, 0, sizeof(res));
+    assert_int_equal(edge_journal_replay(fx->e, j1.p, j1.len, 5000, &res), 0);
+    assert_int_equal(edge_journal_replay(fx->e, j2.p, j2.len, 5000, &res), 0);
+    assert_int_equal(edge_n_flows(fx->e), 0);
+    statefile_buf_free(&j1);
+    statefile_buf_free(&j2);
+}
+
 /* Routes a client names are not followed on the core side unless the policy lists them. */
 static void test_edge_client_route_to_the_core_is_stripped(void **state)
 {
@@ -1845,6 +1886,7 @@ int main(void)
         T(test_edge_2xx_confirms_only_the_aor_of_its_own_request),
         T(test_edge_unconfirmed_register_changes_no_cached_binding),
         T(test_edge_state_survives_a_restart_and_a_bad_payload_creates_nothing),
+        T(test_edge_journal_replays_confirmations_and_removals_in_order),
         T(test_edge_client_route_to_the_core_is_stripped),
         T(test_edge_token_reaches_only_the_peer_it_was_made_for),
         T(test_edge_registered_flow_outlives_idle_timeout_until_expiry),
