@@ -353,7 +353,11 @@ int guard_state_open(struct guard *g, const char *state_dir, uint64_t now_ms)
     uint64_t down_ms = wall > saved_wall ? wall - saved_wall : 0;
     struct ban *b = guard_ban_engine(g);
     bool is_nft = guard_is_nft(g);
-    unsigned n_live = 0, n_admin = 0, n_hist = 0, n_full = 0;
+    /* An nftables set holding none of our bans was created afresh (a reboot, or the
+     * table was flushed): the saved bans go back into it with the time they have left.
+     * A set that holds some is authoritative: a ban missing from it was lifted by hand. */
+    bool is_reimpose = is_nft && ban_stats(b)->n_active == 0;
+    unsigned n_live = 0, n_admin = 0, n_hist = 0, n_full = 0, n_reimposed = 0;
     for (int i = 0; i < n; i++) {
         struct ban_record r = v[i];
         r.age_ms += down_ms;
@@ -365,7 +369,11 @@ int guard_state_open(struct guard *g, const char *state_dir, uint64_t now_ms)
         }
         /* The kernel set decides which nftables bans are live: one gone from it was
          * lifted or ran out, and only its escalation level is kept. */
-        if (r.is_live && is_nft && ban_find(b, &r.key, now_ms, NULL) != 0) {
+        if (r.is_live && is_reimpose) {
+            uint32_t left_s = (uint32_t)((r.remaining_ms + 999) / 1000);
+            if (ban_impose(b, &r.key, left_s, r.origin, now_ms, NULL) == 0)
+                n_reimposed++;
+        } else if (r.is_live && is_nft && ban_find(b, &r.key, now_ms, NULL) != 0) {
             r.is_live = false;
             r.remaining_ms = 0;
         }
@@ -386,6 +394,10 @@ int guard_state_open(struct guard *g, const char *state_dir, uint64_t now_ms)
              "(saved %llus ago%s)",
              n_live, n_admin, n_hist, s->path, (unsigned long long)(down_ms / 1000),
              is_nft ? ", live bans as the kernel set holds them" : "");
+    if (n_reimposed > 0)
+        log_info("guard: the nftables set held none of them: %u bans put back into it with "
+                 "their time left",
+                 n_reimposed);
     if (n_full > 0)
         log_warn("guard: %u saved ban entries did not fit the ban table (max_bans)", n_full);
     return 0;

@@ -222,5 +222,16 @@ netns_exec srv nft delete element inet sipedge ban4 '{ 198.51.100.9 }' || fail "
 nft_start
 [ -z "$(nban_line 198.51.100.9 0)" ] || fail "nft: a ban the kernel no longer holds came back"
 [ -n "$(nban_line 198.18.2.2 any)" ] || fail "nft: attacker's ban lost on the second restart"
+
+# A reboot empties the kernel: the whole table is gone while sipedge is down. The saved
+# bans go back into the new set with their step, origin and the time they have left.
+nft_stop
+netns_exec srv nft delete table inet sipedge || fail "nft delete table"
+nft_start
+in_set ban4 '198.18.2.2' || in_set ban4p '198.18.2.2 . 5090' ||
+    fail "nft: after the table was recreated, the attacker is not back in the kernel set"
+after=$(nban_line 198.18.2.2 any)
+log "nft after the table was recreated: attacker $after"
+case $after in "step=2 origin=strikes "*) ;; *) fail "nft: attacker after the table was recreated: '$after' (want step 2, strikes)" ;; esac
 nft_stop
 log PASS
