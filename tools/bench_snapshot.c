@@ -64,8 +64,8 @@ static size_t ok_for_last(char *resp, size_t cap, const char *contact)
             h->id == SIP_HDR_CALL_ID || h->id == SIP_HDR_CSEQ)
             n += (size_t)snprintf(resp + n, cap - n, "%.*s", (int)h->line_len, last + h->off);
     }
-    n += (size_t)snprintf(resp + n, cap - n, "Contact: <%s>;expires=3600\r\nContent-Length: 0\r\n\r\n",
-                          contact);
+    n += (size_t)snprintf(resp + n, cap - n,
+                          "Contact: <%s>;expires=3600\r\nContent-Length: 0\r\n\r\n", contact);
     return n;
 }
 
@@ -81,7 +81,8 @@ static struct edge *make_edge(struct config *cfg, struct policy *pol, uint32_t n
     cfg->has_flow_key = true;
     policy_defaults(pol);
     pol->max_flows = n + 16;
-    struct edge_opts eo = {.cfg = cfg, .policy = pol, .out = {.reserve = out_reserve, .commit = out_commit}};
+    struct edge_opts eo = {
+        .cfg = cfg, .policy = pol, .out = {.reserve = out_reserve, .commit = out_commit}};
     struct edge *e = NULL;
     if (edge_new(&e, &eo) < 0) {
         fprintf(stderr, "bench_snapshot: edge_new failed\n");
@@ -94,11 +95,12 @@ static struct edge *make_edge(struct config *cfg, struct policy *pol, uint32_t n
  * tick does, adding its size to *jlen. */
 static void register_all(struct edge *e, uint32_t n, size_t *jlen)
 {
-    const struct sockaddr_in reg = {.sin_family = AF_INET, .sin_port = htons(5080),
-                                    .sin_addr.s_addr = htonl(0x7f000001)};
+    const struct sockaddr_in reg = {
+        .sin_family = AF_INET, .sin_port = htons(5080), .sin_addr.s_addr = htonl(0x7f000001)};
     char msg[2048], resp[4096], ip[32], contact[96];
     for (uint32_t i = 0; i < n; i++) {
-        struct sockaddr_in c = {.sin_family = AF_INET, .sin_port = htons((uint16_t)(10000 + i % 50000)),
+        struct sockaddr_in c = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)(10000 + i % 50000)),
                                 .sin_addr.s_addr = htonl(0xc6120000u + i / 50000)}; /* 198.18.x.x */
         inet_ntop(AF_INET, &c.sin_addr, ip, sizeof(ip));
         snprintf(contact, sizeof(contact), "sip:u%u@%s:%u", i, ip, ntohs(c.sin_port));
@@ -169,7 +171,8 @@ int main(int argc, char **argv)
     char path[512], err[256];
     statefile_path(path, sizeof(path), dir, "bench-edge.state");
     double tw = now_s();
-    int rc = statefile_write(path, EDGE_STATE_KIND, EDGE_STATE_VERSION, b.p, b.len, err, sizeof(err));
+    int rc =
+        statefile_write(path, EDGE_STATE_KIND, EDGE_STATE_VERSION, b.p, b.len, err, sizeof(err));
     double t2 = now_s();
     if (saved < 0 || rc < 0) {
         fprintf(stderr, "bench_snapshot: %s\n", rc < 0 ? err : "save failed");
@@ -178,7 +181,8 @@ int main(int argc, char **argv)
     uint8_t *p;
     size_t len;
     uint32_t ver;
-    rc = statefile_read(path, EDGE_STATE_KIND, EDGE_STATE_VERSION, &p, &len, &ver, err, sizeof(err));
+    rc =
+        statefile_read(path, EDGE_STATE_KIND, EDGE_STATE_VERSION, &p, &len, &ver, err, sizeof(err));
     double t3 = now_s();
     struct config cfg2;
     struct policy pol2;

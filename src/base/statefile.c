@@ -20,7 +20,10 @@ static const char statefile_magic[8] = {'S', 'I', 'P', 'E', 'D', 'G', 'E', '\0'}
 
 /* ---- payload buffer ------------------------------------------------------------------- */
 
-void statefile_buf_init(struct statefile_buf *b) { memset(b, 0, sizeof(*b)); }
+void statefile_buf_init(struct statefile_buf *b)
+{
+    memset(b, 0, sizeof(*b));
+}
 
 void statefile_buf_free(struct statefile_buf *b)
 {
@@ -70,10 +73,22 @@ static void put_n(struct statefile_buf *b, uint64_t v, unsigned n)
         put_be(p, v, n);
 }
 
-void statefile_put_u8(struct statefile_buf *b, uint8_t v) { put_n(b, v, 1); }
-void statefile_put_u16(struct statefile_buf *b, uint16_t v) { put_n(b, v, 2); }
-void statefile_put_u32(struct statefile_buf *b, uint32_t v) { put_n(b, v, 4); }
-void statefile_put_u64(struct statefile_buf *b, uint64_t v) { put_n(b, v, 8); }
+void statefile_put_u8(struct statefile_buf *b, uint8_t v)
+{
+    put_n(b, v, 1);
+}
+void statefile_put_u16(struct statefile_buf *b, uint16_t v)
+{
+    put_n(b, v, 2);
+}
+void statefile_put_u32(struct statefile_buf *b, uint32_t v)
+{
+    put_n(b, v, 4);
+}
+void statefile_put_u64(struct statefile_buf *b, uint64_t v)
+{
+    put_n(b, v, 8);
+}
 
 void statefile_put_bytes(struct statefile_buf *b, const void *p, size_t n)
 {
@@ -120,10 +135,22 @@ static uint64_t get_n(struct statefile_rd *r, unsigned n)
     return p ? get_be(p, n) : 0;
 }
 
-uint8_t statefile_get_u8(struct statefile_rd *r) { return (uint8_t)get_n(r, 1); }
-uint16_t statefile_get_u16(struct statefile_rd *r) { return (uint16_t)get_n(r, 2); }
-uint32_t statefile_get_u32(struct statefile_rd *r) { return (uint32_t)get_n(r, 4); }
-uint64_t statefile_get_u64(struct statefile_rd *r) { return get_n(r, 8); }
+uint8_t statefile_get_u8(struct statefile_rd *r)
+{
+    return (uint8_t)get_n(r, 1);
+}
+uint16_t statefile_get_u16(struct statefile_rd *r)
+{
+    return (uint16_t)get_n(r, 2);
+}
+uint32_t statefile_get_u32(struct statefile_rd *r)
+{
+    return (uint32_t)get_n(r, 4);
+}
+uint64_t statefile_get_u64(struct statefile_rd *r)
+{
+    return get_n(r, 8);
+}
 
 void statefile_get_bytes(struct statefile_rd *r, void *out, size_t n)
 {
@@ -148,7 +175,10 @@ void statefile_get_str(struct statefile_rd *r, char *out, size_t cap)
     out[n] = '\0';
 }
 
-bool statefile_rd_done(const struct statefile_rd *r) { return !r->err && r->off == r->len; }
+bool statefile_rd_done(const struct statefile_rd *r)
+{
+    return !r->err && r->off == r->len;
+}
 
 /* ---- files ------------------------------------------------------------------------------ */
 
@@ -302,8 +332,8 @@ int statefile_read(const char *path, const char *kind, uint32_t max_version, uin
     uint64_t len = get_be(h + 24, 8);
     if (len > STATEFILE_MAX_PAYLOAD || (uint64_t)st.st_size != STATEFILE_HDR_LEN + len) {
         rc = -EBADMSG;
-        snprintf(err, err_cap, "%s: truncated or padded (%lld bytes, header says %llu + %d)",
-                 path, (long long)st.st_size, (unsigned long long)len, STATEFILE_HDR_LEN);
+        snprintf(err, err_cap, "%s: truncated or padded (%lld bytes, header says %llu + %d)", path,
+                 (long long)st.st_size, (unsigned long long)len, STATEFILE_HDR_LEN);
         goto out;
     }
     uint8_t *p = malloc(len ? len : 1);

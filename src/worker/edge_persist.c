@@ -29,8 +29,8 @@ struct edge_persist {
     struct edge *edge;
     char dir[CONFIG_PATH_MAX];
     char snap_path[PERSIST_PATH_MAX];
-    uint32_t gen;        /* journal file changes go to now */
-    uint32_t oldest_gen; /* oldest journal file that may still exist */
+    uint32_t gen;           /* journal file changes go to now */
+    uint32_t oldest_gen;    /* oldest journal file that may still exist */
     uint64_t journal_bytes; /* written to journals since the current snapshot started */
     /* the journal write in flight */
     uv_work_t jreq;
@@ -176,8 +176,8 @@ static unsigned journal_replay_file(struct edge_persist *p, const char *path, ui
         size_t got = fread(hdr, 1, sizeof(hdr), f);
         if (got == 0)
             break;
-        uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 |
-                       hdr[3];
+        uint32_t len =
+            (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
         uint8_t *buf = got == sizeof(hdr) && len <= (1u << 30) ? malloc(len ? len : 1) : NULL;
         uint8_t sum[PERSIST_SUM_LEN];
         struct edge_restore_result res = {0};
@@ -305,17 +305,16 @@ static void restore(struct edge_persist *p, uint64_t now_ms)
         struct statefile_rd rd;
         statefile_rd_init(&rd, buf, len);
         from = statefile_get_u32(&rd);
-        rc = rd.err || from == 0
-                 ? -EBADMSG
-                 : edge_state_restore(p->edge, buf + 4, len - 4, ver, now_ms, &res, err,
-                                      sizeof(err));
+        rc = rd.err || from == 0 ? -EBADMSG
+                                 : edge_state_restore(p->edge, buf + 4, len - 4, ver, now_ms, &res,
+                                                      err, sizeof(err));
         free(buf);
         if (rc < 0) {
             char moved[PERSIST_PATH_MAX + 32] = "";
             statefile_move_aside(p->snap_path, moved, sizeof(moved));
             log_error("edge flow state refused: %s: %s; starting with no edge flow state%s%s",
-                      p->snap_path, err[0] ? err : "malformed", moved[0] ? ", the file was moved to " : "",
-                      moved);
+                      p->snap_path, err[0] ? err : "malformed",
+                      moved[0] ? ", the file was moved to " : "", moved);
             from = 1;
         } else {
             snap = "the snapshot";
