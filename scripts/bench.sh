@@ -15,6 +15,7 @@
 #      TARGETS ("direct udpfwd sipedge kam-edge"; "sipedge-state" is sipedge with
 #      --state-dir, for the cost of persistence), SIPEDGE_BIN (build/sipedge; built in Release
 #      when missing), BENCH_KEEP=1 keeps the work dir.
+#      SOCKETS (1): client sockets sipp spreads the users over (flows at the edge).
 #      BENCH_POLICY: sipedge policy dir. Default: policies/default plus an overlay that
 #      lifts the guard's rate limits (one sipp source sends everything; the buckets are
 #      still evaluated, they just never trip), so the edge's relay cost is measured.
@@ -28,6 +29,10 @@ STEP_SECONDS=${STEP_SECONDS:-10}
 USERS=${USERS:-20000}
 TARGETS=${TARGETS:-direct udpfwd sipedge kam-edge}
 BENCH_POLICY=${BENCH_POLICY:-}
+# One client socket by default; SOCKETS=N spreads the users over N sockets (N flows at
+# the edge), which is what the per-flow state (journal, snapshots) is measured with.
+SOCKETS=${SOCKETS:-1}
+if [ "$SOCKETS" -gt 1 ]; then SIPP_SOCKETS="-t un -max_socket $SOCKETS"; else SIPP_SOCKETS="-t u1"; fi
 UDPFWD_BIN=${UDPFWD_BIN:-$root/build/tools/udpfwd}
 SIPEDGE_BIN=${SIPEDGE_BIN:-$root/build/sipedge}
 KAM_CFG_DIR=$root/tests/integration/kamailio
@@ -150,6 +155,7 @@ guard:
     per_ip_port: {rate: 1000000, burst: 1000000}
     per_aor_register: {rate: 1000, burst: 1000}
     registrar: {rate: 1000000, burst: 1000000}
+    max_flows_per_ip: 4194304
 YAML
 fi
 
@@ -186,9 +192,10 @@ run_target() {
         local e0 r0 e1 r1
         read -r e0 _ _ < <(usage "$edge_pid")
         read -r r0 _ _ < <(usage "$reg_pid")
+        # shellcheck disable=SC2086 # SIPP_SOCKETS is two or four words
         (cd "$WORK" && taskset -c "$CLI_CPU" timeout -k 5 $((STEP_SECONDS * 3 + 20)) sipp -nostdin \
             -sf "$SIPP_DIR/reg_uac.xml" -inf "$WORK/users.csv" -key domain "$REG" -key expires 3600 \
-            -i "$CLI" -p 5099 -t u1 -r "$rate" -m "$calls" -l $((rate * 2)) \
+            -i "$CLI" -p 5099 $SIPP_SOCKETS -r "$rate" -m "$calls" -l $((rate * 2)) \
             -max_retrans 2 -recv_timeout 4000 -timeout $((STEP_SECONDS * 3 + 10))s \
             -trace_stat -stf "$WORK/$tag.csv" -fd 1 -trace_rtt -rtt_freq 1000 \
             -buff_size 4194304 "$dst") >"$WORK/$tag.out" 2>&1

@@ -91,6 +91,17 @@ int statefile_read(const char *path, const char *kind, uint32_t max_version, uin
 int statefile_move_aside(const char *path, char *moved, size_t cap);
 
 /*
+ * Journals: a file of chunks, each u32 length | first 16 bytes of SHA-256 | payload.
+ * statefile_append_chunk appends one and fdatasyncs (blocking: a thread-pool job).
+ * statefile_read_chunks calls cb with each verified chunk in order (cb returning < 0
+ * stops) and stops at the first short or corrupt one, the tail a crash cut short, setting
+ * *is_torn. They return 0 / the number of chunks passed to cb, or a negative errno.
+ */
+int statefile_append_chunk(const char *path, const void *payload, size_t len);
+int statefile_read_chunks(const char *path, int (*cb)(void *ctx, const uint8_t *p, size_t len),
+                          void *ctx, bool *is_torn);
+
+/*
  * The usual start-up sequence: read, and on a refusal log it, move the file aside and
  * return the error so the caller starts empty. what names the state in log lines
  * ("edge flows", "bans"). Returns what statefile_read returns.

@@ -372,6 +372,59 @@ out:
     return rc;
 }
 
+int statefile_append_chunk(const char *path, const void *payload, size_t len)
+{
+    if (len > UINT32_MAX)
+        return -E2BIG;
+    uint8_t hdr[4 + SUM_LEN];
+    put_be(hdr, len, 4);
+    checksum(payload, len, hdr + 4);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    int rc = write_all(fd, hdr, sizeof(hdr));
+    if (rc == 0)
+        rc = write_all(fd, payload, len);
+    if (rc == 0 && fdatasync(fd) < 0)
+        rc = -errno;
+    close(fd);
+    return rc;
+}
+
+int statefile_read_chunks(const char *path, int (*cb)(void *ctx, const uint8_t *p, size_t len),
+                          void *ctx, bool *is_torn)
+{
+    *is_torn = false;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -errno;
+    int n = 0;
+    for (;;) {
+        uint8_t hdr[4 + SUM_LEN];
+        size_t got = fread(hdr, 1, sizeof(hdr), f);
+        if (got == 0)
+            break;
+        uint64_t len = get_be(hdr, 4);
+        uint8_t *buf = got == sizeof(hdr) && len <= STATEFILE_MAX_PAYLOAD ? malloc(len ? len : 1)
+                                                                           : NULL;
+        uint8_t sum[SUM_LEN];
+        bool ok = buf && fread(buf, 1, len, f) == len;
+        if (ok) {
+            checksum(buf, len, sum);
+            ok = memcmp(sum, hdr + 4, SUM_LEN) == 0 && cb(ctx, buf, len) >= 0;
+        }
+        if (!ok) {
+            free(buf);
+            *is_torn = true;
+            break;
+        }
+        free(buf);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
 int statefile_move_aside(const char *path, char *moved, size_t cap)
 {
     char to[4096];

@@ -1,13 +1,10 @@
 #include "worker/edge_persist.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-
-#include <openssl/evp.h>
 
 #include "sipedge/config.h"
 #include "sipedge/edge.h"
@@ -21,7 +18,6 @@
 #define PERSIST_JOURNAL_MIN (1u << 20)
 /* ...or this long after the last one, if anything changed. */
 #define PERSIST_SNAPSHOT_MAX_MS 300000
-#define PERSIST_SUM_LEN 16
 #define PERSIST_PATH_MAX (CONFIG_PATH_MAX + 48)
 
 struct edge_persist {
@@ -59,15 +55,6 @@ static void journal_path(const struct edge_persist *p, uint32_t gen, char *out, 
     snprintf(out, cap, "%s/edge.journal.%u", p->dir, gen);
 }
 
-static void sum16(const void *data, size_t len, uint8_t out[PERSIST_SUM_LEN])
-{
-    uint8_t md[EVP_MAX_MD_SIZE];
-    unsigned n = 0;
-    if (!EVP_Digest(data, len, md, &n, EVP_sha256(), NULL))
-        memset(md, 0, sizeof(md));
-    memcpy(out, md, PERSIST_SUM_LEN);
-}
-
 /* Removes journals older than keep (they are in a snapshot that is on disk). */
 static void journals_drop_before(struct edge_persist *p, uint32_t keep)
 {
@@ -82,43 +69,10 @@ static void journals_drop_before(struct edge_persist *p, uint32_t keep)
 
 /* ---- journal -------------------------------------------------------------------------- */
 
-static int write_all(int fd, const void *buf, size_t n)
-{
-    const uint8_t *b = buf;
-    while (n) {
-        ssize_t w = write(fd, b, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static void journal_work(uv_work_t *req)
 {
     struct edge_persist *p = req->data;
-    uint8_t hdr[4 + PERSIST_SUM_LEN];
-    uint32_t n = (uint32_t)p->jbuf.len;
-    hdr[0] = (uint8_t)(n >> 24);
-    hdr[1] = (uint8_t)(n >> 16);
-    hdr[2] = (uint8_t)(n >> 8);
-    hdr[3] = (uint8_t)n;
-    sum16(p->jbuf.p, p->jbuf.len, hdr + 4);
-    int fd = open(p->jpath, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        p->jrc = -errno;
-        return;
-    }
-    p->jrc = write_all(fd, hdr, sizeof(hdr));
-    if (p->jrc == 0)
-        p->jrc = write_all(fd, p->jbuf.p, p->jbuf.len);
-    if (p->jrc == 0 && fdatasync(fd) < 0)
-        p->jrc = -errno;
-    close(fd);
+    p->jrc = statefile_append_chunk(p->jpath, p->jbuf.p, p->jbuf.len);
 }
 
 static void final_snapshot(struct edge_persist *p, uint64_t now_ms);
@@ -162,37 +116,16 @@ static void journal_flush(struct edge_persist *p)
         statefile_buf_free(&p->jbuf);
 }
 
-/* Replays one journal file; returns the number of chunks applied. */
-static unsigned journal_replay_file(struct edge_persist *p, const char *path, uint64_t now_ms,
-                                    bool *is_torn)
+struct replay_ctx {
+    struct edge *edge;
+    uint64_t now_ms;
+};
+
+static int replay_chunk(void *ctx, const uint8_t *buf, size_t len)
 {
-    *is_torn = false;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return 0;
-    unsigned n = 0;
-    for (;;) {
-        uint8_t hdr[4 + PERSIST_SUM_LEN];
-        size_t got = fread(hdr, 1, sizeof(hdr), f);
-        if (got == 0)
-            break;
-        uint32_t len =
-            (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 | (uint32_t)hdr[2] << 8 | hdr[3];
-        uint8_t *buf = got == sizeof(hdr) && len <= (1u << 30) ? malloc(len ? len : 1) : NULL;
-        uint8_t sum[PERSIST_SUM_LEN];
-        struct edge_restore_result res = {0};
-        if (!buf || fread(buf, 1, len, f) != len || (sum16(buf, len, sum), 0) ||
-            memcmp(sum, hdr + 4, PERSIST_SUM_LEN) != 0 ||
-            edge_journal_replay(p->edge, buf, len, now_ms, &res) < 0) {
-            free(buf);
-            *is_torn = true; /* a write cut short by the crash: what follows is lost */
-            break;
-        }
-        free(buf);
-        n++;
-    }
-    fclose(f);
-    return n;
+    struct replay_ctx *rc = ctx;
+    struct edge_restore_result res = {0};
+    return edge_journal_replay(rc->edge, buf, len, rc->now_ms, &res);
 }
 
 /* ---- snapshots -------------------------------------------------------------------------- */
@@ -329,7 +262,9 @@ static void restore(struct edge_persist *p, uint64_t now_ms)
         if (access(path, F_OK) != 0)
             break;
         bool is_torn;
-        chunks += journal_replay_file(p, path, now_ms, &is_torn);
+        struct replay_ctx rctx = {.edge = p->edge, .now_ms = now_ms};
+        int n = statefile_read_chunks(path, replay_chunk, &rctx, &is_torn);
+        chunks += n > 0 ? (unsigned)n : 0;
         files++;
         if (is_torn)
             log_warn("edge journal %s: its last write was cut short; the changes in it are lost",

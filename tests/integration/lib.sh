@@ -245,6 +245,26 @@ start_kamailio() {
 
 kam_ul_dump() { kamcmd -s "$KAM_CTL" ul.dump; }
 
+# ---- counters ---------------------------------------------------------------------------
+
+# edge_stats: SIGUSR1 to sipedge, wait (up to 5 s) for the new "stats edge" line, print it.
+edge_stats() {
+    local before n
+    before=$(grep -c 'stats edge ' "$SIPEDGE_LOG")
+    kill -USR1 "$SIPEDGE_PID" 2>/dev/null || return 1
+    for ((n = 0; n < 100; n++)); do
+        [ "$(grep -c 'stats edge ' "$SIPEDGE_LOG")" -gt "$before" ] && break
+        sleep 0.05
+    done
+    grep 'stats edge ' "$SIPEDGE_LOG" | tail -n 1
+}
+
+# stat_of LINE KEY: KEY's value in a "k=v k=v" stats line (empty when absent).
+stat_of() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
+
+# edge_stat NAME: one edge counter, from a fresh stats line.
+edge_stat() { stat_of "$(edge_stats)" "$1"; }
+
 # kam_bound_count CORE FIRST COUNT: how many of the AoRs FIRST..FIRST+COUNT-1 Kamailio
 # holds with a live contact whose Path names sipedge's core address CORE (port 5070).
 kam_bound_count() {
@@ -380,18 +400,19 @@ sipp_check() {
 }
 
 # phone_register USER [PORT]: a sipp phone (reg_uas.xml) on $PHONE registers USER
+# (sipp tag $PHONE_TAG, default "phone": logs in $IT_TMP/sipp-TAG-*)
 # (password pwUSER, domain $PUB) through sipedge's public listener $PUB:5060, then waits
 # on the same port for one INVITE. Sets PHONE_PID and PHONE_CID; fails the test when the
 # phone is not registered within 10 s.
 phone_register() {
-    local user=$1 port=${2:-}
+    local user=$1 port=${2:-} tag=${PHONE_TAG:-phone}
     [ -n "$port" ] || port=$(free_udp_port "$PHONE")
     PHONE_CID="call-$user-$$@$PHONE"
-    bg_sipp phone -sf "$IT_SIPP_DIR/reg_uas.xml" -key user "$user" -au "$user" \
+    bg_sipp "$tag" -sf "$IT_SIPP_DIR/reg_uas.xml" -key user "$user" -au "$user" \
         -ap "pw$user" -key domain "$PUB" -key expires 600 -cid_str "$PHONE_CID" -nd -aa \
         -i "$PHONE" -p "$port" -m 1 -recv_timeout 20000 "$PUB:5060"
     PHONE_PID=$BG_PID
-    wait_for_line "$IT_TMP/sipp-phone-logs.log" "REGISTERED $user" 10 "$PHONE_PID" ||
+    wait_for_line "$IT_TMP/sipp-$tag-logs.log" "REGISTERED $user" 10 "$PHONE_PID" ||
         fail "phone $user did not register through sipedge"
 }
 

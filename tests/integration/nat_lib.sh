@@ -204,23 +204,7 @@ kam_signal() {
 
 # ---- counters ---------------------------------------------------------------------------
 
-# edge_stats: SIGUSR1 to sipedge, wait (up to 5 s) for the new "stats edge" line, print it.
-edge_stats() {
-    local before n
-    before=$(grep -c 'stats edge ' "$SIPEDGE_LOG")
-    kill -USR1 "$SIPEDGE_PID" 2>/dev/null || return 1
-    for ((n = 0; n < 100; n++)); do
-        [ "$(grep -c 'stats edge ' "$SIPEDGE_LOG")" -gt "$before" ] && break
-        sleep 0.05
-    done
-    grep 'stats edge ' "$SIPEDGE_LOG" | tail -n 1
-}
-
-# stat_of LINE KEY: KEY's value in a "k=v k=v" stats line (empty when absent).
-stat_of() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
-
-# edge_stat KEY: one fresh value from sipedge.
-edge_stat() { stat_of "$(edge_stats)" "$1"; }
+# edge_stats, stat_of and edge_stat are in lib.sh.
 
 # kam_stat NAME: one Kamailio statistic, e.g. core:rcv_requests_register.
 kam_stat() {

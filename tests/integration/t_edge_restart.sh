@@ -37,17 +37,6 @@ edge() {
     log "sipedge run $RUN: pid $SIPEDGE_PID"
 }
 
-# edge_stat NAME: the counter from the "stats edge name=value ..." line SIGUSR1 writes.
-edge_stat() {
-    local before n
-    before=$(grep -c 'stats edge ' "$SIPEDGE_LOG")
-    kill -USR1 "$SIPEDGE_PID" 2>/dev/null || return 1
-    for ((n = 0; n < 100; n++)); do
-        [ "$(grep -c 'stats edge ' "$SIPEDGE_LOG")" -gt "$before" ] && break
-        sleep 0.05
-    done
-    grep 'stats edge ' "$SIPEDGE_LOG" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1
-}
 
 # keep_edge_log: start_sipedge truncates sipedge.log; keep each run's log.
 keep_edge_log() { cp "$SIPEDGE_LOG" "$IT_TMP/sipedge-run$RUN.log"; }

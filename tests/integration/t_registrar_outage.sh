@@ -39,17 +39,6 @@ start_kamailio "$IT_KAM_DIR/registrar.cfg" "$KAM" 5060 WITH_AUTH WITH_MSGLOG \
 start_sipedge --listen-udp "$PUB:5060" --core "$CORE:5070" --registrar "$KAM:5060" \
     --policy "$IT_TMP/policy" --log-level debug
 
-# edge_stat NAME: the counter from the "stats edge name=value ..." line SIGUSR1 writes.
-edge_stat() {
-    local before n
-    before=$(grep -c 'stats edge ' "$SIPEDGE_LOG")
-    kill -USR1 "$SIPEDGE_PID" 2>/dev/null || return 1
-    for ((n = 0; n < 100; n++)); do
-        [ "$(grep -c 'stats edge ' "$SIPEDGE_LOG")" -gt "$before" ] && break
-        sleep 0.05
-    done
-    grep 'stats edge ' "$SIPEDGE_LOG" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1
-}
 
 bound_count() { kam_bound_count "$CORE" 1000 "$CLIENTS"; }
 

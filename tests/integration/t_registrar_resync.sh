@@ -28,16 +28,6 @@ start_kamailio "$IT_KAM_DIR/registrar.cfg" "$KAM" 5060 WITH_AUTH "TRUSTED_EDGE=\
 start_sipedge --listen-udp "$PUB:5060" --core "$CORE:5070" --registrar "$KAM:5060" \
     --policy "$IT_TMP/policy" --log-level info
 
-edge_stat() {
-    local before n
-    before=$(grep -c 'stats edge ' "$SIPEDGE_LOG")
-    kill -USR1 "$SIPEDGE_PID" 2>/dev/null || return 1
-    for ((n = 0; n < 100; n++)); do
-        [ "$(grep -c 'stats edge ' "$SIPEDGE_LOG")" -gt "$before" ] && break
-        sleep 0.05
-    done
-    grep 'stats edge ' "$SIPEDGE_LOG" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$1=//p" | head -n 1
-}
 
 run_sipp reg -sf "$IT_SIPP_DIR/reg_auth_uac.xml" -inf "$IT_TMP/clients.csv" \
     -key domain "$PUB" -key expires 3600 -t un -max_socket $((CLIENTS + 20)) \

@@ -39,16 +39,6 @@ edge() {
     start_sipedge --listen-udp "$PUB:5060" --core "$CORE:5070" --registrar "$REG:5080" \
         --flow-key "$KEY" --policy "$IT_TMP/policy" --log-level debug
 }
-edge_stat() { # edge_stat NAME: the counter from the stats line SIGUSR1 writes
-    local before
-    before=$(grep -c 'stats edge' "$SIPEDGE_LOG")
-    kill -USR1 "$SIPEDGE_PID"
-    for _ in $(seq 50); do
-        [ "$(grep -c 'stats edge' "$SIPEDGE_LOG")" -gt "$before" ] && break
-        sleep 0.05
-    done
-    grep 'stats edge' "$SIPEDGE_LOG" | tail -1 | grep -o " $1=[0-9]*" | cut -d= -f2
-}
 edge
 
 # ---- 1. forged 430 sweep ---------------------------------------------------------------
@@ -108,6 +98,7 @@ stripped=$(edge_stat route_stripped)
 # ---- 3. a stored Path after an edge restart --------------------------------------------
 phone_register 1501
 PHONE1_PID=$PHONE_PID
+PHONE1_CID=$PHONE_CID
 stop_sipedge
 edge
 # Two flows first, as before the restart (phone 1500, the attacker's OPTIONS), so the new
@@ -128,20 +119,24 @@ PY
 sleep 0.3
 PHONE_SAVE=$PHONE
 PHONE=$(it_addr 13)
-phone_register 1502
+PHONE_TAG=phone2 phone_register 1502
 PHONE=$PHONE_SAVE
 run_sipp late -sf "$IT_SIPP_DIR/invite_uac.xml" -key callee 1501 -key domain "$PUB" \
-    -cid_str "late-$$@$CALLER" -i "$CALLER" -p "$(free_udp_port "$CALLER")" -m 1 \
+    -cid_str "$PHONE1_CID" -i "$CALLER" -p "$(free_udp_port "$CALLER")" -m 1 \
     -max_retrans 2 -recv_timeout 4000 "$REG:5080"
 late_rc=$?
-[ "$late_rc" -ne 0 ] || fail "a call along a Path of the previous run completed"
 sleep 0.5
-grep -aq "late-$$@$CALLER" "$IT_TMP/sipp-phone-msg.log" 2>/dev/null &&
+# The token names phone 1501's address: the call reaches 1501, never the new client that
+# holds the slot and generation 1501 had.
+grep -aq "^INVITE sip:1501@" "$IT_TMP/sipp-phone2-msg.log" 2>/dev/null &&
     fail "the new client received a call meant for the phone of the previous run"
+grep -aq "^INVITE sip:1501@" "$IT_TMP/sipp-phone-msg.log" 2>/dev/null ||
+    fail "the call along the Path of the previous run did not reach the phone it was made for"
+[ "$late_rc" -eq 0 ] || fail "the call along the Path of the previous run failed (sipp status $late_rc)"
 n430=$(edge_stat reply_430_flow_failed)
-[ "${n430:-0}" -ge 1 ] || fail "no 430 for the token of the previous run"
+[ "${n430:-0}" = 0 ] || fail "430 for a valid token of the previous run ($n430)"
 kill "$PHONE_PID" "$PHONE1_PID" 2>/dev/null
-log "old Path after restart: 430, nothing delivered to the new client"
+log "old Path after restart: delivered to its own phone, nothing to the new client"
 
 stop_sipedge
 log PASS

@@ -155,6 +155,33 @@ static void test_statefile_reader_is_sticky_on_short_input(void **state)
     statefile_buf_free(&b);
 }
 
+static int count_chunk(void *ctx, const uint8_t *p, size_t len)
+{
+    int *n = ctx;
+    assert_true(len == 5 && memcmp(p, *n == 0 ? "first" : "secnd", 5) == 0);
+    (*n)++;
+    return 0;
+}
+
+static void test_statefile_chunks_stop_at_a_torn_tail(void **state)
+{
+    (void)state;
+    assert_int_equal(statefile_append_chunk(path, "first", 5), 0);
+    assert_int_equal(statefile_append_chunk(path, "secnd", 5), 0);
+    int n = 0;
+    bool is_torn = true;
+    assert_int_equal(statefile_read_chunks(path, count_chunk, &n, &is_torn), 2);
+    assert_false(is_torn);
+    /* A third write cut short by a crash: its header says 5 bytes, 2 made it. */
+    assert_int_equal(statefile_append_chunk(path, "third", 5), 0);
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(truncate(path, st.st_size - 3), 0);
+    n = 0;
+    assert_int_equal(statefile_read_chunks(path, count_chunk, &n, &is_torn), 2);
+    assert_true(is_torn);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -165,6 +192,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_statefile_load_moves_a_refused_file_aside, setup,
                                         teardown),
         cmocka_unit_test(test_statefile_reader_is_sticky_on_short_input),
+        cmocka_unit_test_setup_teardown(test_statefile_chunks_stop_at_a_torn_tail, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
