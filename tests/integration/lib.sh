@@ -182,7 +182,10 @@ start_sipedge() {
     need_sipedge
     SIPEDGE_LOG=$IT_TMP/sipedge.log
     log "sipedge $*"
-    "$SIPEDGE_BIN" "$@" 2>"$SIPEDGE_LOG" >/dev/null &
+    # Emptied here, not by the background job's redirection: a restart must not find the
+    # previous run's ready line before the new process has opened the file.
+    : >"$SIPEDGE_LOG"
+    "$SIPEDGE_BIN" "$@" 2>>"$SIPEDGE_LOG" >/dev/null &
     SIPEDGE_PID=$!
     IT_PIDS+=("$SIPEDGE_PID")
     local rc=0
