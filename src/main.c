@@ -224,10 +224,6 @@ static int state_flow_key(struct config *cfg)
     char path[CONFIG_PATH_MAX + 32];
     if (statefile_path(path, sizeof(path), cfg->state_dir, "flow.key") < 0)
         return -ENAMETOOLONG;
-    if (mkdir(cfg->state_dir, 0700) < 0 && errno != EEXIST) {
-        log_error("state dir %s: %s", cfg->state_dir, strerror(errno));
-        return -errno;
-    }
     uint8_t *p;
     size_t len;
     int rc = statefile_load(path, "flowkey", 1, "flow key", &p, &len, NULL);
@@ -460,6 +456,9 @@ int main(int argc, char **argv)
                config_path ? config_path : "(defaults)", cfg.policy_dir);
         return 0;
     }
+    /* Made once here for every state file (edge, guard, registrar, flow key). */
+    if (cfg.state_dir[0] && mkdir(cfg.state_dir, 0700) < 0 && errno != EEXIST)
+        log_error("state dir %s: %s", cfg.state_dir, strerror(errno));
     if (!cfg.has_flow_key && cfg.state_dir[0] && state_flow_key(&cfg) == 0)
         cfg.has_flow_key = true;
     if (!cfg.has_flow_key) {

@@ -62,6 +62,10 @@ void statefile_get_str(struct statefile_rd *r, char *out, size_t cap);
 /* True when everything was read and no error occurred. */
 bool statefile_rd_done(const struct statefile_rd *r);
 
+/* Wall-clock milliseconds (CLOCK_REALTIME): what state files store times against, so the
+ * next run's monotonic clock does not matter and the time spent down counts. */
+uint64_t statefile_wall_ms(void);
+
 /* dir/name into out; -ENAMETOOLONG when it does not fit. */
 int statefile_path(char *out, size_t cap, const char *dir, const char *name);
 

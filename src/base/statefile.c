@@ -182,6 +182,13 @@ bool statefile_rd_done(const struct statefile_rd *r)
 
 /* ---- files ------------------------------------------------------------------------------ */
 
+uint64_t statefile_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 int statefile_path(char *out, size_t cap, const char *dir, const char *name)
 {
     int n = snprintf(out, cap, "%s/%s", dir, name);

@@ -22,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <openssl/rand.h>
 
@@ -2519,13 +2518,6 @@ void edge_flow_counts(const struct edge *e, uint32_t *udp, uint32_t *ws, uint32_
  * with a confirmed registration are kept: a WebSocket flow ends with its connection, and
  * an unregistered flow is re-created by the client's next packet anyway.
  */
-static uint64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 /* Monotonic time t as wall-clock time, given both clocks now. */
 static uint64_t to_wall(uint64_t t, uint64_t now_ms, uint64_t wall)
 {
@@ -2584,7 +2576,7 @@ static void journal_flow(struct edge *e, const struct flow *f, uint64_t now_ms)
     if (!e->is_journaling || f->transport != FLOW_UDP || f->state != FLOW_LIVE)
         return;
     statefile_put_u8(&e->journal, JOURNAL_FLOW);
-    save_flow(f, now_ms, wall_ms(), &e->journal);
+    save_flow(f, now_ms, statefile_wall_ms(), &e->journal);
 }
 
 static void journal_drop(struct edge *e, const struct flow *f)
@@ -2614,7 +2606,7 @@ int edge_state_save_step(const struct edge *e, uint64_t now_ms, struct statefile
         cur->count_at = b->len;
         statefile_put_u32(b, 0); /* patched when the walk ends */
     }
-    uint64_t wall = wall_ms();
+    uint64_t wall = statefile_wall_ms();
     uint32_t cap = flow_table_capacity(e->flows);
     uint32_t end = max_slots && cap - cur->next_slot > max_slots ? cur->next_slot + max_slots : cap;
     for (uint32_t i = cur->next_slot; i < end; i++) {
@@ -2760,7 +2752,7 @@ int edge_state_restore(struct edge *e, const uint8_t *p, size_t len, uint32_t ve
     struct statefile_rd rd;
     statefile_rd_init(&rd, p, len);
     uint32_t n = statefile_get_u32(&rd);
-    uint64_t wall = wall_ms();
+    uint64_t wall = statefile_wall_ms();
     size_t body = rd.off;
     /* The whole payload is checked before anything is created: never half-loaded. */
     for (uint32_t i = 0; i < n; i++) {
@@ -2790,7 +2782,7 @@ static int journal_pass(struct edge *e, const uint8_t *p, size_t len, bool apply
 {
     struct statefile_rd rd;
     statefile_rd_init(&rd, p, len);
-    uint64_t wall = wall_ms();
+    uint64_t wall = statefile_wall_ms();
     while (rd.off < rd.len) {
         uint8_t type = statefile_get_u8(&rd);
         if (type == JOURNAL_FLOW) {

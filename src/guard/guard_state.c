@@ -59,14 +59,7 @@ struct state_job {
     char err[256];
 };
 
-static uint64_t wall_ms_real(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-uint64_t (*guard_state_wall_ms)(void) = wall_ms_real;
+uint64_t (*guard_state_wall_ms)(void) = statefile_wall_ms;
 
 static uint64_t mono_us(void)
 {

@@ -22,6 +22,7 @@
 #include "sipedge/flow_token.h"
 #include "sipedge/log.h"
 #include "sipedge/registrar.h"
+#include "sipedge/statefile.h"
 #include "sipedge/netaddr.h"
 #include "sipedge/sip_build.h"
 #include "sipedge/sip_check.h"
@@ -1409,12 +1410,7 @@ static int sb_mac_new(struct registrar *r, const uint8_t *key)
 
 /* ---- persistence ------------------------------------------------------------------- */
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t wall_ms(void) { return (int64_t)statefile_wall_ms(); }
 
 struct restore {
     struct registrar *r;

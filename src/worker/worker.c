@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -426,8 +425,6 @@ int worker_run(const struct worker_opts *opts)
         /* Bindings survive a restart in the state directory; without one, memory only. */
         char db_path[CONFIG_PATH_MAX + 32] = "";
         if (w->cfg->state_dir[0]) {
-            if (mkdir(w->cfg->state_dir, 0700) < 0 && errno != EEXIST)
-                log_error("state dir %s: %s", w->cfg->state_dir, strerror(errno));
             snprintf(db_path, sizeof(db_path), "%s/registrar.sqlite", w->cfg->state_dir);
         }
         struct registrar_opts ro = {
@@ -468,8 +465,6 @@ int worker_run(const struct worker_opts *opts)
         }
         if (w->cfg->state_dir[0]) {
             /* Bans survive a restart; without the directory they are kept in memory only. */
-            if (mkdir(w->cfg->state_dir, 0700) < 0 && errno != EEXIST)
-                log_error("state dir %s: %s", w->cfg->state_dir, strerror(errno));
             guard_state_open(w->guard, w->cfg->state_dir, uv_now(&w->loop));
         }
         if (w->cfg->admin_socket[0]) {
@@ -505,8 +500,6 @@ int worker_run(const struct worker_opts *opts)
             goto out_close;
         }
         if (w->cfg->state_dir[0]) {
-            if (mkdir(w->cfg->state_dir, 0700) < 0 && errno != EEXIST)
-                log_error("state dir %s: %s", w->cfg->state_dir, strerror(errno));
             rc = edge_persist_open(&w->persist, &w->loop, w->edge, w->cfg->state_dir,
                                    uv_now(&w->loop));
             if (rc < 0) {
