@@ -10,51 +10,12 @@
 #include <string.h>
 
 #include "guard/guard_internal.h"
+#include "sipedge/siphash.h"
 
-#define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                                   \
-    do {                                                                                           \
-        v0 += v1;                                                                                  \
-        v1 = ROTL(v1, 13);                                                                         \
-        v1 ^= v0;                                                                                  \
-        v0 = ROTL(v0, 32);                                                                         \
-        v2 += v3;                                                                                  \
-        v3 = ROTL(v3, 16);                                                                         \
-        v3 ^= v2;                                                                                  \
-        v0 += v3;                                                                                  \
-        v3 = ROTL(v3, 21);                                                                         \
-        v3 ^= v0;                                                                                  \
-        v2 += v1;                                                                                  \
-        v1 = ROTL(v1, 17);                                                                         \
-        v1 ^= v2;                                                                                  \
-        v2 = ROTL(v2, 32);                                                                         \
-    } while (0)
-
-/* SipHash-1-3 (one compression round, three finalisation rounds). */
+/* SipHash-1-3 with the table's key. */
 uint64_t addr_table_hash(const struct addr_table *t, const void *data, size_t len)
 {
-    const unsigned char *p = data;
-    uint64_t v0 = 0x736f6d6570736575ULL ^ t->k0, v1 = 0x646f72616e646f6dULL ^ t->k1;
-    uint64_t v2 = 0x6c7967656e657261ULL ^ t->k0, v3 = 0x7465646279746573ULL ^ t->k1;
-    uint64_t b = (uint64_t)len << 56;
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t m;
-        memcpy(&m, p + i, 8);
-        v3 ^= m;
-        SIPROUND;
-        v0 ^= m;
-    }
-    for (size_t j = 0; i + j < len; j++)
-        b |= (uint64_t)p[i + j] << (8 * j);
-    v3 ^= b;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
+    return siphash13(t->k0, t->k1, data, len);
 }
 
 static uint32_t slots_for(uint32_t cap)
