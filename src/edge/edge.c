@@ -32,9 +32,11 @@
 #include "sipedge/netaddr.h"
 #include "sipedge/sip_build.h"
 #include "sipedge/sip_check.h"
+#include "sipedge/sip_edit.h"
 #include "sipedge/sip_hdr.h"
 #include "sipedge/sip_msg.h"
 #include "sipedge/sip_reply.h"
+#include "sipedge/siphash.h"
 #include "sipedge/statefile.h"
 #include "sipedge/stun.h"
 
@@ -119,6 +121,10 @@ struct edge {
     struct config_addr allow_routes[POLICY_MAX_ROUTES]; /* policy relay.allow_routes */
     unsigned n_allow_routes;
     struct sip_hdr hdrs[EDGE_MAX_HDRS];
+    /* The message in hand, parsed once (sip_check_view / sip_view_fill) by ingress and
+     * valid while it is handled. */
+    struct sip_view view;
+    uint64_t branch_k0, branch_k1; /* key of derived branches (sip_edit_branch) */
     char pub_host[CONFIG_MAX_LISTEN][64]; /* host:port for our inbound Via per socket */
 };
 
@@ -127,63 +133,13 @@ const double edge_latency_bounds_s[EDGE_LATENCY_BUCKETS] = {
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ b[i]) * 1099511628211ull;
-    return h;
-}
-
-#define FNV_INIT 14695981039346656037ull
-
-static void addr_ip(const struct sockaddr *sa, char *ip, size_t cap, unsigned *port)
-{
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, ip, (socklen_t)cap);
-        *port = ntohs(in->sin_port);
-    } else {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip, (socklen_t)cap);
-        *port = ntohs(in6->sin6_port);
-    }
-}
-
-/* Parses a numeric host (IPv6 in brackets) and port into a socket address. */
-static int host_port_to_addr(struct slice host, uint16_t port, union flow_addr *out)
-{
-    char tmp[64];
-    if (host.len == 0 || host.len >= sizeof(tmp))
-        return -EINVAL;
-    memset(out, 0, sizeof(*out));
-    if (host.p[0] == '[') {
-        if (host.len < 3 || host.p[host.len - 1] != ']')
-            return -EINVAL;
-        memcpy(tmp, host.p + 1, host.len - 2);
-        tmp[host.len - 2] = '\0';
-        if (inet_pton(AF_INET6, tmp, &out->in6.sin6_addr) != 1)
-            return -EINVAL;
-        out->in6.sin6_family = AF_INET6;
-        out->in6.sin6_port = htons(port ? port : 5060);
-        return 0;
-    }
-    memcpy(tmp, host.p, host.len);
-    tmp[host.len] = '\0';
-    if (inet_pton(AF_INET, tmp, &out->in.sin_addr) != 1)
-        return -EINVAL;
-    out->in.sin_family = AF_INET;
-    out->in.sin_port = htons(port ? port : 5060);
-    return 0;
-}
-
 /* True when host:port names the config address a (numeric compare). */
 static bool hostport_is(struct slice host, uint16_t port, const struct config_addr *a)
 {
-    union flow_addr x;
-    if (host_port_to_addr(host, port, &x) < 0)
+    struct sockaddr_storage x;
+    if (netaddr_from_host(host, port, 5060, &x) < 0)
         return false;
-    return netaddr_eq(&x.sa, (const struct sockaddr *)&a->ss);
+    return netaddr_eq((const struct sockaddr *)&x, (const struct sockaddr *)&a->ss);
 }
 
 static bool is_core_peer(const struct edge *e, const struct sockaddr *src)
@@ -340,7 +296,7 @@ static void reply_ex(struct edge *e, const struct rx *rx, const struct sip_msg *
         return; /* ACK is never answered (RFC 3261 §17.2.3) */
     char ip[INET6_ADDRSTRLEN];
     unsigned port;
-    addr_ip(rx->src, ip, sizeof(ip), &port);
+    netaddr_ip(rx->src, ip, sizeof(ip), &port);
     struct sip_reply_opts o = {.received = ip, .rport = port, .to_tag = NULL, .extra = extra};
     size_t cap;
     char *buf = e->out.reserve(e->out.ctx, &cap);
@@ -359,126 +315,6 @@ static void reply(struct edge *e, const struct rx *rx, const struct sip_msg *req
 }
 
 /* ---- rewriting helpers ---------------------------------------------------------------- */
-
-/*
- * Derives our branch from the incoming one (RFC 3261 §16.11) so that retransmissions of
- * a request map to the same branch, and different transactions to different ones. The
- * method is left out on purpose: a CANCEL (and the ACK of a non-2xx) must get the branch
- * of the INVITE it belongs to (§9.2, §17.1.1.3), and the client gave them one branch.
- */
-static void derive_branch(const struct sip_msg *m, const struct sip_via *via,
-                          const struct sockaddr *src, char out[17])
-{
-    uint64_t h = FNV_INIT;
-    if (via->branch.len > 7 && slice_case_prefix(via->branch, "z9hG4bK")) {
-        h = fnv1a(h, via->branch.p, via->branch.len);
-    } else {
-        /* RFC 2543 peer: hash what identifies the transaction, CSeq number not method. */
-        const struct sip_hdr *hs[] = {sip_msg_hdr(m, SIP_HDR_CALL_ID), sip_msg_hdr(m, SIP_HDR_FROM),
-                                      sip_msg_hdr(m, SIP_HDR_TO)};
-        for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++) {
-            if (hs[i])
-                h = fnv1a(h, hs[i]->value.p, hs[i]->value.len);
-        }
-        const struct sip_hdr *cs = sip_msg_hdr(m, SIP_HDR_CSEQ);
-        uint32_t seq;
-        struct slice method;
-        if (cs && sip_cseq_parse(cs->value, &seq, &method) == 0)
-            h = fnv1a(h, &seq, sizeof(seq));
-        if (m->method_id != SIP_METHOD_CANCEL && m->method_id != SIP_METHOD_ACK)
-            h = fnv1a(h, m->ruri.p, m->ruri.len);
-    }
-    h = fnv1a(h, via->host.p, via->host.len);
-    if (src->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)src;
-        h = fnv1a(h, &in->sin_addr, sizeof(in->sin_addr));
-        h = fnv1a(h, &in->sin_port, sizeof(in->sin_port));
-    } else {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)src;
-        h = fnv1a(h, &in6->sin6_addr, sizeof(in6->sin6_addr));
-        h = fnv1a(h, &in6->sin6_port, sizeof(in6->sin6_port));
-    }
-    snprintf(out, 17, "%016llx", (unsigned long long)h);
-}
-
-/*
- * Writes the client's top Via element with received= and a filled rport= (RFC 3581 §4),
- * dropping any received/rport the client put there itself.
- */
-static void build_client_via(struct sip_build *b, const struct sip_via *via,
-                             const struct sockaddr *src, uint32_t keep_s)
-{
-    const char *start = via->raw.p;
-    const char *pstart = via->params.raw.len ? via->params.raw.p : via->raw.p + via->raw.len;
-    sip_build_mem(b, start, (size_t)(pstart - start));
-    struct slice rest = via->params.raw;
-    bool had_rport = false;
-    while (rest.len) {
-        /* rest starts at ';' */
-        size_t i = 1;
-        while (i < rest.len && rest.p[i] != ';')
-            i++;
-        struct slice seg = slice_make(rest.p, i);
-        struct slice name = slice_make(seg.p + 1, seg.len - 1);
-        long eq = slice_find(name, '=');
-        if (eq >= 0)
-            name.len = (size_t)eq;
-        name = slice_trim(name);
-        if (slice_case_eq_str(name, "rport")) {
-            had_rport = true;
-        } else if (slice_case_eq_str(name, "keep") && eq < 0 && keep_s) {
-            /* RFC 6223 §4.2: we will take keepalives; say how often we want them. */
-            sip_build_str(b, ";keep=");
-            sip_build_u32(b, keep_s);
-        } else if (!slice_case_eq_str(name, "received")) {
-            sip_build_mem(b, seg.p, seg.len);
-        }
-        rest = slice_make(rest.p + i, rest.len - i);
-    }
-    char ip[INET6_ADDRSTRLEN];
-    unsigned port;
-    addr_ip(src, ip, sizeof(ip), &port);
-    sip_build_str(b, ";received=");
-    sip_build_str(b, ip);
-    if (had_rport) {
-        sip_build_str(b, ";rport=");
-        sip_build_u32(b, port);
-    }
-}
-
-/* What to do with the headers of a message being copied. */
-struct copy_plan {
-    const struct sip_hdr *top_via;   /* rewrite its first element (client Via) ... */
-    const struct sip_via *via;       /* ... as parsed */
-    const struct sockaddr *via_src;  /* ... with this source */
-    const struct sip_hdr *pop_via;   /* drop the first element of this Via line */
-    struct slice pop_via_rest;       /* what follows that element */
-    const struct sip_hdr *pop_route; /* drop the first element of this Route line */
-    struct slice pop_route_rest;
-    uint32_t mf;                     /* new Max-Forwards value */
-    bool strip_identity;             /* drop P-Asserted-/P-Preferred-Identity */
-    uint32_t keep_s;                 /* value for a bare RFC 6223 keep on the client Via */
-    uint32_t expires_floor;          /* non-zero: raise non-zero expires to at least this */
-    uint32_t expires_cap;            /* non-zero: cut expires to at most this */
-    struct slice alias_token;        /* non-empty: every Contact URI becomes an alias */
-    bool restore_aliases;            /* Contact URIs that are our aliases get their original */
-    const struct config_addr *core;  /* our core address, for both */
-    uint64_t *n_alias_edits;         /* counts the Contacts aliased or restored */
-    bool strip_path;                 /* drop Path: only sipedge speaks for the path */
-    const struct edge *route_filter; /* keep only Route elements in its allow_routes */
-    struct edge_stats *st;           /* counts what the two above dropped */
-};
-
-static uint32_t expires_transform(const struct copy_plan *plan, uint32_t x)
-{
-    if (x == 0)
-        return 0; /* a removal stays a removal */
-    if (plan->expires_floor && x < plan->expires_floor)
-        return plan->expires_floor;
-    if (plan->expires_cap && x > plan->expires_cap)
-        return plan->expires_cap;
-    return x;
-}
 
 /* True when uri has the shape of a Contact alias at our core address (a SIP URI there
  * whose user part has a '.'); sets its token and encoded halves, neither checked. */
@@ -502,56 +338,48 @@ static bool contact_is_alias(struct slice uri, const struct config_addr *core, s
     return uri_alias_parts(uri, core, &tok, enc) && flow_token_len_ok(tok.len);
 }
 
-/*
- * Copies a Contact line with the edits the plan asks for, element by element: the URI
- * replaced by its alias or, for an alias of ours, by the original URI; the expires
- * parameter floored or capped. Everything else (display name, parameters such as q,
- * +sip.instance and reg-id) is copied as it is.
- */
-static void copy_contact(struct sip_build *b, const struct sip_msg *m, const struct sip_hdr *h,
-                         const struct copy_plan *plan)
+/* What the Contact hook of a relayed REGISTER or its response does. */
+struct contact_edit {
+    struct edge *e;
+    struct slice alias_token; /* non-empty: every Contact URI becomes an alias */
+    uint64_t *n_edits;        /* counts the Contacts aliased or restored */
+};
+
+/* Contact URI → alias carrying the flow token and the original URI. */
+static bool contact_to_alias(void *ctx, struct sip_build *b, const struct sip_nameaddr *c)
 {
-    const char *pos = m->buf + h->off;
-    struct slice rest = h->value;
-    struct sip_nameaddr c;
-    while (rest.len && sip_nameaddr_parse(rest, &c, &rest) == 0) {
-        struct slice enc;
-        if (c.is_star) {
-            continue;
-        } else if (plan->alias_token.len) {
-            sip_build_mem(b, pos, (size_t)(c.uri.p - pos));
-            contact_alias_build(b, plan->alias_token, c.uri, plan->core->text);
-            pos = c.uri.p + c.uri.len;
-            (*plan->n_alias_edits)++;
-        } else if (plan->restore_aliases && contact_is_alias(c.uri, plan->core, &enc)) {
-            /* An addr-spec gets angle brackets: the original URI may carry ';' or ','
-             * that would otherwise read as header parameters or a new element. */
-            bool is_bare = c.uri.p == c.raw.p;
-            sip_build_mem(b, pos, (size_t)(c.uri.p - pos));
-            if (is_bare)
-                sip_build_str(b, "<");
-            if (contact_alias_decode(b, enc) == 0)
-                (*plan->n_alias_edits)++;
-            else
-                sip_build_slice(b, c.uri);
-            if (is_bare)
-                sip_build_str(b, ">");
-            pos = c.uri.p + c.uri.len;
-        }
-        struct slice v;
-        uint32_t x;
-        if (!(plan->expires_floor || plan->expires_cap) ||
-            !sip_params_get(c.params, "expires", &v) || !v.len || sip_expires_parse(v, &x) < 0)
-            continue;
-        sip_build_mem(b, pos, (size_t)(v.p - pos));
-        sip_build_u32(b, expires_transform(plan, x));
-        pos = v.p + v.len;
-    }
-    sip_build_mem(b, pos, (size_t)(m->buf + h->off + h->line_len - pos));
+    struct contact_edit *ce = ctx;
+    contact_alias_build(b, ce->alias_token, c->uri, ce->e->cfg->core.text);
+    (*ce->n_edits)++;
+    return true;
 }
 
-static bool route_allowed(const struct edge *e, struct slice uri)
+/*
+ * One of our aliases → the original URI, so the client finds its own Contacts in the
+ * answer (RFC 3261 §10.2.4). An addr-spec gets angle brackets: the original URI may
+ * carry ';' or ',' that would otherwise read as header parameters or a new element.
+ */
+static bool contact_from_alias(void *ctx, struct sip_build *b, const struct sip_nameaddr *c)
 {
+    struct contact_edit *ce = ctx;
+    struct slice enc;
+    if (!contact_is_alias(c->uri, &ce->e->cfg->core, &enc))
+        return false;
+    bool is_bare = c->uri.p == c->raw.p;
+    if (is_bare)
+        sip_build_str(b, "<");
+    if (contact_alias_decode(b, enc) == 0)
+        (*ce->n_edits)++;
+    else
+        sip_build_slice(b, c->uri);
+    if (is_bare)
+        sip_build_str(b, ">");
+    return true;
+}
+
+static bool route_allowed(void *ctx, struct slice uri)
+{
+    const struct edge *e = ctx;
     struct sip_uri u;
     bool is_sip;
     if (sip_uri_parse(uri, &u, &is_sip) < 0 || !is_sip)
@@ -560,117 +388,6 @@ static bool route_allowed(const struct edge *e, struct slice uri)
         if (hostport_is(u.host, u.port, &e->allow_routes[i]))
             return true;
     return false;
-}
-
-/*
- * Copies the elements of a client's Route line (from value on) that name an allowed
- * outbound proxy (policy relay.allow_routes) and drops the rest: a client must not pick
- * a next hop on the core side (RFC 3261 §16.4 lets a proxy decide its own routing).
- */
-static void copy_route_filtered(struct sip_build *b, const struct sip_msg *m,
-                                const struct sip_hdr *h, struct slice value,
-                                const struct copy_plan *plan)
-{
-    struct slice rest = value;
-    struct sip_nameaddr na;
-    bool any = false;
-    while (rest.len && sip_nameaddr_parse(rest, &na, &rest) == 0) {
-        if (!route_allowed(plan->route_filter, na.uri)) {
-            plan->st->route_stripped++;
-            continue;
-        }
-        if (!any)
-            sip_build_mem(b, m->buf + h->off, (size_t)(h->value.p - (m->buf + h->off)));
-        else
-            sip_build_str(b, ", ");
-        sip_build_slice(b, na.raw);
-        any = true;
-    }
-    if (any)
-        sip_build_str(b, "\r\n");
-}
-
-/* Copies a header line replacing its value by rest (the elements after the first). */
-static void copy_line_rest(struct sip_build *b, const struct sip_msg *m,
-                           const struct sip_hdr *h, struct slice rest)
-{
-    rest = slice_trim(rest);
-    if (rest.len && rest.p[0] == ',')
-        rest = slice_trim(slice_make(rest.p + 1, rest.len - 1));
-    if (!rest.len)
-        return; /* the line held one element: drop it whole */
-    sip_build_mem(b, m->buf + h->off, (size_t)(h->value.p - (m->buf + h->off)));
-    sip_build_slice(b, rest);
-    sip_build_str(b, "\r\n");
-}
-
-static void copy_headers(struct sip_build *b, const struct sip_msg *m,
-                         const struct copy_plan *plan)
-{
-    for (uint16_t i = 0; i < m->n_hdrs; i++) {
-        const struct sip_hdr *h = &m->hdrs[i];
-        const char *line = m->buf + h->off;
-        if (h == plan->top_via) {
-            sip_build_mem(b, line, (size_t)(plan->via->raw.p - line));
-            build_client_via(b, plan->via, plan->via_src, plan->keep_s);
-            const char *after = plan->via->raw.p + plan->via->raw.len;
-            sip_build_mem(b, after, (size_t)(line + h->line_len - after));
-            continue;
-        }
-        if (h == plan->pop_via) {
-            copy_line_rest(b, m, h, plan->pop_via_rest);
-            continue;
-        }
-        if (h->id == SIP_HDR_ROUTE && plan->route_filter) {
-            copy_route_filtered(b, m, h, h == plan->pop_route ? plan->pop_route_rest : h->value,
-                                plan);
-            continue;
-        }
-        if (h == plan->pop_route) {
-            copy_line_rest(b, m, h, plan->pop_route_rest);
-            continue;
-        }
-        if (h->id == SIP_HDR_PATH && plan->strip_path) {
-            plan->st->path_stripped++;
-            continue;
-        }
-        if (h->id == SIP_HDR_MAX_FORWARDS) {
-            sip_build_mem(b, line, (size_t)(h->value.p - line));
-            sip_build_u32(b, plan->mf);
-            sip_build_str(b, "\r\n");
-            continue;
-        }
-        if (h->id == SIP_HDR_CONTACT && (plan->expires_floor || plan->expires_cap ||
-                                         plan->alias_token.len || plan->restore_aliases)) {
-            copy_contact(b, m, h, plan);
-            continue;
-        }
-        uint32_t x;
-        if ((plan->expires_floor || plan->expires_cap) && h->id == SIP_HDR_EXPIRES &&
-            sip_expires_parse(h->value, &x) == 0) {
-            sip_build_mem(b, line, (size_t)(h->value.p - line));
-            sip_build_u32(b, expires_transform(plan, x));
-            sip_build_str(b, "\r\n");
-            continue;
-        }
-        if (plan->strip_identity &&
-            (h->id == SIP_HDR_P_ASSERTED_IDENTITY || h->id == SIP_HDR_P_PREFERRED_IDENTITY))
-            continue;
-        sip_build_mem(b, line, h->line_len);
-    }
-    /* The empty line and the body, without any trailing bytes of the datagram. */
-    sip_build_mem(b, m->buf + m->hdr_end, m->len - m->hdr_end);
-}
-
-/* Max-Forwards of a request: 70 when absent (RFC 3261 §16.6 step 3). */
-static int max_forwards(const struct sip_msg *m, uint32_t *mf)
-{
-    const struct sip_hdr *h = sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS);
-    if (!h) {
-        *mf = 70;
-        return 0;
-    }
-    return slice_to_u32(h->value, 255, mf);
 }
 
 static void send_built_udp(struct edge *e, struct sip_build *b, uint8_t sock,
@@ -777,59 +494,49 @@ struct reg_summary {
     struct slice user_agent;
 };
 
-static void reg_summarize(const struct sip_msg *m, struct reg_summary *sum)
+static void reg_summarize(const struct sip_msg *m, const struct sip_view *v,
+                          struct reg_summary *sum)
 {
     memset(sum, 0, sizeof(*sum));
-    const struct sip_hdr *to = sip_msg_hdr(m, SIP_HDR_TO);
-    const struct sip_hdr *cid = sip_msg_hdr(m, SIP_HDR_CALL_ID);
-    const struct sip_hdr *cseq = sip_msg_hdr(m, SIP_HDR_CSEQ);
-    struct sip_nameaddr na;
-    struct slice rest;
-    struct slice method;
-    if (!to || !cid || !cseq || sip_nameaddr_parse(to->value, &na, &rest) < 0 ||
-        sip_cseq_parse(cseq->value, &sum->cseq, &method) < 0 || na.uri.len >= sizeof(sum->aor) ||
-        cid->value.len >= sizeof(((struct flow_reg *)0)->call_id))
+    if (!v->call_id.len || v->to.uri.len >= sizeof(sum->aor) ||
+        v->call_id.len >= sizeof(((struct flow_reg *)0)->call_id))
         return;
-    slice_copy_cstr(sum->aor, sizeof(sum->aor), na.uri);
-    sum->call_id = cid->value;
+    slice_copy_cstr(sum->aor, sizeof(sum->aor), v->to.uri);
+    sum->cseq = v->cseq;
+    sum->call_id = v->call_id;
     const struct sip_hdr *ua = sip_msg_hdr(m, SIP_HDR_USER_AGENT);
     sum->user_agent = ua ? ua->value : SLICE_NULL;
-    uint32_t hdr_exp = UINT32_MAX;
-    const struct sip_hdr *eh = sip_msg_hdr(m, SIP_HDR_EXPIRES);
-    if (eh)
-        sip_expires_parse(eh->value, &hdr_exp);
+    uint32_t hdr_exp = v->has_expires ? v->expires : UINT32_MAX;
     bool any_live = false;
     size_t n = 0;
     sum->contacts[0] = '\0';
     sum->max_expires = 0;
-    for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch;
-         ch = sip_msg_hdr_next(m, ch)) {
-        sum->has_contact = true;
-        struct slice r = ch->value;
-        struct sip_nameaddr c;
-        while (r.len && sip_nameaddr_parse(r, &c, &r) == 0) {
-            if (c.is_star) {
-                sum->is_removal = true;
-                sum->is_usable = true;
-                return;
-            }
-            uint32_t x = hdr_exp;
-            struct slice v;
-            if (sip_params_get(c.params, "reg-id", &v))
-                sum->has_reg_id = true;
-            if (sip_params_get(c.params, "expires", &v))
-                sip_expires_parse(v, &x);
-            if (x == 0)
-                continue;
-            any_live = true;
-            if (x > sum->max_expires)
-                sum->max_expires = x;
-            if (n + c.uri.len + 4 >= sizeof(sum->contacts))
-                return;
-            n += (size_t)snprintf(sum->contacts + n, sizeof(sum->contacts) - n, "%s<%.*s>",
-                                  n ? ", " : "", SLICE_FMT(c.uri));
+    sum->has_contact = v->n_contacts > 0;
+    for (unsigned i = 0; i < sip_view_n_contacts(v); i++) {
+        const struct sip_nameaddr *c = &v->contacts[i].na;
+        if (c->is_star) {
+            sum->is_removal = true;
+            sum->is_usable = true;
+            return;
         }
+        uint32_t x = hdr_exp;
+        struct slice pv;
+        if (sip_params_get(c->params, "reg-id", &pv))
+            sum->has_reg_id = true;
+        if (sip_params_get(c->params, "expires", &pv))
+            sip_expires_parse(pv, &x);
+        if (x == 0)
+            continue;
+        any_live = true;
+        if (x > sum->max_expires)
+            sum->max_expires = x;
+        if (n + c->uri.len + 4 >= sizeof(sum->contacts))
+            return;
+        n += (size_t)snprintf(sum->contacts + n, sizeof(sum->contacts) - n, "%s<%.*s>",
+                              n ? ", " : "", SLICE_FMT(c->uri));
     }
+    if (v->n_contacts > SIP_VIEW_MAX_CONTACTS)
+        return; /* more than a record can hold: not usable */
     sum->contacts_len = n;
     sum->is_removal = sum->has_contact && !any_live;
     sum->is_usable = true;
@@ -946,22 +653,15 @@ static bool regcache_answer(struct edge *e, const struct rx *rx, struct flow *f,
 
 /* The flow's record whose pending REGISTER the response m answers (AOR from To, Call-ID
  * and CSeq number all equal), or NULL. */
-static struct flow_reg *flow_reg_of_response(struct flow *f, const struct sip_msg *m)
+static struct flow_reg *flow_reg_of_response(struct flow *f, const struct sip_view *v)
 {
-    const struct sip_hdr *to = sip_msg_hdr(m, SIP_HDR_TO);
-    const struct sip_hdr *cid = sip_msg_hdr(m, SIP_HDR_CALL_ID);
-    const struct sip_hdr *cs = sip_msg_hdr(m, SIP_HDR_CSEQ);
-    struct sip_nameaddr na;
-    struct slice rest, method;
-    uint32_t seq;
     char aor[256];
-    if (!to || !cid || !cs || sip_nameaddr_parse(to->value, &na, &rest) < 0 ||
-        na.uri.len >= sizeof(aor) || sip_cseq_parse(cs->value, &seq, &method) < 0)
+    if (!v->call_id.len || !v->to.uri.len || v->to.uri.len >= sizeof(aor))
         return NULL;
-    slice_copy_cstr(aor, sizeof(aor), na.uri);
+    slice_copy_cstr(aor, sizeof(aor), v->to.uri);
     struct flow_reg *r = flow_reg_find(f, aor);
-    if (!r || !r->has_pending || r->pend_cseq != seq ||
-        !slice_eq(cid->value, slice_make(r->pend_call_id, strlen(r->pend_call_id))))
+    if (!r || !r->has_pending || r->pend_cseq != v->cseq ||
+        !slice_eq(v->call_id, slice_make(r->pend_call_id, strlen(r->pend_call_id))))
         return NULL;
     return r;
 }
@@ -974,26 +674,22 @@ static struct flow_reg *flow_reg_of_response(struct flow *f, const struct sip_ms
 static uint32_t flow_reg_confirm(struct edge *e, struct flow *f, const struct sip_msg *m,
                                  bool had_credentials, uint64_t now_ms)
 {
+    const struct sip_view *v = &e->view;
     uint32_t max_exp = 0;
     const struct sip_hdr *eh = sip_msg_hdr(m, SIP_HDR_EXPIRES);
     uint32_t hdr_exp = 0;
     if (eh)
         sip_expires_parse(eh->value, &hdr_exp);
-    for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch;
-         ch = sip_msg_hdr_next(m, ch)) {
-        struct slice r = ch->value;
-        struct sip_nameaddr c;
-        while (r.len && sip_nameaddr_parse(r, &c, &r) == 0) {
-            struct slice v;
-            uint32_t x = hdr_exp;
-            if (sip_params_get(c.params, "expires", &v))
-                sip_expires_parse(v, &x);
-            if (x > max_exp)
-                max_exp = x;
-        }
+    for (unsigned i = 0; i < sip_view_n_contacts(v); i++) {
+        struct slice pv;
+        uint32_t x = hdr_exp;
+        if (sip_params_get(v->contacts[i].na.params, "expires", &pv))
+            sip_expires_parse(pv, &x);
+        if (x > max_exp)
+            max_exp = x;
     }
     uint64_t until = now_ms + (uint64_t)max_exp * 1000;
-    struct flow_reg *r = flow_reg_of_response(f, m);
+    struct flow_reg *r = flow_reg_of_response(f, v);
     if (!r)
         return max_exp;
     r->has_pending = false;
@@ -1018,9 +714,9 @@ static uint32_t flow_reg_confirm(struct edge *e, struct flow *f, const struct si
 
 /* A 401/407 to a REGISTER relayed over f: a record that no 2xx ever confirmed is
  * dropped; a confirmed one keeps what was confirmed. */
-static void flow_reg_refused(struct flow *f, const struct sip_msg *m)
+static void flow_reg_refused(struct flow *f, const struct sip_view *v)
 {
-    struct flow_reg *r = flow_reg_of_response(f, m);
+    struct flow_reg *r = flow_reg_of_response(f, v);
     if (!r)
         return;
     r->has_pending = false;
@@ -1046,7 +742,7 @@ static void send_asserted_register(struct edge *e, const struct flow *f, const s
     bool is_sip;
     if (sip_uri_parse(slice_make(r->aor, strlen(r->aor)), &u, &is_sip) < 0 || !is_sip)
         return;
-    uint64_t id = fnv1a(FNV_INIT ^ ++e->dereg_seq, r->aor, strlen(r->aor));
+    uint64_t id = siphash13(e->branch_k0 ^ ++e->dereg_seq, e->branch_k1, r->aor, strlen(r->aor));
     size_t cap;
     char *buf = e->out.reserve(e->out.ctx, &cap);
     struct sip_build b;
@@ -1161,16 +857,18 @@ static void audit_register(struct edge *e, const struct sip_msg *req, const stru
 {
     if (!e->hooks.on_register)
         return;
+    /* req is the message in hand: its view, unless it had none (it failed the check). */
     char aor[256] = "";
-    const struct sip_hdr *to = sip_msg_hdr(req, SIP_HDR_TO);
-    struct sip_nameaddr na;
-    struct slice rest;
-    if (to && sip_nameaddr_parse(to->value, &na, &rest) == 0)
-        slice_copy_cstr(aor, sizeof(aor), na.uri);
+    struct sip_view tmp;
+    const struct sip_view *v = &e->view;
+    if (v->via_hdr == NULL) {
+        sip_view_fill(req, &tmp);
+        v = &tmp;
+    }
+    slice_copy_cstr(aor, sizeof(aor), v->to.uri);
     const struct flow_reg *r = NULL;
-    const struct sip_hdr *cid = sip_msg_hdr(req, SIP_HDR_CALL_ID);
-    if (f && cid)
-        r = flow_reg_by_call_id((struct flow *)f, cid->value);
+    if (f && v->call_id.len)
+        r = flow_reg_by_call_id((struct flow *)f, v->call_id);
     char ua[96] = "";
     const struct sip_hdr *uah = sip_msg_hdr(req, SIP_HDR_USER_AGENT);
     if (uah)
@@ -1203,7 +901,7 @@ static void latency_note(struct edge *e, uint32_t ms)
 /* ---- proof of return routability ------------------------------------------------------ */
 
 /* Hash of the nonce parameter of a digest challenge or credentials header value, or 0. */
-static uint64_t digest_nonce_hash(struct slice v)
+static uint64_t digest_nonce_hash(const struct edge *e, struct slice v)
 {
     for (size_t i = 0; i + 6 < v.len; i++) {
         bool at_start = i == 0 || v.p[i - 1] == ' ' || v.p[i - 1] == ',' || v.p[i - 1] == '\t';
@@ -1225,20 +923,20 @@ static uint64_t digest_nonce_hash(struct slice v)
             end++;
         if (end == k)
             return 0;
-        uint64_t h = fnv1a(FNV_INIT, v.p + k, end - k);
+        uint64_t h = siphash13(e->branch_k0, e->branch_k1, v.p + k, end - k);
         return h ? h : 1;
     }
     return 0;
 }
 
 /* A challenge relayed to a UDP flow: remember its nonce. */
-static void note_challenge(struct flow *f, const struct sip_msg *m)
+static void note_challenge(const struct edge *e, struct flow *f, const struct sip_msg *m)
 {
     const struct sip_hdr *h = sip_msg_hdr(m, SIP_HDR_WWW_AUTHENTICATE);
     if (!h)
         h = sip_msg_hdr(m, SIP_HDR_PROXY_AUTHENTICATE);
     if (h)
-        f->challenge_hash = digest_nonce_hash(h->value);
+        f->challenge_hash = digest_nonce_hash(e, h->value);
 }
 
 /* A UDP request whose credentials carry the nonce sipedge relayed to that address proves
@@ -1251,7 +949,7 @@ static void check_proof(struct edge *e, const struct flow *f, const struct sip_m
     const struct sip_hdr *h = sip_msg_hdr(m, SIP_HDR_AUTHORIZATION);
     if (!h)
         h = sip_msg_hdr(m, SIP_HDR_PROXY_AUTHORIZATION);
-    if (h && digest_nonce_hash(h->value) == f->challenge_hash)
+    if (h && digest_nonce_hash(e, h->value) == f->challenge_hash)
         guard_note_proven(e->guard, &f->remote.sa, now_ms);
 }
 
@@ -1289,14 +987,10 @@ static bool guard_request(struct edge *e, const struct rx *rx, const struct sip_
     if (!e->guard)
         return false;
     const struct sip_hdr *ua = sip_msg_hdr(m, SIP_HDR_USER_AGENT);
-    const struct sip_hdr *to = sip_msg_hdr(m, SIP_HDR_TO);
     struct slice user = SLICE_NULL, domain = SLICE_NULL;
-    struct sip_nameaddr na;
-    struct slice rest;
     struct sip_uri u;
     bool is_sip;
-    if (to && sip_nameaddr_parse(to->value, &na, &rest) == 0 &&
-        sip_uri_parse(na.uri, &u, &is_sip) == 0 && is_sip) {
+    if (sip_uri_parse(e->view.to.uri, &u, &is_sip) == 0 && is_sip) {
         user = u.user;
         domain = u.host;
     }
@@ -1362,39 +1056,38 @@ static bool host_is_private_or_invalid(struct slice host)
 {
     if (host.len > 8 && slice_case_eq_str(slice_make(host.p + host.len - 8, 8), ".invalid"))
         return true;
-    union flow_addr a;
-    if (host_port_to_addr(host, 5060, &a) < 0)
+    struct sockaddr_storage ss;
+    if (netaddr_from_host(host, 5060, 5060, &ss) < 0)
         return false;
-    if (a.sa.sa_family == AF_INET) {
-        uint32_t ip = ntohl(a.in.sin_addr.s_addr);
+    const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
+    if (ss.ss_family == AF_INET) {
+        uint32_t ip = ntohl(in->sin_addr.s_addr);
         return (ip >> 24) == 10 || (ip >> 20) == 0xac1 || (ip >> 16) == 0xc0a8 ||
                (ip >> 22) == (100u << 2 | 1u); /* 10/8, 172.16/12, 192.168/16, 100.64/10 */
     }
-    return (a.in6.sin6_addr.s6_addr[0] & 0xfe) == 0xfc; /* fc00::/7 */
+    return (in6->sin6_addr.s6_addr[0] & 0xfe) == 0xfc; /* fc00::/7 */
 }
 
 /* RFC 5626 / common SBC practice: a client is behind NAT when its Via sent-by or a
  * Contact address differs from where the packet came from, or is private/.invalid. */
-static bool detect_nat(const struct sip_msg *m, const struct sip_via *via,
-                       const struct sockaddr *src)
+static bool detect_nat(const struct sip_view *v, const struct sockaddr *src)
 {
-    union flow_addr a;
-    if (host_port_to_addr(via->host, via->port, &a) < 0 || !netaddr_eq(&a.sa, src))
+    struct sockaddr_storage a;
+    if (netaddr_from_host(v->via.host, v->via.port, 5060, &a) < 0 ||
+        !netaddr_eq((const struct sockaddr *)&a, src))
         return true;
-    for (const struct sip_hdr *ch = sip_msg_hdr(m, SIP_HDR_CONTACT); ch;
-         ch = sip_msg_hdr_next(m, ch)) {
-        struct slice rest = ch->value;
-        struct sip_nameaddr c;
-        while (rest.len && sip_nameaddr_parse(rest, &c, &rest) == 0) {
-            struct sip_uri u;
-            bool is_sip;
-            if (c.is_star || sip_uri_parse(c.uri, &u, &is_sip) < 0 || !is_sip)
-                continue;
-            if (host_is_private_or_invalid(u.host))
-                return true;
-            if (host_port_to_addr(u.host, u.port, &a) == 0 && !netaddr_eq(&a.sa, src))
-                return true;
-        }
+    for (unsigned i = 0; i < sip_view_n_contacts(v); i++) {
+        const struct sip_nameaddr *c = &v->contacts[i].na;
+        struct sip_uri u;
+        bool is_sip;
+        if (c->is_star || sip_uri_parse(c->uri, &u, &is_sip) < 0 || !is_sip)
+            continue;
+        if (host_is_private_or_invalid(u.host))
+            return true;
+        if (netaddr_from_host(u.host, u.port, 5060, &a) == 0 &&
+            !netaddr_eq((const struct sockaddr *)&a, src))
+            return true;
     }
     return false;
 }
@@ -1403,22 +1096,8 @@ static bool detect_nat(const struct sip_msg *m, const struct sip_via *via,
 static void relay_client_request(struct edge *e, struct rx *rx, const struct sip_msg *m,
                                  uint64_t now_ms)
 {
-    const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
-    struct sip_via via;
-    struct slice via_rest;
-    if (sip_via_parse(vh->value, &via, &via_rest) < 0) {
-        e->st.drop_malformed++;
-        e->st.reply_400++;
-        reply(e, rx, m, 400, "Bad Via", NULL);
-        return;
-    }
-    uint32_t mf;
-    if (max_forwards(m, &mf) < 0) {
-        e->st.drop_malformed++;
-        e->st.reply_400++;
-        reply(e, rx, m, 400, "Bad Max-Forwards", NULL);
-        return;
-    }
+    const struct sip_view *v = &e->view; /* checked: Via and Max-Forwards parse */
+    uint32_t mf = v->max_forwards;
     if (mf == 0) {
         e->st.reply_483_too_many_hops++;
         reply(e, rx, m, 483, "Too Many Hops", NULL);
@@ -1433,9 +1112,9 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
         check_proof(e, f, m, now_ms);
     struct reg_summary sum;
     if (is_register) {
-        reg_summarize(m, &sum);
+        reg_summarize(m, v, &sum);
         if (f->transport == FLOW_UDP)
-            f->is_nat = detect_nat(m, &via, rx->src);
+            f->is_nat = detect_nat(v, rx->src);
         if (regcache_answer(e, rx, f, m, &sum, now_ms))
             return;
         if (e->guard) {
@@ -1457,9 +1136,15 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
     }
 
     /* A client that uses us as outbound proxy may put our address in a Route. */
-    struct copy_plan plan = {.top_via = vh, .via = &via, .via_src = rx->src, .mf = mf - 1,
-                             .strip_identity = true, .keep_s = e->pol.flow_timer_s,
-                             .strip_path = true, .route_filter = e, .st = &e->st};
+    struct sip_edit plan = {.top_via = v->via_hdr,
+                            .via = {.via = &v->via, .src = rx->src, .is_received_always = true,
+                                    .keep_s = e->pol.flow_timer_s},
+                            .set_max_forwards = true, .max_forwards = mf - 1,
+                            .strip_identity = true, .strip_path = true,
+                            .route_ok = route_allowed, .route_ctx = e,
+                            .n_route_stripped = &e->st.route_stripped,
+                            .n_path_stripped = &e->st.path_stripped};
+    struct contact_edit ce = {.e = e};
     /* Registration caching: a NATed client is told a short Expires in the 2xx while the
      * registrar holds the long one, so its refreshes can be answered here. */
     bool raise_expires = is_register && f->is_nat && e->pol.regcache && sum.is_usable &&
@@ -1470,28 +1155,27 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
      * lead back here, so they become aliases carrying the flow token. */
     bool is_aliased = is_register && e->pol.nat_contact_alias;
     if (is_aliased) {
-        plan.alias_token = slice_make(f->token, f->token_len);
-        plan.core = &e->cfg->core;
-        plan.n_alias_edits = &e->st.contacts_aliased;
+        ce.alias_token = slice_make(f->token, f->token_len);
+        ce.n_edits = &e->st.contacts_aliased;
+        plan.contact_uri = contact_to_alias;
+        plan.contact_ctx = &ce;
     }
-    const struct sip_hdr *rh = sip_msg_hdr(m, SIP_HDR_ROUTE);
-    struct sip_nameaddr route;
-    struct slice route_rest;
-    if (rh && sip_nameaddr_parse(rh->value, &route, &route_rest) == 0) {
+    if (v->route_hdr) {
         struct sip_uri ru;
         bool is_sip;
-        if (sip_uri_parse(route.uri, &ru, &is_sip) == 0 && is_sip && uri_is_ours_public(e, &ru)) {
-            plan.pop_route = rh;
-            plan.pop_route_rest = route_rest;
+        if (sip_uri_parse(v->route.uri, &ru, &is_sip) == 0 && is_sip &&
+            uri_is_ours_public(e, &ru)) {
+            plan.pop_route = v->route_hdr;
+            plan.pop_route_rest = v->route_rest;
         }
     }
     /* RFC 5626 §5.1: ;ob only as the first hop (one Via) when the client asked for
      * outbound (a Contact with reg-id). */
-    bool ob = is_register && m->count[SIP_HDR_VIA] == 1 && slice_trim(via_rest).len == 0 &&
+    bool ob = is_register && m->count[SIP_HDR_VIA] == 1 && slice_trim(v->via_rest).len == 0 &&
               sum.has_reg_id;
 
     char branch[17];
-    derive_branch(m, &via, rx->src, branch);
+    sip_edit_branch(m, v, rx->src, e->branch_k0, e->branch_k1, branch);
     size_t cap;
     char *buf = e->out.reserve(e->out.ctx, &cap);
     struct sip_build b;
@@ -1527,7 +1211,7 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
     }
     if (!sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS)) {
         sip_build_str(&b, "Max-Forwards: ");
-        sip_build_u32(&b, plan.mf);
+        sip_build_u32(&b, plan.max_forwards);
         sip_build_str(&b, "\r\n");
     }
     if (raise_expires && !sip_msg_hdr(m, SIP_HDR_EXPIRES)) {
@@ -1535,7 +1219,7 @@ static void relay_client_request(struct edge *e, struct rx *rx, const struct sip
         sip_build_u32(&b, plan.expires_floor);
         sip_build_str(&b, "\r\n");
     }
-    copy_headers(&b, m, &plan);
+    sip_edit_copy(&b, m, &plan);
     if (is_register) {
         e->st.relayed_register++;
         flow_reg_note(e, f, &sum, is_aliased);
@@ -1584,11 +1268,9 @@ static int inbound_tag(struct edge *e, const struct flow *f, const struct sip_vi
 static void relay_client_response(struct edge *e, struct rx *rx, const struct sip_msg *m,
                                   uint64_t now_ms)
 {
-    const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
-    struct sip_via ours, next;
-    struct slice rest;
-    if (vh && sip_via_parse(vh->value, &ours, &rest) == 0 &&
-        slice_case_prefix(ours.branch, EDGE_BRANCH_PING)) {
+    const struct sip_view *v = &e->view;
+    const struct sip_via *ours = &v->via;
+    if (v->via_hdr && slice_case_prefix(ours->branch, EDGE_BRANCH_PING)) {
         /* Any answer to our OPTIONS ping proves the client and its NAT mapping alive. */
         struct flow *f = rx->f ? rx->f : flow_table_find(e->flows, FLOW_UDP, rx->sock, rx->src);
         if (f) {
@@ -1599,32 +1281,17 @@ static void relay_client_response(struct edge *e, struct rx *rx, const struct si
         }
         return;
     }
-    if (!vh || sip_via_parse(vh->value, &ours, &rest) < 0 ||
-        !slice_case_prefix(ours.branch, EDGE_BRANCH_IN)) {
-        e->st.drop_stray_response++;
-        return;
-    }
-    /* The next Via is the rest of this line or the next Via line. */
-    struct slice nrest = slice_trim(rest);
-    if (nrest.len && nrest.p[0] == ',')
-        nrest = slice_make(nrest.p + 1, nrest.len - 1);
-    if (!slice_trim(nrest).len) {
-        const struct sip_hdr *nh = sip_msg_hdr_next(m, vh);
-        if (!nh) {
-            e->st.drop_stray_response++;
-            return;
-        }
-        nrest = nh->value;
-    }
-    struct slice dummy;
-    if (sip_via_parse(nrest, &next, &dummy) < 0) {
+    struct sip_edit plan = {0};
+    struct sip_via next;
+    if (!v->via_hdr || !slice_case_prefix(ours->branch, EDGE_BRANCH_IN) ||
+        sip_edit_pop_via(m, v, &next, &plan) < 0) {
         e->st.drop_stray_response++;
         return;
     }
     /* Only over the flow the request was delivered on, with our tag for it. */
     struct flow *rf = rx->f ? rx->f : flow_table_find(e->flows, FLOW_UDP, rx->sock, rx->src);
-    struct slice tag = ours.branch.len == sizeof(EDGE_BRANCH_IN) - 1 + 16 + FLOW_TOKEN_TAG_LEN
-                           ? slice_make(ours.branch.p + ours.branch.len - FLOW_TOKEN_TAG_LEN,
+    struct slice tag = ours->branch.len == sizeof(EDGE_BRANCH_IN) - 1 + 16 + FLOW_TOKEN_TAG_LEN
+                           ? slice_make(ours->branch.p + ours->branch.len - FLOW_TOKEN_TAG_LEN,
                                         FLOW_TOKEN_TAG_LEN)
                            : SLICE_NULL;
     if (!rf || rf->state != FLOW_LIVE || !tag.p ||
@@ -1632,12 +1299,8 @@ static void relay_client_response(struct edge *e, struct rx *rx, const struct si
         e->st.drop_forged_response++;
         return;
     }
-    uint32_t port = next.port;
-    if (next.rport.len)
-        slice_to_u32(next.rport, 65535, &port);
-    union flow_addr dst;
-    struct slice host = next.received.len ? next.received : next.host;
-    if (host_port_to_addr(host, (uint16_t)port, &dst) < 0 || !is_core_peer(e, &dst.sa)) {
+    struct sockaddr_storage dst;
+    if (sip_via_response_addr(&next, &dst) < 0 || !is_core_peer(e, (const struct sockaddr *)&dst)) {
         e->st.drop_stray_response++;
         return;
     }
@@ -1651,13 +1314,9 @@ static void relay_client_response(struct edge *e, struct rx *rx, const struct si
     struct sip_build b;
     sip_build_init(&b, buf, cap);
     sip_build_mem(&b, m->buf, m->start_line_len);
-    struct copy_plan plan = {.pop_via = vh, .pop_via_rest = rest, .mf = 70};
-    const struct sip_hdr *mfh = sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS);
-    if (mfh)
-        slice_to_u32(mfh->value, 255, &plan.mf);
-    copy_headers(&b, m, &plan);
+    sip_edit_copy(&b, m, &plan);
     e->st.relayed_response_to_core++;
-    send_built_udp(e, &b, EDGE_SOCK_CORE, &dst.sa);
+    send_built_udp(e, &b, EDGE_SOCK_CORE, (const struct sockaddr *)&dst);
 }
 
 /* Every message from a client, UDP datagram or WebSocket message. */
@@ -1665,6 +1324,7 @@ static void ingress_public(struct edge *e, struct rx *rx, const char *buf, size_
                            uint64_t now_ms)
 {
     e->st.rx_public++;
+    e->view.via_hdr = NULL; /* no view until this message has one */
     if (len == 0)
         return;
     struct guard_verdict admit = {.action = GUARD_PASS};
@@ -1747,10 +1407,16 @@ static void ingress_public(struct edge *e, struct rx *rx, const char *buf, size_
         return;
     }
     if (!m.is_request) {
+        if (sip_view_fill(&m, &e->view) < 0) {
+            e->view.via_hdr = NULL;
+            e->st.drop_stray_response++;
+            return;
+        }
         relay_client_response(e, rx, &m, now_ms);
         return;
     }
-    if (sip_check_msg(&m, &err) < 0) {
+    if (sip_check_view(&m, &err, &e->view) < 0) {
+        e->view.via_hdr = NULL;
         e->st.drop_malformed++;
         e->st.reply_400++;
         reply(e, rx, &m, err.status ? err.status : 400, err.reason ? err.reason : "Bad Request",
@@ -1893,12 +1559,10 @@ static struct flow *flow_for_core_request(struct edge *e, struct slice tok, uint
 static void relay_core_response(struct edge *e, const struct sip_msg *m,
                                 const struct sockaddr *src, uint64_t now_ms)
 {
-    const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
-    struct sip_via ours;
-    struct slice rest;
+    const struct sip_view *v = &e->view;
+    struct sip_via ours = v->via;
     struct slice tok;
-    if (!vh || sip_via_parse(vh->value, &ours, &rest) < 0 ||
-        !hostport_is(ours.host, ours.port, &e->cfg->core)) {
+    if (!hostport_is(ours.host, ours.port, &e->cfg->core)) {
         e->st.drop_stray_response++;
         return;
     }
@@ -1952,14 +1616,9 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m,
         e->st.drop_100_trying++;
         return;
     }
-    const struct sip_hdr *cseq = sip_msg_hdr(m, SIP_HDR_CSEQ);
-    uint32_t seq;
-    struct slice method;
     struct slice flag;
     /* A final response to a REGISTER: audited; a 2xx also confirms the flow's record. */
-    bool is_reg_final = m->status >= 200 && cseq &&
-                        sip_cseq_parse(cseq->value, &seq, &method) == 0 &&
-                        slice_eq(method, SLICE_LIT("REGISTER"));
+    bool is_reg_final = m->status >= 200 && slice_eq(v->cseq_method, SLICE_LIT("REGISTER"));
     bool is_reg_2xx = is_reg_final && m->status < 300;
     bool had_cred = sip_params_get(ours.params, "au", &flag);
     struct slice tv;
@@ -1983,19 +1642,12 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m,
     }
     if (m->status == 401 || m->status == 407) {
         if (f->transport == FLOW_UDP)
-            note_challenge(f, m);
+            note_challenge(e, f, m);
         if (is_reg_final)
-            flow_reg_refused(f, m);
+            flow_reg_refused(f, v);
     }
-    if (e->guard && m->status >= 200) {
-        const struct sip_hdr *to = sip_msg_hdr(m, SIP_HDR_TO);
-        struct sip_nameaddr na;
-        struct slice r2;
-        struct slice aor = SLICE_NULL;
-        if (to && sip_nameaddr_parse(to->value, &na, &r2) == 0)
-            aor = na.uri;
-        guard_on_response(e->guard, &f->remote.sa, m->status, had_cred, aor, now_ms);
-    }
+    if (e->guard && m->status >= 200)
+        guard_on_response(e->guard, &f->remote.sa, m->status, had_cred, v->to.uri, now_ms);
     size_t cap;
     char *buf = e->out.reserve(e->out.ctx, &cap);
     struct sip_build b;
@@ -2009,19 +1661,16 @@ static void relay_core_response(struct edge *e, const struct sip_msg *m,
         sip_build_str(&b, "\r\n");
         e->st.flow_timer_added++;
     }
-    struct copy_plan plan = {.pop_via = vh, .pop_via_rest = rest, .mf = 70};
-    const struct sip_hdr *mfh = sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS);
-    if (mfh)
-        slice_to_u32(mfh->value, 255, &plan.mf);
+    struct sip_edit plan = {.pop_via = v->via_hdr, .pop_via_rest = v->via_rest};
     if (is_reg_2xx && f->is_nat && f->transport == FLOW_UDP)
         plan.expires_cap = nat_expires(e, f);
     /* RFC 3261 §10.2.4: the client looks for its own Contacts in the answer. */
+    struct contact_edit ce = {.e = e, .n_edits = &e->st.contacts_restored};
     if (is_reg_final && e->pol.nat_contact_alias) {
-        plan.restore_aliases = true;
-        plan.core = &e->cfg->core;
-        plan.n_alias_edits = &e->st.contacts_restored;
+        plan.contact_uri = contact_from_alias;
+        plan.contact_ctx = &ce;
     }
-    copy_headers(&b, m, &plan);
+    sip_edit_copy(&b, m, &plan);
     e->st.relayed_response_to_client++;
     send_built_flow(e, &b, f);
 }
@@ -2066,20 +1715,19 @@ static const struct config_addr *flow_listener(const struct edge *e, const struc
 static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_msg *m,
                                uint64_t now_ms)
 {
-    uint32_t mf;
-    if (max_forwards(m, &mf) < 0) {
+    const struct sip_view *v = &e->view;
+    uint32_t mf = v->max_forwards;
+    if (v->is_max_forwards_bad) {
         e->st.reply_400++;
         reply(e, rx, m, 400, "Bad Max-Forwards", NULL);
         return;
     }
-    const struct sip_hdr *rh = sip_msg_hdr(m, SIP_HDR_ROUTE);
-    struct sip_nameaddr route;
-    struct slice route_rest = SLICE_NULL;
+    const struct sip_hdr *rh = v->route_hdr;
+    struct slice route_rest = v->route_rest;
     struct sip_uri ru;
     bool is_sip = false;
     struct slice tok = SLICE_NULL, alias = SLICE_NULL;
-    if (rh && sip_nameaddr_parse(rh->value, &route, &route_rest) == 0 &&
-        sip_uri_parse(route.uri, &ru, &is_sip) == 0 && is_sip &&
+    if (rh && sip_uri_parse(v->route.uri, &ru, &is_sip) == 0 && is_sip &&
         hostport_is(ru.host, ru.port, &e->cfg->core)) {
         tok = ru.user;
     } else if (uri_alias_parts(m->ruri, &e->cfg->core, &tok, &alias)) {
@@ -2111,17 +1759,9 @@ static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_m
         reply(e, rx, m, 483, "Too Many Hops", NULL);
         return;
     }
-    const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
-    struct sip_via via;
-    struct slice vrest;
-    if (!vh || sip_via_parse(vh->value, &via, &vrest) < 0) {
-        e->st.reply_400++;
-        reply(e, rx, m, 400, "Bad Via", NULL);
-        return;
-    }
     char branch[17], tag[FLOW_TOKEN_TAG_LEN + 1];
-    derive_branch(m, &via, rx->src, branch);
-    if (inbound_tag(e, f, &via, m, tag, SLICE_NULL) < 0) {
+    sip_edit_branch(m, v, rx->src, e->branch_k0, e->branch_k1, branch);
+    if (inbound_tag(e, f, &v->via, m, tag, SLICE_NULL) < 0) {
         e->st.reply_400++;
         reply(e, rx, m, 400, "Bad Request", NULL);
         return;
@@ -2151,8 +1791,9 @@ static void relay_core_request(struct edge *e, struct rx *rx, const struct sip_m
         sip_build_u32(&b, mf - 1);
         sip_build_str(&b, "\r\n");
     }
-    struct copy_plan plan = {.pop_route = rh, .pop_route_rest = route_rest, .mf = mf - 1};
-    copy_headers(&b, m, &plan);
+    struct sip_edit plan = {.pop_route = rh, .pop_route_rest = route_rest,
+                            .set_max_forwards = true, .max_forwards = mf - 1};
+    sip_edit_copy(&b, m, &plan);
     e->st.inbound_delivered++;
     if (alias.p)
         e->st.inbound_alias_delivered++;
@@ -2170,6 +1811,7 @@ void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sock
     if (len == 0 || buf[0] == '\r' || buf[0] == '\n')
         return;
     struct rx rx = {.transport = 0, .sock = EDGE_SOCK_CORE, .src = src, .f = NULL};
+    e->view.via_hdr = NULL;
     struct sip_msg m;
     struct sip_err err = {0, NULL};
     struct sip_limits lim = {.max_msg_bytes = 65535, .max_headers = EDGE_MAX_HDRS};
@@ -2178,6 +1820,16 @@ void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sock
         if (err.status >= 400 && m.is_request) {
             e->st.reply_400++;
             reply(e, &rx, &m, err.status, err.reason, NULL);
+        }
+        return;
+    }
+    if (sip_view_fill(&m, &e->view) < 0) {
+        e->view.via_hdr = NULL;
+        if (m.is_request) {
+            e->st.reply_400++;
+            reply(e, &rx, &m, 400, "Bad Via", NULL);
+        } else {
+            e->st.drop_stray_response++;
         }
         return;
     }
@@ -2222,6 +1874,13 @@ int edge_new(struct edge **out, const struct edge_opts *opts)
         }
     }
     flow_table_set_epoch(e->flows, epoch);
+    uint64_t bk[2];
+    if (RAND_bytes((unsigned char *)bk, sizeof(bk)) != 1) {
+        rc = -EIO;
+        goto fail;
+    }
+    e->branch_k0 = bk[0];
+    e->branch_k1 = bk[1];
     edge_load_routes(e);
     *out = e;
     return 0;
@@ -2275,10 +1934,10 @@ static void send_ping(struct edge *e, struct flow *f)
     }
     char ip[INET6_ADDRSTRLEN];
     unsigned port;
-    addr_ip(&f->remote.sa, ip, sizeof(ip), &port);
+    netaddr_ip(&f->remote.sa, ip, sizeof(ip), &port);
     bool v6 = f->remote.sa.sa_family == AF_INET6;
     const char *lst = flow_listener(e, f)->text;
-    uint64_t id = fnv1a(FNV_INIT ^ ++e->dereg_seq, f->token, f->token_len);
+    uint64_t id = siphash13(e->branch_k0 ^ ++e->dereg_seq, e->branch_k1, f->token, f->token_len);
     struct sip_build b;
     sip_build_init(&b, buf, cap);
     sip_build_fmt(&b, "OPTIONS sip:%s%s%s:%u SIP/2.0\r\n", v6 ? "[" : "", ip, v6 ? "]" : "",
@@ -2352,7 +2011,7 @@ static void health_pings(struct edge *e, uint64_t now_ms)
         if (now_ms < u->ping_due_ms)
             continue;
         u->ping_due_ms = now_ms + (uint64_t)e->pol.registrar_ping_interval_s * 1000;
-        uint64_t id = fnv1a(FNV_INIT ^ ++e->dereg_seq, &i, sizeof(i));
+        uint64_t id = siphash13(e->branch_k0 ^ ++e->dereg_seq, e->branch_k1, &i, sizeof(i));
         size_t cap;
         char *buf = e->out.reserve(e->out.ctx, &cap);
         struct sip_build b;

@@ -26,6 +26,8 @@
 #include "sipedge/netaddr.h"
 #include "sipedge/sip_build.h"
 #include "sipedge/sip_check.h"
+#include "sipedge/sip_edit.h"
+#include "sipedge/siphash.h"
 #include "sipedge/sip_hdr.h"
 #include "sipedge/sip_msg.h"
 #include "sipedge/sip_reply.h"
@@ -62,6 +64,8 @@ struct registrar {
     uint64_t now_ms;         /* of the last registrar_handle / registrar_tick */
     bool is_rebase_pending;  /* restored times are still unix ms, not now_ms */
     bool is_store_failing;   /* the last flush failed (logged once per outage) */
+    uint64_t branch_k0, branch_k1; /* key of derived branches and request hashes */
+    struct sip_view view;           /* the message in hand, parsed once */
     char extra[REGISTRAR_EXTRA_MAX];
     char out[REGISTRAR_OUT_MAX];
 };
@@ -70,6 +74,7 @@ struct registrar {
 struct req {
     struct registrar *r;
     const struct sip_msg *m;
+    const struct sip_view *v; /* what sip_check_view parsed of m */
     const struct sockaddr *src;
     socklen_t src_len;
     uint64_t now_ms;
@@ -92,45 +97,10 @@ struct contact_plan {
 static bool host_to_addr(struct slice host, uint16_t port, struct sockaddr_storage *ss,
                          socklen_t *len)
 {
-    char text[64];
-    if (host.len >= 2 && host.p[0] == '[' && host.p[host.len - 1] == ']')
-        host = slice_make(host.p + 1, host.len - 2);
-    if (host.len == 0 || host.len >= sizeof(text))
+    if (netaddr_from_host(host, port, SIP_DEFAULT_PORT, ss) < 0)
         return false;
-    memcpy(text, host.p, host.len);
-    text[host.len] = '\0';
-    memset(ss, 0, sizeof(*ss));
-    struct sockaddr_in *sin = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, text, &sin->sin_addr) == 1) {
-        sin->sin_family = AF_INET;
-        sin->sin_port = htons(port ? port : SIP_DEFAULT_PORT);
-        *len = sizeof(*sin);
-        return true;
-    }
-    if (inet_pton(AF_INET6, text, &sin6->sin6_addr) == 1) {
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons(port ? port : SIP_DEFAULT_PORT);
-        *len = sizeof(*sin6);
-        return true;
-    }
-    return false;
-}
-
-/* Source IP text (no brackets) and port of a socket address. */
-static bool src_ip_port(const struct sockaddr *sa, char *ip, size_t cap, uint16_t *port)
-{
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *sin = (const void *)sa;
-        *port = ntohs(sin->sin_port);
-        return inet_ntop(AF_INET, &sin->sin_addr, ip, (socklen_t)cap) != NULL;
-    }
-    if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *sin6 = (const void *)sa;
-        *port = ntohs(sin6->sin6_port);
-        return inet_ntop(AF_INET6, &sin6->sin6_addr, ip, (socklen_t)cap) != NULL;
-    }
-    return false;
+    *len = netaddr_len((const struct sockaddr *)ss);
+    return true;
 }
 
 static bool is_self_hostport(const struct registrar *r, struct slice host, uint16_t port)
@@ -241,15 +211,18 @@ static bool hdr_tag_present(const struct sip_msg *m, enum sip_hdr_id id, const c
 
 /* What a REGISTER asks for (To, Call-ID, CSeq, Contacts, Expires): the same again is a
  * retransmission; a change with the same digest nc is a replay (digest_nc_note). */
-static uint64_t request_hash(const struct sip_msg *m)
+static uint64_t request_hash(const struct registrar *r, const struct sip_msg *m)
 {
     static const enum sip_hdr_id ids[] = {SIP_HDR_TO, SIP_HDR_CALL_ID, SIP_HDR_CSEQ,
                                           SIP_HDR_CONTACT, SIP_HDR_EXPIRES};
-    uint64_t h = FNV1A64_INIT;
+    struct siphash h;
+    siphash_init(&h, r->branch_k0, r->branch_k1);
     for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++)
-        for (const struct sip_hdr *hh = sip_msg_hdr(m, ids[i]); hh; hh = sip_msg_hdr_next(m, hh))
-            h = fnv1a64(h, hh->value);
-    return h;
+        for (const struct sip_hdr *hh = sip_msg_hdr(m, ids[i]); hh; hh = sip_msg_hdr_next(m, hh)) {
+            siphash_add(&h, hh->value.p, hh->value.len);
+            siphash_add(&h, "\0", 1); /* "ab"+"c" and "a"+"bc" differ */
+        }
+    return siphash_final(&h);
 }
 
 /* ---- sending ----------------------------------------------------------------------- */
@@ -272,12 +245,12 @@ static void reply(struct req *q, int status, const char *reason, const char *ext
         return; /* ACK never gets a response (RFC 3261 §17.1.1.3) */
     struct sip_reply_opts opts = {.extra = extra};
     char ip[INET6_ADDRSTRLEN];
-    uint16_t port = 0;
+    unsigned port = 0;
     const struct sip_hdr *vh = sip_msg_hdr(q->m, SIP_HDR_VIA);
     struct sip_via via;
     struct slice rest;
     if (vh && sip_via_parse(vh->value, &via, &rest) == 0 && via.has_rport && via.rport.len == 0 &&
-        src_ip_port(q->src, ip, sizeof(ip), &port)) {
+        netaddr_ip(q->src, ip, sizeof(ip), &port)) {
         opts.received = ip;
         opts.rport = port;
     }
@@ -337,7 +310,7 @@ static bool authorize(struct req *q, struct slice aor_user, bool is_proxy)
             rc = digest_verify(r->dig, &c, q->m->method, q->now_ms, r->policy.nonce_ttl_s);
         }
         if (rc == 0)
-            rc = digest_nc_note(r->dig, &c, request_hash(q->m), q->now_ms,
+            rc = digest_nc_note(r->dig, &c, request_hash(q->r, q->m), q->now_ms,
                                 r->policy.nonce_ttl_s);
         if (rc == 0)
             return true;
@@ -851,78 +824,6 @@ static void binding_next_hop(const struct location_binding *b, struct sockaddr_s
 }
 
 /*
- * Stateless branch (RFC 3261 §16.11): a hash of the received branch and the R-URI, so a
- * retransmission, the CANCEL and the ACK for a non-2xx of the same INVITE all get the
- * same branch. The method is left out on purpose: CANCEL must match the INVITE's
- * branch downstream (§9.2). Without the magic cookie the §16.11 field set is used.
- */
-static uint64_t branch_hash(const struct sip_msg *m, const struct sip_via *top)
-{
-    uint64_t h = FNV1A64_INIT;
-    h = fnv1a64(h, m->ruri);
-    if (slice_case_prefix(top->branch, BRANCH_COOKIE))
-        return fnv1a64(h, top->branch);
-    h = fnv1a64(h, top->raw);
-    static const enum sip_hdr_id ids[] = {SIP_HDR_TO, SIP_HDR_FROM, SIP_HDR_CALL_ID};
-    for (size_t i = 0; i < sizeof(ids) / sizeof(ids[0]); i++) {
-        const struct sip_hdr *hh = sip_msg_hdr(m, ids[i]);
-        if (hh)
-            h = fnv1a64(h, hh->value);
-    }
-    uint32_t seq = 0;
-    struct slice method;
-    const struct sip_hdr *cs = sip_msg_hdr(m, SIP_HDR_CSEQ);
-    if (cs && sip_cseq_parse(cs->value, &seq, &method) == 0) {
-        char num[12];
-        int n = snprintf(num, sizeof(num), "%u", seq);
-        h = fnv1a64(h, slice_make(num, (size_t)n));
-    }
-    return h;
-}
-
-/*
- * Copies the received top Via line, adding received= when the sent-by host is not the
- * packet's source (RFC 3261 §18.2.1) or rport was asked for, and filling a bare rport
- * with the source port (RFC 3581 §4), so the response can find its way back.
- */
-static void build_top_via(struct sip_build *sb, const struct sip_msg *m, const struct sip_hdr *h,
-                          const struct sip_via *v, const struct sockaddr *src)
-{
-    const char *line = m->buf + h->off;
-    char ip[INET6_ADDRSTRLEN];
-    uint16_t port = 0;
-    struct slice host = v->host;
-    if (host.len >= 2 && host.p[0] == '[')
-        host = slice_make(host.p + 1, host.len - 2);
-    bool is_bare_rport = v->has_rport && v->rport.len == 0;
-    if (!src_ip_port(src, ip, sizeof(ip), &port) ||
-        (slice_case_eq_str(host, ip) && !is_bare_rport)) {
-        sip_build_mem(sb, line, h->line_len);
-        return;
-    }
-    const char *params = v->params.raw.len ? v->params.raw.p : v->raw.p + v->raw.len;
-    sip_build_mem(sb, line, (size_t)(params - line));
-    struct slice rest = v->params.raw;
-    while (rest.len > 0) {
-        long semi = slice_find(slice_make(rest.p + 1, rest.len - 1), ';');
-        size_t item_len = semi < 0 ? rest.len : (size_t)semi + 1;
-        struct slice item = slice_trim(slice_make(rest.p + 1, item_len - 1));
-        rest = slice_make(rest.p + item_len, rest.len - item_len);
-        long eq = slice_find(item, '=');
-        struct slice name = slice_trim(eq < 0 ? item : slice_make(item.p, (size_t)eq));
-        if (item.len == 0 || slice_case_eq_str(name, "received"))
-            continue;
-        if (eq < 0 && slice_case_eq_str(name, "rport"))
-            sip_build_fmt(sb, ";rport=%u", port);
-        else
-            sip_build_fmt(sb, ";%.*s", SLICE_FMT(item));
-    }
-    sip_build_fmt(sb, ";received=%s", ip);
-    const char *after = v->raw.p + v->raw.len;
-    sip_build_mem(sb, after, h->line_len - (size_t)(after - line));
-}
-
-/*
  * MAC binding a routed request's sb=SLOT.GEN to that request: a flow_token_tag under the
  * registrar's key over slot, gen, the branch we wrote, the Call-ID and the CSeq number
  * (FLOW_TOKEN_TAG_LEN hex characters). A response echoes all of them (RFC 3261 §8.2.6.2),
@@ -960,23 +861,6 @@ static bool sb_mac_ok(struct registrar *r, uint32_t slot, uint32_t gen, struct s
                                  mac) == 0;
 }
 
-/* CSeq number of a message (0 when it does not parse: sip_check_msg has checked it). */
-static uint32_t msg_cseq(const struct sip_msg *m)
-{
-    uint32_t seq = 0;
-    struct slice method;
-    const struct sip_hdr *cs = sip_msg_hdr(m, SIP_HDR_CSEQ);
-    if (!cs || sip_cseq_parse(cs->value, &seq, &method) != 0)
-        return 0;
-    return seq;
-}
-
-static struct slice msg_call_id(const struct sip_msg *m)
-{
-    const struct sip_hdr *h = sip_msg_hdr(m, SIP_HDR_CALL_ID);
-    return h ? h->value : SLICE_NULL;
-}
-
 struct forward {
     struct slice ruri;                /* new Request-URI */
     const struct location_binding *b; /* target binding, or NULL */
@@ -1000,25 +884,18 @@ static void forward_request(struct req *q, const struct forward *f)
 {
     struct registrar *r = q->r;
     const struct sip_msg *m = q->m;
-    struct sip_via top;
-    struct slice rest;
-    const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
-    if (sip_via_parse(vh->value, &top, &rest) != 0) {
-        reply(q, 400, "Bad Via", NULL);
-        r->stats.dropped_bad++;
-        return;
-    }
+    const struct sip_view *v = q->v;
     struct sip_build sb;
     sip_build_init(&sb, r->out, sizeof(r->out));
     sip_build_fmt(&sb, "%.*s %.*s SIP/2.0\r\n", SLICE_FMT(m->method), SLICE_FMT(f->ruri));
-    char branch[BRANCH_TEXT_MAX];
-    int blen = snprintf(branch, sizeof(branch), BRANCH_COOKIE "%016llx",
-                        (unsigned long long)branch_hash(m, &top));
+    char hex[17], branch[BRANCH_TEXT_MAX];
+    sip_edit_branch(m, v, q->src, r->branch_k0, r->branch_k1, hex);
+    int blen = snprintf(branch, sizeof(branch), BRANCH_COOKIE "%s", hex);
     sip_build_fmt(&sb, "Via: SIP/2.0/UDP %s;branch=%s", r->self.text, branch);
     if (f->b) {
         char mac[FLOW_TOKEN_TAG_LEN + 1];
-        if (sb_mac_hex(r, f->b->slot, f->b->gen, slice_make(branch, (size_t)blen), msg_call_id(m),
-                       msg_cseq(m), mac) != 0) {
+        if (sb_mac_hex(r, f->b->slot, f->b->gen, slice_make(branch, (size_t)blen), v->call_id,
+                       v->cseq, mac) != 0) {
             r->stats.send_errors++;
             reply(q, 500, "Server Internal Error", NULL);
             return;
@@ -1026,37 +903,23 @@ static void forward_request(struct req *q, const struct forward *f)
         sip_build_fmt(&sb, ";sb=%u.%u.%s", f->b->slot, f->b->gen, mac);
     }
     sip_build_str(&sb, "\r\n");
-    /* The Path values become the Route set, in order (RFC 3327 §5.3), after the Vias. */
-    bool need_route = f->b && f->b->path[0];
-    bool has_mf = false;
-    const struct sip_hdr *top_route = sip_msg_hdr(m, SIP_HDR_ROUTE);
-    for (uint16_t i = 0; i < m->n_hdrs; i++) {
-        const struct sip_hdr *h = &m->hdrs[i];
-        if (need_route && h->id != SIP_HDR_VIA) {
-            sip_build_fmt(&sb, "Route: %s\r\n", f->b->path);
-            need_route = false;
-        }
-        if (h->id == SIP_HDR_MAX_FORWARDS) {
-            if (!has_mf)
-                sip_build_fmt(&sb, "Max-Forwards: %u\r\n", f->max_forwards - 1);
-            has_mf = true;
-            continue;
-        }
-        if (f->strip_top_route && h == top_route) {
-            if (f->top_route_rest.len > 0)
-                sip_build_fmt(&sb, "Route: %.*s\r\n", SLICE_FMT(f->top_route_rest));
-            continue;
-        }
-        if (h == vh)
-            build_top_via(&sb, m, h, &top, q->src);
-        else
-            sip_build_mem(&sb, m->buf + h->off, h->line_len);
-    }
-    if (need_route)
+    /* The Path values become the Route set, in order (RFC 3327 §5.3), ahead of any
+     * Route the request keeps. */
+    if (f->b && f->b->path[0])
         sip_build_fmt(&sb, "Route: %s\r\n", f->b->path);
-    if (!has_mf)
+    if (!v->has_max_forwards)
         sip_build_fmt(&sb, "Max-Forwards: %u\r\n", REGISTRAR_DEFAULT_MF);
-    sip_build_mem(&sb, m->buf + m->hdr_end, m->len - m->hdr_end); /* empty line + body */
+    struct sip_edit plan = {
+        .top_via = v->via_hdr,
+        .via = {.via = &v->via, .src = q->src},
+        .set_max_forwards = true,
+        .max_forwards = f->max_forwards - 1,
+    };
+    if (f->strip_top_route) {
+        plan.pop_route = v->route_hdr;
+        plan.pop_route_rest = f->top_route_rest;
+    }
+    sip_edit_copy(&sb, m, &plan);
     size_t len;
     if (sip_build_finish(&sb, &len) != 0) {
         r->stats.send_errors++;
@@ -1186,13 +1049,13 @@ static void handle_request(struct req *q)
     const struct sip_hdr *rh = sip_msg_hdr(m, SIP_HDR_ROUTE);
     struct slice next_route = SLICE_NULL;
     if (rh) {
-        struct sip_nameaddr na;
-        struct slice rest;
-        if (sip_nameaddr_parse(rh->value, &na, &rest) != 0) {
+        if (q->v->route_hdr != rh) {
             r->stats.dropped_bad++;
             reply(q, 400, "Bad Route", NULL);
             return;
         }
+        struct sip_nameaddr na = q->v->route;
+        struct slice rest = q->v->route_rest;
         if (is_self_uri(r, na.uri)) {
             f.strip_top_route = true;
             f.top_route_rest = slice_trim(rest);
@@ -1285,8 +1148,8 @@ static void handle_request(struct req *q)
  * branch, Call-ID and CSeq (sb_mac_hex) and the response came from the hop we sent the
  * request to; anything else naming a binding is counted as forged and changes nothing.
  */
-static void flow_failed(struct registrar *r, const struct sip_msg *m, const struct sip_via *top,
-                        struct slice sbv, const struct sockaddr *src)
+static void flow_failed(struct registrar *r, const struct sip_view *v, struct slice sbv,
+                        const struct sockaddr *src)
 {
     long dot1 = slice_find(sbv, '.');
     struct slice after =
@@ -1300,7 +1163,7 @@ static void flow_failed(struct registrar *r, const struct sip_msg *m, const stru
         return;
     }
     struct slice got = slice_make(after.p + dot2 + 1, after.len - (size_t)dot2 - 1);
-    if (!sb_mac_ok(r, slot, gen, top->branch, msg_call_id(m), msg_cseq(m), got)) {
+    if (!sb_mac_ok(r, slot, gen, v->via.branch, v->call_id, v->cseq, got)) {
         r->stats.forged_430++;
         log_info("registrar: 430 with a bad sb MAC ignored");
         return;
@@ -1328,13 +1191,10 @@ static void flow_failed(struct registrar *r, const struct sip_msg *m, const stru
  * stateless element has no transaction whose retransmissions it could stop upstream.
  */
 static void handle_response(struct registrar *r, const struct sip_msg *m,
-                            const struct sockaddr *src)
+                            const struct sip_view *v, const struct sockaddr *src)
 {
-    const struct sip_hdr *vh = sip_msg_hdr(m, SIP_HDR_VIA);
-    struct sip_via top, next;
-    struct slice rest;
-    if (!vh || sip_via_parse(vh->value, &top, &rest) != 0 ||
-        !is_self_hostport(r, top.host, top.port) || !slice_case_prefix(top.branch, BRANCH_COOKIE)) {
+    const struct sip_via *top = &v->via;
+    if (!is_self_hostport(r, top->host, top->port) || !slice_case_prefix(top->branch, BRANCH_COOKIE)) {
         r->stats.responses_dropped++;
         return;
     }
@@ -1343,53 +1203,27 @@ static void handle_response(struct registrar *r, const struct sip_msg *m,
         return;
     }
     struct slice sbv;
-    if (m->status == 430 && sip_params_get(top.params, "sb", &sbv))
-        flow_failed(r, m, &top, sbv, src);
-    rest = slice_trim(rest);
-    struct slice next_text = rest;
-    const struct sip_hdr *next_hdr = NULL;
-    if (next_text.len == 0) {
-        next_hdr = sip_msg_hdr_next(m, vh);
-        if (next_hdr)
-            next_text = next_hdr->value;
-    }
-    struct slice next_rest;
+    if (m->status == 430 && sip_params_get(top->params, "sb", &sbv))
+        flow_failed(r, v, sbv, src);
+    struct sip_via next;
+    struct sip_edit plan = {0};
     struct sockaddr_storage dst;
-    socklen_t dst_len = 0;
-    uint32_t port = 0;
-    if (next_text.len == 0 || sip_via_parse(next_text, &next, &next_rest) != 0) {
+    if (sip_edit_pop_via(m, v, &next, &plan) < 0 || sip_via_response_addr(&next, &dst) < 0) {
         r->stats.responses_dropped++;
         return;
     }
-    port = next.port;
-    if (next.rport.len > 0 && slice_to_u32(next.rport, 65535, &port) != 0)
-        port = next.port;
-    if (!host_to_addr(next.received.len ? next.received : next.host, (uint16_t)port, &dst,
-                      &dst_len)) {
-        r->stats.responses_dropped++;
-        return;
-    }
-
     struct sip_build sb;
     sip_build_init(&sb, r->out, sizeof(r->out));
     sip_build_mem(&sb, m->buf, m->start_line_len);
-    for (uint16_t i = 0; i < m->n_hdrs; i++) {
-        const struct sip_hdr *h = &m->hdrs[i];
-        if (h == vh) {
-            if (rest.len > 0)
-                sip_build_fmt(&sb, "Via: %.*s\r\n", SLICE_FMT(rest));
-            continue;
-        }
-        sip_build_mem(&sb, m->buf + h->off, h->line_len);
-    }
-    sip_build_mem(&sb, m->buf + m->hdr_end, m->len - m->hdr_end);
+    sip_edit_copy(&sb, m, &plan);
     size_t len;
     if (sip_build_finish(&sb, &len) != 0) {
         r->stats.send_errors++;
         return;
     }
     r->stats.responses_fwd++;
-    send_to(r, (const struct sockaddr *)&dst, dst_len, r->out, len);
+    send_to(r, (const struct sockaddr *)&dst, netaddr_len((const struct sockaddr *)&dst), r->out,
+            len);
 }
 
 /* ---- interface --------------------------------------------------------------------- */
@@ -1404,6 +1238,12 @@ static int sb_mac_new(struct registrar *r, const uint8_t *key)
     else if (RAND_bytes(k, sizeof(k)) != 1)
         return -ENOMEM;
     int rc = flow_token_keys_new(&r->sb_keys, k, NULL);
+    /* The branch key comes from the same secret, so branches survive a restart with it. */
+    uint64_t a, b;
+    memcpy(&a, k, sizeof(a));
+    memcpy(&b, k + sizeof(a), sizeof(b));
+    r->branch_k0 = siphash13(a, b, "branch.0", 8);
+    r->branch_k1 = siphash13(a, b, "branch.1", 8);
     OPENSSL_cleanse(k, sizeof(k));
     return rc;
 }
@@ -1662,7 +1502,7 @@ void registrar_handle(struct registrar *r, const char *buf, size_t len, const st
         log_debug("registrar: unparsable message dropped: %s", err.reason ? err.reason : "?");
         return;
     }
-    if (sip_check_msg(&m, &err) != 0) {
+    if (sip_check_view(&m, &err, &r->view) != 0) {
         r->stats.dropped_bad++;
         if (m.is_request && m.method_id != SIP_METHOD_ACK && err.status >= 400) {
             struct req bad = {.r = r, .m = &m, .src = src, .src_len = src_len, .now_ms = now_ms};
@@ -1671,10 +1511,11 @@ void registrar_handle(struct registrar *r, const char *buf, size_t len, const st
         return;
     }
     if (!m.is_request) {
-        handle_response(r, &m, src);
+        handle_response(r, &m, &r->view, src);
         return;
     }
-    struct req q = {.r = r, .m = &m, .src = src, .src_len = src_len, .now_ms = now_ms};
+    struct req q = {.r = r, .m = &m, .v = &r->view, .src = src, .src_len = src_len,
+                    .now_ms = now_ms};
     if (m.method_id == SIP_METHOD_REGISTER)
         handle_register(&q);
     else
