@@ -13,8 +13,10 @@
 #
 # Env: RATES ("2000 4000 6000 8000 10000 14000"), STEP_SECONDS (10), USERS (20000),
 #      TARGETS ("direct udpfwd sipedge kam-edge"; "sipedge-state" is sipedge with
-#      --state-dir, for the cost of persistence), SIPEDGE_BIN (build/sipedge; built in Release
-#      when missing), BENCH_KEEP=1 keeps the work dir.
+#      --state-dir, for the cost of persistence; "sipedge-ref" is SIPEDGE_REF_BIN, another
+#      build, e.g. of an earlier commit, so two builds are compared in one run),
+#      SIPEDGE_BIN (build/sipedge; built in Release when missing), BENCH_KEEP=1 keeps the
+#      work dir.
 #      SOCKETS (1): client sockets sipp spreads the users over (flows at the edge).
 #      BENCH_POLICY: sipedge policy dir. Default: policies/default plus an overlay that
 #      lifts the guard's rate limits (one sipp source sends everything; the buckets are
@@ -35,6 +37,7 @@ SOCKETS=${SOCKETS:-1}
 if [ "$SOCKETS" -gt 1 ]; then SIPP_SOCKETS="-t un -max_socket $SOCKETS"; else SIPP_SOCKETS="-t u1"; fi
 UDPFWD_BIN=${UDPFWD_BIN:-$root/build/tools/udpfwd}
 SIPEDGE_BIN=${SIPEDGE_BIN:-$root/build/sipedge}
+SIPEDGE_REF_BIN=${SIPEDGE_REF_BIN:-}
 KAM_CFG_DIR=$root/tests/integration/kamailio
 SIPP_DIR=$root/tests/integration/sipp
 
@@ -44,6 +47,9 @@ done
 if { [[ " $TARGETS " == *" sipedge "* ]] && [ ! -x "$SIPEDGE_BIN" ]; } ||
    { [[ " $TARGETS " == *" udpfwd "* ]] && [ ! -x "$UDPFWD_BIN" ]; }; then
     scripts/build.sh build -DCMAKE_BUILD_TYPE=Release -DSIPEDGE_BUILD_TESTS=OFF || exit 1
+fi
+if [[ " $TARGETS " == *" sipedge-ref "* ]] && [ ! -x "$SIPEDGE_REF_BIN" ]; then
+    echo "bench: target sipedge-ref needs SIPEDGE_REF_BIN (a sipedge binary)" >&2; exit 1
 fi
 ncpu=$(nproc)
 SRV_CPU=0
@@ -140,6 +146,12 @@ start_sipedge_state() {
         --registrar "$REG:5060" --policy "$BENCH_POLICY" --log-level info --state-dir "$WORK/state"
 }
 
+# The reference build: the same flags, another binary.
+start_sipedge_ref() {
+    start_server sipedge "$SIPEDGE_REF_BIN" --listen-udp "$PUB:5060" --core "$CORE:5070" \
+        --registrar "$REG:5060" --policy "$BENCH_POLICY" --log-level info
+}
+
 start_udpfwd() { start_server udpfwd "$UDPFWD_BIN" "$PUB:5060" "$REG:5060"; }
 
 # The default policy's guard limits are sized for the public internet; a load test from
@@ -178,6 +190,7 @@ run_target() {
         direct) dst=$REG:5060 ;;
         sipedge) start_sipedge || return 1; edge_pid=$SPID; dst=$PUB:5060 ;;
         sipedge-state) start_sipedge_state || return 1; edge_pid=$SPID; dst=$PUB:5060 ;;
+        sipedge-ref) start_sipedge_ref || return 1; edge_pid=$SPID; dst=$PUB:5060 ;;
         udpfwd) start_udpfwd || return 1; edge_pid=$SPID; dst=$PUB:5060 ;;
         kam-edge) kam edge "$KAM_CFG_DIR/edge.cfg" "$KEDGE" "REGISTRAR=\"sip:$REG:5060\"" || return 1
                   edge_pid=$KPID; dst=$KEDGE:5060 ;;
@@ -274,7 +287,7 @@ for r in rows:
             best[t] = r
 print()
 print("Highest clean rate per target:")
-for t in ("direct", "udpfwd", "sipedge", "sipedge-state", "kam-edge"):
+for t in ("direct", "udpfwd", "sipedge", "sipedge-ref", "sipedge-state", "kam-edge"):
     if t in best:
         b = best[t]
         print(f"  {t:9s} {b[1]:>6s}/s  p50 {b[5]} ms  p99 {b[6]} ms  edge {b[7]} us/REGISTER  edge PSS {b[9]} KiB")
@@ -303,6 +316,12 @@ for rate in common:
     a, b = num(by[("sipedge", rate)][7]), num(by[("sipedge-state", rate)][7])
     if a and b:
         print(f"persistence on / off at {rate}/s: edge CPU per REGISTER x{b / a:.3f} ({b:.1f} vs {a:.1f} us)")
+# Two builds: CPU per REGISTER at the same rate, this build vs the reference.
+common = [r[1] for r in rows if r[0] == "sipedge" and ("sipedge-ref", r[1]) in by]
+for rate in common:
+    a, b = num(by[("sipedge-ref", rate)][7]), num(by[("sipedge", rate)][7])
+    if a and b:
+        print(f"this build / reference at {rate}/s: edge CPU per REGISTER x{b / a:.3f} ({b:.1f} vs {a:.1f} us)")
 if "sipedge" in best and "udpfwd" in best:
     s, u = best["sipedge"], best["udpfwd"]
     se, ue = num(s[7]), num(u[7])
