@@ -195,12 +195,15 @@ size_t edge_flows_foreach(struct edge *e, bool (*cb)(void *ctx, const struct edg
             .remote = &f->remote.sa,
             .last_rx_ms = f->last_rx_ms,
         };
+        char contacts[8][URI_LIST_TEXT_MAX];
         for (struct flow_reg *r = f->regs; r && fi.n_regs < 8; r = r->next) {
-            fi.regs[fi.n_regs++] = (struct edge_reg_info){.aor = r->aor,
-                                                          .contacts = r->contacts,
-                                                          .user_agent = r->user_agent,
-                                                          .until_ms = r->until_ms,
-                                                          .is_authed = r->is_authed};
+            uri_list_format(&r->contacts, contacts[fi.n_regs], sizeof(contacts[0]));
+            fi.regs[fi.n_regs] = (struct edge_reg_info){.aor = r->aor,
+                                                        .contacts = contacts[fi.n_regs],
+                                                        .user_agent = r->user_agent,
+                                                        .until_ms = r->until_ms,
+                                                        .is_authed = r->is_authed};
+            fi.n_regs++;
         }
         n++;
         if (!cb(ctx, &fi))

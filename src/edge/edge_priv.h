@@ -43,6 +43,27 @@
 /* Branch of the edge's OPTIONS health checks of its registrars. */
 #define EDGE_BRANCH_HEALTH "z9hG4bKsH"
 
+/* Contact URIs of a flow record, in the client's order (uri_list.c). */
+#define URI_LIST_MAX 8
+struct uri_list {
+    uint8_t n;
+    uint16_t len;                /* bytes of text used */
+    uint16_t off[URI_LIST_MAX];  /* where each URI starts in text */
+    char text[512];              /* the URIs, each NUL-terminated */
+};
+
+void uri_list_clear(struct uri_list *l);
+/* Appends uri; false (l unchanged) when it does not fit or is empty. */
+bool uri_list_add(struct uri_list *l, struct slice uri);
+struct slice uri_list_at(const struct uri_list *l, unsigned i);
+bool uri_list_eq(const struct uri_list *a, const struct uri_list *b);
+/* "<uri>, <uri>" into out (NUL-terminated; URIs that do not fit are left out). */
+size_t uri_list_format(const struct uri_list *l, char *out, size_t cap);
+/* The inverse of uri_list_format; 0 or -1 (malformed or too long). */
+int uri_list_parse(struct uri_list *l, const char *text);
+/* Room for uri_list_format of any list. */
+#define URI_LIST_TEXT_MAX (512 + 4 * URI_LIST_MAX)
+
 /*
  * A registration relayed over a flow: what the edge needs to de-register it when the
  * flow dies (RFC 5626 §5.3 leaves that to the edge), bounded and owned by the flow.
@@ -56,7 +77,7 @@ struct flow_reg {
     uint32_t cache_epoch; /* the edge's regcache_epoch when a 2xx confirmed it */
     char aor[256];        /* To URI */
     char call_id[128];
-    char contacts[512]; /* "<uri>, <uri>" as confirmed by the registrar's 2xx */
+    struct uri_list contacts; /* as confirmed by the registrar's 2xx */
     char user_agent[96];
     /* The REGISTER relayed last for this AOR, until its own 2xx confirms it: a request
      * changes nothing the edge acts on (cache, de-REGISTER) before the registrar has
@@ -66,7 +87,7 @@ struct flow_reg {
     bool pend_is_aliased;
     uint32_t pend_cseq;
     char pend_call_id[128];
-    char pend_contacts[512];
+    struct uri_list pend_contacts;
 };
 
 #define FLOW_REGS_MAX 8
@@ -142,8 +163,7 @@ struct reg_summary {
     struct slice call_id;
     uint32_t max_expires; /* largest non-zero expires asked, UINT32_MAX: none given */
     char aor[256];
-    char contacts[512];
-    size_t contacts_len;
+    struct uri_list contacts;
     struct slice user_agent;
 };
 

@@ -60,7 +60,9 @@ static void save_flow(const struct flow *f, uint64_t now_ms, uint64_t wall, stru
         statefile_put_u8(b, r->is_aliased);
         statefile_put_str(b, r->aor);
         statefile_put_str(b, r->call_id);
-        statefile_put_str(b, r->contacts);
+        char contacts[URI_LIST_TEXT_MAX];
+        uri_list_format(&r->contacts, contacts, sizeof(contacts));
+        statefile_put_str(b, contacts);
         statefile_put_str(b, r->user_agent);
     }
 }
@@ -239,7 +241,10 @@ static int restore_flow(struct edge *e, struct statefile_rd *rd, bool apply, boo
         tmp.is_aliased = statefile_get_u8(rd) != 0;
         statefile_get_str(rd, tmp.aor, sizeof(tmp.aor));
         statefile_get_str(rd, tmp.call_id, sizeof(tmp.call_id));
-        statefile_get_str(rd, tmp.contacts, sizeof(tmp.contacts));
+        char contacts[URI_LIST_TEXT_MAX];
+        statefile_get_str(rd, contacts, sizeof(contacts));
+        /* The URIs that fit a record; the rest of an oversized list is not kept. */
+        (void)uri_list_parse(&tmp.contacts, contacts);
         statefile_get_str(rd, tmp.user_agent, sizeof(tmp.user_agent));
         if (rd->err)
             return -EBADMSG;

@@ -80,12 +80,13 @@ static void flow_reg_remove(struct flow *f, struct flow_reg *victim)
 }
 
 /* A live flow registered aor again: a dead flow must not de-register it afterwards. */
-static void dead_flows_forget_aor(struct edge *e, const char *aor, const char *contacts)
+static void dead_flows_forget_aor(struct edge *e, const char *aor,
+                                  const struct uri_list *contacts)
 {
     for (uint32_t i = e->dead_head; i;) {
         struct flow *d = flow_table_get_slot(e->flows, i - 1);
         struct flow_reg *r = flow_reg_find(d, aor);
-        if (r && strcmp(r->contacts, contacts) == 0)
+        if (r && uri_list_eq(&r->contacts, contacts))
             flow_reg_remove(d, r);
         i = d->dnext;
     }
@@ -104,8 +105,7 @@ void edge_reg_summarize(const struct sip_msg *m, const struct sip_view *v, struc
     sum->user_agent = ua ? ua->value : SLICE_NULL;
     uint32_t hdr_exp = v->has_expires ? v->expires : UINT32_MAX;
     bool any_live = false;
-    size_t n = 0;
-    sum->contacts[0] = '\0';
+    uri_list_clear(&sum->contacts);
     sum->max_expires = 0;
     sum->has_contact = v->n_contacts > 0;
     for (unsigned i = 0; i < sip_view_n_contacts(v); i++) {
@@ -126,14 +126,11 @@ void edge_reg_summarize(const struct sip_msg *m, const struct sip_view *v, struc
         any_live = true;
         if (x > sum->max_expires)
             sum->max_expires = x;
-        if (n + c->uri.len + 4 >= sizeof(sum->contacts))
-            return;
-        n += (size_t)snprintf(sum->contacts + n, sizeof(sum->contacts) - n, "%s<%.*s>",
-                              n ? ", " : "", SLICE_FMT(c->uri));
+        if (!uri_list_add(&sum->contacts, c->uri))
+            return; /* more than a record holds: not usable */
     }
     if (v->n_contacts > SIP_VIEW_MAX_CONTACTS)
         return; /* more than a record can hold: not usable */
-    sum->contacts_len = n;
     sum->is_removal = sum->has_contact && !any_live;
     sum->is_usable = true;
 }
@@ -181,7 +178,7 @@ void flow_reg_note(struct edge *e, struct flow *f, const struct reg_summary *sum
     r->pend_is_aliased = is_aliased;
     r->pend_cseq = sum->cseq;
     slice_copy_cstr(r->pend_call_id, sizeof(r->pend_call_id), sum->call_id);
-    memcpy(r->pend_contacts, sum->contacts, sum->contacts_len + 1);
+    r->pend_contacts = sum->contacts;
     slice_copy_cstr(r->user_agent, sizeof(r->user_agent), sum->user_agent);
     if (sum->cseq > r->cseq || !slice_eq(sum->call_id, slice_make(r->call_id, strlen(r->call_id))))
         r->cseq = sum->cseq;
@@ -241,9 +238,9 @@ uint32_t flow_reg_confirm(struct edge *e, struct flow *f, const struct sip_msg *
     r->is_aliased = r->pend_is_aliased;
     r->cache_epoch = e->regcache_epoch;
     memcpy(r->call_id, r->pend_call_id, sizeof(r->call_id));
-    memcpy(r->contacts, r->pend_contacts, sizeof(r->contacts));
+    r->contacts = r->pend_contacts;
     if (had_credentials && e->dead_head)
-        dead_flows_forget_aor(e, r->aor, r->contacts);
+        dead_flows_forget_aor(e, r->aor, &r->contacts);
     edge_journal_flow(e, f, now_ms);
     return max_exp;
 }
@@ -297,26 +294,27 @@ void edge_send_asserted_register(struct edge *e, const struct flow *f, const str
     if (r->is_aliased) {
         /* The registrar holds the aliases, not the URIs the client registered. */
         sip_build_str(&b, "Contact: ");
-        const char *p = r->contacts;
-        while (*p == '<') {
-            const char *end = strchr(p, '>');
-            if (!end)
-                break;
-            if (p != r->contacts)
+        for (unsigned i = 0; i < r->contacts.n; i++) {
+            if (i)
                 sip_build_str(&b, ", ");
             sip_build_str(&b, "<");
             contact_alias_build(&b, slice_make(f->token, f->token_len),
-                                slice_make(p + 1, (size_t)(end - p - 1)), e->cfg->core.text);
+                                uri_list_at(&r->contacts, i), e->cfg->core.text);
             sip_build_fmt(&b, ">;expires=%u", expires);
-            p = end[1] == ',' && end[2] == ' ' ? end + 3 : end + 1;
         }
         sip_build_str(&b, "\r\n");
-    } else if (expires) {
-        sip_build_fmt(&b, "Contact: %s\r\n", r->contacts);
-        sip_build_fmt(&b, "Path: <sip:%.*s@%s;lr>\r\nSupported: path\r\n", (int)f->token_len,
-                      f->token, e->cfg->core.text);
     } else {
-        sip_build_fmt(&b, "Contact: %s;expires=0\r\n", r->contacts);
+        /* The URIs as one Contact line, as the client registered them. */
+        sip_build_str(&b, "Contact: ");
+        for (unsigned i = 0; i < r->contacts.n; i++) {
+            sip_build_str(&b, i ? ", <" : "<");
+            sip_build_slice(&b, uri_list_at(&r->contacts, i));
+            sip_build_str(&b, ">");
+        }
+        sip_build_str(&b, expires ? "\r\n" : ";expires=0\r\n");
+        if (expires)
+            sip_build_fmt(&b, "Path: <sip:%.*s@%s;lr>\r\nSupported: path\r\n",
+                          (int)f->token_len, f->token, e->cfg->core.text);
     }
     sip_build_fmt(&b, "P-Asserted-Identity: <%s>\r\n", r->aor);
     sip_build_fmt(&b, "Expires: %u\r\nUser-Agent: sipedge\r\nContent-Length: 0\r\n\r\n", expires);
@@ -324,7 +322,9 @@ void edge_send_asserted_register(struct edge *e, const struct flow *f, const str
         e->st.resync_sent++;
     } else {
         e->st.dereg_sent++;
-        log_info("flow dead: de-registering %s (%s)", r->aor, r->contacts);
+        char text[URI_LIST_TEXT_MAX];
+        uri_list_format(&r->contacts, text, sizeof(text));
+        log_info("flow dead: de-registering %s (%s)", r->aor, text);
     }
     edge_send_built_udp(e, &b, EDGE_SOCK_CORE, upstream_dst(e, now_ms, true));
 }
@@ -368,7 +368,7 @@ void edge_dead_flows_process(struct edge *e, uint64_t now_ms)
         /* Only contacts an authenticated REGISTER created on this flow are asserted
          * away: the assertion speaks for the user, so it must be the user's. */
         for (struct flow_reg *r = d->regs; r; r = r->next) {
-            if (r->until_ms > now_ms && r->is_authed && r->contacts[0])
+            if (r->until_ms > now_ms && r->is_authed && r->contacts.n)
                 send_dereg(e, d, r, now_ms);
         }
         edge_on_flow_release(e, d);
@@ -409,11 +409,15 @@ void edge_audit_register(struct edge *e, const struct sip_msg *req, const struct
     const struct sip_hdr *uah = sip_msg_hdr(req, SIP_HDR_USER_AGENT);
     if (uah)
         slice_copy_cstr(ua, sizeof(ua), uah->value);
+    char contacts[URI_LIST_TEXT_MAX] = "";
+    if (r)
+        uri_list_format(r->pend_contacts.n ? &r->pend_contacts : &r->contacts, contacts,
+                        sizeof(contacts));
     struct edge_reg_event ev = {
         .aor = aor,
         .src = f ? &f->remote.sa : rx->src,
         .transport = f ? f->transport : FLOW_UDP,
-        .contacts = r ? (r->pend_contacts[0] ? r->pend_contacts : r->contacts) : "",
+        .contacts = contacts,
         .expires_s = expires_s,
         .user_agent = r && !uah ? r->user_agent : ua,
         .status = status,

@@ -47,7 +47,7 @@ bool regcache_answer(struct edge *e, const struct rx *rx, struct flow *f, const 
     if (!r || !r->is_authed || r->until_ms == 0 || horizon <= need ||
         r->cache_epoch != e->regcache_epoch || sum->cseq <= r->cseq ||
         !slice_eq(sum->call_id, slice_make(r->call_id, strlen(r->call_id))) ||
-        strcmp(r->contacts, sum->contacts) != 0 || r->is_aliased != e->pol.nat_contact_alias)
+        !uri_list_eq(&r->contacts, &sum->contacts) || r->is_aliased != e->pol.nat_contact_alias)
         return false;
     uint32_t left_s =
         r->until_ms > now_ms ? (uint32_t)((r->until_ms - now_ms) / 1000) : e->pol.nat_expires_s;
@@ -56,16 +56,13 @@ bool regcache_answer(struct edge *e, const struct rx *rx, struct flow *f, const 
         grant = edge_nat_expires(e, f);
     char extra[1024];
     size_t n = 0;
-    /* One Contact line per URI of the recorded set: "<uri>, <uri>" splits on ", <". */
-    const char *p = r->contacts;
-    while (*p && n < sizeof(extra) - 64) {
-        const char *end = strstr(p, ", <");
-        size_t len = end ? (size_t)(end - p) : strlen(p);
-        if (n + len + 40 >= sizeof(extra))
+    /* One Contact line per URI of the recorded set. */
+    for (unsigned i = 0; i < r->contacts.n; i++) {
+        struct slice u = uri_list_at(&r->contacts, i);
+        if (n + u.len + 40 >= sizeof(extra))
             return false;
-        n += (size_t)snprintf(extra + n, sizeof(extra) - n, "Contact: %.*s;expires=%u\r\n",
-                              (int)len, p, grant);
-        p = end ? end + 2 : p + len;
+        n += (size_t)snprintf(extra + n, sizeof(extra) - n, "Contact: <%.*s>;expires=%u\r\n",
+                              SLICE_FMT(u), grant);
     }
     r->cseq = sum->cseq;
     e->st.regcache_hit++;
@@ -95,7 +92,7 @@ void regcache_resync_step(struct edge *e, uint64_t now_ms)
         /* The client's next refresh: within edge_nat_expires for NATed clients. */
         uint64_t next = f->is_nat ? f->last_rx_ms + (uint64_t)edge_nat_expires(e, f) * 1000 : 0;
         for (struct flow_reg *r = f->regs; r; r = r->next) {
-            if (!r->is_authed || !r->contacts[0] || r->cache_epoch == e->regcache_epoch ||
+            if (!r->is_authed || !r->contacts.n || r->cache_epoch == e->regcache_epoch ||
                 r->until_ms <= soon || (next && next <= soon))
                 continue;
             struct slice aor = slice_make(r->aor, strlen(r->aor));
