@@ -32,6 +32,7 @@
 #include "sipedge/flow_table.h"
 #include "sipedge/log.h"
 #include "sipedge/lws_uv.h"
+#include "ws_out.h"
 
 #ifndef container_of
 #define container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
@@ -64,13 +65,6 @@
 #define WS_CLOSE_INTERNAL 1011
 #define WS_CLOSE_TRY_AGAIN 1013
 
-struct ws_msg {
-    struct ws_msg *next;
-    uint32_t len;
-    bool is_binary;
-    unsigned char buf[]; /* LWS_PRE headroom, then len bytes */
-};
-
 /* Per-session data: allocated and zero-filled by lws, freed by lws after CLOSED. */
 struct ws_pss {
     struct lws *wsi;
@@ -96,9 +90,7 @@ struct ws_pss {
     char *rx;             /* reassembly buffer, only while a message is incomplete */
     uint32_t rx_len;
     uint32_t rx_cap;
-    struct ws_msg *out_head;
-    struct ws_msg *out_tail;
-    uint32_t out_bytes;
+    struct ws_outq out;   /* messages waiting for SERVER_WRITEABLE (ws_out.h) */
     union ws_addr remote;
 };
 
@@ -168,6 +160,7 @@ struct transport_ws {
     void (*close_cb)(void *ctx);
     void *close_ctx;
 
+    struct ws_arena arena; /* output memory of every connection (ws_out.c) */
     struct transport_ws_stats st;
 };
 
@@ -445,11 +438,20 @@ bool transport_ws_origin_allowed(const struct ws_origin *allow, unsigned n_allow
 
 /* ---- helpers ------------------------------------------------------------------------ */
 
-/* RFC 3629 §4 well-formed UTF-8 (no overlongs, no surrogates, max U+10FFFF). */
+/*
+ * RFC 3629 §4 well-formed UTF-8 (no overlongs, no surrogates, max U+10FFFF). SIP is
+ * almost all ASCII, so runs of 8 ASCII bytes are skipped a word at a time; every output
+ * message is scanned once, at commit, and this keeps that scan a small part of it.
+ */
 bool transport_ws_is_utf8(const unsigned char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
+        uint64_t w;
+        if (n - i >= 8 && (memcpy(&w, s + i, 8), (w & 0x8080808080808080ull) == 0)) {
+            i += 8;
+            continue;
+        }
         unsigned char c = s[i];
         if (c < 0x80) {
             i++;
@@ -501,16 +503,10 @@ static struct transport_ws *ws_of(struct lws *wsi)
     return lws_context_user(lws_get_context(wsi));
 }
 
-static void ws_out_free(struct ws_pss *pss)
+static void ws_out_free(struct transport_ws *t, struct ws_pss *pss)
 {
-    struct ws_msg *m = pss->out_head;
-    while (m) {
-        struct ws_msg *next = m->next;
-        free(m);
-        m = next;
-    }
-    pss->out_head = pss->out_tail = NULL;
-    pss->out_bytes = 0;
+    ws_outq_free(&t->arena, &pss->out);
+    t->st.tx_blocks = t->arena.n_blocks;
 }
 
 static void ws_rx_free(struct transport_ws *t, struct ws_pss *pss)
@@ -531,7 +527,8 @@ static void ws_schedule_close(struct ws_pss *pss, uint16_t code)
         return;
     pss->is_closing = true;
     pss->close_code = code;
-    ws_out_free(pss); /* the receive buffer may be in on_message's hands: freed later */
+    ws_out_free(ws_of(pss->wsi), pss); /* the receive buffer may be in on_message's hands:
+                                           freed later */
     lws_set_timeout(pss->wsi, PENDING_TIMEOUT_USER_OK, WS_CLOSE_BACKSTOP_S);
     lws_callback_on_writable(pss->wsi);
 }
@@ -556,25 +553,21 @@ static const char *ws_close_text(uint16_t code)
     }
 }
 
-static int ws_queue(struct ws_pss *pss, const char *buf, size_t len)
+/* Queues a copy of buf (the transport's own short messages, and transport_ws_send).
+ * Returns 0 or -ENOMEM. */
+static int ws_queue(struct transport_ws *t, struct ws_pss *pss, const char *buf, size_t len)
 {
-    struct ws_msg *m = malloc(sizeof(*m) + LWS_PRE + len);
-    if (!m)
+    size_t cap;
+    char *out = ws_arena_reserve(&t->arena, &cap);
+    if (!out)
         return -ENOMEM;
-    m->next = NULL;
-    m->len = (uint32_t)len;
-    /* RFC 7118 §5: text or binary. Text frames must carry valid UTF-8 (RFC 6455 §5.6),
-     * and browsers fail the connection otherwise; a body that is not UTF-8 goes binary. */
-    m->is_binary = !transport_ws_is_utf8((const unsigned char *)buf, len);
-    memcpy(m->buf + LWS_PRE, buf, len);
-    if (pss->out_tail)
-        pss->out_tail->next = m;
-    else
-        pss->out_head = m;
-    pss->out_tail = m;
-    pss->out_bytes += (uint32_t)len;
-    lws_callback_on_writable(pss->wsi);
-    return 0;
+    memcpy(out, buf, len);
+    int rc = ws_outq_commit(&t->arena, &pss->out, len);
+    t->st.tx_blocks = t->arena.n_blocks;
+    t->st.tx_slow_copies = t->arena.n_slow_copies;
+    if (rc == 0)
+        lws_callback_on_writable(pss->wsi);
+    return rc;
 }
 
 /* ---- lws callback: adapts lws events to transport calls, no SIP here ----------------- */
@@ -743,12 +736,12 @@ static void ws_deliver(struct transport_ws *t, struct ws_pss *pss, const char *b
     if ((len == 4 && !memcmp(buf, "\r\n\r\n", 4)) || (len == 2 && !memcmp(buf, "\r\n", 2))) {
         t->st.keepalive_rx++;
         if (len == 4) {
-            if (pss->out_bytes + 2 > t->pol.ws_out_queue_max_bytes) {
+            if (ws_outq_is_over(&pss->out, 2, t->pol.ws_out_queue_max_bytes)) {
                 t->st.close_too_slow++;
                 ws_schedule_close(pss, WS_CLOSE_POLICY);
                 return;
             }
-            if (ws_queue(pss, "\r\n", 2) == 0)
+            if (ws_queue(t, pss, "\r\n", 2) == 0)
                 t->st.keepalive_tx++;
         }
         t->cbs.on_alive(t->ctx, conn, pss->ref);
@@ -872,6 +865,16 @@ static void ws_send_close_frame(struct lws *wsi, struct ws_pss *pss)
     pss->is_close_sent = true;
 }
 
+static int ws_lws_write(void *ctx, unsigned char *buf, size_t len, bool is_binary)
+{
+    return lws_write(ctx, buf, len, is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+}
+
+static bool ws_lws_is_choked(void *ctx)
+{
+    return lws_send_pipe_choked(ctx) != 0;
+}
+
 static int ws_writeable(struct transport_ws *t, struct lws *wsi, struct ws_pss *pss)
 {
     if (pss->is_closing) {
@@ -889,31 +892,26 @@ static int ws_writeable(struct transport_ws *t, struct lws *wsi, struct ws_pss *
         }
         t->st.pings_tx++;
         if (lws_send_pipe_choked(wsi)) {
-            if (pss->out_head)
+            if (pss->out.head) {
+                ws_outq_evacuate(&t->arena, &pss->out); /* see ws_out.c: slow peers */
+                t->st.tx_slow_copies = t->arena.n_slow_copies;
                 lws_callback_on_writable(wsi);
+            }
             return 0;
         }
     }
-    /* Several messages per wakeup while the socket takes them (bounded). */
-    for (int n = 0; n < 16 && pss->out_head; n++) {
-        struct ws_msg *m = pss->out_head;
-        int w = lws_write(wsi, m->buf + LWS_PRE, m->len,
-                          m->is_binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
-        if (w < (int)m->len) {
-            t->st.tx_errors++;
-            return -1;
-        }
-        t->st.tx_messages++;
-        t->st.tx_bytes += m->len;
-        pss->out_head = m->next;
-        if (!pss->out_head)
-            pss->out_tail = NULL;
-        pss->out_bytes -= m->len;
-        free(m);
-        if (lws_send_pipe_choked(wsi))
-            break;
+    /* Several messages per wakeup while the socket takes them (bounded). A write that
+     * takes less than the whole frame is an error: lws itself keeps what the kernel did
+     * not take and reports the full length, so less means the connection failed. */
+    const struct ws_writer wr = {.write = ws_lws_write, .is_choked = ws_lws_is_choked, .ctx = wsi};
+    int rc = ws_outq_drain(&t->arena, &pss->out, 16, &wr, &t->st.tx_messages, &t->st.tx_bytes);
+    t->st.tx_blocks = t->arena.n_blocks;
+    t->st.tx_slow_copies = t->arena.n_slow_copies;
+    if (rc < 0) {
+        t->st.tx_errors++;
+        return -1;
     }
-    if (pss->out_head)
+    if (pss->out.head)
         lws_callback_on_writable(wsi);
     return 0;
 }
@@ -939,7 +937,7 @@ static void ws_closed(struct transport_ws *t, struct ws_pss *pss)
         pss->is_established = false;
         t->st.conns_open--;
     }
-    ws_out_free(pss);
+    ws_out_free(t, pss);
     ws_rx_free(t, pss);
     if (t->is_closing && t->n_live == 0 && !t->is_lws_destroyed)
         uv_timer_start(&t->stop_timer, on_stop_timer, 0, 0); /* finish outside lws */
@@ -1257,6 +1255,7 @@ int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *
     t->cbs = *cbs;
     t->ctx = ctx;
     t->foreign_loops[0] = opts->loop;
+    ws_arena_init(&t->arena, LWS_PRE);
     ws_apply_policy(t, opts->policy);
     t->max_slots = opts->policy->max_flows ? opts->policy->max_flows : WS_DEFAULT_MAX_CONNS;
     for (unsigned i = 0; i < 2 * CONFIG_MAX_LISTEN; i++)
@@ -1361,15 +1360,44 @@ fail:
     return rc;
 }
 
-int transport_ws_send(struct transport_ws *t, uint64_t conn, const char *buf, size_t len)
+/* The connection d names when it can take a message now, else NULL (counted). */
+static struct ws_pss *ws_tx_conn(struct transport_ws *t, const struct tx_dest *d)
 {
-    struct ws_pss *pss = ws_lookup(t, conn);
+    struct ws_pss *pss = ws_lookup(t, d->conn);
     if (!pss || pss->is_closing) {
         t->st.tx_no_conn++;
+        return NULL;
+    }
+    return pss;
+}
+
+char *transport_ws_tx_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
+{
+    struct transport_ws *t = ctx;
+    if (!ws_tx_conn(t, d))
+        return NULL;
+    char *buf = ws_arena_reserve(&t->arena, cap);
+    t->st.tx_blocks = t->arena.n_blocks;
+    if (!buf)
+        t->st.tx_no_memory++;
+    return buf;
+}
+
+int transport_ws_tx_commit(void *ctx, const struct tx_dest *d, size_t len)
+{
+    struct transport_ws *t = ctx;
+    struct ws_pss *pss = ws_tx_conn(t, d);
+    if (!pss) {
+        ws_arena_cancel(&t->arena);
         return -ENOENT;
     }
-    if ((uint64_t)pss->out_bytes + len > t->pol.ws_out_queue_max_bytes) {
+    if (len == 0 || len > TX_MSG_MAX) {
+        ws_arena_cancel(&t->arena);
+        return len ? -EMSGSIZE : 0;
+    }
+    if (ws_outq_is_over(&pss->out, len, t->pol.ws_out_queue_max_bytes)) {
         char abuf[LOG_ADDR_MAX];
+        ws_arena_cancel(&t->arena);
         t->st.close_too_slow++;
         log_info("ws %s: output queue over %u bytes: closing as too slow",
                  log_fmt_addr(&pss->remote.sa, abuf, sizeof(abuf)),
@@ -1377,10 +1405,32 @@ int transport_ws_send(struct transport_ws *t, uint64_t conn, const char *buf, si
         ws_schedule_close(pss, WS_CLOSE_POLICY);
         return -ENOBUFS;
     }
-    int rc = ws_queue(pss, buf, len);
-    if (rc < 0)
+    int rc = ws_outq_commit(&t->arena, &pss->out, len);
+    t->st.tx_slow_copies = t->arena.n_slow_copies;
+    if (rc < 0) {
         t->st.tx_no_memory++;
-    return rc;
+        return rc;
+    }
+    lws_callback_on_writable(pss->wsi);
+    return 0;
+}
+
+int transport_ws_send(struct transport_ws *t, uint64_t conn, const char *buf, size_t len)
+{
+    struct tx_dest d = tx_dest_conn(conn);
+    size_t cap;
+    char *out = transport_ws_tx_reserve(t, &d, &cap);
+    if (!out) {
+        /* Gone (counted in tx_no_conn by reserve) or out of memory (tx_no_memory). */
+        struct ws_pss *pss = ws_lookup(t, conn);
+        return pss && !pss->is_closing ? -ENOMEM : -ENOENT;
+    }
+    if (len > cap) {
+        ws_arena_cancel(&t->arena);
+        return -EMSGSIZE;
+    }
+    memcpy(out, buf, len);
+    return transport_ws_tx_commit(t, &d, len);
 }
 
 void transport_ws_close_conn(struct transport_ws *t, uint64_t conn, uint16_t code)
@@ -1448,6 +1498,7 @@ static void ws_maybe_finish(struct transport_ws *t)
         return;
     void (*cb)(void *) = t->close_cb;
     void *ctx = t->close_ctx;
+    ws_arena_destroy(&t->arena);
     free(t->slots);
     free(t->ips);
     free(t->ip_heads);

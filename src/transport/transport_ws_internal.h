@@ -43,6 +43,8 @@
     X(tx_no_conn)                 /* send to a connection that is gone */                          \
     X(tx_no_memory)                                                                                \
     X(tx_errors)                  /* lws_write failed: connection dropped */                       \
+    X(tx_blocks)                  /* gauge: output arena blocks held (ws_out.c) */                 \
+    X(tx_slow_copies)             /* messages moved to the heap for a choked connection */         \
     X(close_too_big)              /* 1009 */                                                       \
     X(close_bad_utf8)             /* text message not UTF-8: 1007 */                               \
     X(close_first_message_timeout) /* 1008 */                                                      \
