@@ -7,6 +7,9 @@
  * the message there once, and commit it; the batch goes out with sendmmsg once per
  * loop iteration (uv_check) or when it fills up. UDP sends that would block are
  * dropped and counted, never queued without bound. Loop thread only.
+ *
+ * transport_udp_tx_reserve/transport_udp_tx_commit are the same two steps in the shape
+ * of the output contract (transport.h), so a struct tx_out can point straight at them.
  */
 #ifndef SIPEDGE_TRANSPORT_UDP_H
 #define SIPEDGE_TRANSPORT_UDP_H
@@ -17,6 +20,7 @@
 #include <uv.h>
 
 #include "sipedge/config.h"
+#include "sipedge/transport.h"
 
 typedef void (*transport_udp_recv_cb)(void *ctx, uint8_t sock, const char *buf, size_t len,
                                       const struct sockaddr *src);
@@ -45,6 +49,17 @@ char *transport_udp_reserve(struct transport_udp *t, size_t *cap);
 /* Queues the first len bytes of the last reservation for dst on socket id. */
 void transport_udp_commit(struct transport_udp *t, uint8_t id, const struct sockaddr *dst,
                           size_t len);
+/*
+ * The output contract (struct tx_out, ctx is the struct transport_udp): reserve lends
+ * the batch memory whatever d names (the destination is needed only at commit);
+ * commit queues the first len bytes for d->addr on socket d->sock, as
+ * transport_udp_commit does. commit returns 0 (also for len 0, which sends nothing and
+ * counts a drop as transport_udp_commit does), -ENOENT for an unbound socket id or
+ * -EMSGSIZE for len over TX_MSG_MAX. A failure of the later sendmmsg is counted in
+ * tx_dropped, never reported here.
+ */
+char *transport_udp_tx_reserve(void *ctx, const struct tx_dest *d, size_t *cap);
+int transport_udp_tx_commit(void *ctx, const struct tx_dest *d, size_t len);
 /* Sends everything queued. */
 void transport_udp_flush(struct transport_udp *t);
 

@@ -8,7 +8,9 @@
  * message reassembly with a size cap, CRLF keepalives (a text message "\r\n\r\n" is
  * answered with "\r\n" at once and never reaches the edge), server pings with a pong
  * timeout, and per-connection output queues. It knows nothing about SIP: complete
- * messages go up through on_message, and the edge answers through transport_ws_send.
+ * messages go up through on_message, and answers come back through the output contract
+ * (transport.h: transport_ws_tx_reserve/transport_ws_tx_commit), written once into the
+ * memory the frame is sent from, or as a copy through transport_ws_send.
  * Connections are named by a generation-checked id, never by pointer. Loop thread only.
  */
 #ifndef SIPEDGE_TRANSPORT_WS_H
@@ -21,6 +23,7 @@
 #include <uv.h>
 
 #include "sipedge/config.h"
+#include "sipedge/transport.h"
 
 struct transport_ws;
 
@@ -54,7 +57,20 @@ int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *
                      const struct transport_ws_cbs *cbs, void *ctx);
 
 /*
- * Queues one SIP message for conn (copied). Returns 0, -ENOENT when the connection is
+ * The output contract (struct tx_out, ctx is the struct transport_ws) for d->conn.
+ * reserve lends TX_MSG_MAX bytes that already sit behind the frame headroom in the
+ * transport's output arena, or returns NULL when the connection is gone or closing
+ * (tx_no_conn) or no memory can be had (tx_no_memory). commit queues the first len
+ * bytes on the connection, as a text frame when they are UTF-8, else binary; it returns
+ * 0 (len 0 sends nothing), -ENOENT when the connection is gone, -ENOBUFS when the
+ * queue would go over the policy cap (the connection is then closed as too slow),
+ * -EMSGSIZE or -ENOMEM.
+ */
+char *transport_ws_tx_reserve(void *ctx, const struct tx_dest *d, size_t *cap);
+int transport_ws_tx_commit(void *ctx, const struct tx_dest *d, size_t len);
+
+/*
+ * Queues one SIP message for conn (copied into a reservation). Returns 0, -ENOENT when the connection is
  * gone, -ENOBUFS when its output queue is over the policy cap (the connection is then
  * closed as too slow).
  */

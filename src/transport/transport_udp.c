@@ -11,7 +11,6 @@
 #define RX_DGRAM_MAX 65536
 #define RX_BATCH 16
 #define TX_ARENA (512 * 1024)
-#define TX_MSG_MAX 65535
 #define TX_BATCH 64
 
 struct udp_sock {
@@ -168,6 +167,24 @@ void transport_udp_commit(struct transport_udp *t, uint8_t id, const struct sock
     }
     t->tx_used += (uint32_t)len;
     t->n_tx++;
+}
+
+char *transport_udp_tx_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
+{
+    (void)d; /* every datagram shares the batch; the destination is only stored at commit */
+    return transport_udp_reserve(ctx, cap);
+}
+
+int transport_udp_tx_commit(void *ctx, const struct tx_dest *d, size_t len)
+{
+    struct transport_udp *t = ctx;
+    int rc = 0;
+    if (t->by_id[d->sock] < 0)
+        rc = -ENOENT;
+    else if (len > TX_MSG_MAX)
+        rc = -EMSGSIZE;
+    transport_udp_commit(t, d->sock, d->addr, len); /* counts a drop on the same terms */
+    return rc;
 }
 
 void transport_udp_flush(struct transport_udp *t)

@@ -1,6 +1,7 @@
 /*
  * transport_ws internals shared with its unit tests and tools: the pure helpers behind
- * the handshake policy (Origin matching, UTF-8 check) and the counters.
+ * the handshake policy (Origin matching, subprotocol, UTF-8 check: ws_policy.c), the
+ * per-IP admission table (ws_admission.c) and the counters.
  * No lws types here, so tests need no lws context.
  */
 #ifndef SIPEDGE_TRANSPORT_WS_INTERNAL_H
@@ -12,6 +13,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "guard/guard_internal.h" /* struct ratelim */
 #include "sipedge/transport_ws.h"
 
 /* Every refusal and close reason has a counter; conns_open is a gauge. */
@@ -43,6 +45,8 @@
     X(tx_no_conn)                 /* send to a connection that is gone */                          \
     X(tx_no_memory)                                                                                \
     X(tx_errors)                  /* lws_write failed: connection dropped */                       \
+    X(tx_blocks)                  /* gauge: output arena blocks held (ws_out.c) */                 \
+    X(tx_slow_copies)             /* messages moved to the heap for a choked connection */         \
     X(close_too_big)              /* 1009 */                                                       \
     X(close_bad_utf8)             /* text message not UTF-8: 1007 */                               \
     X(close_first_message_timeout) /* 1008 */                                                      \
@@ -99,8 +103,45 @@ bool transport_ws_origin_allowed(const struct ws_origin *allow, unsigned n_allow
  * its first v6_prefix bits (0 or over 128: the full address). */
 void transport_ws_ip_key(const struct sockaddr *sa, unsigned v6_prefix, union ws_ip_key *k);
 
+/* Whether a Sec-WebSocket-Protocol value (NUL-terminated, cut up in place) offers "sip"
+ * among its comma-separated tokens. */
+bool transport_ws_offers_sip(char *hdr);
+
 /* Whether s is well-formed UTF-8 (RFC 3629 §4). */
 bool transport_ws_is_utf8(const unsigned char *s, size_t n);
+
+/* ---- per-IP admission (ws_admission.c) ---- */
+
+#define WS_IP_CAP 16384  /* per-IP entries (handshake bucket + connection count) */
+#define WS_IP_HASH 16384 /* power of two */
+
+struct ws_ip {
+    union ws_ip_key key;
+    uint32_t n_conns;
+    uint32_t hnext; /* entry + 1 */
+    bool is_used;
+    struct ratelim bucket; /* handshakes; burst is twice the rate */
+};
+
+struct ws_ip_table {
+    struct ws_ip *ips;  /* WS_IP_CAP entries */
+    uint32_t *heads;    /* WS_IP_HASH chains, entry + 1 */
+    uint32_t free;      /* entry + 1 */
+    uint32_t n_used;
+    uint32_t hwm;
+};
+
+/* Returns 0 or -ENOMEM. */
+int ws_ip_table_init(struct ws_ip_table *tb);
+void ws_ip_table_free(struct ws_ip_table *tb);
+/* The entry for k, created with a full bucket for rate_per_s when absent; NULL when the
+ * table is full. */
+struct ws_ip *ws_ip_get(struct ws_ip_table *tb, const union ws_ip_key *k, uint32_t rate_per_s,
+                        uint64_t now_ms);
+/* Takes one handshake token (true) or refuses (false). */
+bool ws_ip_allow_handshake(struct ws_ip *e, uint32_t rate_per_s, uint64_t now_ms);
+/* Forgets entries that hold no connection and whose bucket is full again. */
+void ws_ip_sweep(struct ws_ip_table *tb, uint32_t rate_per_s, uint64_t now_ms);
 
 /* Counters (the struct above). */
 const struct transport_ws_stats *transport_ws_stats(const struct transport_ws *t);

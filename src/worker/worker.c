@@ -19,6 +19,7 @@
 #include "sipedge/log.h"
 #include "sipedge/metrics.h"
 #include "sipedge/registrar.h"
+#include "sipedge/transport.h"
 #include "sipedge/transport_udp.h"
 #include "sipedge/transport_ws.h"
 #include "worker/edge_persist.h"
@@ -45,24 +46,66 @@ struct worker {
     uint64_t last_second_ms;
     bool is_stopping;
     struct edge_persist *persist; /* the edge's flows on disk; NULL without --state-dir */
+    struct tx_out tx;             /* every transport of the worker behind one contract */
 };
 
+/* ---- output: one struct tx_out over the UDP and WebSocket transports ------------------ */
+
+static char *tx_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
+{
+    struct worker *w = ctx;
+    if (d->conn)
+        return w->ws ? transport_ws_tx_reserve(w->ws, d, cap) : NULL;
+    return transport_udp_tx_reserve(w->udp, d, cap);
+}
+
+static int tx_commit(void *ctx, const struct tx_dest *d, size_t len)
+{
+    struct worker *w = ctx;
+    if (d->conn)
+        return w->ws ? transport_ws_tx_commit(w->ws, d, len) : -ENOENT;
+    return transport_udp_tx_commit(w->udp, d, len);
+}
+
+/* The output contract (transport.h) for the edge and the registrar: a destination with a
+ * connection goes to the WebSocket transport, any other is a UDP datagram. The
+ * transports are looked up at each call, so it may be built before they exist. */
+static struct tx_out worker_tx_out(struct worker *w)
+{
+    return (struct tx_out){.reserve = tx_reserve, .commit = tx_commit, .ctx = w};
+}
+
+/* The edge's struct edge_out on top of w->tx, until the edge takes a tx_out itself.
+ * reserve lends UDP batch memory (the edge names the destination only at commit);
+ * send_conn copies that message into a reservation on the connection. */
 static char *out_reserve(void *ctx, size_t *cap)
 {
     struct worker *w = ctx;
-    return transport_udp_reserve(w->udp, cap);
+    struct tx_dest d = tx_dest_udp(0, NULL);
+    return w->tx.reserve(w->tx.ctx, &d, cap);
 }
 
 static void out_commit(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len)
 {
     struct worker *w = ctx;
-    transport_udp_commit(w->udp, sock, dst, len);
+    struct tx_dest d = tx_dest_udp(sock, dst);
+    (void)w->tx.commit(w->tx.ctx, &d, len); /* a drop is counted by the transport */
 }
 
 static int out_send_conn(void *ctx, uint64_t conn, const char *buf, size_t len)
 {
     struct worker *w = ctx;
-    return w->ws ? transport_ws_send(w->ws, conn, buf, len) : -ENOENT;
+    struct tx_dest d = tx_dest_conn(conn);
+    size_t cap;
+    char *out = w->tx.reserve(w->tx.ctx, &d, &cap);
+    if (!out)
+        return -ENOENT; /* gone, closing or no memory: counted by the transport */
+    if (len > cap) {
+        (void)w->tx.commit(w->tx.ctx, &d, 0);
+        return -EMSGSIZE;
+    }
+    memcpy(out, buf, len);
+    return w->tx.commit(w->tx.ctx, &d, len);
 }
 
 static int on_ws_open(void *ctx, uint64_t conn, uint8_t transport, uint8_t listener,
@@ -133,17 +176,20 @@ static const struct transport_ws_cbs ws_cbs = {
     .on_close = on_ws_close,
 };
 
+/* The registrar's datagrams through w->tx. The registrar builds them in its own buffer
+ * today, so they are copied once into the reservation. */
 static void registrar_send(void *ctx, const struct sockaddr *dst, socklen_t dst_len,
                            const char *buf, size_t len)
 {
     struct worker *w = ctx;
+    struct tx_dest d = tx_dest_udp(SOCK_REGISTRAR, dst);
     size_t cap;
     (void)dst_len;
-    char *out = transport_udp_reserve(w->udp, &cap);
-    if (len > cap)
+    char *out = w->tx.reserve(w->tx.ctx, &d, &cap);
+    if (!out || len > cap)
         return;
     memcpy(out, buf, len);
-    transport_udp_commit(w->udp, SOCK_REGISTRAR, dst, len);
+    (void)w->tx.commit(w->tx.ctx, &d, len);
 }
 
 static void on_datagram(void *ctx, uint8_t sock, const char *buf, size_t len,
@@ -420,6 +466,7 @@ int worker_run(const struct worker_opts *opts)
     rc = transport_udp_new(&w->udp, &w->loop, on_datagram, w);
     if (rc < 0)
         goto out;
+    w->tx = worker_tx_out(w);
 
     if (opts->run_registrar) {
         /* Bindings survive a restart in the state directory; without one, memory only. */

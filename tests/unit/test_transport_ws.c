@@ -1,4 +1,5 @@
-/* transport_ws: the pure handshake-policy helpers (Origin allowlist, UTF-8 check). */
+/* transport_ws: the pure handshake-policy helpers (Origin allowlist, subprotocol, UTF-8
+ * check) and the per-IP admission table. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -112,6 +113,24 @@ static void test_transport_ws_utf8_accepts_sip_and_rejects_invalid(void **state)
     assert_true(transport_ws_is_utf8((const unsigned char *)"", 0));
 }
 
+static void test_transport_ws_utf8_word_skip_keeps_every_offset(void **state)
+{
+    (void)state;
+    /* The scan skips ASCII 8 bytes at a time: a bad or multi-byte sequence at any offset,
+     * also across a word boundary, is still judged. */
+    unsigned char buf[40];
+    for (size_t at = 0; at + 4 <= sizeof(buf); at++) {
+        memset(buf, 'a', sizeof(buf));
+        buf[at] = 0xff;
+        assert_false(transport_ws_is_utf8(buf, sizeof(buf)));
+        memcpy(buf + at, "\xf0\x9f\x98\x80", 4);
+        assert_true(transport_ws_is_utf8(buf, sizeof(buf)));
+        assert_false(transport_ws_is_utf8(buf, at + 3)); /* cut inside the sequence */
+        buf[at + 2] = 'a';
+        assert_false(transport_ws_is_utf8(buf, sizeof(buf)));
+    }
+}
+
 static union ws_ip_key key_of(const char *ip, unsigned prefix)
 {
     union ws_addr a;
@@ -157,6 +176,74 @@ static void test_transport_ws_ip_key_groups_ipv6_by_prefix(void **state)
         assert_int_equal(k.addr[i], 0);
 }
 
+static void test_transport_ws_offers_sip_token_only(void **state)
+{
+    (void)state;
+    char a[] = "sip", b[] = "xmpp, sip", c[] = " sip\t,x", d[] = "sips", e[] = "xmpp",
+         f[] = "", g[] = "SIP", h[] = "x-sip,sip-x";
+    assert_true(transport_ws_offers_sip(a));
+    assert_true(transport_ws_offers_sip(b));
+    assert_true(transport_ws_offers_sip(c));
+    assert_false(transport_ws_offers_sip(d));
+    assert_false(transport_ws_offers_sip(e));
+    assert_false(transport_ws_offers_sip(f));
+    assert_false(transport_ws_offers_sip(g)); /* the registered name is lower case */
+    assert_false(transport_ws_offers_sip(h));
+}
+
+static void test_transport_ws_ip_table_handshake_rate_and_sweep(void **state)
+{
+    (void)state;
+    struct ws_ip_table tb;
+    assert_int_equal(ws_ip_table_init(&tb), 0);
+    union ws_ip_key k = key_of("192.0.2.7", 64), k2 = key_of("192.0.2.8", 64);
+    uint64_t now = 1000000;
+    struct ws_ip *e = ws_ip_get(&tb, &k, 5, now);
+    assert_non_null(e);
+    assert_ptr_equal(ws_ip_get(&tb, &k, 5, now), e);
+    /* Burst of twice the rate, then one handshake per 1/rate seconds. */
+    for (int i = 0; i < 10; i++)
+        assert_true(ws_ip_allow_handshake(e, 5, now));
+    assert_false(ws_ip_allow_handshake(e, 5, now));
+    assert_false(ws_ip_allow_handshake(e, 5, now + 199));
+    assert_true(ws_ip_allow_handshake(e, 5, now + 200));
+    assert_false(ws_ip_allow_handshake(e, 5, now + 200));
+    /* An entry stays while its bucket refills or it holds a connection. */
+    struct ws_ip *e2 = ws_ip_get(&tb, &k2, 5, now);
+    e2->n_conns = 1;
+    ws_ip_sweep(&tb, 5, now + 1000);
+    assert_int_equal(tb.n_used, 2);
+    ws_ip_sweep(&tb, 5, now + 2200);
+    assert_int_equal(tb.n_used, 1); /* k is full again and holds nothing */
+    assert_ptr_equal(ws_ip_get(&tb, &k2, 5, now + 2200), e2);
+    e2->n_conns = 0;
+    ws_ip_sweep(&tb, 5, now + 2200);
+    assert_int_equal(tb.n_used, 0);
+    ws_ip_table_free(&tb);
+}
+
+static void test_transport_ws_ip_table_is_bounded(void **state)
+{
+    (void)state;
+    struct ws_ip_table tb;
+    assert_int_equal(ws_ip_table_init(&tb), 0);
+    union ws_ip_key k;
+    memset(&k, 0, sizeof(k));
+    k.family = AF_INET;
+    for (uint32_t i = 0; i < WS_IP_CAP; i++) {
+        memcpy(k.addr, &i, sizeof(i));
+        assert_non_null(ws_ip_get(&tb, &k, 1, 0));
+    }
+    uint32_t i = WS_IP_CAP;
+    memcpy(k.addr, &i, sizeof(i));
+    assert_null(ws_ip_get(&tb, &k, 1, 0));
+    /* Swept entries are reused. */
+    ws_ip_sweep(&tb, 1, 10000);
+    assert_int_equal(tb.n_used, 0);
+    assert_non_null(ws_ip_get(&tb, &k, 1, 10000));
+    ws_ip_table_free(&tb);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,7 +254,11 @@ int main(void)
         cmocka_unit_test(test_transport_ws_origin_null_and_malformed_are_refused),
         cmocka_unit_test(test_transport_ws_origin_parse_rejects_bad_config),
         cmocka_unit_test(test_transport_ws_utf8_accepts_sip_and_rejects_invalid),
+        cmocka_unit_test(test_transport_ws_utf8_word_skip_keeps_every_offset),
         cmocka_unit_test(test_transport_ws_ip_key_groups_ipv6_by_prefix),
+        cmocka_unit_test(test_transport_ws_offers_sip_token_only),
+        cmocka_unit_test(test_transport_ws_ip_table_handshake_rate_and_sweep),
+        cmocka_unit_test(test_transport_ws_ip_table_is_bounded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
