@@ -25,20 +25,21 @@ static char tx[65535];
 static char last[65535];
 static size_t last_len;
 
-static char *out_reserve(void *ctx, size_t *cap)
+static char *out_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
 {
     (void)ctx;
+    (void)d;
     *cap = sizeof(tx);
     return tx;
 }
 
-static void out_commit(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len)
+static int out_commit(void *ctx, const struct tx_dest *d, size_t len)
 {
     (void)ctx;
-    (void)sock;
-    (void)dst;
+    (void)d;
     memcpy(last, tx, len);
     last_len = len;
+    return 0;
 }
 
 static double now_s(void)

@@ -5,7 +5,7 @@
  *
  * Every datagram from the public side enters through edge_rx_public, every datagram
  * from the core side through edge_rx_core. The edge parses, decides and writes each
- * outgoing message once, straight into a buffer the transport lends it (edge_out),
+ * outgoing message once, straight into a buffer the transport lends it (tx_out),
  * so the transport can batch the sends. No libuv here; time comes in as now_ms.
  * Single-threaded: one edge per worker.
  */
@@ -19,23 +19,11 @@
 
 #include "sipedge/config.h"
 #include "sipedge/flow_token.h"
+#include "sipedge/transport.h"
 
-/* Index of the core-side socket in edge_out calls; public sockets are 0..n-1. */
+/* Index of the core-side socket in tx_dest; public sockets are 0..n-1. */
 #define EDGE_SOCK_CORE 255
 
-/*
- * Where outgoing messages go. reserve lends a buffer of at least 65535 bytes; commit
- * queues the first len bytes of it as a datagram for dst on UDP socket sock;
- * send_conn queues a copy of buf on a connection flow (WS/WSS) and returns 0 or a
- * negative errno (the connection is gone or too slow). send_conn may be NULL when the
- * worker runs no connection transport.
- */
-struct edge_out {
-    char *(*reserve)(void *ctx, size_t *cap);
-    void (*commit)(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len);
-    int (*send_conn)(void *ctx, uint64_t conn, const char *buf, size_t len);
-    void *ctx;
-};
 
 #define EDGE_STATS(X)                                                                              \
     X(rx_public)                                                                                   \
@@ -161,7 +149,7 @@ struct edge_opts {
     const struct config *cfg;    /* borrowed for the edge's lifetime */
     const struct policy *policy; /* copied */
     uint8_t worker;
-    struct edge_out out;
+    struct tx_out out;           /* where every message goes (transport.h) */
     struct guard *guard;         /* borrowed; NULL: no admission control */
     struct edge_hooks hooks;
 };

@@ -27,11 +27,9 @@
 #include <sys/socket.h>
 
 #include "sipedge/config.h"
+#include "sipedge/transport.h"
 
 struct registrar;
-
-typedef void (*registrar_send_cb)(void *ctx, const struct sockaddr *dst, socklen_t dst_len,
-                                  const char *buf, size_t len);
 
 struct registrar_opts {
     const struct config_addr *self;      /* our own address, for Via */
@@ -50,6 +48,9 @@ struct registrar_opts {
                                             the binding id in our Via (sb=); NULL: random */
     const char *db_path;                 /* SQLite file the bindings persist in (created
                                             when missing); NULL: in memory only */
+    struct tx_out out;                   /* where its datagrams go, each written once
+                                            into the memory the transport lends */
+    uint8_t sock;                        /* the UDP socket id in tx_dest */
 };
 
 #define REGISTRAR_BRANCH_KEY_LEN 32
@@ -58,8 +59,8 @@ struct registrar_opts {
  * for a bad users file. With db_path the stored bindings are loaded (those already
  * expired are dropped from the file); a file that cannot be opened or holds another
  * schema gives -EIO or -EPROTO with err naming the path and the reason. */
-int registrar_new(struct registrar **out, const struct registrar_opts *opts,
-                  registrar_send_cb send, void *send_ctx, char *err, size_t errcap);
+int registrar_new(struct registrar **out, const struct registrar_opts *opts, char *err,
+                  size_t errcap);
 void registrar_free(struct registrar *r);
 
 /* Handles one received datagram from src. Never fails; bad input is counted. */

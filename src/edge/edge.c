@@ -57,6 +57,11 @@ int edge_new(struct edge **out, const struct edge_opts *opts)
     e->out = opts->out;
     e->guard = opts->guard;
     e->hooks = opts->hooks;
+    const struct config *c = opts->cfg;
+    e->listeners[0] = (struct edge_listeners){c->listen_udp, c->n_listen_udp, "UDP"};
+    e->listeners[FLOW_UDP] = (struct edge_listeners){c->listen_udp, c->n_listen_udp, "UDP"};
+    e->listeners[FLOW_WS] = (struct edge_listeners){c->listen_ws, c->n_listen_ws, "WS"};
+    e->listeners[FLOW_WSS] = (struct edge_listeners){c->listen_wss, c->n_listen_wss, "WSS"};
     e->ups[e->n_ups++].addr = &e->cfg->registrar;
     for (unsigned i = 0; i < e->cfg->n_registrar_backups && e->n_ups < EDGE_MAX_UPSTREAMS; i++)
         e->ups[e->n_ups++].addr = &e->cfg->registrar_backups[i];

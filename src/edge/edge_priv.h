@@ -95,6 +95,14 @@ struct flow_reg {
 /* How long the answer to a challenge stays prepaid: 64*T1, a client transaction's life. */
 #define EDGE_CHALLENGE_ANSWER_MS 32000
 
+/* One transport's listen addresses and its name in a Via (RFC 3261 §18, RFC 7118 §5). */
+#define EDGE_N_TRANSPORTS (FLOW_WSS + 1)
+struct edge_listeners {
+    const struct config_addr *addr;
+    unsigned n;
+    const char *via;
+};
+
 /* A registrar and what the edge knows of its health. */
 struct upstream {
     const struct config_addr *addr;
@@ -111,7 +119,8 @@ struct edge {
     struct flow_token_keys *keys;
     struct flow_table *flows;
     struct guard *guard;
-    struct edge_out out;
+    struct tx_out out;
+    struct edge_listeners listeners[EDGE_N_TRANSPORTS]; /* by enum flow_transport */
     struct edge_stats st;
     struct edge_latency lat;
     struct edge_hooks hooks;
@@ -173,16 +182,27 @@ struct reg_summary {
 bool edge_hostport_is(struct slice host, uint16_t port, const struct config_addr *a);
 bool edge_is_core_peer(const struct edge *e, const struct sockaddr *src);
 /* Sends the reserved buffer's first len bytes to a flow over its own transport. */
-void edge_send_to_flow(struct edge *e, struct flow *f, const char *buf, size_t len);
-void edge_send_to_rx(struct edge *e, const struct rx *rx, const char *buf, size_t len);
-bool edge_finish(struct edge *e, struct sip_build *b, size_t *len);
+/* Where a message for flow f goes: its connection, or its UDP address. */
+static inline struct tx_dest edge_dest_flow(const struct flow *f)
+{
+    return f->conn ? tx_dest_conn(f->conn) : tx_dest_udp(f->sock, &f->remote.sa);
+}
+/* Where an answer to what rx received goes: back the way it came. */
+static inline struct tx_dest edge_dest_rx(const struct rx *rx)
+{
+    return rx->f && rx->f->conn ? tx_dest_conn(rx->f->conn) : tx_dest_udp(rx->sock, rx->src);
+}
+/* Starts a message to d in the memory the transport lends; false when d takes none now
+ * (counted in conn_send_failed). */
+bool edge_begin(struct edge *e, const struct tx_dest *d, struct sip_build *b);
+/* Sends what b holds to d; an overflow sends nothing and is counted (tx_overflow). */
+void edge_send(struct edge *e, const struct tx_dest *d, struct sip_build *b);
+/* Sends the first len bytes of the lent memory to d (0: nothing, the loan ends). */
+void edge_commit(struct edge *e, const struct tx_dest *d, size_t len);
 void edge_reply_ex(struct edge *e, const struct rx *rx, const struct sip_msg *req, int status,
                    const char *reason, const char *extra, bool is_from_cache, uint32_t expires_s);
 void edge_reply(struct edge *e, const struct rx *rx, const struct sip_msg *req, int status,
                 const char *reason, const char *extra);
-void edge_send_built_udp(struct edge *e, struct sip_build *b, uint8_t sock,
-                         const struct sockaddr *dst);
-void edge_send_built_flow(struct edge *e, struct sip_build *b, struct flow *f);
 
 /* ---- upstream.c: registrar health and failover -------------------------------------- */
 

@@ -276,10 +276,10 @@ void edge_send_asserted_register(struct edge *e, const struct flow *f, const str
     if (sip_uri_parse(slice_make(r->aor, strlen(r->aor)), &u, &is_sip) < 0 || !is_sip)
         return;
     uint64_t id = siphash13(e->branch_k0 ^ ++e->dereg_seq, e->branch_k1, r->aor, strlen(r->aor));
-    size_t cap;
-    char *buf = e->out.reserve(e->out.ctx, &cap);
+    struct tx_dest d = tx_dest_udp(EDGE_SOCK_CORE, upstream_dst(e, now_ms, true));
     struct sip_build b;
-    sip_build_init(&b, buf, cap);
+    if (!edge_begin(e, &d, &b))
+        return;
     sip_build_fmt(&b, "REGISTER %.*s:%.*s SIP/2.0\r\n", SLICE_FMT(u.scheme), SLICE_FMT(u.host));
     sip_build_fmt(&b, "Via: SIP/2.0/UDP %s;branch=%s%016llx\r\n", e->cfg->core.text,
                   expires ? EDGE_BRANCH_RESYNC : EDGE_BRANCH_DEREG, (unsigned long long)id);
@@ -326,7 +326,7 @@ void edge_send_asserted_register(struct edge *e, const struct flow *f, const str
         uri_list_format(&r->contacts, text, sizeof(text));
         log_info("flow dead: de-registering %s (%s)", r->aor, text);
     }
-    edge_send_built_udp(e, &b, EDGE_SOCK_CORE, upstream_dst(e, now_ms, true));
+    edge_send(e, &d, &b);
 }
 
 /*

@@ -6,7 +6,7 @@
  * guard's admission and the parser, then hand a checked message to the client relay.
  * edge_rx_core admits datagrams from core peers only and hands them to the core relay.
  * The output helpers (send to a flow or back to a sender, stateless replies, finishing
- * a built message) are the one place the edge writes through edge_out.
+ * a built message) are the one place the edge writes through its tx_out.
  */
 #include "sipedge/edge.h"
 
@@ -59,32 +59,32 @@ static struct sip_limits edge_limits(const struct edge *e)
 
 /* ---- output --------------------------------------------------------------------------- */
 
-/* Sends the reserved buffer's first len bytes to a flow over its own transport. */
-void edge_send_to_flow(struct edge *e, struct flow *f, const char *buf, size_t len)
+bool edge_begin(struct edge *e, const struct tx_dest *d, struct sip_build *b)
 {
-    if (f->transport == FLOW_UDP) {
-        e->out.commit(e->out.ctx, f->sock, &f->remote.sa, len);
-        return;
+    size_t cap;
+    char *buf = e->out.reserve(e->out.ctx, d, &cap);
+    if (!buf) {
+        e->st.conn_send_failed++; /* a connection gone or over its queue bound */
+        return false;
     }
-    if (!e->out.send_conn || e->out.send_conn(e->out.ctx, f->conn, buf, len) < 0)
+    sip_build_init(b, buf, cap);
+    return true;
+}
+
+void edge_commit(struct edge *e, const struct tx_dest *d, size_t len)
+{
+    if (e->out.commit(e->out.ctx, d, len) < 0)
         e->st.conn_send_failed++;
 }
 
-void edge_send_to_rx(struct edge *e, const struct rx *rx, const char *buf, size_t len)
+void edge_send(struct edge *e, const struct tx_dest *d, struct sip_build *b)
 {
-    if (rx->transport == FLOW_WS || rx->transport == FLOW_WSS)
-        edge_send_to_flow(e, rx->f, buf, len);
-    else
-        e->out.commit(e->out.ctx, rx->sock, rx->src, len);
-}
-
-bool edge_finish(struct edge *e, struct sip_build *b, size_t *len)
-{
-    if (sip_build_finish(b, len) < 0) {
+    size_t len;
+    if (sip_build_finish(b, &len) < 0) {
         e->st.tx_overflow++;
-        return false;
+        len = 0;
     }
-    return true;
+    edge_commit(e, d, len);
 }
 
 /* ---- stateless replies ---------------------------------------------------------------- */
@@ -98,12 +98,14 @@ void edge_reply_ex(struct edge *e, const struct rx *rx, const struct sip_msg *re
     unsigned port;
     netaddr_ip(rx->src, ip, sizeof(ip), &port);
     struct sip_reply_opts o = {.received = ip, .rport = port, .to_tag = NULL, .extra = extra};
-    size_t cap;
-    char *buf = e->out.reserve(e->out.ctx, &cap);
-    int n = sip_reply_build(req, status, reason, &o, buf, cap);
+    struct tx_dest d = edge_dest_rx(rx);
+    struct sip_build b;
+    if (!edge_begin(e, &d, &b))
+        return;
+    int n = sip_reply_build(req, status, reason, &o, b.buf, b.cap);
+    edge_commit(e, &d, n > 0 ? (size_t)n : 0);
     if (n <= 0)
         return;
-    edge_send_to_rx(e, rx, buf, (size_t)n);
     if (req->method_id == SIP_METHOD_REGISTER && rx->transport)
         edge_audit_register(e, req, rx, rx->f, (uint16_t)status, expires_s, is_from_cache);
 }
@@ -112,21 +114,6 @@ void edge_reply(struct edge *e, const struct rx *rx, const struct sip_msg *req, 
                 const char *reason, const char *extra)
 {
     edge_reply_ex(e, rx, req, status, reason, extra, false, 0);
-}
-
-void edge_send_built_udp(struct edge *e, struct sip_build *b, uint8_t sock,
-                         const struct sockaddr *dst)
-{
-    size_t len;
-    if (edge_finish(e, b, &len))
-        e->out.commit(e->out.ctx, sock, dst, len);
-}
-
-void edge_send_built_flow(struct edge *e, struct sip_build *b, struct flow *f)
-{
-    size_t len;
-    if (edge_finish(e, b, &len))
-        edge_send_to_flow(e, f, b->buf, len);
 }
 
 /* ---- public side ---------------------------------------------------------------------- */
@@ -149,14 +136,16 @@ static void ingress_public(struct edge *e, struct rx *rx, const char *buf, size_
     }
     if (rx->transport == FLOW_UDP && stun_is_stun(buf, len)) {
         /* RFC 5626 §4.4.2: STUN Binding on the SIP port is the UDP keepalive. */
-        size_t cap;
-        char *out = e->out.reserve(e->out.ctx, &cap);
-        int n = stun_binding_response(buf, len, rx->src, out, cap);
+        struct tx_dest d = edge_dest_rx(rx);
+        struct sip_build b;
+        if (!edge_begin(e, &d, &b))
+            return;
+        int n = stun_binding_response(buf, len, rx->src, b.buf, b.cap);
+        edge_commit(e, &d, n > 0 ? (size_t)n : 0);
         if (n < 0) {
             e->st.drop_not_sip++;
             return;
         }
-        e->out.commit(e->out.ctx, rx->sock, rx->src, (size_t)n);
         e->st.stun_answered++;
         struct flow *f = flow_table_find(e->flows, FLOW_UDP, rx->sock, rx->src);
         if (f) {
@@ -169,10 +158,12 @@ static void ingress_public(struct edge *e, struct rx *rx, const char *buf, size_
     /* RFC 5626 §4.4.1 style keepalive: CRLFCRLF answered with CRLF, lone CRLF ignored. */
     if (buf[0] == '\r' || buf[0] == '\n') {
         if (len == 4 && memcmp(buf, "\r\n\r\n", 4) == 0) {
-            size_t cap;
-            char *out = e->out.reserve(e->out.ctx, &cap);
-            memcpy(out, "\r\n", 2);
-            edge_send_to_rx(e, rx, out, 2);
+            struct tx_dest d = edge_dest_rx(rx);
+            struct sip_build b;
+            if (edge_begin(e, &d, &b)) {
+                sip_build_str(&b, "\r\n");
+                edge_send(e, &d, &b);
+            }
             e->st.keepalive_pong++;
             struct flow *f = rx->f ? rx->f : flow_table_find(e->flows, FLOW_UDP, rx->sock, rx->src);
             if (f)

@@ -17,11 +17,13 @@
 
 static void send_ping(struct edge *e, struct flow *f)
 {
-    size_t cap;
-    char *buf = e->out.reserve(e->out.ctx, &cap);
+    struct tx_dest d = edge_dest_flow(f);
+    struct sip_build b;
+    if (!edge_begin(e, &d, &b))
+        return;
     if (e->pol.nat_ping_method == 0) {
-        memcpy(buf, "\r\n\r\n", 4);
-        e->out.commit(e->out.ctx, f->sock, &f->remote.sa, 4);
+        sip_build_str(&b, "\r\n\r\n");
+        edge_send(e, &d, &b);
         e->st.ping_sent++;
         return;
     }
@@ -31,8 +33,6 @@ static void send_ping(struct edge *e, struct flow *f)
     bool v6 = f->remote.sa.sa_family == AF_INET6;
     const char *lst = edge_flow_listener(e, f)->text;
     uint64_t id = siphash13(e->branch_k0 ^ ++e->dereg_seq, e->branch_k1, f->token, f->token_len);
-    struct sip_build b;
-    sip_build_init(&b, buf, cap);
     sip_build_fmt(&b, "OPTIONS sip:%s%s%s:%u SIP/2.0\r\n", v6 ? "[" : "", ip, v6 ? "]" : "", port);
     sip_build_fmt(&b, "Via: SIP/2.0/UDP %s;branch=" EDGE_BRANCH_PING "%016llx;rport\r\n", lst,
                   (unsigned long long)id);
@@ -42,10 +42,11 @@ static void send_ping(struct edge *e, struct flow *f)
     sip_build_fmt(&b, "To: <sip:%s%s%s:%u>\r\n", v6 ? "[" : "", ip, v6 ? "]" : "", port);
     sip_build_fmt(&b, "Call-ID: %016llx@sipedge\r\n", (unsigned long long)id);
     sip_build_str(&b, "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
-    size_t len;
-    if (!edge_finish(e, &b, &len))
+    if (b.err) {
+        edge_send(e, &d, &b); /* counts the overflow, sends nothing */
         return;
-    e->out.commit(e->out.ctx, f->sock, &f->remote.sa, len);
+    }
+    edge_send(e, &d, &b);
     f->is_ping_outstanding = true;
     e->st.ping_sent++;
 }

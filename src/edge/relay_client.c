@@ -373,10 +373,12 @@ void relay_client_request(struct edge *e, struct rx *rx, const struct sip_msg *m
 
     char branch[17];
     sip_edit_branch(m, v, rx->src, e->branch_k0, e->branch_k1, branch);
-    size_t cap;
-    char *buf = e->out.reserve(e->out.ctx, &cap);
+    /* ACK gets no answer (RFC 3261 §17.1.1.3): it says nothing about the registrar. */
+    struct tx_dest d =
+        tx_dest_udp(EDGE_SOCK_CORE, upstream_dst(e, now_ms, m->method_id != SIP_METHOD_ACK));
     struct sip_build b;
-    sip_build_init(&b, buf, cap);
+    if (!edge_begin(e, &d, &b))
+        return;
     sip_build_mem(&b, m->buf, m->start_line_len);
     /* Our Via carries the flow token (responses are routed by it, never by the client's
      * Via host) and flags the response handling needs: ob (add Flow-Timer), au (the
@@ -423,9 +425,7 @@ void relay_client_request(struct edge *e, struct rx *rx, const struct sip_msg *m
     } else {
         e->st.relayed_request++;
     }
-    /* ACK gets no answer (RFC 3261 §17.1.1.3): it says nothing about the registrar. */
-    edge_send_built_udp(e, &b, EDGE_SOCK_CORE,
-                        upstream_dst(e, now_ms, m->method_id != SIP_METHOD_ACK));
+    edge_send(e, &d, &b);
 }
 
 /* Client response to a request we delivered: pop our Via, on to the next Via. */
@@ -473,12 +473,12 @@ void relay_client_response(struct edge *e, struct rx *rx, const struct sip_msg *
         return;
     }
     rf->last_rx_ms = now_ms;
-    size_t cap;
-    char *buf = e->out.reserve(e->out.ctx, &cap);
+    struct tx_dest d = tx_dest_udp(EDGE_SOCK_CORE, (const struct sockaddr *)&dst);
     struct sip_build b;
-    sip_build_init(&b, buf, cap);
+    if (!edge_begin(e, &d, &b))
+        return;
     sip_build_mem(&b, m->buf, m->start_line_len);
     sip_edit_copy(&b, m, &plan);
     e->st.relayed_response_to_core++;
-    edge_send_built_udp(e, &b, EDGE_SOCK_CORE, (const struct sockaddr *)&dst);
+    edge_send(e, &d, &b);
 }

@@ -218,10 +218,10 @@ void relay_core_response(struct edge *e, const struct sip_msg *m, const struct s
     }
     if (e->guard && m->status >= 200)
         guard_on_response(e->guard, &f->remote.sa, m->status, had_cred, v->to.uri, now_ms);
-    size_t cap;
-    char *buf = e->out.reserve(e->out.ctx, &cap);
+    struct tx_dest d = edge_dest_flow(f);
     struct sip_build b;
-    sip_build_init(&b, buf, cap);
+    if (!edge_begin(e, &d, &b))
+        return;
     sip_build_mem(&b, m->buf, m->start_line_len);
     /* RFC 5626 §5.4: tell an outbound client how often to send keepalives. */
     if (is_reg_2xx && sip_params_get(ours.params, "ob", &flag) &&
@@ -242,7 +242,7 @@ void relay_core_response(struct edge *e, const struct sip_msg *m, const struct s
     }
     sip_edit_copy(&b, m, &plan);
     e->st.relayed_response_to_client++;
-    edge_send_built_flow(e, &b, f);
+    edge_send(e, &d, &b);
 }
 
 /* True when the request is addressed to this edge itself (R-URI host is our core address). */
@@ -254,27 +254,22 @@ static bool ruri_is_core(const struct edge *e, const struct sip_msg *m)
            edge_hostport_is(u.host, u.port, &e->cfg->core);
 }
 
-static const char *via_transport(const struct flow *f)
+/* The transport's listeners and Via name (edge_new fills the table, one row per
+ * transport, so a new transport is a new row, not a new branch). */
+static const struct edge_listeners *listeners_of(const struct edge *e, const struct flow *f)
 {
-    switch (f->transport) {
-    case FLOW_WS:
-        return "WS";
-    case FLOW_WSS:
-        return "WSS";
-    default:
-        return "UDP";
-    }
+    return f->transport < EDGE_N_TRANSPORTS ? &e->listeners[f->transport] : &e->listeners[0];
+}
+
+static const char *via_transport(const struct edge *e, const struct flow *f)
+{
+    return listeners_of(e, f)->via;
 }
 
 const struct config_addr *edge_flow_listener(const struct edge *e, const struct flow *f)
 {
-    if (f->transport == FLOW_WS && f->sock < e->cfg->n_listen_ws)
-        return &e->cfg->listen_ws[f->sock];
-    if (f->transport == FLOW_WSS && f->sock < e->cfg->n_listen_wss)
-        return &e->cfg->listen_wss[f->sock];
-    if (f->sock < e->cfg->n_listen_udp)
-        return &e->cfg->listen_udp[f->sock];
-    return &e->cfg->core;
+    const struct edge_listeners *l = listeners_of(e, f);
+    return f->sock < l->n ? &l->addr[f->sock] : &e->cfg->core;
 }
 
 /*
@@ -335,15 +330,16 @@ void relay_core_request(struct edge *e, struct rx *rx, const struct sip_msg *m, 
         edge_reply(e, rx, m, 400, "Bad Request", NULL);
         return;
     }
-    size_t cap;
-    char *buf = e->out.reserve(e->out.ctx, &cap);
+    struct tx_dest d = edge_dest_flow(f);
     struct sip_build b;
-    sip_build_init(&b, buf, cap);
+    if (!edge_begin(e, &d, &b))
+        return;
     if (alias.p) {
         /* The original URI goes back into the Request-URI, decoded in place. */
         const char *ruri_end = m->ruri.p + m->ruri.len;
         sip_build_mem(&b, m->buf, (size_t)(m->ruri.p - m->buf));
         if (contact_alias_decode(&b, alias) == -EBADMSG) {
+            edge_commit(e, &d, 0); /* the loan ends before the answer takes another */
             e->st.reply_400++;
             e->st.reply_400_bad_alias++;
             edge_reply(e, rx, m, 400, "Bad Contact Alias", NULL);
@@ -353,7 +349,7 @@ void relay_core_request(struct edge *e, struct rx *rx, const struct sip_msg *m, 
     } else {
         sip_build_mem(&b, m->buf, m->start_line_len);
     }
-    sip_build_fmt(&b, "Via: SIP/2.0/%s %s;branch=" EDGE_BRANCH_IN "%s%s\r\n", via_transport(f),
+    sip_build_fmt(&b, "Via: SIP/2.0/%s %s;branch=" EDGE_BRANCH_IN "%s%s\r\n", via_transport(e, f),
                   edge_flow_listener(e, f)->text, branch, tag);
     if (!sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS)) {
         sip_build_str(&b, "Max-Forwards: ");
@@ -368,5 +364,5 @@ void relay_core_request(struct edge *e, struct rx *rx, const struct sip_msg *m, 
     e->st.inbound_delivered++;
     if (alias.p)
         e->st.inbound_alias_delivered++;
-    edge_send_built_flow(e, &b, f);
+    edge_send(e, &d, &b);
 }

@@ -113,10 +113,10 @@ void upstream_health_pings(struct edge *e, uint64_t now_ms)
             continue;
         u->ping_due_ms = now_ms + (uint64_t)e->pol.registrar_ping_interval_s * 1000;
         uint64_t id = siphash13(e->branch_k0 ^ ++e->dereg_seq, e->branch_k1, &i, sizeof(i));
-        size_t cap;
-        char *buf = e->out.reserve(e->out.ctx, &cap);
+        struct tx_dest d = tx_dest_udp(EDGE_SOCK_CORE, (const struct sockaddr *)&u->addr->ss);
         struct sip_build b;
-        sip_build_init(&b, buf, cap);
+        if (!edge_begin(e, &d, &b))
+            return;
         sip_build_fmt(&b, "OPTIONS sip:%s SIP/2.0\r\n", u->addr->text);
         sip_build_fmt(&b, "Via: SIP/2.0/UDP %s;branch=" EDGE_BRANCH_HEALTH "%016llx\r\n",
                       e->cfg->core.text, (unsigned long long)id);
@@ -126,10 +126,10 @@ void upstream_health_pings(struct edge *e, uint64_t now_ms)
         sip_build_fmt(&b, "To: <sip:%s>\r\n", u->addr->text);
         sip_build_fmt(&b, "Call-ID: %016llx@sipedge\r\n", (unsigned long long)id);
         sip_build_str(&b, "CSeq: 1 OPTIONS\r\nUser-Agent: sipedge\r\nContent-Length: 0\r\n\r\n");
-        size_t len;
-        if (!edge_finish(e, &b, &len))
+        bool is_overflow = b.err != 0;
+        edge_send(e, &d, &b);
+        if (is_overflow)
             return;
-        e->out.commit(e->out.ctx, EDGE_SOCK_CORE, (const struct sockaddr *)&u->addr->ss, len);
         if (!u->ping_since_ms)
             u->ping_since_ms = now_ms ? now_ms : 1;
         e->st.health_sent++;

@@ -131,8 +131,10 @@ static void forward_request(struct req *q, const struct forward *f)
     struct registrar *r = q->r;
     const struct sip_msg *m = q->m;
     const struct sip_view *v = q->v;
+    struct tx_dest d;
     struct sip_build sb;
-    sip_build_init(&sb, r->out, sizeof(r->out));
+    if (!reg_begin(r, &d, (const struct sockaddr *)&f->dst, &sb))
+        return;
     sip_build_fmt(&sb, "%.*s %.*s SIP/2.0\r\n", SLICE_FMT(m->method), SLICE_FMT(f->ruri));
     char hex[17], branch[BRANCH_TEXT_MAX];
     sip_edit_branch(m, v, q->src, r->branch_k0, r->branch_k1, hex);
@@ -143,6 +145,7 @@ static void forward_request(struct req *q, const struct forward *f)
         if (sb_mac_hex(r, f->b->slot, f->b->gen, slice_make(branch, (size_t)blen), v->call_id,
                        v->cseq, mac) != 0) {
             r->stats.send_errors++;
+            (void)r->out.commit(r->out.ctx, &d, 0); /* the loan ends before the answer */
             reg_reply(q, 500, "Server Internal Error", NULL);
             return;
         }
@@ -166,14 +169,11 @@ static void forward_request(struct req *q, const struct forward *f)
         plan.pop_route_rest = f->top_route_rest;
     }
     sip_edit_copy(&sb, m, &plan);
-    size_t len;
-    if (sip_build_finish(&sb, &len) != 0) {
-        r->stats.send_errors++;
+    if (!reg_send(r, &d, &sb)) {
         reg_reply(q, 513, "Message Too Large", NULL);
         return;
     }
     r->stats.routed++;
-    reg_send_to(r, (const struct sockaddr *)&f->dst, f->dst_len, r->out, len);
 }
 
 /* Live binding of aor to try first, or NULL; *n_known counts expired ones too. */
@@ -460,16 +460,12 @@ void reg_handle_response(struct registrar *r, const struct sip_msg *m, const str
         r->stats.responses_dropped++;
         return;
     }
+    struct tx_dest d;
     struct sip_build sb;
-    sip_build_init(&sb, r->out, sizeof(r->out));
+    if (!reg_begin(r, &d, (const struct sockaddr *)&dst, &sb))
+        return;
     sip_build_mem(&sb, m->buf, m->start_line_len);
     sip_edit_copy(&sb, m, &plan);
-    size_t len;
-    if (sip_build_finish(&sb, &len) != 0) {
-        r->stats.send_errors++;
-        return;
-    }
-    r->stats.responses_fwd++;
-    reg_send_to(r, (const struct sockaddr *)&dst, netaddr_len((const struct sockaddr *)&dst),
-                r->out, len);
+    if (reg_send(r, &d, &sb))
+        r->stats.responses_fwd++;
 }

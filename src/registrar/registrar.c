@@ -69,10 +69,31 @@ bool reg_binding_before(const struct location_binding *a, const struct location_
 
 /* ---- sending ----------------------------------------------------------------------- */
 
-void reg_send_to(struct registrar *r, const struct sockaddr *dst, socklen_t dst_len,
-                 const char *buf, size_t len)
+bool reg_begin(struct registrar *r, struct tx_dest *d, const struct sockaddr *dst,
+               struct sip_build *b)
 {
-    r->send(r->send_ctx, dst, dst_len, buf, len);
+    size_t cap;
+    *d = tx_dest_udp(r->sock, dst);
+    char *buf = r->out.reserve(r->out.ctx, d, &cap);
+    if (!buf) {
+        r->stats.send_errors++;
+        return false;
+    }
+    sip_build_init(b, buf, cap);
+    return true;
+}
+
+bool reg_send(struct registrar *r, const struct tx_dest *d, struct sip_build *b)
+{
+    size_t len;
+    bool ok = sip_build_finish(b, &len) == 0;
+    if (!ok) {
+        r->stats.send_errors++;
+        len = 0;
+    }
+    if (r->out.commit(r->out.ctx, d, len) < 0)
+        r->stats.send_errors++;
+    return ok;
 }
 
 /*
@@ -96,12 +117,15 @@ void reg_reply(struct req *q, int status, const char *reason, const char *extra)
         opts.received = ip;
         opts.rport = port;
     }
-    int n = sip_reply_build(q->m, status, reason, &opts, r->out, sizeof(r->out));
-    if (n <= 0) {
-        r->stats.send_errors++;
+    struct tx_dest d;
+    struct sip_build b;
+    if (!reg_begin(r, &d, q->src, &b))
         return;
-    }
-    reg_send_to(r, q->src, q->src_len, r->out, (size_t)n);
+    int n = sip_reply_build(q->m, status, reason, &opts, b.buf, b.cap);
+    if (n <= 0)
+        r->stats.send_errors++;
+    if (r->out.commit(r->out.ctx, &d, n > 0 ? (size_t)n : 0) < 0)
+        r->stats.send_errors++;
 }
 
 /* ---- interface --------------------------------------------------------------------- */
@@ -282,10 +306,10 @@ int registrar_flush(struct registrar *r)
 
 /* ---- interface --------------------------------------------------------------------- */
 
-int registrar_new(struct registrar **out, const struct registrar_opts *opts, registrar_send_cb send,
-                  void *send_ctx, char *err, size_t errcap)
+int registrar_new(struct registrar **out, const struct registrar_opts *opts, char *err,
+                  size_t errcap)
 {
-    if (!out || !opts || !opts->self || !opts->policy || !send ||
+    if (!out || !opts || !opts->self || !opts->policy || !opts->out.reserve || !opts->out.commit ||
         (opts->n_trusted && !opts->trusted) || (opts->n_peers && !opts->peers)) {
         snprintf(err, errcap, "registrar: bad options");
         return -EINVAL;
@@ -304,8 +328,8 @@ int registrar_new(struct registrar **out, const struct registrar_opts *opts, reg
     r->self = *opts->self;
     snprintf(r->realm, sizeof(r->realm), "%s", realm);
     r->policy = *pol;
-    r->send = send;
-    r->send_ctx = send_ctx;
+    r->out = opts->out;
+    r->sock = opts->sock;
     r->max_hdrs = pol->max_headers ? pol->max_headers : REGISTRAR_DEFAULT_HEADERS;
     r->found_cap = pol->max_contacts_per_aor;
     r->hdrs = calloc(r->max_hdrs, sizeof(*r->hdrs));

@@ -20,6 +20,7 @@
 #include "sipedge/config.h"
 #include "sipedge/flow_token.h"
 #include "sipedge/registrar.h"
+#include "sipedge/sip_build.h"
 #include "sipedge/sip_check.h"
 #include "sipedge/sip_msg.h"
 #include "sipedge/slice.h"
@@ -27,7 +28,6 @@
 struct reg_store;
 
 #define REGISTRAR_MAX_CONTACTS 32 /* Contact elements in one REGISTER */
-#define REGISTRAR_OUT_MAX (65535 + 2048)
 #define REGISTRAR_EXTRA_MAX 16384
 #define REGISTRAR_DEFAULT_HEADERS 64
 #define REGISTRAR_RETRY_AFTER_S 30
@@ -44,8 +44,8 @@ struct registrar {
     unsigned n_trusted;
     struct config_addr *peers; /* the only non-binding next hops (no open relay) */
     unsigned n_peers;
-    registrar_send_cb send;
-    void *send_ctx;
+    struct tx_out out;
+    uint8_t sock;
     struct location *loc;
     struct digest *dig;              /* NULL: no authentication */
     struct flow_token_keys *sb_keys; /* key of the MAC in sb= (flow_token_tag) */
@@ -61,7 +61,6 @@ struct registrar {
     uint64_t branch_k0, branch_k1; /* key of derived branches and request hashes */
     struct sip_view view;          /* the message in hand, parsed once */
     char extra[REGISTRAR_EXTRA_MAX];
-    char out[REGISTRAR_OUT_MAX];
 };
 
 /* The request being handled. */
@@ -80,8 +79,11 @@ struct req {
 int reg_aor_make(struct slice user, struct slice host, char *out, size_t cap);
 /* True when a should be tried before b: higher q, then the more recent registration. */
 bool reg_binding_before(const struct location_binding *a, const struct location_binding *b);
-void reg_send_to(struct registrar *r, const struct sockaddr *dst, socklen_t dst_len,
-                 const char *buf, size_t len);
+/* Starts a datagram to dst in the memory the transport lends; false when it lends none
+ * (counted). reg_send sends what b holds (an overflow is counted, nothing sent). */
+bool reg_begin(struct registrar *r, struct tx_dest *d, const struct sockaddr *dst,
+               struct sip_build *b);
+bool reg_send(struct registrar *r, const struct tx_dest *d, struct sip_build *b);
 /* Stateless response to the request's source, received/rport added when asked for. */
 void reg_reply(struct req *q, int status, const char *reason, const char *extra);
 

@@ -75,39 +75,6 @@ static struct tx_out worker_tx_out(struct worker *w)
     return (struct tx_out){.reserve = tx_reserve, .commit = tx_commit, .ctx = w};
 }
 
-/* The edge's struct edge_out on top of w->tx, until the edge takes a tx_out itself.
- * reserve lends UDP batch memory (the edge names the destination only at commit);
- * send_conn copies that message into a reservation on the connection. */
-static char *out_reserve(void *ctx, size_t *cap)
-{
-    struct worker *w = ctx;
-    struct tx_dest d = tx_dest_udp(0, NULL);
-    return w->tx.reserve(w->tx.ctx, &d, cap);
-}
-
-static void out_commit(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len)
-{
-    struct worker *w = ctx;
-    struct tx_dest d = tx_dest_udp(sock, dst);
-    (void)w->tx.commit(w->tx.ctx, &d, len); /* a drop is counted by the transport */
-}
-
-static int out_send_conn(void *ctx, uint64_t conn, const char *buf, size_t len)
-{
-    struct worker *w = ctx;
-    struct tx_dest d = tx_dest_conn(conn);
-    size_t cap;
-    char *out = w->tx.reserve(w->tx.ctx, &d, &cap);
-    if (!out)
-        return -ENOENT; /* gone, closing or no memory: counted by the transport */
-    if (len > cap) {
-        (void)w->tx.commit(w->tx.ctx, &d, 0);
-        return -EMSGSIZE;
-    }
-    memcpy(out, buf, len);
-    return w->tx.commit(w->tx.ctx, &d, len);
-}
-
 static int on_ws_open(void *ctx, uint64_t conn, uint8_t transport, uint8_t listener,
                       const struct sockaddr *remote, uint64_t *ref)
 {
@@ -175,22 +142,6 @@ static const struct transport_ws_cbs ws_cbs = {
     .on_alive = on_ws_alive,
     .on_close = on_ws_close,
 };
-
-/* The registrar's datagrams through w->tx. The registrar builds them in its own buffer
- * today, so they are copied once into the reservation. */
-static void registrar_send(void *ctx, const struct sockaddr *dst, socklen_t dst_len,
-                           const char *buf, size_t len)
-{
-    struct worker *w = ctx;
-    struct tx_dest d = tx_dest_udp(SOCK_REGISTRAR, dst);
-    size_t cap;
-    (void)dst_len;
-    char *out = w->tx.reserve(w->tx.ctx, &d, &cap);
-    if (!out || len > cap)
-        return;
-    memcpy(out, buf, len);
-    (void)w->tx.commit(w->tx.ctx, &d, len);
-}
 
 static void on_datagram(void *ctx, uint8_t sock, const char *buf, size_t len,
                         const struct sockaddr *src)
@@ -486,9 +437,11 @@ int worker_run(const struct worker_opts *opts)
             .peers = w->cfg->core_peers,
             .n_peers = w->cfg->n_core_peers,
             .db_path = db_path[0] ? db_path : NULL,
+            .out = w->tx,
+            .sock = SOCK_REGISTRAR,
         };
         char err[CONFIG_ERR_MAX] = "";
-        rc = registrar_new(&w->reg, &ro, registrar_send, w, err, sizeof(err));
+        rc = registrar_new(&w->reg, &ro, err, sizeof(err));
         if (rc < 0) {
             log_error("embedded registrar: %s", err[0] ? err : strerror(-rc));
             goto out_close;
@@ -536,10 +489,7 @@ int worker_run(const struct worker_opts *opts)
             .cfg = w->cfg,
             .policy = &w->pol,
             .worker = 0,
-            .out = {.reserve = out_reserve,
-                    .commit = out_commit,
-                    .send_conn = out_send_conn,
-                    .ctx = w},
+            .out = w->tx,
         };
         rc = edge_new(&w->edge, &eo);
         if (rc < 0) {

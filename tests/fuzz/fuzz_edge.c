@@ -28,9 +28,10 @@ static char g_last[65536]; /* the last message the edge emitted */
 static size_t g_last_len;
 static size_t g_n_sent;
 
-static char *out_reserve(void *ctx, size_t *cap)
+static char *out_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
 {
     (void)ctx;
+    (void)d;
     *cap = sizeof(g_tx);
     return g_tx;
 }
@@ -51,19 +52,12 @@ static void check_output(const char *buf, size_t len)
         abort();
 }
 
-static void out_commit(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len)
+static int out_commit(void *ctx, const struct tx_dest *d, size_t len)
 {
     (void)ctx;
-    (void)sock;
-    (void)dst;
-    check_output(g_tx, len);
-}
-
-static int out_send_conn(void *ctx, uint64_t conn, const char *buf, size_t len)
-{
-    (void)ctx;
-    (void)conn;
-    check_output(buf, len);
+    (void)d;
+    if (len)
+        check_output(g_tx, len);
     return 0;
 }
 
@@ -130,7 +124,7 @@ static void setup(void)
     struct edge_opts eo = {
         .cfg = &g_cfg,
         .policy = &g_pol,
-        .out = {.reserve = out_reserve, .commit = out_commit, .send_conn = out_send_conn},
+        .out = {.reserve = out_reserve, .commit = out_commit},
     };
     if (edge_new(&g_edge, &eo) < 0)
         abort();

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "sipedge/config.h"
+#include "sipedge/netaddr.h"
 #include "sipedge/registrar.h"
 
 static struct registrar *g_reg;
@@ -26,6 +27,31 @@ static void on_send(void *ctx, const struct sockaddr *dst, socklen_t dst_len, co
     (void)dst_len;
     if (len == 0 || len > 65535 || buf == NULL)
         abort();
+}
+
+/* The registrar's output contract (transport.h), recorded through on_send. */
+static char tx_mem[65536];
+
+static char *tx_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
+{
+    (void)ctx;
+    (void)d;
+    *cap = sizeof(tx_mem);
+    return tx_mem;
+}
+
+static int tx_commit(void *ctx, const struct tx_dest *d, size_t len)
+{
+    if (len)
+        on_send(ctx, d->addr, netaddr_len(d->addr), tx_mem, len);
+    return 0;
+}
+
+static int registrar_new_tx(struct registrar **r, struct registrar_opts *o, void *ctx, char *err,
+                            size_t cap)
+{
+    o->out = (struct tx_out){.reserve = tx_reserve, .commit = tx_commit, .ctx = ctx};
+    return registrar_new(r, o, err, cap);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -46,7 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                    .n_peers = 1,
                                    .branch_key = g_branch_key};
         char err[256];
-        if (registrar_new(&g_reg, &o, on_send, NULL, err, sizeof(err)) < 0)
+        if (registrar_new_tx(&g_reg, &o, NULL, err, sizeof(err)) < 0)
             abort();
     }
     if (size < 1)

@@ -14,19 +14,20 @@
 
 static char tx[65535];
 
-static char *out_reserve(void *ctx, size_t *cap)
+static char *out_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
 {
     (void)ctx;
+    (void)d;
     *cap = sizeof(tx);
     return tx;
 }
 
-static void out_commit(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len)
+static int out_commit(void *ctx, const struct tx_dest *d, size_t len)
 {
     (void)ctx;
-    (void)sock;
-    (void)dst;
+    (void)d;
     (void)len;
+    return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -1,5 +1,5 @@
 /*
- * edge_rec: a recording edge_out for the edge unit tests, and the helpers that read what
+ * edge_rec: a recording tx_out for the edge unit tests, and the helpers that read what
  * it recorded. Every datagram (socket, destination) and every connection message
  * (connection id) is kept in sent[0..n_sent); assertions parse them with sip_msg_parse.
  *
@@ -58,33 +58,31 @@ static inline struct sent *sent_record(const char *buf, size_t len)
     return s;
 }
 
-static inline char *out_reserve(void *ctx, size_t *cap)
+static inline char *out_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
 {
     (void)ctx;
+    (void)d;
     memset(tx_buf, '#', sizeof(tx_buf)); /* nothing of an earlier message may leak through */
     *cap = sizeof(tx_buf);
     return tx_buf;
 }
 
-static inline void out_commit(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len)
+static inline int out_commit(void *ctx, const struct tx_dest *d, size_t len)
 {
     (void)ctx;
+    if (len == 0)
+        return 0; /* nothing sent */
     struct sent *s = sent_record(tx_buf, len);
     if (!s)
-        return;
-    s->sock = sock;
-    memcpy(&s->dst, dst,
-           dst->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
-}
-
-static inline int out_send_conn(void *ctx, uint64_t conn, const char *buf, size_t len)
-{
-    (void)ctx;
-    struct sent *s = sent_record(buf, len);
-    if (!s)
         return -1;
-    s->sock = SENT_CONN;
-    s->conn = conn;
+    if (d->conn) {
+        s->sock = SENT_CONN;
+        s->conn = d->conn;
+        return 0;
+    }
+    s->sock = d->sock;
+    memcpy(&s->dst, d->addr,
+           d->addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
     return 0;
 }
 

@@ -2,7 +2,7 @@
 /*
  * edge: the relay decisions and rewrites, driven with raw SIP and explicit time.
  *
- * A fake edge_out records every datagram (socket, destination, bytes); assertions parse
+ * A fake tx_out records every datagram (socket, destination, bytes); assertions parse
  * the recorded messages with sip_msg_parse and the sip_hdr parsers.
  */
 #include <arpa/inet.h>

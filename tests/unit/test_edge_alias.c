@@ -5,7 +5,7 @@
  * delivered over the flow with the original Request-URI (403 for a bad token, 400 for
  * a malformed alias, 430 for a dead flow); a dead flow's de-REGISTER names the aliases.
  *
- * A fake edge_out records every datagram and connection message; assertions parse the
+ * A fake tx_out records every datagram and connection message; assertions parse the
  * recorded messages with sip_msg_parse and the sip_hdr parsers.
  */
 #include <arpa/inet.h>
@@ -49,7 +49,7 @@ static void edge_build(struct fixture *fx)
         .cfg = &fx->cfg,
         .policy = &fx->pol,
         .worker = 1,
-        .out = {.reserve = out_reserve, .commit = out_commit, .send_conn = out_send_conn},
+        .out = {.reserve = out_reserve, .commit = out_commit},
     };
     edge_free(fx->e);
     fx->e = NULL;

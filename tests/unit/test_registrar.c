@@ -20,6 +20,7 @@
 
 #include "registrar/registrar_internal.h"
 #include "sipedge/log.h"
+#include "sipedge/netaddr.h"
 #include "sipedge/registrar.h"
 #include "sipedge/sip_hdr.h"
 #include "sipedge/sip_msg.h"
@@ -60,6 +61,31 @@ static void on_send(void *ctx, const struct sockaddr *dst, socklen_t dst_len, co
     memcpy(s->buf, buf, len);
     s->buf[len] = '\0';
     s->len = len;
+}
+
+/* The registrar's output contract (transport.h), recorded through on_send. */
+static char tx_mem[65536];
+
+static char *tx_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
+{
+    (void)ctx;
+    (void)d;
+    *cap = sizeof(tx_mem);
+    return tx_mem;
+}
+
+static int tx_commit(void *ctx, const struct tx_dest *d, size_t len)
+{
+    if (len)
+        on_send(ctx, d->addr, netaddr_len(d->addr), tx_mem, len);
+    return 0;
+}
+
+static int registrar_new_tx(struct registrar **r, struct registrar_opts *o, void *ctx, char *err,
+                            size_t cap)
+{
+    o->out = (struct tx_out){.reserve = tx_reserve, .commit = tx_commit, .ctx = ctx};
+    return registrar_new(r, o, err, cap);
 }
 
 static void addr_set(struct config_addr *a, const char *ip, uint16_t port)
@@ -112,7 +138,7 @@ static int fx_setup_opts(void **state, bool with_auth, uint32_t nc_slots, int ch
         .nonce_count_slots = nc_slots,
     };
     char err[256] = "";
-    int rc = registrar_new(&f->r, &opts, on_send, f, err, sizeof(err));
+    int rc = registrar_new_tx(&f->r, &opts, f, err, sizeof(err));
     if (rc != 0)
         fail_msg("registrar_new: %d %s", rc, err);
     *state = f;
@@ -329,7 +355,7 @@ static void test_registrar_default_policy_challenges_with_md5_only(void **state)
                                   .trusted = &f->edge,
                                   .n_trusted = 1};
     char err[256];
-    assert_int_equal(registrar_new(&f->r, &opts, on_send, f, err, sizeof(err)), 0);
+    assert_int_equal(registrar_new_tx(&f->r, &opts, f, err, sizeof(err)), 0);
     reg(f, T0, "alice", "c1", 1, "Contact: <sip:alice@192.0.2.10:5060>\n");
     assert_int_equal(fx_status(f), 401);
     assert_int_equal(hdr_count(&f->msg, SIP_HDR_WWW_AUTHENTICATE), 1);
@@ -1146,7 +1172,7 @@ static void test_registrar_bad_users_file_reports_line(void **state)
         .self = &self, .users_file = path, .realm = REALM, .policy = &pol};
     struct registrar *r = NULL;
     char err[256] = "";
-    assert_int_equal(registrar_new(&r, &opts, on_send, NULL, err, sizeof(err)), -EINVAL);
+    assert_int_equal(registrar_new_tx(&r, &opts, NULL, err, sizeof(err)), -EINVAL);
     assert_null(r);
     char want[300];
     snprintf(want, sizeof(want), "%s:4: ", path);
@@ -1247,7 +1273,7 @@ static void test_registrar_new_is_whole_or_fails_cleanly(void **state)
     for (n = 0;; n++) {
         struct registrar *r = NULL;
         fm_arm(n);
-        int rc = registrar_new(&r, &opts, on_send, NULL, err, sizeof(err));
+        int rc = registrar_new_tx(&r, &opts, NULL, err, sizeof(err));
         if (rc == 0) {
             fm_fail_at = LONG_MAX;
             assert_int_equal(registrar_n_bindings(r), 0);
