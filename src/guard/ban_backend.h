@@ -4,8 +4,8 @@
  * A backend receives a copy of each key. add() and del() must not block: the nftables
  * backend queues a netlink batch on its non-blocking socket (watched by a uv_poll_t on the
  * owner's loop) and reports kernel errors later by log and counter; the userspace backend
- * does nothing (the engine's mirror does the dropping). Only this header, ban_nft.c and
- * admin_sock.c know about the loop.
+ * does nothing (the engine's mirror does the dropping). Only this header and ban_nft.c know
+ * about the loop.
  */
 #ifndef SIPEDGE_BAN_BACKEND_H
 #define SIPEDGE_BAN_BACKEND_H

@@ -11,9 +11,9 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "sipedge/admin.h"
 #include "sipedge/admin_http.h"
 #include "sipedge/audit.h"
+#include "sipedge/ctl_sock.h"
 #include "sipedge/edge.h"
 #include "sipedge/guard.h"
 #include "sipedge/log.h"
@@ -34,7 +34,7 @@ struct worker {
     struct edge *edge;
     struct registrar *reg;
     struct guard *guard;
-    struct admin *admin;
+    struct ctl_sock *ctl;
     struct admin_http *http;
     struct audit *audit;
     struct metrics_reg reg_metrics;
@@ -229,10 +229,10 @@ static void on_udp_closed(void *ctx)
     w->udp = NULL;
 }
 
-static void on_admin_closed(void *ctx)
+static void on_ctl_closed(void *ctx)
 {
     struct worker *w = ctx;
-    w->admin = NULL;
+    w->ctl = NULL;
 }
 
 static void on_http_closed(void *ctx)
@@ -280,8 +280,8 @@ static void worker_stop(struct worker *w)
     uv_close((uv_handle_t *)&w->sig_hup, on_closed_handle);
     if (w->ws)
         transport_ws_close(w->ws, on_ws_closed, w);
-    if (w->admin)
-        admin_close(w->admin, on_admin_closed, w);
+    if (w->ctl)
+        ctl_sock_close(w->ctl, on_ctl_closed, w);
     if (w->http)
         admin_http_close(w->http, on_http_closed, w);
     transport_udp_close(w->udp, on_udp_closed, w);
@@ -468,7 +468,7 @@ int worker_run(const struct worker_opts *opts)
             guard_state_open(w->guard, w->cfg->state_dir, uv_now(&w->loop));
         }
         if (w->cfg->admin_socket[0]) {
-            rc = admin_new(&w->admin, &w->loop, w->cfg->admin_socket, w->guard);
+            rc = ctl_sock_new(&w->ctl, &w->loop, w->cfg->admin_socket, w->guard);
             if (rc < 0) {
                 log_error("admin socket %s: %s", w->cfg->admin_socket, strerror(-rc));
                 goto out_close;
@@ -589,8 +589,8 @@ int worker_run(const struct worker_opts *opts)
 out_close:
     if (w->ws)
         transport_ws_close(w->ws, on_ws_closed, w);
-    if (w->admin)
-        admin_close(w->admin, on_admin_closed, w);
+    if (w->ctl)
+        ctl_sock_close(w->ctl, on_ctl_closed, w);
     if (w->http)
         admin_http_close(w->http, on_http_closed, w);
     transport_udp_close(w->udp, on_udp_closed, w);
