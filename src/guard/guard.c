@@ -67,8 +67,8 @@ struct guard {
     struct allowlist allow;
     struct ban *ban;
     struct events *ev;
-    struct uv_loop_s *loop;
-    bool is_nft;
+    struct guard_offload offload;
+    bool is_nft; /* the kernel backend runs: its set holds the live bans */
     uint16_t udp_ports[GUARD_PORTS_MAX], tcp_ports[GUARD_PORTS_MAX];
     unsigned n_udp_ports, n_tcp_ports;
     struct ban_key protected_keys[GUARD_PROTECTED_MAX]; /* core side: never banned */
@@ -444,33 +444,28 @@ static void on_restore(void *arg, const struct ban_key *key, uint64_t remaining_
         r->n++;
 }
 
-static void backend_start(struct guard *g, enum guard_backend_kind kind, uint64_t now)
+/* Sets the backend's rules up and reads its live bans back into the mirror; on failure the
+ * guard runs without it (userspace drops) and says so once. */
+static void backend_start(struct guard *g, struct ban_backend *be, uint64_t now)
 {
-#ifdef SIPEDGE_WITH_NFT
-    if (kind == GUARD_BACKEND_NFTABLES) {
-        char err[512] = "";
-        struct ban_backend *be = NULL;
-        struct restore_ctx r = {.g = g, .now = now};
-        struct ban_nft_opts o = nft_opts(g, &g->pol);
-        int rc = g->loop == NULL ? -EINVAL
-                                 : ban_nft_new(&be, g->loop, &o, on_restore, &r, err, sizeof(err));
-        if (rc == 0) {
-            ban_attach_backend(g->ban, be);
-            g->is_nft = true;
-            log_info("guard: nftables backend ready (table inet sipedge), %u bans restored", r.n);
-            return;
-        }
-        log_warn("guard: nftables backend unavailable (%s%s%s), falling back to userspace drops",
-                 strerror(-rc), err[0] ? ": " : "", err);
+    if (be == NULL)
+        return;
+    char err[512] = "";
+    struct restore_ctx r = {.g = g, .now = now};
+    struct ban_nft_opts o = nft_opts(g, &g->pol);
+    int rc = be->ops->configure != NULL ? be->ops->configure(be, &o, err, sizeof(err)) : 0;
+    if (rc == 0 && be->ops->read_back != NULL)
+        rc = be->ops->read_back(be, on_restore, &r, err, sizeof(err));
+    if (rc != 0) {
+        log_warn("guard: %s backend unavailable (%s%s%s), falling back to userspace drops",
+                 be->ops->name, strerror(-rc), err[0] ? ": " : "", err);
+        return;
     }
-#else
-    if (kind == GUARD_BACKEND_NFTABLES)
-        log_warn("guard: built without nftables, using userspace drops");
-#endif
-    (void)now;
-    struct ban_backend *be = NULL;
-    if (ban_null_new(&be) == 0)
-        ban_attach_backend(g->ban, be);
+    ban_attach_backend(g->ban, be);
+    g->is_nft = be->ops->is_kernel;
+    if (g->is_nft)
+        log_info("guard: %s backend ready (table inet sipedge), %u bans restored", be->ops->name,
+                 r.n);
 }
 
 int guard_new(struct guard **out, const struct guard_opts *opts, uint64_t now_ms)
@@ -484,7 +479,7 @@ int guard_new(struct guard **out, const struct guard_opts *opts, uint64_t now_ms
     int rc = -EINVAL;
     g->pol = *pol;
     g->cfg = opts->cfg;
-    g->loop = opts->loop;
+    g->offload = opts->offload;
     g->now_ms = now_ms;
     uint64_t seed = opts->seed;
     if (seed == 0 && getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
@@ -557,17 +552,16 @@ int guard_set_policy(struct guard *g, const struct policy *pol, uint64_t now_ms)
     if (rc == 0)
         rc = ban_set_limits(g->ban, pol->guard_max_bans, pol->guard_ban_durations_s,
                             pol->n_guard_ban_durations, pol->guard_ban_memory_s);
-#ifdef SIPEDGE_WITH_NFT
-    if (rc == 0 && g->is_nft &&
+    struct ban_backend *be = ban_backend_of(g->ban);
+    if (rc == 0 && be != NULL && be->ops->configure != NULL &&
         (pol->guard_nft_drop != g->pol.guard_nft_drop ||
          pol->guard_ipv6_prefix != g->pol.guard_ipv6_prefix)) {
         char err[512] = "";
         struct ban_nft_opts o = nft_opts(g, pol);
-        rc = ban_nft_configure(ban_backend_of(g->ban), &o, err, sizeof(err));
+        rc = be->ops->configure(be, &o, err, sizeof(err));
         if (rc != 0)
-            log_error("guard: nftables rules not updated: %s", err);
+            log_error("guard: %s rules not updated: %s", be->ops->name, err);
     }
-#endif
     if (rc != 0) {
         if (new_ev)
             events_close(ev);
@@ -990,9 +984,9 @@ struct ban *guard_ban_engine(struct guard *g)
     return g->ban;
 }
 
-struct uv_loop_s *guard_loop(const struct guard *g)
+const struct guard_offload *guard_offload_of(const struct guard *g)
 {
-    return g->loop;
+    return &g->offload;
 }
 
 bool guard_is_nft(const struct guard *g)

@@ -119,16 +119,16 @@ uint64_t ban_reclaim_steps(const struct ban *b);
 /* ---- guard internals shared with guard_state.c ---------------------------------------- */
 
 struct guard_state;
-struct uv_loop_s;
 
 struct ban *guard_ban_engine(struct guard *g);
-struct uv_loop_s *guard_loop(const struct guard *g);
+/* guard_opts.offload as given (queue NULL: write synchronously). */
+const struct guard_offload *guard_offload_of(const struct guard *g);
 /* True when the nftables backend runs (the kernel set holds the live bans). */
 bool guard_is_nft(const struct guard *g);
 struct guard_state **guard_state_slot(struct guard *g);
 /* Called by guard_tick: the periodic save. */
 void guard_state_tick(struct guard *g, uint64_t now_ms);
-/* Called by guard_free: releases the state (a write in flight finishes first, on the loop). */
+/* Called by guard_free: releases the state (a write in flight frees it when done). */
 void guard_state_close(struct guard *g);
 
 struct guard_state_stats {

@@ -21,7 +21,12 @@
 #include "sipedge/registrar.h"
 #include "sipedge/transport_udp.h"
 #include "sipedge/transport_ws.h"
+#include "guard/ban_backend.h"
+#ifdef SIPEDGE_WITH_NFT
+#include "guard/ban_nft.h"
+#endif
 #include "worker/edge_persist.h"
+#include "worker/loop_offload.h"
 
 #define SOCK_REGISTRAR 254
 
@@ -34,6 +39,7 @@ struct worker {
     struct edge *edge;
     struct registrar *reg;
     struct guard *guard;
+    struct ban_backend *ban_be; /* the guard's backend; closed after guard_free */
     struct ctl_sock *ctl;
     struct admin_http *http;
     struct audit *audit;
@@ -247,6 +253,31 @@ static void on_ws_closed(void *ctx)
     w->ws = NULL;
 }
 
+static void on_ban_backend_closed(void *ctx)
+{
+    struct worker *w = ctx;
+    w->ban_be = NULL;
+}
+
+/* The ban backend the configuration asks for; nftables falls back to userspace drops when
+ * its socket cannot be opened (the guard falls back too when the rules cannot be set up). */
+static int ban_backend_open(struct worker *w)
+{
+    if ((enum guard_backend_kind)w->cfg->ban_backend == GUARD_BACKEND_NFTABLES) {
+#ifdef SIPEDGE_WITH_NFT
+        char err[512] = "";
+        int rc = ban_nft_new(&w->ban_be, &w->loop, err, sizeof(err));
+        if (rc == 0)
+            return 0;
+        log_warn("guard: nftables backend unavailable (%s%s%s), falling back to userspace drops",
+                 strerror(-rc), err[0] ? ": " : "", err);
+#else
+        log_warn("guard: built without nftables, using userspace drops");
+#endif
+    }
+    return ban_null_new(&w->ban_be);
+}
+
 /* What is still closing after stop.timeout is abandoned: the state is already written
  * and kernel bans stay, so exiting now loses nothing. */
 static void on_stop_deadline(uv_timer_t *t)
@@ -451,11 +482,16 @@ int worker_run(const struct worker_opts *opts)
             goto out_close;
     }
     if (opts->run_edge) {
+        rc = ban_backend_open(w);
+        if (rc < 0) {
+            log_error("guard: %s", strerror(-rc));
+            goto out_close;
+        }
         struct guard_opts go = {
             .cfg = w->cfg,
             .policy = &w->pol,
-            .backend = (enum guard_backend_kind)w->cfg->ban_backend,
-            .loop = &w->loop,
+            .backend = w->ban_be,
+            .offload = {.queue = loop_offload_queue, .ctx = &w->loop},
             .seed = 0,
         };
         rc = guard_new(&w->guard, &go, uv_now(&w->loop));
@@ -603,7 +639,12 @@ out:
     audit_free(w->audit);
     guard_free(w->guard);
     registrar_free(w->reg);
+    if (w->ban_be)
+        ban_backend_close(w->ban_be, on_ban_backend_closed, w);
+    /* Runs until every handle has closed, the ban backend's included (its callback). */
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    if (w->ban_be != NULL)
+        log_warn("ban backend still closing at exit");
     if (uv_loop_close(&w->loop) != 0)
         log_warn("event loop closed with handles still open");
     free(w);

@@ -94,8 +94,7 @@ static int teardown(void **state)
 static struct guard *mk(void **state)
 {
     struct guard *g;
-    struct guard_opts o = {.cfg = &cfg, .policy = &pol, .backend = GUARD_BACKEND_USERSPACE,
-                           .seed = 42};
+    struct guard_opts o = {.cfg = &cfg, .policy = &pol, .seed = 42};
     assert_int_equal(guard_new(&g, &o, 1000), 0);
     *state = g;
     assert_string_equal(guard_backend_name(g), "userspace");

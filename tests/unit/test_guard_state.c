@@ -22,6 +22,7 @@
 #include "sipedge/guard.h"
 #include "sipedge/log.h"
 #include "sipedge/statefile.h"
+#include "worker/loop_offload.h"
 
 static struct config cfg;
 static struct policy pol;
@@ -94,8 +95,9 @@ static int teardown(void **state)
 static struct guard *mk(uint64_t now, struct uv_loop_s *loop)
 {
     struct guard *g;
-    struct guard_opts o = {
-        .cfg = &cfg, .policy = &pol, .backend = GUARD_BACKEND_USERSPACE, .loop = loop, .seed = 42};
+    struct guard_opts o = {.cfg = &cfg, .policy = &pol, .seed = 42};
+    if (loop != NULL)
+        o.offload = (struct guard_offload){.queue = loop_offload_queue, .ctx = loop};
     assert_int_equal(guard_new(&g, &o, now), 0);
     assert_int_equal(guard_state_open(g, dir, now), 0);
     return g;
