@@ -270,15 +270,4 @@ const char *guard_backend_name(const struct guard *g);
 /* Lower-case name of a reason ("auth_failure"). */
 const char *guard_reason_name(enum guard_reason r);
 
-/* An allowlist entry: address/prefix. */
-struct guard_cidr {
-    uint8_t family; /* AF_INET / AF_INET6 */
-    uint8_t prefix; /* 0..32 / 0..128 */
-    uint8_t addr[16];
-};
-
-/* Parses "a.b.c.d", "a.b.c.d/n", "x::y", "x::/n" (host bits are masked off). out may be
- * NULL (validation only). Returns 0 or -EINVAL. */
-int guard_cidr_parse(const char *text, struct guard_cidr *out);
-
 #endif

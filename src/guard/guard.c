@@ -106,11 +106,6 @@ const char *guard_reason_name(enum guard_reason r)
     return "unknown";
 }
 
-int guard_cidr_parse(const char *text, struct guard_cidr *out)
-{
-    return allowlist_parse(text, out);
-}
-
 static uint64_t rng_next(struct guard *g)
 {
     /* xorshift64*: jitter only, not security. */

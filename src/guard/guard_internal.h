@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sipedge/cidr.h"
 #include "sipedge/config.h"
 #include "sipedge/guard.h"
 
@@ -59,13 +60,11 @@ void strikes_reset(struct strikes *s);
 /* ---- allowlist: CIDR set ---------------------------------------------------------------- */
 
 struct allowlist {
-    struct guard_cidr cidr[POLICY_MAX_ALLOW];
+    struct cidr cidr[POLICY_MAX_ALLOW];
     unsigned n;
 };
 
-/* Parses one entry; see guard_cidr_parse. */
-int allowlist_parse(const char *text, struct guard_cidr *out);
-/* Replaces the list with n texts (each must parse). Returns 0 or -EINVAL (list untouched). */
+/* Replaces the list with n texts (each must parse with cidr_parse). Returns 0 or -EINVAL (list untouched). */
 int allowlist_set(struct allowlist *al, const char (*texts)[48], unsigned n);
 /* True when key's address (port ignored) lies in one of the CIDRs. */
 bool allowlist_match(const struct allowlist *al, const struct ban_key *key);
