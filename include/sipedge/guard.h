@@ -95,6 +95,7 @@ struct guard_opts {
     const struct policy *policy;  /* copied */
     struct ban_backend *backend;  /* borrowed, outlives the guard; NULL = userspace drops */
     struct guard_offload offload; /* bans.state writes; {0} = on the calling thread */
+    uint64_t (*mono_us)(void);    /* monotonic µs to time bans.state builds; NULL: untimed */
     uint64_t seed;                /* hash and Retry-After randomness; 0 = from getrandom */
 };
 

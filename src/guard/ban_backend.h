@@ -4,7 +4,7 @@
  * A backend receives a copy of each key. add() and del() must not block: the nftables
  * backend queues a netlink batch on its non-blocking socket (watched on the worker's loop)
  * and reports kernel errors later by log and counter; the userspace backend does nothing
- * (the engine's mirror does the dropping). The worker creates the backend (ban_nft.h or
+ * (the engine's mirror does the dropping). The worker creates the backend (nft/ban_nft.h or
  * ban_null_new), hands it to the guard in guard_opts, and closes it after guard_free; the
  * guard and the engine only borrow it. Nothing here names a loop type.
  */
@@ -76,8 +76,8 @@ struct ban_backend *ban_backend_of(const struct ban *b);
 /* The userspace backend: no kernel state. Returns 0 or -ENOMEM. */
 int ban_null_new(struct ban_backend **out);
 
-/* Builds the nftables setup script into buf. Returns its length or -ENOSPC. (Exposed for
- * tests.) */
+/* Builds the nftables setup script into buf (src/nft/ban_nft.c). Returns its length or
+ * -ENOSPC. (Exposed for tests.) */
 int ban_nft_script(const struct ban_nft_opts *o, char *buf, size_t cap);
 
 #endif

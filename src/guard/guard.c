@@ -68,6 +68,7 @@ struct guard {
     struct ban *ban;
     struct events *ev;
     struct guard_offload offload;
+    uint64_t (*mono_us)(void);
     bool is_nft; /* the kernel backend runs: its set holds the live bans */
     uint16_t udp_ports[GUARD_PORTS_MAX], tcp_ports[GUARD_PORTS_MAX];
     unsigned n_udp_ports, n_tcp_ports;
@@ -475,6 +476,7 @@ int guard_new(struct guard **out, const struct guard_opts *opts, uint64_t now_ms
     g->pol = *pol;
     g->cfg = opts->cfg;
     g->offload = opts->offload;
+    g->mono_us = opts->mono_us;
     g->now_ms = now_ms;
     uint64_t seed = opts->seed;
     if (seed == 0 && getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
@@ -982,6 +984,11 @@ struct ban *guard_ban_engine(struct guard *g)
 const struct guard_offload *guard_offload_of(const struct guard *g)
 {
     return &g->offload;
+}
+
+uint64_t guard_mono_us(const struct guard *g)
+{
+    return g->mono_us != NULL ? g->mono_us() : 0;
 }
 
 bool guard_is_nft(const struct guard *g)

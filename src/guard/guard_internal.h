@@ -122,6 +122,8 @@ struct guard_state;
 struct ban *guard_ban_engine(struct guard *g);
 /* guard_opts.offload as given (queue NULL: write synchronously). */
 const struct guard_offload *guard_offload_of(const struct guard *g);
+/* guard_opts.mono_us, or 0 without one. */
+uint64_t guard_mono_us(const struct guard *g);
 /* True when the nftables backend runs (the kernel set holds the live bans). */
 bool guard_is_nft(const struct guard *g);
 struct guard_state **guard_state_slot(struct guard *g);

@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
 #include "guard/guard_internal.h"
 #include "sipedge/ban.h"
@@ -63,13 +62,6 @@ struct state_job {
 };
 
 uint64_t (*guard_state_wall_ms)(void) = statefile_wall_ms;
-
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
 
 static void state_free(struct guard_state *s)
 {
@@ -197,9 +189,9 @@ void guard_state_save(struct guard *g, uint64_t now_ms, bool sync)
     struct state_job *j = calloc(1, sizeof(*j));
     if (j == NULL)
         return;
-    uint64_t t0 = mono_us();
+    uint64_t t0 = guard_mono_us(g);
     int rc = build(g, now_ms, &j->buf);
-    s->stats.last_build_us = mono_us() - t0;
+    s->stats.last_build_us = guard_mono_us(g) - t0;
     s->stats.last_len = j->buf.len;
     s->stats.n_saves++;
     s->last_save_ms = now_ms;

@@ -23,7 +23,7 @@
 #include "sipedge/transport_ws.h"
 #include "guard/ban_backend.h"
 #ifdef SIPEDGE_WITH_NFT
-#include "guard/ban_nft.h"
+#include "nft/ban_nft.h"
 #endif
 #include "worker/edge_persist.h"
 #include "worker/loop_offload.h"
@@ -251,6 +251,12 @@ static void on_ws_closed(void *ctx)
 {
     struct worker *w = ctx;
     w->ws = NULL;
+}
+
+/* The guard's timing clock (it reads none itself). */
+static uint64_t mono_us(void)
+{
+    return uv_hrtime() / 1000;
 }
 
 static void on_ban_backend_closed(void *ctx)
@@ -492,6 +498,7 @@ int worker_run(const struct worker_opts *opts)
             .policy = &w->pol,
             .backend = w->ban_be,
             .offload = {.queue = loop_offload_queue, .ctx = &w->loop},
+            .mono_us = mono_us,
             .seed = 0,
         };
         rc = guard_new(&w->guard, &go, uv_now(&w->loop));

@@ -92,10 +92,15 @@ static int teardown(void **state)
     return 0;
 }
 
+static uint64_t mono_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
 static struct guard *mk(uint64_t now, struct uv_loop_s *loop)
 {
     struct guard *g;
-    struct guard_opts o = {.cfg = &cfg, .policy = &pol, .seed = 42};
+    struct guard_opts o = {.cfg = &cfg, .policy = &pol, .mono_us = mono_us, .seed = 42};
     if (loop != NULL)
         o.offload = (struct guard_offload){.queue = loop_offload_queue, .ctx = loop};
     assert_int_equal(guard_new(&g, &o, now), 0);

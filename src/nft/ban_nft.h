@@ -3,8 +3,8 @@
  * watched on, so only the worker (which owns the loop) and ban_nft.c include this header;
  * the guard sees the backend through ban_backend.h alone.
  */
-#ifndef SIPEDGE_BAN_NFT_H
-#define SIPEDGE_BAN_NFT_H
+#ifndef SIPEDGE_NFT_BAN_NFT_H
+#define SIPEDGE_NFT_BAN_NFT_H
 
 #include <stddef.h>
 

@@ -19,6 +19,10 @@
  * NEW, DEL, NEW (a 6.1 kernel may keep the old timeout on a plain NEW), unban is NEW, DEL.
  * Only the last message asks for an ACK, which keeps the receive buffer small (ENOBUFS);
  * errors are reported without one.
+ *
+ * It lives in src/nft, beside the transports, not in the guard: it is loop I/O (a uv_poll_t
+ * on the worker's loop) behind the guard's ban_backend interface, and the guard layer
+ * includes no uv.h.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -39,7 +43,7 @@
 #include <uv.h>
 
 #include "guard/ban_backend.h"
-#include "guard/ban_nft.h"
+#include "nft/ban_nft.h"
 #include "sipedge/log.h"
 
 #define NFT_TABLE "sipedge"
