@@ -506,6 +506,13 @@ int worker_run(const struct worker_opts *opts)
             log_error("guard: %s", strerror(-rc));
             goto out_close;
         }
+        if (strcmp(guard_backend_name(w->guard), w->ban_be->ops->name) != 0) {
+            /* The guard could not set the backend up and runs userspace drops without it;
+             * its handle finishes closing while the loop runs. */
+            struct ban_backend *unused = w->ban_be;
+            w->ban_be = NULL;
+            ban_backend_close(unused, NULL, NULL);
+        }
         if (w->cfg->state_dir[0]) {
             /* Bans survive a restart; without the directory they are kept in memory only. */
             guard_state_open(w->guard, w->cfg->state_dir, uv_now(&w->loop));
