@@ -27,40 +27,38 @@ exceptions=(
   "src/guard/events.c|clock|events_format stamps a record whose wall_ms is 0 with the current time; goes once callers always fill wall_ms"
 )
 
-# Layer of a public header (include/sipedge/<name>.h).
+# Layer of a public header (include/sipedge/<name>.h), into $layer_of.
 header_layer() {
   case "$1" in
-    slice | log | netaddr | siphash | statefile | cidr | config_addr) echo base ;;
-    sip_msg | sip_hdr | sip_check | sip_build | sip_reply) echo sip ;;
-    config) echo config ;;
-    guard | ban | events) echo guard ;;
-    flow_table | flow_token | stun) echo flows ;;
-    edge) echo edge ;;
-    registrar) echo registrar ;;
-    *) echo upper ;;
+    slice | log | netaddr | siphash | statefile | cidr | config_addr) layer_of=base ;;
+    sip_msg | sip_hdr | sip_check | sip_build | sip_reply) layer_of=sip ;;
+    config) layer_of=config ;;
+    guard | ban | events) layer_of=guard ;;
+    flow_table | flow_token | stun) layer_of=flows ;;
+    edge) layer_of=edge ;;
+    registrar) layer_of=registrar ;;
+    *) layer_of=upper ;;
   esac
 }
 
-# Layer of a private header (src/<dir>/<name>.h).
+# Layer of a private header (src/<dir>/<name>.h), into $layer_of.
 dir_layer() {
   case "$1" in
-    base | sip | config | guard | edge | registrar) echo "$1" ;;
-    *) echo upper ;;
+    base | sip | config | guard | edge | registrar) layer_of=$1 ;;
+    *) layer_of=upper ;;
   esac
 }
 
 # Layers a layer may include (besides libc and the libraries the rules above allow).
-allowed() {
-  case "$1" in
-    base) echo "base" ;;
-    sip) echo "base sip" ;;
-    config) echo "base config" ;;
-    guard) echo "base sip config guard" ;;
-    flows) echo "base sip config flows" ;;
-    edge) echo "base sip config guard flows edge" ;;
-    registrar) echo "base sip config flows registrar" ;;
-  esac
-}
+declare -A allowed=(
+  [base]="base"
+  [sip]="base sip"
+  [config]="base config"
+  [guard]="base sip config guard"
+  [flows]="base sip config flows"
+  [edge]="base sip config guard flows edge"
+  [registrar]="base sip config flows registrar"
+)
 
 is_excepted() { # path rule
   local e
@@ -85,30 +83,31 @@ strip() {
 }
 
 check_file() { # path layer check_clock(0|1)
-  local f=$1 layer=$2 clock=$3 text inc
+  local f=$1 layer=$2 clock=$3 text
   text=$(strip "$f")
-  if grep -Eq '^[[:space:]]*#[[:space:]]*include[[:space:]]*<(uv\.h|uv/|libwebsockets|lws[-_])' <<<"$text"; then
+  if [[ "$text" == *include*\<* ]] && grep -Eq '^[[:space:]]*#[[:space:]]*include[[:space:]]*<(uv\.h|uv/|libwebsockets|lws[-_])' <<<"$text"; then
     report "$f" loop "includes $(grep -Eo '<(uv\.h|uv/[^>]*|libwebsockets[^>]*|lws[-_][^>]*)>' <<<"$text" | sort -u | paste -sd, -) (layer $layer sees no loop or WebSocket library)"
   fi
-  if [[ $clock == 1 ]] &&
+  if [[ $clock == 1 && ( "$text" == *time* || "$text" == *uv_* ) ]] &&
     grep -Eq '(^|[^A-Za-z0-9_])(clock_gettime|gettimeofday|time|uv_now|uv_hrtime)[[:space:]]*\(' <<<"$text"; then
     report "$f" clock "reads the clock: $(grep -Eo '(^|[^A-Za-z0-9_])(clock_gettime|gettimeofday|time|uv_now|uv_hrtime)[[:space:]]*\(' <<<"$text" | sed 's/^[^a-z_]*//; s/[[:space:]]*($/()/' | sort -u | paste -sd, -) (layer $layer takes time as now_ms or an injected clock)"
   fi
-  while read -r inc; do
-    [[ -z "$inc" ]] && continue
-    local to name
+  local line inc name
+  while IFS= read -r line; do
+    [[ "$line" =~ ^[[:space:]]*#[[:space:]]*include[[:space:]]*\"([^\"]+)\" ]] || continue
+    inc=${BASH_REMATCH[1]}
     if [[ "$inc" == sipedge/* ]]; then
       name=${inc#sipedge/}
-      to=$(header_layer "${name%.h}")
+      header_layer "${name%.h}"
     elif [[ "$inc" == */* ]]; then
-      to=$(dir_layer "${inc%%/*}")
+      dir_layer "${inc%%/*}"
     else
       continue # a same-directory include
     fi
-    if [[ " $(allowed "$layer") " != *" $to "* ]]; then
-      report "$f" up "includes \"$inc\" (layer $to; layer $layer may use: $(allowed "$layer"))"
+    if [[ " ${allowed[$layer]} " != *" $layer_of "* ]]; then
+      report "$f" up "includes \"$inc\" (layer $layer_of; layer $layer may use: ${allowed[$layer]})"
     fi
-  done < <(sed -nE 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"([^"]+)".*/\1/p' <<<"$text")
+  done <<<"$text"
 }
 
 for dir in base sip guard config edge registrar; do
@@ -120,12 +119,12 @@ for dir in base sip guard config edge registrar; do
   done
 done
 for f in include/sipedge/*.h; do
-  name=$(basename "$f" .h)
-  layer=$(header_layer "$name")
-  case "$layer" in
+  name=${f##*/}
+  header_layer "${name%.h}"
+  case "$layer_of" in
     upper) continue ;;
-    registrar) check_file "$f" "$layer" 0 ;;
-    *) check_file "$f" "$layer" 1 ;;
+    registrar) check_file "$f" "$layer_of" 0 ;;
+    *) check_file "$f" "$layer_of" 1 ;;
   esac
 done
 
