@@ -64,7 +64,8 @@ struct allowlist {
     unsigned n;
 };
 
-/* Replaces the list with n texts (each must parse with cidr_parse). Returns 0 or -EINVAL (list untouched). */
+/* Replaces the list with n texts (each must parse with cidr_parse). Returns 0 or -EINVAL
+ * (list untouched). */
 int allowlist_set(struct allowlist *al, const char (*texts)[48], unsigned n);
 /* True when key's address (port ignored) lies in one of the CIDRs. */
 bool allowlist_match(const struct allowlist *al, const struct ban_key *key);
