@@ -59,13 +59,12 @@ struct ban;
 
 /*
  * Creates an engine holding at most cap entries (live + history), with the given ladder
- * (n_steps >= 1 durations in seconds; copied) and history memory. Takes ownership of be
- * (NULL = no backend) in every case, also on failure. Returns 0, -EINVAL or -ENOMEM.
+ * (n_steps >= 1 durations in seconds; copied) and history memory. be (NULL = no backend) is
+ * borrowed: its owner closes it after ban_free. Returns 0, -EINVAL or -ENOMEM.
  */
 int ban_new(struct ban **out, uint32_t cap, const uint32_t *ladder_s, unsigned n_steps,
             uint32_t memory_s, struct ban_backend *be);
-/* Frees the engine and its backend (a backend holding loop handles finishes closing on the
- * loop: run it until empty before closing the loop). Kernel bans are left in place. */
+/* Frees the engine (not its backend). Kernel bans are left in place. */
 void ban_free(struct ban *b);
 
 /* Replaces the limits (policy reload). Lowering cap below the live count keeps every live ban

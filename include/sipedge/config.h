@@ -14,21 +14,14 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "sipedge/config_addr.h"
+
 #define CONFIG_MAX_LISTEN 8
 #define CONFIG_MAX_PEERS 16
 #define CONFIG_MAX_DOMAINS 16
 #define CONFIG_MAX_ORIGINS 16
 #define CONFIG_PATH_MAX 512
 #define CONFIG_ERR_MAX 512
-
-/* "ip:port" or "[ipv6]:port", parsed and kept as text for logs and URIs. */
-struct config_addr {
-    struct sockaddr_storage ss;
-    socklen_t len;
-    char text[64];  /* "127.0.0.1:5060" / "[::1]:5060" */
-    char host[48];  /* "127.0.0.1" / "[::1]" (brackets for IPv6, as in a SIP URI) */
-    uint16_t port;
-};
 
 struct config {
     struct config_addr listen_udp[CONFIG_MAX_LISTEN]; /* public side */
@@ -190,8 +183,5 @@ int config_load_string(struct config *cfg, const char *name, const char *text, s
 int policy_load_dir(struct policy *pol, const char *dir, char *err, size_t errcap);
 int policy_load_string(struct policy *pol, const char *name, const char *text, size_t len,
                        char *err, size_t errcap);
-
-/* Parses "ip:port" / "[ip6]:port" (port required). Returns 0 or -EINVAL. */
-int config_addr_parse(const char *s, struct config_addr *out);
 
 #endif

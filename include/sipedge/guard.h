@@ -14,7 +14,7 @@
  * and guard_tick about once a second.
  *
  * Single-threaded: the guard belongs to the loop thread that calls it. Everything takes
- * now_ms (monotonic, e.g. uv_now) and nothing here blocks except guard_new and
+ * now_ms (monotonic, the worker's loop time) and nothing here blocks except guard_new and
  * guard_set_policy (nftables setup). Every table is bounded: when the source table is full a
  * new source shares one overflow bucket (per-IP limits) and gets no strikes; both are
  * counted. Allowlisted sources are rate limited like others but never get strikes or bans.
@@ -38,7 +38,7 @@
 struct sockaddr;
 struct config;
 struct policy;
-struct uv_loop_s;
+struct ban_backend;
 
 enum guard_action {
     GUARD_PASS = 0, /* go on */
@@ -77,12 +77,26 @@ enum guard_backend_kind {
     GUARD_BACKEND_NFTABLES,
 };
 
+/*
+ * Work the guard hands off its thread (the bans.state write). queue runs work(arg) on
+ * another thread and then done(arg, ran) back on the guard's thread; ran is false when the
+ * job was cancelled before it ran. It returns 0 when queued, anything else when it cannot
+ * queue (the guard then does the work itself, synchronously). queue NULL: always
+ * synchronous. The worker provides one over its loop's thread pool.
+ */
+struct guard_offload {
+    int (*queue)(void *ctx, void (*work)(void *arg), void (*done)(void *arg, bool ran),
+                 void *arg);
+    void *ctx;
+};
+
 struct guard_opts {
-    const struct config *cfg;       /* borrowed for the guard's lifetime: domains, listen ports */
-    const struct policy *policy;    /* copied */
-    enum guard_backend_kind backend;
-    struct uv_loop_s *loop;         /* NFTABLES: the loop of the calling thread */
-    uint64_t seed;                  /* hash and Retry-After randomness; 0 = from getrandom */
+    const struct config *cfg;     /* borrowed for the guard's lifetime: domains, listen ports */
+    const struct policy *policy;  /* copied */
+    struct ban_backend *backend;  /* borrowed, outlives the guard; NULL = userspace drops */
+    struct guard_offload offload; /* bans.state writes; {0} = on the calling thread */
+    uint64_t (*mono_us)(void);    /* monotonic µs to time bans.state builds; NULL: untimed */
+    uint64_t seed;                /* hash and Retry-After randomness; 0 = from getrandom */
 };
 
 #define GUARD_STATS(X)                                                                             \
@@ -124,16 +138,16 @@ struct guard_stats {
 struct guard;
 
 /*
- * Builds a guard. With GUARD_BACKEND_NFTABLES it runs the nftables setup (table inet
- * sipedge, sets, chain, rules; idempotent, existing elements kept), reads the live elements
- * back into the mirror, and opens the netlink socket on opts->loop. If that fails for lack
- * of privilege (EPERM/EACCES) or netlink support, it logs once and falls back to the
- * userspace backend (guard_backend_name tells which one runs). Opens the event log.
+ * Builds a guard. With a backend that sets up rules (nftables) it runs that setup (table
+ * inet sipedge, sets, chain, rules; idempotent, existing elements kept) and reads the live
+ * elements back into the mirror. If that fails (lack of privilege, no netlink support), it
+ * logs once and falls back to userspace drops without the backend (guard_backend_name tells
+ * which one runs). Opens the event log.
  * Returns 0, -EINVAL (bad opts), -ENOMEM, or -errno when the event log cannot be opened.
  */
 int guard_new(struct guard **out, const struct guard_opts *opts, uint64_t now_ms);
-/* Frees the guard. With the nftables backend a poll handle finishes closing on the loop:
- * run the loop until it is empty before uv_loop_close. Kernel bans stay. */
+/* Frees the guard; the backend is the caller's to close afterwards. Kernel bans stay. A
+ * bans.state write still queued finishes first and frees its state in its done callback. */
 void guard_free(struct guard *g);
 
 /*
@@ -241,8 +255,8 @@ int guard_unban(struct guard *g, const struct ban_key *key, uint64_t now_ms);
  * A missing file starts empty; a corrupt, foreign or newer one is logged, moved aside and
  * ignored. Returns 0, or -ENAMETOOLONG / -ENOMEM (no persistence then).
  * guard_tick then saves about every 5 s when the bans changed: the payload is built on the
- * loop thread and written in a uv_queue_work job on guard_opts.loop (synchronously when
- * there is no loop); a save while a write is in flight is skipped.
+ * guard's thread and written through guard_opts.offload (synchronously without one); a
+ * save while a write is in flight is skipped.
  * guard_state_save(sync = true) writes now, on the calling thread (at stop).
  */
 int guard_state_open(struct guard *g, const char *state_dir, uint64_t now_ms);
@@ -256,16 +270,5 @@ const struct guard_stats *guard_stats(const struct guard *g);
 const char *guard_backend_name(const struct guard *g);
 /* Lower-case name of a reason ("auth_failure"). */
 const char *guard_reason_name(enum guard_reason r);
-
-/* An allowlist entry: address/prefix. */
-struct guard_cidr {
-    uint8_t family; /* AF_INET / AF_INET6 */
-    uint8_t prefix; /* 0..32 / 0..128 */
-    uint8_t addr[16];
-};
-
-/* Parses "a.b.c.d", "a.b.c.d/n", "x::y", "x::/n" (host bits are masked off). out may be
- * NULL (validation only). Returns 0 or -EINVAL. */
-int guard_cidr_parse(const char *text, struct guard_cidr *out);
 
 #endif

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -182,11 +181,17 @@ bool statefile_rd_done(const struct statefile_rd *r)
 
 /* ---- files ------------------------------------------------------------------------------ */
 
+/* The clock itself is read in statefile_clock.c only; tests install fakes here. */
+static uint64_t (*wall_clock)(void) = statefile_realtime_ms;
+
+void statefile_set_wall_clock(uint64_t (*wall_ms)(void))
+{
+    wall_clock = wall_ms != NULL ? wall_ms : statefile_realtime_ms;
+}
+
 uint64_t statefile_wall_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return wall_clock();
 }
 
 int statefile_path(char *out, size_t cap, const char *dir, const char *name)
@@ -435,7 +440,8 @@ int statefile_read_chunks(const char *path, int (*cb)(void *ctx, const uint8_t *
 int statefile_move_aside(const char *path, char *moved, size_t cap)
 {
     char to[4096];
-    if (snprintf(to, sizeof(to), "%s.bad-%lld", path, (long long)time(NULL)) >= (int)sizeof(to))
+    if (snprintf(to, sizeof(to), "%s.bad-%llu", path,
+                 (unsigned long long)(statefile_wall_ms() / 1000)) >= (int)sizeof(to))
         return -ENAMETOOLONG;
     if (rename(path, to) < 0)
         return -errno;

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "sipedge/config.h"
+#include "sipedge/config_addr.h"
 
 /* Files larger than this are refused before parsing. */
 #define YAML_WALK_FILE_MAX (1024 * 1024)

@@ -19,7 +19,7 @@
 
 #include "config/config_internal.h"
 #include "sipedge/config.h"
-#include "sipedge/guard.h"
+#include "sipedge/cidr.h"
 
 #define P struct policy
 
@@ -434,7 +434,7 @@ static int policy_guard_finish(struct policy *pol, struct policy_track *t, const
     }
     pol->n_guard_ban_durations = pol->n_guard_ban_durations_text;
     for (unsigned i = 0; i < pol->n_guard_allowlist; i++)
-        if (guard_cidr_parse(pol->guard_allowlist[i], NULL) != 0)
+        if (cidr_parse(pol->guard_allowlist[i], NULL) != 0)
             GUARD_ERR(guard_allowlist,
                       "'guard.allowlist' item %u ('%s') is not an address or CIDR (a.b.c.d/n, x::/n)",
                       i + 1, pol->guard_allowlist[i]);

@@ -79,16 +79,20 @@ int ban_new(struct ban **out, uint32_t cap, const uint32_t *ladder_s, unsigned n
     return 0;
 fail:
     free(b);
-    if (be != NULL)
-        be->ops->free(be);
     return rc;
 }
 
 void ban_attach_backend(struct ban *b, struct ban_backend *be)
 {
-    if (b->be != NULL && b->be != be)
-        b->be->ops->free(b->be);
     b->be = be;
+}
+
+void ban_backend_close(struct ban_backend *be, ban_backend_close_cb cb, void *ctx)
+{
+    if (be != NULL)
+        be->ops->close(be, cb, ctx);
+    else if (cb != NULL)
+        cb(ctx);
 }
 
 struct ban_backend *ban_backend_of(const struct ban *b)
@@ -100,8 +104,6 @@ void ban_free(struct ban *b)
 {
     if (b == NULL)
         return;
-    if (b->be != NULL)
-        b->be->ops->free(b->be);
     addr_table_deinit(&b->tab);
     free(b);
 }

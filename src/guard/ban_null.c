@@ -20,16 +20,18 @@ static int null_del(struct ban_backend *be, const struct ban_key *key)
     return 0;
 }
 
-static void null_free(struct ban_backend *be)
+static void null_close(struct ban_backend *be, ban_backend_close_cb cb, void *ctx)
 {
     free(be);
+    if (cb != NULL)
+        cb(ctx); /* no handles: closed at once */
 }
 
 static const struct ban_backend_ops null_ops = {
     .name = "userspace",
     .add = null_add,
     .del = null_del,
-    .free = null_free,
+    .close = null_close,
 };
 
 int ban_null_new(struct ban_backend **out)

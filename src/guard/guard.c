@@ -1,6 +1,8 @@
 /*
  * guard: admission verdicts and strike bookkeeping over the pure pieces (ratelim, strikes,
- * allowlist, addr_table) and the ban engine.
+ * allowlist, addr_table) and the ban engine: rate limits, request checks, strikes, bans and
+ * their escalation, flows per address, the tick. Construction, policy reload and the
+ * accessors are in guard_life.c; the state both share is in guard_impl.h.
  *
  * Sources live in one bounded table with two kinds of entries: the address (port 0) and
  * the (address, port) pair. Limits and strikes are counted on both, so ten phones behind
@@ -14,111 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
-#include "guard/ban_backend.h"
-#include "guard/guard_internal.h"
-#include "sipedge/config.h"
-#include "sipedge/events.h"
-#include "sipedge/guard.h"
+#include "guard/guard_impl.h"
 #include "sipedge/log.h"
-
-#define GUARD_USERS_MAX 16
-#define GUARD_AOR_KEY 96
-#define GUARD_AOR_KEEP 64
-#define GUARD_TICK_SCAN 8192
-#define GUARD_PORTS_MAX (3 * CONFIG_MAX_LISTEN)
-#define GUARD_PROTECTED_MAX (3 + 2 * CONFIG_MAX_PEERS)
-
-struct guard_src {
-    struct ban_key key; /* must stay first: the table key; port 0 = the address entry */
-    struct ratelim bucket;
-    struct strikes strikes;
-    uint64_t last_seen_ms;
-    uint64_t last_trip_ms;    /* last over-limit strike and event */
-    uint64_t auth_until_ms;   /* pair: authenticated; address: some port authenticated */
-    uint64_t proven_until_ms; /* pair: proof of return routability (guard_note_proven) */
-    uint64_t users_since_ms;
-    uint32_t users[GUARD_USERS_MAX]; /* address entry: AORs that got 404 in the window */
-    struct ban_key auth_src;         /* address entry: latest authenticated (address, port) */
-    uint32_t flows;                  /* address entry: UDP flows held (never forgotten > 0) */
-    uint8_t n_users;
-    char aor[GUARD_AOR_KEEP];        /* latest AOR seen, for events */
-};
-
-struct guard_aor {
-    char key[GUARD_AOR_KEY]; /* lower-cased, zero-padded; must stay first */
-    struct ratelim bucket;
-    uint64_t last_seen_ms;
-    uint64_t last_trip_ms;
-};
-
-struct guard {
-    struct policy pol;
-    const struct config *cfg;
-    struct addr_table srcs;
-    struct addr_table aors;
-    struct ratelim overflow;     /* shared by sources the full table cannot hold */
-    struct ratelim overflow_aor; /* shared by AORs the full table cannot hold */
-    struct ratelim reg_known;    /* reserved registrar share */
-    struct ratelim reg_general;
-    uint64_t reg_last_trip_ms;
-    uint64_t full_logged_ms;
-    struct allowlist allow;
-    struct ban *ban;
-    struct events *ev;
-    struct uv_loop_s *loop;
-    bool is_nft;
-    uint16_t udp_ports[GUARD_PORTS_MAX], tcp_ports[GUARD_PORTS_MAX];
-    unsigned n_udp_ports, n_tcp_ports;
-    struct ban_key protected_keys[GUARD_PROTECTED_MAX]; /* core side: never banned */
-    unsigned n_protected;
-    uint64_t rng;
-    uint64_t now_ms;
-    uint32_t src_cursor, aor_cursor;
-    struct guard_stats stats;
-    struct guard_state *state; /* guard_state_open: ban persistence */
-};
-
-static const char *const reason_names[] = {
-    [GUARD_REASON_NONE] = "none",
-    [GUARD_REASON_BANNED] = "banned",
-    [GUARD_REASON_RATE_IP] = "rate_ip",
-    [GUARD_REASON_RATE_IP_PORT] = "rate_ip_port",
-    [GUARD_REASON_RATE_OVERFLOW] = "rate_overflow",
-    [GUARD_REASON_RATE_AOR] = "rate_aor",
-    [GUARD_REASON_RATE_REGISTRAR] = "rate_registrar",
-    [GUARD_REASON_SCANNER] = "scanner",
-    [GUARD_REASON_UNKNOWN_DOMAIN] = "unknown_domain",
-    [GUARD_REASON_MALFORMED] = "malformed",
-    [GUARD_REASON_AUTH_FAILURE] = "auth_failure",
-    [GUARD_REASON_FORBIDDEN] = "forbidden",
-    [GUARD_REASON_NOT_FOUND] = "not_found",
-    [GUARD_REASON_USER_SCAN] = "user_scan",
-    [GUARD_REASON_OVER_LIMIT] = "over_limit",
-    [GUARD_REASON_ADMIN] = "admin",
-};
-
-const char *guard_reason_name(enum guard_reason r)
-{
-    if ((size_t)r < sizeof(reason_names) / sizeof(reason_names[0]) && reason_names[r] != NULL)
-        return reason_names[r];
-    return "unknown";
-}
-
-int guard_cidr_parse(const char *text, struct guard_cidr *out)
-{
-    return allowlist_parse(text, out);
-}
-
-static uint64_t rng_next(struct guard *g)
-{
-    /* xorshift64*: jitter only, not security. */
-    g->rng ^= g->rng >> 12;
-    g->rng ^= g->rng << 25;
-    g->rng ^= g->rng >> 27;
-    return g->rng * 0x2545f4914f6cdd1dULL;
-}
 
 static struct guard_verdict verdict(enum guard_action a, uint16_t status, enum guard_reason r)
 {
@@ -133,7 +33,7 @@ static struct guard_verdict over_limit_verdict(struct guard *g, enum guard_reaso
     uint32_t lo = g->pol.guard_retry_after_min_s, hi = g->pol.guard_retry_after_max_s;
     if (hi < lo)
         hi = lo;
-    v.retry_after_s = lo + (uint32_t)(rng_next(g) % ((uint64_t)hi - lo + 1));
+    v.retry_after_s = lo + (uint32_t)(guard_rng_next(g) % ((uint64_t)hi - lo + 1));
     return v;
 }
 
@@ -278,7 +178,7 @@ static struct ban_key addr_key(const struct guard *g, const struct ban_key *kp);
 
 /* The address of k (port ignored) is one of the core side's, or for IPv6 shares its
  * ipv6_prefix with one: an address ban of that prefix would cut the core side off. */
-static bool is_protected(const struct guard *g, const struct ban_key *k)
+bool guard_is_protected(const struct guard *g, const struct ban_key *k)
 {
     struct ban_key m = addr_key(g, k);
     for (unsigned i = 0; i < g->n_protected; i++) {
@@ -292,7 +192,7 @@ static bool is_protected(const struct guard *g, const struct ban_key *k)
 /* Never banned: allowlisted (the address itself) or core side. */
 static bool is_exempt(const struct guard *g, const struct ban_key *k)
 {
-    return allowlist_match(&g->allow, k) || is_protected(g, k);
+    return allowlist_match(&g->allow, k) || guard_is_protected(g, k);
 }
 
 /* An address ban of ka (IPv6: a prefix) would cover an allowlisted address. */
@@ -375,217 +275,7 @@ static void strike(struct guard *g, const struct sockaddr *src, enum guard_reaso
     }
 }
 
-/* ---- public API ------------------------------------------------------------------------ */
-
-static void collect_ports(struct guard *g)
-{
-    g->n_udp_ports = g->n_tcp_ports = 0;
-    if (g->cfg == NULL)
-        return;
-    const struct config *c = g->cfg;
-    for (unsigned i = 0; i < c->n_listen_udp && g->n_udp_ports < GUARD_PORTS_MAX; i++)
-        g->udp_ports[g->n_udp_ports++] = c->listen_udp[i].port;
-    for (unsigned i = 0; i < c->n_listen_ws && g->n_tcp_ports < GUARD_PORTS_MAX; i++)
-        g->tcp_ports[g->n_tcp_ports++] = c->listen_ws[i].port;
-    for (unsigned i = 0; i < c->n_listen_wss && g->n_tcp_ports < GUARD_PORTS_MAX; i++)
-        g->tcp_ports[g->n_tcp_ports++] = c->listen_wss[i].port;
-}
-
-static void protect(struct guard *g, const struct config_addr *a)
-{
-    struct ban_key k;
-    if (a->len == 0 || g->n_protected >= GUARD_PROTECTED_MAX ||
-        ban_key_from_sockaddr((const struct sockaddr *)&a->ss, false, &k) != 0)
-        return;
-    if (!is_protected(g, &k))
-        g->protected_keys[g->n_protected++] = k;
-}
-
-/* The core side's addresses: whatever they send, they are never banned (a forged strike
- * storm must not cut the edge off its registrar or peers). */
-static void collect_protected(struct guard *g)
-{
-    g->n_protected = 0;
-    if (g->cfg == NULL)
-        return;
-    const struct config *c = g->cfg;
-    protect(g, &c->registrar);
-    for (unsigned i = 0; i < c->n_registrar_backups && i < CONFIG_MAX_PEERS; i++)
-        protect(g, &c->registrar_backups[i]);
-    for (unsigned i = 0; i < c->n_core_peers && i < CONFIG_MAX_PEERS; i++)
-        protect(g, &c->core_peers[i]);
-    protect(g, &c->embedded_listen);
-    protect(g, &c->core);
-}
-
-static struct ban_nft_opts nft_opts(const struct guard *g, const struct policy *pol)
-{
-    return (struct ban_nft_opts){
-        .drop_all = pol->guard_nft_drop == POLICY_NFT_DROP_ALL,
-        .udp_ports = g->udp_ports,
-        .n_udp_ports = g->n_udp_ports,
-        .tcp_ports = g->tcp_ports,
-        .n_tcp_ports = g->n_tcp_ports,
-        .ipv6_prefix = (uint8_t)pol->guard_ipv6_prefix,
-    };
-}
-
-struct restore_ctx {
-    struct guard *g;
-    uint64_t now;
-    unsigned n;
-};
-
-static void on_restore(void *arg, const struct ban_key *key, uint64_t remaining_ms,
-                       uint64_t timeout_ms)
-{
-    struct restore_ctx *r = arg;
-    if (ban_restore(r->g->ban, key, remaining_ms, timeout_ms, r->now) == 0)
-        r->n++;
-}
-
-static void backend_start(struct guard *g, enum guard_backend_kind kind, uint64_t now)
-{
-#ifdef SIPEDGE_WITH_NFT
-    if (kind == GUARD_BACKEND_NFTABLES) {
-        char err[512] = "";
-        struct ban_backend *be = NULL;
-        struct restore_ctx r = {.g = g, .now = now};
-        struct ban_nft_opts o = nft_opts(g, &g->pol);
-        int rc = g->loop == NULL ? -EINVAL
-                                 : ban_nft_new(&be, g->loop, &o, on_restore, &r, err, sizeof(err));
-        if (rc == 0) {
-            ban_attach_backend(g->ban, be);
-            g->is_nft = true;
-            log_info("guard: nftables backend ready (table inet sipedge), %u bans restored", r.n);
-            return;
-        }
-        log_warn("guard: nftables backend unavailable (%s%s%s), falling back to userspace drops",
-                 strerror(-rc), err[0] ? ": " : "", err);
-    }
-#else
-    if (kind == GUARD_BACKEND_NFTABLES)
-        log_warn("guard: built without nftables, using userspace drops");
-#endif
-    (void)now;
-    struct ban_backend *be = NULL;
-    if (ban_null_new(&be) == 0)
-        ban_attach_backend(g->ban, be);
-}
-
-int guard_new(struct guard **out, const struct guard_opts *opts, uint64_t now_ms)
-{
-    if (out == NULL || opts == NULL || opts->policy == NULL)
-        return -EINVAL;
-    const struct policy *pol = opts->policy;
-    struct guard *g = calloc(1, sizeof(*g));
-    if (g == NULL)
-        return -ENOMEM;
-    int rc = -EINVAL;
-    g->pol = *pol;
-    g->cfg = opts->cfg;
-    g->loop = opts->loop;
-    g->now_ms = now_ms;
-    uint64_t seed = opts->seed;
-    if (seed == 0 && getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
-        seed = now_ms ^ (uint64_t)(uintptr_t)g;
-    g->rng = seed | 1;
-    if (allowlist_set(&g->allow, pol->guard_allowlist, pol->n_guard_allowlist) != 0)
-        goto fail;
-    rc = addr_table_init(&g->srcs, sizeof(struct ban_key), sizeof(struct guard_src),
-                         pol->guard_max_sources, rng_next(g));
-    if (rc != 0)
-        goto fail;
-    rc = addr_table_init(&g->aors, GUARD_AOR_KEY, sizeof(struct guard_aor), pol->guard_max_aors,
-                         rng_next(g));
-    if (rc != 0)
-        goto fail;
-    rc = ban_new(&g->ban, pol->guard_max_bans, pol->guard_ban_durations_s,
-                 pol->n_guard_ban_durations, pol->guard_ban_memory_s, NULL);
-    if (rc != 0)
-        goto fail;
-    rc = events_open(&g->ev, pol->guard_event_log);
-    if (rc != 0) {
-        log_error("guard: cannot open event log '%s': %s", pol->guard_event_log, strerror(-rc));
-        goto fail;
-    }
-    ratelim_init(&g->overflow, pol->guard_ip_burst, now_ms);
-    ratelim_init(&g->overflow_aor, pol->guard_aor_burst, now_ms);
-    ratelim_init(&g->reg_known, pol->guard_registrar_burst, now_ms);
-    ratelim_init(&g->reg_general, pol->guard_registrar_burst, now_ms);
-    collect_ports(g);
-    collect_protected(g);
-    backend_start(g, opts->backend, now_ms);
-    *out = g;
-    return 0;
-fail:
-    guard_free(g);
-    return rc;
-}
-
-void guard_free(struct guard *g)
-{
-    if (g == NULL)
-        return;
-    guard_state_close(g);
-    ban_free(g->ban);
-    events_close(g->ev);
-    addr_table_deinit(&g->srcs);
-    addr_table_deinit(&g->aors);
-    free(g);
-}
-
-int guard_set_policy(struct guard *g, const struct policy *pol, uint64_t now_ms)
-{
-    struct allowlist allow;
-    struct events *ev = NULL;
-    bool new_ev = strcmp(pol->guard_event_log, events_path(g->ev)) != 0;
-    g->now_ms = now_ms;
-    if (allowlist_set(&allow, pol->guard_allowlist, pol->n_guard_allowlist) != 0)
-        return -EINVAL;
-    if (new_ev) {
-        int rc = events_open(&ev, pol->guard_event_log);
-        if (rc != 0) {
-            log_error("guard: cannot open event log '%s': %s; keeping the current policy",
-                      pol->guard_event_log, strerror(-rc));
-            return rc;
-        }
-    }
-    int rc = addr_table_set_cap(&g->srcs, pol->guard_max_sources);
-    if (rc == 0)
-        rc = addr_table_set_cap(&g->aors, pol->guard_max_aors);
-    if (rc == 0)
-        rc = ban_set_limits(g->ban, pol->guard_max_bans, pol->guard_ban_durations_s,
-                            pol->n_guard_ban_durations, pol->guard_ban_memory_s);
-#ifdef SIPEDGE_WITH_NFT
-    if (rc == 0 && g->is_nft &&
-        (pol->guard_nft_drop != g->pol.guard_nft_drop ||
-         pol->guard_ipv6_prefix != g->pol.guard_ipv6_prefix)) {
-        char err[512] = "";
-        struct ban_nft_opts o = nft_opts(g, pol);
-        rc = ban_nft_configure(ban_backend_of(g->ban), &o, err, sizeof(err));
-        if (rc != 0)
-            log_error("guard: nftables rules not updated: %s", err);
-    }
-#endif
-    if (rc != 0) {
-        if (new_ev)
-            events_close(ev);
-        /* Table bounds may already have moved; put them back to the running policy. */
-        addr_table_set_cap(&g->srcs, g->pol.guard_max_sources);
-        addr_table_set_cap(&g->aors, g->pol.guard_max_aors);
-        ban_set_limits(g->ban, g->pol.guard_max_bans, g->pol.guard_ban_durations_s,
-                       g->pol.n_guard_ban_durations, g->pol.guard_ban_memory_s);
-        return rc;
-    }
-    if (new_ev) {
-        events_close(g->ev);
-        g->ev = ev;
-    }
-    g->allow = allow;
-    g->pol = *pol;
-    return 0;
-}
+/* ---- decisions -------------------------------------------------------------------------- */
 
 struct guard_verdict guard_admit(struct guard *g, const struct sockaddr *src, uint64_t now_ms)
 {
@@ -978,46 +668,6 @@ int guard_unban(struct guard *g, const struct ban_key *key, uint64_t now_ms)
     log_info("guard: operator unbanned %s port %u", ban_key_format_addr(key, addr, sizeof(addr)),
              key->port);
     return 0;
-}
-
-const struct ban *guard_bans(const struct guard *g)
-{
-    return g->ban;
-}
-
-struct ban *guard_ban_engine(struct guard *g)
-{
-    return g->ban;
-}
-
-struct uv_loop_s *guard_loop(const struct guard *g)
-{
-    return g->loop;
-}
-
-bool guard_is_nft(const struct guard *g)
-{
-    return g->is_nft;
-}
-
-struct guard_state **guard_state_slot(struct guard *g)
-{
-    return &g->state;
-}
-
-uint64_t guard_now_ms(const struct guard *g)
-{
-    return g->now_ms;
-}
-
-const struct guard_stats *guard_stats(const struct guard *g)
-{
-    return &g->stats;
-}
-
-const char *guard_backend_name(const struct guard *g)
-{
-    return ban_backend_name(g->ban);
 }
 
 void guard_note_proven(struct guard *g, const struct sockaddr *src, uint64_t now_ms)

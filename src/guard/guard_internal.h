@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sipedge/cidr.h"
 #include "sipedge/config.h"
 #include "sipedge/guard.h"
 
@@ -59,13 +60,12 @@ void strikes_reset(struct strikes *s);
 /* ---- allowlist: CIDR set ---------------------------------------------------------------- */
 
 struct allowlist {
-    struct guard_cidr cidr[POLICY_MAX_ALLOW];
+    struct cidr cidr[POLICY_MAX_ALLOW];
     unsigned n;
 };
 
-/* Parses one entry; see guard_cidr_parse. */
-int allowlist_parse(const char *text, struct guard_cidr *out);
-/* Replaces the list with n texts (each must parse). Returns 0 or -EINVAL (list untouched). */
+/* Replaces the list with n texts (each must parse with cidr_parse). Returns 0 or -EINVAL
+ * (list untouched). */
 int allowlist_set(struct allowlist *al, const char (*texts)[48], unsigned n);
 /* True when key's address (port ignored) lies in one of the CIDRs. */
 bool allowlist_match(const struct allowlist *al, const struct ban_key *key);
@@ -119,16 +119,18 @@ uint64_t ban_reclaim_steps(const struct ban *b);
 /* ---- guard internals shared with guard_state.c ---------------------------------------- */
 
 struct guard_state;
-struct uv_loop_s;
 
 struct ban *guard_ban_engine(struct guard *g);
-struct uv_loop_s *guard_loop(const struct guard *g);
+/* guard_opts.offload as given (queue NULL: write synchronously). */
+const struct guard_offload *guard_offload_of(const struct guard *g);
+/* guard_opts.mono_us, or 0 without one. */
+uint64_t guard_mono_us(const struct guard *g);
 /* True when the nftables backend runs (the kernel set holds the live bans). */
 bool guard_is_nft(const struct guard *g);
 struct guard_state **guard_state_slot(struct guard *g);
 /* Called by guard_tick: the periodic save. */
 void guard_state_tick(struct guard *g, uint64_t now_ms);
-/* Called by guard_free: releases the state (a write in flight finishes first, on the loop). */
+/* Called by guard_free: releases the state (a write in flight frees it when done). */
 void guard_state_close(struct guard *g);
 
 struct guard_state_stats {

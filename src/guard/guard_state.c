@@ -7,20 +7,23 @@
  *   record: family u8 | flags u8 (bit 0: live) | port u16 | addr[16] | level u8 |
  *           origin u8 | duration_s u32 | remaining_ms u64 | age_ms u64
  *
- * The payload is built on the loop thread (a walk over the ban table, no I/O) and written
- * by a uv_queue_work job. One job at a time: a periodic save while one is in flight is
- * skipped. The synchronous save at stop may meet a job still running: a mutex keeps the two
- * writes apart, and a sequence number makes the older payload give way to the newer one
- * whichever reaches the mutex first. When the guard is freed with a job in flight, the job
- * frees the state after it finishes (the loop runs until empty after guard_free).
+ * The payload is built on the guard's thread (a walk over the ban table, no I/O) and written
+ * by a job handed to guard_opts.offload. The guard only asks for "run this elsewhere, then
+ * tell me": the worker supplies that hook over its loop's thread pool, so the write stays off
+ * the loop while this file knows no loop type, and every save rule (one job at a time,
+ * sequence numbers, orphaning) stays here next to the payload it protects instead of being
+ * split between the guard and a writer in the worker. One job at a time: a periodic save
+ * while one is in flight is skipped. The synchronous save at stop may meet a job still
+ * running: a mutex keeps the two writes apart, and a sequence number makes the older payload
+ * give way to the newer one whichever reaches the mutex first. When the guard is freed with
+ * a job in flight, the job frees the state in its done callback.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
-#include <uv.h>
 
 #include "guard/guard_internal.h"
 #include "sipedge/ban.h"
@@ -38,7 +41,7 @@
 
 struct guard_state {
     char path[4096];
-    uv_mutex_t mu;        /* the write itself, and seq_written */
+    pthread_mutex_t mu;   /* the write itself, and seq_written */
     uint64_t seq_next;    /* loop thread */
     uint64_t seq_written; /* under mu */
     bool is_in_flight;    /* loop thread */
@@ -51,7 +54,6 @@ struct guard_state {
 };
 
 struct state_job {
-    uv_work_t req;
     struct guard_state *s;
     struct statefile_buf buf;
     uint64_t seq;
@@ -61,16 +63,9 @@ struct state_job {
 
 uint64_t (*guard_state_wall_ms)(void) = statefile_wall_ms;
 
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
-}
-
 static void state_free(struct guard_state *s)
 {
-    uv_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->mu);
     free(s);
 }
 
@@ -121,7 +116,7 @@ static int write_locked(struct guard_state *s, uint64_t seq, const struct statef
                         char *err, size_t cap)
 {
     int rc = 0;
-    uv_mutex_lock(&s->mu);
+    pthread_mutex_lock(&s->mu);
     if (seq > s->seq_written) {
         rc = statefile_write(s->path, STATE_KIND, STATE_VERSION, b->p, b->len, err, cap);
         if (rc == 0)
@@ -129,7 +124,7 @@ static int write_locked(struct guard_state *s, uint64_t seq, const struct statef
     } else {
         rc = 1; /* superseded */
     }
-    uv_mutex_unlock(&s->mu);
+    pthread_mutex_unlock(&s->mu);
     return rc;
 }
 
@@ -149,18 +144,20 @@ static void note_result(struct guard_state *s, int rc, const char *err)
     s->last_rc = rc;
 }
 
-static void job_work(uv_work_t *req)
+/* Off the guard's thread. */
+static void job_work(void *arg)
 {
-    struct state_job *j = req->data;
+    struct state_job *j = arg;
     j->rc = write_locked(j->s, j->seq, &j->buf, j->err, sizeof(j->err));
 }
 
-static void job_done(uv_work_t *req, int status)
+/* Back on the guard's thread. */
+static void job_done(void *arg, bool ran)
 {
-    struct state_job *j = req->data;
+    struct state_job *j = arg;
     struct guard_state *s = j->s;
     s->is_in_flight = false;
-    if (status == UV_ECANCELED)
+    if (!ran)
         j->rc = 1;
     if (s->is_orphaned)
         state_free(s);
@@ -192,9 +189,9 @@ void guard_state_save(struct guard *g, uint64_t now_ms, bool sync)
     struct state_job *j = calloc(1, sizeof(*j));
     if (j == NULL)
         return;
-    uint64_t t0 = mono_us();
+    uint64_t t0 = guard_mono_us(g);
     int rc = build(g, now_ms, &j->buf);
-    s->stats.last_build_us = mono_us() - t0;
+    s->stats.last_build_us = guard_mono_us(g) - t0;
     s->stats.last_len = j->buf.len;
     s->stats.n_saves++;
     s->last_save_ms = now_ms;
@@ -208,13 +205,13 @@ void guard_state_save(struct guard *g, uint64_t now_ms, bool sync)
     s->has_sig = true;
     j->s = s;
     j->seq = ++s->seq_next;
-    struct uv_loop_s *loop = guard_loop(g);
-    if (!sync && loop != NULL) {
-        j->req.data = j;
-        if (uv_queue_work(loop, &j->req, job_work, job_done) == 0) {
-            s->is_in_flight = true;
+    const struct guard_offload *off = guard_offload_of(g);
+    if (!sync && off->queue != NULL) {
+        /* Marked first: a hook that runs the job at once calls done before returning. */
+        s->is_in_flight = true;
+        if (off->queue(off->ctx, job_work, job_done, j) == 0)
             return;
-        }
+        s->is_in_flight = false;
     }
     rc = write_locked(s, j->seq, &j->buf, j->err, sizeof(j->err));
     note_result(s, rc, j->err);
@@ -311,7 +308,7 @@ int guard_state_open(struct guard *g, const char *state_dir, uint64_t now_ms)
     if (s == NULL)
         return -ENOMEM;
     int rc = statefile_path(s->path, sizeof(s->path), state_dir, STATE_FILE);
-    if (rc == 0 && uv_mutex_init(&s->mu) != 0)
+    if (rc == 0 && pthread_mutex_init(&s->mu, NULL) != 0)
         rc = -ENOMEM;
     if (rc != 0) {
         log_error("guard: no ban persistence in %s: %s", state_dir, strerror(-rc));

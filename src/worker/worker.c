@@ -11,9 +11,9 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "sipedge/admin.h"
 #include "sipedge/admin_http.h"
 #include "sipedge/audit.h"
+#include "sipedge/ctl_sock.h"
 #include "sipedge/edge.h"
 #include "sipedge/guard.h"
 #include "sipedge/log.h"
@@ -22,7 +22,12 @@
 #include "sipedge/transport.h"
 #include "sipedge/transport_udp.h"
 #include "sipedge/transport_ws.h"
+#include "guard/ban_backend.h"
+#ifdef SIPEDGE_WITH_NFT
+#include "nft/ban_nft.h"
+#endif
 #include "worker/edge_persist.h"
+#include "worker/loop_offload.h"
 
 #define SOCK_REGISTRAR 254
 
@@ -35,7 +40,8 @@ struct worker {
     struct edge *edge;
     struct registrar *reg;
     struct guard *guard;
-    struct admin *admin;
+    struct ban_backend *ban_be; /* the guard's backend; closed after guard_free */
+    struct ctl_sock *ctl;
     struct admin_http *http;
     struct audit *audit;
     struct metrics_reg reg_metrics;
@@ -226,10 +232,10 @@ static void on_udp_closed(void *ctx)
     w->udp = NULL;
 }
 
-static void on_admin_closed(void *ctx)
+static void on_ctl_closed(void *ctx)
 {
     struct worker *w = ctx;
-    w->admin = NULL;
+    w->ctl = NULL;
 }
 
 static void on_http_closed(void *ctx)
@@ -242,6 +248,37 @@ static void on_ws_closed(void *ctx)
 {
     struct worker *w = ctx;
     w->ws = NULL;
+}
+
+/* The guard's timing clock (it reads none itself). */
+static uint64_t mono_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
+static void on_ban_backend_closed(void *ctx)
+{
+    struct worker *w = ctx;
+    w->ban_be = NULL;
+}
+
+/* The ban backend the configuration asks for; nftables falls back to userspace drops when
+ * its socket cannot be opened (the guard falls back too when the rules cannot be set up). */
+static int ban_backend_open(struct worker *w)
+{
+    if ((enum guard_backend_kind)w->cfg->ban_backend == GUARD_BACKEND_NFTABLES) {
+#ifdef SIPEDGE_WITH_NFT
+        char err[512] = "";
+        int rc = ban_nft_new(&w->ban_be, &w->loop, err, sizeof(err));
+        if (rc == 0)
+            return 0;
+        log_warn("guard: nftables backend unavailable (%s%s%s), falling back to userspace drops",
+                 strerror(-rc), err[0] ? ": " : "", err);
+#else
+        log_warn("guard: built without nftables, using userspace drops");
+#endif
+    }
+    return ban_null_new(&w->ban_be);
 }
 
 /* What is still closing after stop.timeout is abandoned: the state is already written
@@ -277,8 +314,8 @@ static void worker_stop(struct worker *w)
     uv_close((uv_handle_t *)&w->sig_hup, on_closed_handle);
     if (w->ws)
         transport_ws_close(w->ws, on_ws_closed, w);
-    if (w->admin)
-        admin_close(w->admin, on_admin_closed, w);
+    if (w->ctl)
+        ctl_sock_close(w->ctl, on_ctl_closed, w);
     if (w->http)
         admin_http_close(w->http, on_http_closed, w);
     transport_udp_close(w->udp, on_udp_closed, w);
@@ -451,11 +488,17 @@ int worker_run(const struct worker_opts *opts)
             goto out_close;
     }
     if (opts->run_edge) {
+        rc = ban_backend_open(w);
+        if (rc < 0) {
+            log_error("guard: %s", strerror(-rc));
+            goto out_close;
+        }
         struct guard_opts go = {
             .cfg = w->cfg,
             .policy = &w->pol,
-            .backend = (enum guard_backend_kind)w->cfg->ban_backend,
-            .loop = &w->loop,
+            .backend = w->ban_be,
+            .offload = {.queue = loop_offload_queue, .ctx = &w->loop},
+            .mono_us = mono_us,
             .seed = 0,
         };
         rc = guard_new(&w->guard, &go, uv_now(&w->loop));
@@ -463,12 +506,19 @@ int worker_run(const struct worker_opts *opts)
             log_error("guard: %s", strerror(-rc));
             goto out_close;
         }
+        if (strcmp(guard_backend_name(w->guard), w->ban_be->ops->name) != 0) {
+            /* The guard could not set the backend up and runs userspace drops without it;
+             * its handle finishes closing while the loop runs. */
+            struct ban_backend *unused = w->ban_be;
+            w->ban_be = NULL;
+            ban_backend_close(unused, NULL, NULL);
+        }
         if (w->cfg->state_dir[0]) {
             /* Bans survive a restart; without the directory they are kept in memory only. */
             guard_state_open(w->guard, w->cfg->state_dir, uv_now(&w->loop));
         }
         if (w->cfg->admin_socket[0]) {
-            rc = admin_new(&w->admin, &w->loop, w->cfg->admin_socket, w->guard);
+            rc = ctl_sock_new(&w->ctl, &w->loop, w->cfg->admin_socket, w->guard);
             if (rc < 0) {
                 log_error("admin socket %s: %s", w->cfg->admin_socket, strerror(-rc));
                 goto out_close;
@@ -586,8 +636,8 @@ int worker_run(const struct worker_opts *opts)
 out_close:
     if (w->ws)
         transport_ws_close(w->ws, on_ws_closed, w);
-    if (w->admin)
-        admin_close(w->admin, on_admin_closed, w);
+    if (w->ctl)
+        ctl_sock_close(w->ctl, on_ctl_closed, w);
     if (w->http)
         admin_http_close(w->http, on_http_closed, w);
     transport_udp_close(w->udp, on_udp_closed, w);
@@ -600,7 +650,12 @@ out:
     audit_free(w->audit);
     guard_free(w->guard);
     registrar_free(w->reg);
+    if (w->ban_be)
+        ban_backend_close(w->ban_be, on_ban_backend_closed, w);
+    /* Runs until every handle has closed, the ban backend's included (its callback). */
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    if (w->ban_be != NULL)
+        log_warn("ban backend still closing at exit");
     if (uv_loop_close(&w->loop) != 0)
         log_warn("event loop closed with handles still open");
     free(w);

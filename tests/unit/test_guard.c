@@ -13,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "guard/ban_backend.h"
 #include "sipedge/admin.h"
 #include "sipedge/config.h"
 #include "sipedge/guard.h"
@@ -94,8 +95,7 @@ static int teardown(void **state)
 static struct guard *mk(void **state)
 {
     struct guard *g;
-    struct guard_opts o = {.cfg = &cfg, .policy = &pol, .backend = GUARD_BACKEND_USERSPACE,
-                           .seed = 42};
+    struct guard_opts o = {.cfg = &cfg, .policy = &pol, .seed = 42};
     assert_int_equal(guard_new(&g, &o, 1000), 0);
     *state = g;
     assert_string_equal(guard_backend_name(g), "userspace");
@@ -676,6 +676,31 @@ static void test_guard_set_policy_keeps_bans_and_refuses_bad_event_log(void **st
     assert_int_equal(guard_admit(g, a, 2002).reason, GUARD_REASON_BANNED);
 }
 
+static void on_backend_closed(void *ctx)
+{
+    (*(unsigned *)ctx)++;
+}
+
+/* The guard borrows the backend it is given: it runs on it, and the owner closes it after
+ * guard_free, with the callback telling when it is gone. */
+static void test_guard_borrows_its_backend(void **state)
+{
+    (void)state;
+    struct ban_backend *be = NULL;
+    assert_int_equal(ban_null_new(&be), 0);
+    struct guard *g;
+    struct guard_opts o = {.cfg = &cfg, .policy = &pol, .backend = be, .seed = 42};
+    assert_int_equal(guard_new(&g, &o, 1000), 0);
+    assert_ptr_equal(ban_backend_of(guard_bans(g)), be);
+    assert_string_equal(guard_backend_name(g), "userspace");
+    guard_free(g);
+    unsigned closed = 0;
+    ban_backend_close(be, on_backend_closed, &closed);
+    assert_int_equal(closed, 1);
+    ban_backend_close(NULL, on_backend_closed, &closed); /* none: at once */
+    assert_int_equal(closed, 2);
+}
+
 static void test_guard_admin_commands(void **state)
 {
     struct guard *g = mk(state);
@@ -748,6 +773,7 @@ int main(void)
         T(test_guard_escalates_after_expiry),
         T(test_guard_sources_table_full_uses_shared_bucket),
         T(test_guard_set_policy_keeps_bans_and_refuses_bad_event_log),
+        T(test_guard_borrows_its_backend),
         T(test_guard_admin_commands),
         T(test_guard_bans_list_is_cut_when_reply_is_small),
     };

@@ -22,6 +22,7 @@
 #include "sipedge/guard.h"
 #include "sipedge/log.h"
 #include "sipedge/statefile.h"
+#include "worker/loop_offload.h"
 
 static struct config cfg;
 static struct policy pol;
@@ -91,11 +92,17 @@ static int teardown(void **state)
     return 0;
 }
 
+static uint64_t mono_us(void)
+{
+    return uv_hrtime() / 1000;
+}
+
 static struct guard *mk(uint64_t now, struct uv_loop_s *loop)
 {
     struct guard *g;
-    struct guard_opts o = {
-        .cfg = &cfg, .policy = &pol, .backend = GUARD_BACKEND_USERSPACE, .loop = loop, .seed = 42};
+    struct guard_opts o = {.cfg = &cfg, .policy = &pol, .mono_us = mono_us, .seed = 42};
+    if (loop != NULL)
+        o.offload = (struct guard_offload){.queue = loop_offload_queue, .ctx = loop};
     assert_int_equal(guard_new(&g, &o, now), 0);
     assert_int_equal(guard_state_open(g, dir, now), 0);
     return g;
@@ -298,6 +305,57 @@ static void test_state_periodic_save_off_loop(void **state)
     guard_free(g);
 }
 
+/* An offload hook that runs the job at once, before it returns. */
+static unsigned n_inline_jobs;
+static int inline_queue(void *ctx, void (*work)(void *arg), void (*done)(void *arg, bool ran),
+                        void *arg)
+{
+    (void)ctx;
+    n_inline_jobs++;
+    work(arg);
+    done(arg, true);
+    return 0;
+}
+
+/* A hook that refuses: the guard writes on its own thread instead. */
+static int refusing_queue(void *ctx, void (*work)(void *arg), void (*done)(void *arg, bool ran),
+                          void *arg)
+{
+    (void)ctx, (void)work, (void)done, (void)arg;
+    return -EAGAIN;
+}
+
+/* The guard only needs "run this elsewhere, then tell me": a hook may finish before it
+ * returns, or refuse, and every save still lands once. */
+static void test_state_offload_hook_contract(void **state)
+{
+    (void)state;
+    struct guard_opts o = {
+        .cfg = &cfg, .policy = &pol, .seed = 42, .offload = {.queue = inline_queue}};
+    struct guard *g;
+    assert_int_equal(guard_new(&g, &o, 1000), 0);
+    assert_int_equal(guard_state_open(g, dir, 1000), 0);
+    struct ban_key a = key("198.18.9.7");
+    assert_int_equal(guard_ban(g, &a, 600, 1000, NULL), 0);
+    n_inline_jobs = 0;
+    guard_state_save(g, 1000, false);
+    guard_state_save(g, 1001, false); /* the first one finished: not skipped */
+    assert_int_equal(n_inline_jobs, 2);
+    assert_int_equal(guard_state_stats(g)->n_writes, 2);
+    assert_int_equal(guard_state_stats(g)->n_skipped, 0);
+    guard_free(g);
+
+    o.offload = (struct guard_offload){.queue = refusing_queue};
+    assert_int_equal(guard_new(&g, &o, 2000), 0);
+    assert_int_equal(guard_state_open(g, dir, 2000), 0);
+    assert_int_equal(ban_stats(guard_bans(g))->n_active, 1);
+    guard_state_save(g, 2000, false);
+    guard_state_save(g, 2001, false);
+    assert_int_equal(guard_state_stats(g)->n_writes, 2);
+    assert_int_equal(guard_state_stats(g)->n_skipped, 0);
+    guard_free(g);
+}
+
 /* Building the payload is a walk over the table: measured for a full one. */
 static void test_state_build_time(void **state)
 {
@@ -330,6 +388,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_state_refuses_bad_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_periodic_save_off_loop, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_offload_hook_contract, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_build_time, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

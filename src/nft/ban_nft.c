@@ -19,6 +19,10 @@
  * NEW, DEL, NEW (a 6.1 kernel may keep the old timeout on a plain NEW), unban is NEW, DEL.
  * Only the last message asks for an ACK, which keeps the receive buffer small (ENOBUFS);
  * errors are reported without one.
+ *
+ * It lives in src/nft, beside the transports, not in the guard: it is loop I/O (a uv_poll_t
+ * on the worker's loop) behind the guard's ban_backend interface, and the guard layer
+ * includes no uv.h.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -39,6 +43,7 @@
 #include <uv.h>
 
 #include "guard/ban_backend.h"
+#include "nft/ban_nft.h"
 #include "sipedge/log.h"
 
 #define NFT_TABLE "sipedge"
@@ -73,6 +78,8 @@ struct ban_nft {
     uint32_t timing_next;
     uint64_t n_sent, n_acked, n_enobufs, n_queue_full;
     uint64_t last_ack_us, max_ack_us;
+    ban_backend_close_cb close_cb;
+    void *close_ctx;
 };
 
 static uint64_t mono_ns(void)
@@ -444,7 +451,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
 
 struct dump_ctx {
     const char *set;
-    ban_nft_restore_cb cb;
+    ban_backend_restore_cb cb;
     void *arg;
     unsigned n;
 };
@@ -492,7 +499,7 @@ static int on_dump_msg(const struct nlmsghdr *nlh, void *data)
 }
 
 /* Dumps one set, waiting up to a second per reply: start-up only, before the loop runs. */
-static int dump_set(struct ban_nft *n, const char *set, ban_nft_restore_cb cb, void *arg)
+static int dump_set(struct ban_nft *n, const char *set, ban_backend_restore_cb cb, void *arg)
 {
     char buf[MNL_SOCKET_BUFFER_SIZE * 4] __attribute__((aligned(8)));
     uint32_t seq = n->seq++;
@@ -533,45 +540,61 @@ static int dump_set(struct ban_nft *n, const char *set, ban_nft_restore_cb cb, v
 static void on_poll_closed(uv_handle_t *h)
 {
     struct ban_nft *n = (struct ban_nft *)((char *)h - offsetof(struct ban_nft, poll));
+    ban_backend_close_cb cb = n->close_cb;
+    void *ctx = n->close_ctx;
     mnl_socket_close(n->nl);
     free(n->queue);
     free(n);
+    if (cb != NULL)
+        cb(ctx);
 }
 
-static void nft_free(struct ban_backend *be)
+static void nft_close(struct ban_backend *be, ban_backend_close_cb cb, void *ctx)
 {
     struct ban_nft *n = (struct ban_nft *)be;
     if (n->q_len > 0)
         log_warn("nft: %u ban updates not sent at shutdown", n->q_len);
+    n->close_cb = cb;
+    n->close_ctx = ctx;
     uv_close((uv_handle_t *)&n->poll, on_poll_closed);
+}
+
+static int nft_configure(struct ban_backend *be, const struct ban_nft_opts *o, char *err,
+                         size_t errcap)
+{
+    (void)be;
+    return run_setup(o, err, errcap);
+}
+
+static int nft_read_back(struct ban_backend *be, ban_backend_restore_cb cb, void *arg, char *err,
+                         size_t errcap)
+{
+    struct ban_nft *n = (struct ban_nft *)be;
+    static const char *const sets[] = {"ban4", "ban6", "ban4p", "ban6p"};
+    for (size_t i = 0; i < sizeof(sets) / sizeof(sets[0]); i++) {
+        int rc = dump_set(n, sets[i], cb, arg);
+        if (rc != 0) {
+            snprintf(err, errcap, "reading back set %s: %s", sets[i], strerror(-rc));
+            return rc;
+        }
+    }
+    return 0;
 }
 
 static const struct ban_backend_ops nft_ops = {
     .name = "nftables",
     .add = nft_add,
     .del = nft_del,
-    .free = nft_free,
+    .close = nft_close,
+    .is_kernel = true,
+    .configure = nft_configure,
+    .read_back = nft_read_back,
 };
 
-bool ban_backend_is_nft(const struct ban_backend *be)
+int ban_nft_new(struct ban_backend **out, uv_loop_t *loop, char *err, size_t errcap)
 {
-    return be != NULL && be->ops == &nft_ops;
-}
-
-int ban_nft_configure(struct ban_backend *be, const struct ban_nft_opts *o, char *err,
-                      size_t errcap)
-{
-    if (!ban_backend_is_nft(be))
+    if (out == NULL || loop == NULL)
         return -EINVAL;
-    return run_setup(o, err, errcap);
-}
-
-int ban_nft_new(struct ban_backend **out, uv_loop_t *loop, const struct ban_nft_opts *o,
-                ban_nft_restore_cb cb, void *arg, char *err, size_t errcap)
-{
-    int rc = run_setup(o, err, errcap);
-    if (rc != 0)
-        return rc;
     struct ban_nft *n = calloc(1, sizeof(*n));
     if (n != NULL)
         n->queue = calloc(NFT_QUEUE_MAX, sizeof(*n->queue));
@@ -581,6 +604,7 @@ int ban_nft_new(struct ban_backend **out, uv_loop_t *loop, const struct ban_nft_
         free(n);
         return -ENOMEM;
     }
+    int rc;
     n->base.ops = &nft_ops;
     n->seq = (uint32_t)time(NULL);
     n->nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -591,25 +615,18 @@ int ban_nft_new(struct ban_backend **out, uv_loop_t *loop, const struct ban_nft_
     }
     n->portid = mnl_socket_get_portid(n->nl);
     int rcvbuf = NFT_RCVBUF;
-    /* Needs CAP_NET_ADMIN, which we have when we got this far; failure only costs headroom. */
+    /* Needs CAP_NET_ADMIN; without it the setup script fails anyway, and failure here only
+     * costs headroom. */
     if (setsockopt(mnl_socket_get_fd(n->nl), SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf,
                    sizeof(rcvbuf)) != 0)
         log_debug("nft: SO_RCVBUFFORCE: %s", strerror(errno));
-    static const char *const sets[] = {"ban4", "ban6", "ban4p", "ban6p"};
-    for (size_t i = 0; cb != NULL && i < sizeof(sets) / sizeof(sets[0]); i++) {
-        rc = dump_set(n, sets[i], cb, arg);
-        if (rc != 0) {
-            snprintf(err, errcap, "reading back set %s: %s", sets[i], strerror(-rc));
-            goto fail;
-        }
-    }
     rc = uv_poll_init(loop, &n->poll, mnl_socket_get_fd(n->nl));
     if (rc != 0) {
         snprintf(err, errcap, "uv_poll_init: %s", uv_strerror(rc));
         goto fail;
     }
     /* The netlink socket alone must not keep the loop running: at SIGTERM the loop ends
-     * once the listeners are closed, and ban_free closes this handle after that. */
+     * once the listeners are closed, and the worker closes this handle after that. */
     uv_unref((uv_handle_t *)&n->poll);
     watch(n, false);
     *out = &n->base;
