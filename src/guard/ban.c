@@ -17,6 +17,7 @@
 
 #include "guard/ban_backend.h"
 #include "guard/guard_internal.h"
+#include "sipedge/keytab.h"
 #include "sipedge/ban.h"
 #include "sipedge/log.h"
 
@@ -34,7 +35,7 @@ struct ban_slot {
 };
 
 struct ban {
-    struct addr_table tab;
+    struct keytab tab;
     uint32_t ladder_s[POLICY_MAX_BAN_STEPS];
     unsigned n_steps;
     uint64_t memory_ms;
@@ -68,7 +69,7 @@ int ban_new(struct ban **out, uint32_t cap, const uint32_t *ladder_s, unsigned n
     uint64_t seed = 0;
     if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
         seed = (uint64_t)(uintptr_t)b ^ 0x5bd1e995u;
-    rc = addr_table_init(&b->tab, sizeof(struct ban_key), sizeof(struct ban_slot), cap, seed);
+    rc = keytab_init(&b->tab, sizeof(struct ban_key), sizeof(struct ban_slot), cap, seed);
     if (rc != 0)
         goto fail;
     memcpy(b->ladder_s, ladder_s, n_steps * sizeof(*ladder_s));
@@ -102,7 +103,7 @@ void ban_free(struct ban *b)
         return;
     if (b->be != NULL)
         b->be->ops->free(b->be);
-    addr_table_deinit(&b->tab);
+    keytab_deinit(&b->tab);
     free(b);
 }
 
@@ -111,7 +112,7 @@ int ban_set_limits(struct ban *b, uint32_t cap, const uint32_t *ladder_s, unsign
 {
     if (check_ladder(ladder_s, n_steps) != 0 || cap == 0)
         return -EINVAL;
-    int rc = addr_table_set_cap(&b->tab, cap);
+    int rc = keytab_set_cap(&b->tab, cap);
     if (rc != 0)
         return rc;
     memcpy(b->ladder_s, ladder_s, n_steps * sizeof(*ladder_s));
@@ -137,7 +138,7 @@ static void fill_entry(const struct ban_slot *s, struct ban_entry *out)
 
 static struct ban_slot *live_slot(const struct ban *b, const struct ban_key *key, uint64_t now)
 {
-    struct ban_slot *s = addr_table_find(&b->tab, key);
+    struct ban_slot *s = keytab_find(&b->tab, key);
     if (s == NULL || !s->is_live || s->expires_ms <= now)
         return NULL;
     return s;
@@ -150,7 +151,7 @@ static uint32_t slot_ref(const struct ban *b, const struct ban_slot *s)
 
 static struct ban_slot *slot_of(const struct ban *b, uint32_t ref)
 {
-    return ref == 0 ? NULL : addr_table_at(&b->tab, ref - 1);
+    return ref == 0 ? NULL : keytab_at(&b->tab, ref - 1);
 }
 
 /* A live ban becomes history: appended to the FIFO and counted. */
@@ -191,7 +192,7 @@ static bool reclaim_history(struct ban *b)
         return false;
     b->reclaim_steps++;
     hist_unlink(b, oldest);
-    addr_table_remove(&b->tab, oldest);
+    keytab_remove(&b->tab, oldest);
     return true;
 }
 
@@ -202,13 +203,13 @@ uint64_t ban_reclaim_steps(const struct ban *b)
 
 static struct ban_slot *slot_get(struct ban *b, const struct ban_key *key, bool *is_new)
 {
-    struct ban_slot *s = addr_table_find(&b->tab, key);
+    struct ban_slot *s = keytab_find(&b->tab, key);
     *is_new = s == NULL;
     if (s != NULL)
         return s;
-    s = addr_table_insert(&b->tab, key);
+    s = keytab_insert(&b->tab, key);
     if (s == NULL && reclaim_history(b))
-        s = addr_table_insert(&b->tab, key);
+        s = keytab_insert(&b->tab, key);
     return s;
 }
 
@@ -379,7 +380,7 @@ int ban_find(const struct ban *b, const struct ban_key *key, uint64_t now_ms,
 void ban_tick(struct ban *b, uint64_t now_ms, ban_expired_cb cb, void *arg)
 {
     for (uint32_t i = 0; i < b->tab.n_alloc; i++) {
-        struct ban_slot *s = addr_table_at(&b->tab, i);
+        struct ban_slot *s = keytab_at(&b->tab, i);
         if (s == NULL)
             continue;
         if (s->is_live && s->expires_ms <= now_ms) {
@@ -394,7 +395,7 @@ void ban_tick(struct ban *b, uint64_t now_ms, ban_expired_cb cb, void *arg)
         }
         if (!s->is_live && now_ms - s->last_ban_ms > b->memory_ms) {
             hist_unlink(b, s);
-            addr_table_remove(&b->tab, s);
+            keytab_remove(&b->tab, s);
         }
     }
 }
@@ -403,7 +404,7 @@ size_t ban_foreach(const struct ban *b, uint64_t now_ms, ban_visit_cb cb, void *
 {
     size_t n = 0;
     for (uint32_t i = 0; i < b->tab.n_alloc; i++) {
-        struct ban_slot *s = addr_table_at(&b->tab, i);
+        struct ban_slot *s = keytab_at(&b->tab, i);
         if (s == NULL || !s->is_live || s->expires_ms <= now_ms)
             continue;
         struct ban_entry e;
@@ -431,7 +432,7 @@ size_t ban_foreach_record(const struct ban *b, uint64_t now_ms, ban_record_cb cb
     size_t n = 0;
     struct ban_record r;
     for (uint32_t i = 0; i < b->tab.n_alloc; i++) {
-        struct ban_slot *s = addr_table_at(&b->tab, i);
+        struct ban_slot *s = keytab_at(&b->tab, i);
         if (s == NULL || !s->is_live)
             continue;
         fill_record(s, now_ms, &r);

@@ -1,8 +1,8 @@
 /*
  * guard_internal: the pure building blocks of the guard, private to src/guard (and the
  * white-box unit tests): token buckets (ratelim), sliding-window strike counters (strikes),
- * CIDR allowlists (allowlist) and the bounded hash table the guard and the ban engine keep
- * their entries in (addr_table). None of them allocates per message, reads a clock or
+ * CIDR allowlists (allowlist); the guard and the ban engine keep their entries in keyed
+ * tables (sipedge/keytab.h). None of them allocates per message, reads a clock or
  * includes uv.h; time comes in as now_ms.
  */
 #ifndef SIPEDGE_GUARD_INTERNAL_H
@@ -14,6 +14,7 @@
 
 #include "sipedge/config.h"
 #include "sipedge/guard.h"
+#include "sipedge/keytab.h"
 
 /* ---- ratelim: token bucket, value type ------------------------------------------------ */
 
@@ -73,41 +74,19 @@ bool allowlist_match(const struct allowlist *al, const struct ban_key *key);
  * CIDRs: a ban of that prefix would cover an allowlisted address. */
 bool allowlist_overlaps(const struct allowlist *al, const struct ban_key *key, unsigned bits);
 
-/* ---- addr_table: bounded open-addressing hash over fixed-size entries ----------------- */
+/* ---- the guard's tables: sipedge/keytab.h ---------------------------------------------- */
 
-/*
- * Entries are entry_size bytes and start with a key_size-byte key compared with memcmp.
- * Entries live in a pool and keep their index until removed; an index array with linear
- * probing (and backward-shift deletion, no tombstones) finds them. The hash is SipHash-1-3
- * with a per-table random key, so remote peers cannot aim at one chain.
- */
-struct addr_table {
-    size_t key_size, entry_size;
-    uint32_t cap;       /* entries allowed */
-    uint32_t n_alloc;   /* entries in the pool (>= cap after growth, may exceed a lowered cap) */
-    uint32_t n;         /* entries in use */
-    uint32_t mask;      /* index slots - 1 */
-    uint32_t *slots;    /* 0 = empty, else pool index + 1 */
-    uint32_t *free_idx; /* stack of free pool indices */
-    uint32_t n_free;
-    uint8_t *used;      /* per pool entry */
-    unsigned char *pool;
-    uint64_t k0, k1;
-};
-
-int addr_table_init(struct addr_table *t, size_t key_size, size_t entry_size, uint32_t cap,
-                    uint64_t seed);
-void addr_table_deinit(struct addr_table *t);
-/* Changes the bound. Growing reallocates (-ENOMEM leaves the table as it was); shrinking
- * below n keeps every entry and refuses inserts until n < cap. */
-int addr_table_set_cap(struct addr_table *t, uint32_t cap);
-void *addr_table_find(const struct addr_table *t, const void *key);
-/* Inserts a zeroed entry with key (must be absent); returns it, or NULL when full. */
-void *addr_table_insert(struct addr_table *t, const void *key);
-void addr_table_remove(struct addr_table *t, void *entry);
-/* Pool access for iteration: entry at index i, or NULL when unused. */
-void *addr_table_at(const struct addr_table *t, uint32_t i);
-uint64_t addr_table_hash(const struct addr_table *t, const void *data, size_t len);
+/* guard.c still spells the table addr_table; these names stand for keytab until it is
+ * renamed there. */
+#define addr_table keytab
+#define addr_table_init keytab_init
+#define addr_table_deinit keytab_deinit
+#define addr_table_set_cap keytab_set_cap
+#define addr_table_find keytab_find
+#define addr_table_insert keytab_insert
+#define addr_table_remove keytab_remove
+#define addr_table_at keytab_at
+#define addr_table_hash keytab_hash
 
 /* ---- ban engine internals (white-box tests) -------------------------------------------- */
 

@@ -2,7 +2,8 @@
  * audit: registration audit lines and the two signal tables (AOR → last source/UA,
  * contact → AOR). Tables are open-addressing hashes with a hard entry bound; a key that
  * does not fit is counted and simply not tracked, so a flood of fresh AORs costs memory
- * only up to the bound and never pushes out what is already known.
+ * only up to the bound and never pushes out what is already known. Keys come from the
+ * network, so every table hashes with SipHash-1-3 under its own random key.
  */
 #include "sipedge/audit.h"
 
@@ -15,13 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "sipedge/events.h"
 #include "sipedge/flow_table.h"
 #include "sipedge/log.h"
+#include "sipedge/siphash.h"
 
 #define AUDIT_KEY_MAX 160
 #define AUDIT_UA_MAX 96
@@ -64,7 +65,7 @@ struct audit {
     struct audit_aor *aors;
     struct audit_contact *contacts;
     uint64_t device_window_ms;
-    uint64_t src_seed;
+    uint64_t aor_key[2], contact_key[2], src_key[2]; /* SipHash key per table */
     struct audit_src srcs[AUDIT_SOURCES_MAX];
     struct audit_stats st;
 };
@@ -79,15 +80,9 @@ const char *audit_signal_name(unsigned bit)
     return NULL;
 }
 
-/* FNV-1a, 64 bit. */
-static uint64_t audit_hash(const char *s)
+static uint64_t audit_hash(const uint64_t key[2], const char *s)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+    return siphash13(key[0], key[1], s, strlen(s));
 }
 
 /* Smallest power of two holding n entries at a load factor of at most 1/2. */
@@ -120,8 +115,10 @@ int audit_new(struct audit **out, const struct audit_opts *opts)
         return -ENOMEM;
     int rc = 0;
     a->fd = -1;
-    if (getrandom(&a->src_seed, sizeof(a->src_seed), GRND_NONBLOCK) != sizeof(a->src_seed))
-        a->src_seed = (uint64_t)(uintptr_t)a ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
+    uint64_t weak = (uint64_t)(uintptr_t)a ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
+    siphash_key_random(&a->aor_key[0], &a->aor_key[1], weak);
+    siphash_key_random(&a->contact_key[0], &a->contact_key[1], weak ^ 1);
+    siphash_key_random(&a->src_key[0], &a->src_key[1], weak ^ 2);
     snprintf(a->path, sizeof(a->path), "%s", path);
     a->max_aors = opts->max_aors ? opts->max_aors : AUDIT_DEFAULT_MAX_AORS;
     a->max_contacts = opts->max_contacts ? opts->max_contacts : AUDIT_DEFAULT_MAX_CONTACTS;
@@ -187,7 +184,7 @@ const struct audit_stats *audit_stats(const struct audit *a)
 /* Finds key; with is_insert, claims a free slot for it when the bound allows. */
 static struct audit_aor *audit_aor_get(struct audit *a, const char *key, bool is_insert)
 {
-    uint64_t h = audit_hash(key);
+    uint64_t h = audit_hash(a->aor_key, key);
     for (size_t i = h & a->aor_mask;; i = (i + 1) & a->aor_mask) {
         struct audit_aor *e = &a->aors[i];
         if (!e->is_used) {
@@ -210,7 +207,7 @@ static struct audit_aor *audit_aor_get(struct audit *a, const char *key, bool is
 
 static struct audit_contact *audit_contact_get(struct audit *a, const char *key, bool is_insert)
 {
-    uint64_t h = audit_hash(key);
+    uint64_t h = audit_hash(a->contact_key, key);
     for (size_t i = h & a->contact_mask;; i = (i + 1) & a->contact_mask) {
         struct audit_contact *e = &a->contacts[i];
         if (!e->is_used) {
@@ -296,21 +293,14 @@ static bool audit_ip_of(const struct sockaddr *sa, uint8_t *family, uint8_t ip[1
 
 /* ---- per-source line budget ---- */
 
-/* Seeded 64-bit mix of the address (splitmix64 steps): the seed is random per process, so
- * a sender cannot pick addresses that collide; a probe run is bounded in any case. */
+/* Keyed hash of the address: the key is random per process, so a sender cannot pick
+ * addresses that collide; a probe run is bounded in any case. */
 static uint64_t audit_src_hash(const struct audit *a, uint8_t family, const uint8_t ip[16])
 {
-    uint64_t h = a->src_seed ^ family;
-    for (unsigned i = 0; i < 16; i += 8) {
-        uint64_t w;
-        memcpy(&w, ip + i, 8);
-        h ^= w;
-        h += 0x9e3779b97f4a7c15ULL;
-        h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
-        h ^= h >> 31;
-    }
-    return h;
+    uint8_t k[17];
+    k[0] = family;
+    memcpy(k + 1, ip, 16);
+    return siphash13(a->src_key[0], a->src_key[1], k, sizeof(k));
 }
 
 static void audit_src_refill(struct audit_src *e, uint64_t now_ms)
