@@ -1,9 +1,9 @@
 /*
  * guard_internal: the pure building blocks of the guard, private to src/guard (and the
- * white-box unit tests): token buckets (ratelim), sliding-window strike counters (strikes),
- * CIDR allowlists (allowlist); the guard and the ban engine keep their entries in keyed
- * tables (sipedge/keytab.h). None of them allocates per message, reads a clock or
- * includes uv.h; time comes in as now_ms.
+ * white-box unit tests): sliding-window strike counters (strikes) and CIDR allowlists
+ * (allowlist). Its token buckets are sipedge/ratelim.h; the guard and the ban engine keep
+ * their entries in keyed tables (sipedge/keytab.h). None of them allocates per message,
+ * reads a clock or includes uv.h; time comes in as now_ms.
  */
 #ifndef SIPEDGE_GUARD_INTERNAL_H
 #define SIPEDGE_GUARD_INTERNAL_H
@@ -15,29 +15,7 @@
 #include "sipedge/config.h"
 #include "sipedge/guard.h"
 #include "sipedge/keytab.h"
-
-/* ---- ratelim: token bucket, value type ------------------------------------------------ */
-
-/* Tokens are kept in thousandths so a rate of r/s refills exactly r per elapsed ms. */
-struct ratelim {
-    uint64_t milli;   /* tokens * 1000 */
-    uint64_t last_ms; /* time of the last refill */
-};
-
-/* Starts full (burst tokens) at now_ms. */
-void ratelim_init(struct ratelim *rl, uint32_t burst, uint64_t now_ms);
-/* Adds rate_per_s * elapsed tokens, capped at burst. Time going backwards adds nothing.
- * Rate and burst are arguments so a policy change applies without re-initialising. */
-void ratelim_refill(struct ratelim *rl, uint32_t rate_per_s, uint32_t burst, uint64_t now_ms);
-/* Whole tokens available now (after a refill). */
-uint64_t ratelim_tokens(const struct ratelim *rl);
-/* Takes n tokens when available (true) or leaves the bucket unchanged (false). */
-bool ratelim_take(struct ratelim *rl, uint32_t n);
-/* ratelim_refill + ratelim_take(1). */
-bool ratelim_allow(struct ratelim *rl, uint32_t rate_per_s, uint32_t burst, uint64_t now_ms);
-/* ratelim_refill + ratelim_take(n), n cut to burst (more could never be available). */
-bool ratelim_allow_n(struct ratelim *rl, uint32_t rate_per_s, uint32_t burst, uint32_t n,
-                     uint64_t now_ms);
+#include "sipedge/ratelim.h"
 
 /* ---- strikes: weighted events in a sliding window, value type ------------------------- */
 
