@@ -4,7 +4,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +12,7 @@
 #include <unistd.h>
 
 #include "sipedge/events.h"
+#include "sipedge/strbuf.h"
 
 struct events {
     int fd;
@@ -152,46 +152,29 @@ size_t events_json_escape(char *dst, size_t cap, const char *s, size_t len)
     return o;
 }
 
-/* Appends a formatted piece; false when it does not fit (nothing appended). */
-static bool put(char *buf, size_t cap, size_t *o, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static bool put(char *buf, size_t cap, size_t *o, const char *fmt, ...)
+/* Appends ,"key":"escaped" keeping room for the closing quote; a key that does not fit
+ * with at least one byte of value is left out. */
+static void put_str(struct strbuf *b, const char *key, const char *s, size_t len)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + *o, cap - *o, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= cap - *o) {
-        buf[*o] = '\0';
-        return false;
-    }
-    *o += (size_t)n;
-    return true;
-}
-
-/* Appends ,"key":"escaped" keeping room for the closing "}\n". */
-static void put_str(char *buf, size_t cap, size_t *o, const char *key, const char *s, size_t len)
-{
-    size_t start = *o;
-    if (!put(buf, cap, o, ",\"%s\":\"", key))
+    size_t start = strbuf_len(b);
+    strbuf_fmt(b, ",\"%s\":\"", key);
+    size_t room;
+    char *tail = strbuf_tail(b, &room);
+    if (strbuf_overflowed(b))
         return;
-    size_t room = cap - *o;
     if (room < 4) {
-        *o = start;
-        buf[start] = '\0';
+        strbuf_truncate(b, start);
         return;
     }
-    *o += events_json_escape(buf + *o, room - 3, s, len);
-    buf[(*o)++] = '"';
-    buf[*o] = '\0';
+    strbuf_commit(b, events_json_escape(tail, room - 3, s, len));
+    strbuf_char(b, '"');
 }
 
 size_t events_format(char *buf, size_t cap, const struct events_rec *r)
 {
-    size_t o = 0;
     /* Reserve the closing brace and newline up front so the line always closes. */
-    size_t body = cap - 2;
+    struct strbuf b;
+    strbuf_init(&b, buf, cap - 2);
     uint64_t ms = r->wall_ms;
     if (ms == 0) {
         struct timespec ts;
@@ -201,30 +184,33 @@ size_t events_format(char *buf, size_t cap, const struct events_rec *r)
     time_t secs = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    put(buf, body, &o, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\"", tm.tm_year + 1900,
-        tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(ms % 1000));
-    if (o == 0)
-        put(buf, body, &o, "{\"ts\":\"\"");
+    strbuf_fmt(&b, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\"", tm.tm_year + 1900,
+               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(ms % 1000));
+    if (strbuf_overflowed(&b)) {
+        strbuf_init(&b, buf, cap - 2);
+        strbuf_str(&b, "{\"ts\":\"\"");
+    }
     const char *event = r->event != NULL ? r->event : "unknown";
-    put_str(buf, body, &o, "event", event, strlen(event));
+    put_str(&b, "event", event, strlen(event));
     if (r->source != NULL)
-        put_str(buf, body, &o, "source", r->source, strlen(r->source));
+        put_str(&b, "source", r->source, strlen(r->source));
     if (r->port != 0)
-        put(buf, body, &o, ",\"port\":%u", r->port);
+        strbuf_fmt(&b, ",\"port\":%u", r->port);
     if (r->reason != NULL)
-        put_str(buf, body, &o, "reason", r->reason, strlen(r->reason));
+        put_str(&b, "reason", r->reason, strlen(r->reason));
     if (r->strikes >= 0)
-        put(buf, body, &o, ",\"strikes\":%lld", (long long)r->strikes);
+        strbuf_fmt(&b, ",\"strikes\":%lld", (long long)r->strikes);
     if (r->duration_s >= 0)
-        put(buf, body, &o, ",\"duration_s\":%lld", (long long)r->duration_s);
+        strbuf_fmt(&b, ",\"duration_s\":%lld", (long long)r->duration_s);
     if (r->aor != NULL) {
         size_t n = r->aor_len != 0 ? r->aor_len : strlen(r->aor);
-        put_str(buf, body, &o, "aor", r->aor, n);
+        put_str(&b, "aor", r->aor, n);
     }
     if (r->detail != NULL) {
         size_t n = r->detail_len != 0 ? r->detail_len : strlen(r->detail);
-        put_str(buf, body, &o, "detail", r->detail, n);
+        put_str(&b, "detail", r->detail, n);
     }
+    size_t o = strbuf_len(&b);
     buf[o++] = '}';
     buf[o++] = '\n';
     buf[o] = '\0';

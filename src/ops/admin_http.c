@@ -32,6 +32,7 @@
 #include "sipedge/guard.h"
 #include "sipedge/log.h"
 #include "sipedge/lws_uv.h"
+#include "sipedge/strbuf.h"
 
 #define HTTP_ACCEPT_BATCH 16
 #define HTTP_REPLY_MAX (16u * 1024 * 1024)
@@ -107,27 +108,25 @@ static bool abuf_grow(struct abuf *b, size_t need)
     return true;
 }
 
+/* Formats into the free tail; a piece that does not fit grows the buffer and is formatted
+ * again (once: after the growth it fits, or the reply is full). */
 static void abuf_put(struct abuf *b, const char *fmt, ...)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    char tmp[1024];
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n >= sizeof(tmp)) {
-        if (!abuf_grow(b, (size_t)n))
+    size_t need = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!abuf_grow(b, need))
             return;
+        struct strbuf sb;
+        strbuf_init(&sb, b->p + b->len, b->cap - b->len);
+        va_list ap;
         va_start(ap, fmt);
-        vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+        need = strbuf_vfmt(&sb, fmt, ap);
         va_end(ap);
-    } else {
-        if (!abuf_grow(b, (size_t)n))
+        if (!strbuf_overflowed(&sb)) {
+            b->len += strbuf_len(&sb);
             return;
-        memcpy(b->p + b->len, tmp, (size_t)n + 1);
+        }
     }
-    b->len += (size_t)n;
 }
 
 /* "name":"escaped" (with a leading comma unless is_first). */

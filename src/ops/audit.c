@@ -11,7 +11,6 @@
 #include <fcntl.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 #include "sipedge/flow_table.h"
 #include "sipedge/log.h"
 #include "sipedge/siphash.h"
+#include "sipedge/strbuf.h"
 
 #define AUDIT_KEY_MAX 160
 #define AUDIT_UA_MAX 96
@@ -421,26 +421,8 @@ static unsigned audit_judge(struct audit *a, const struct edge_reg_event *ev, ui
     return sig;
 }
 
-/* Appends with snprintf semantics, never past cap - 1. */
-static void audit_put(char *buf, size_t cap, size_t *o, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void audit_put(char *buf, size_t cap, size_t *o, const char *fmt, ...)
-{
-    if (*o >= cap - 1)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + *o, cap - *o, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    *o += (size_t)n < cap - *o ? (size_t)n : cap - *o - 1;
-}
-
 /* ,"name":"escaped value" with the value cut to at most max_out bytes once escaped. */
-static void audit_put_str(char *buf, size_t cap, size_t *o, const char *name, const char *s,
-                          size_t max_out)
+static void audit_put_str(struct strbuf *b, const char *name, const char *s, size_t max_out)
 {
     char esc[1024];
     if (max_out > sizeof(esc))
@@ -448,7 +430,7 @@ static void audit_put_str(char *buf, size_t cap, size_t *o, const char *name, co
     if (!s)
         s = "";
     events_json_escape(esc, max_out, s, strlen(s));
-    audit_put(buf, cap, o, ",\"%s\":\"%s\"", name, esc);
+    strbuf_fmt(b, ",\"%s\":\"%s\"", name, esc);
 }
 
 static const char *audit_transport_name(uint8_t t)
@@ -464,14 +446,14 @@ static const char *audit_transport_name(uint8_t t)
     return "unknown";
 }
 
-static void audit_put_head(char *buf, size_t cap, size_t *o, uint64_t wall_ms, const char *event)
+static void audit_put_head(struct strbuf *b, uint64_t wall_ms, const char *event)
 {
     time_t secs = (time_t)(wall_ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    audit_put(buf, cap, o, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\",\"event\":\"%s\"",
-              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-              (unsigned)(wall_ms % 1000), event);
+    strbuf_fmt(b, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\",\"event\":\"%s\"",
+               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+               (unsigned)(wall_ms % 1000), event);
 }
 
 size_t audit_format_register(struct audit *a, char *buf, size_t cap,
@@ -482,35 +464,35 @@ size_t audit_format_register(struct audit *a, char *buf, size_t cap,
         return 0;
     unsigned sig = audit_judge(a, ev, mono_ms);
     /* Field bounds sum well below AUDIT_LINE_MAX, so the line always closes. */
-    size_t o = 0;
+    struct strbuf b;
+    strbuf_init(&b, buf, cap);
     char src[LOG_ADDR_MAX] = "";
     if (ev->src)
         log_fmt_addr(ev->src, src, sizeof(src));
-    audit_put_head(buf, cap, &o, wall_ms, "register");
-    audit_put_str(buf, cap, &o, "aor", ev->aor, 512);
-    audit_put_str(buf, cap, &o, "source", src, 128);
-    audit_put(buf, cap, &o, ",\"transport\":\"%s\"", audit_transport_name(ev->transport));
-    audit_put_str(buf, cap, &o, "contacts", ev->contacts, 1024);
-    audit_put(buf, cap, &o, ",\"expires\":%u", (unsigned)ev->expires_s);
-    audit_put_str(buf, cap, &o, "user_agent", ev->user_agent, 512);
-    audit_put(buf, cap, &o, ",\"status\":%u,\"from_cache\":%s,\"flow\":\"0x%016llx\"",
-              (unsigned)ev->status, ev->is_from_cache ? "true" : "false",
-              (unsigned long long)ev->flow_ref);
+    audit_put_head(&b, wall_ms, "register");
+    audit_put_str(&b, "aor", ev->aor, 512);
+    audit_put_str(&b, "source", src, 128);
+    strbuf_fmt(&b, ",\"transport\":\"%s\"", audit_transport_name(ev->transport));
+    audit_put_str(&b, "contacts", ev->contacts, 1024);
+    strbuf_fmt(&b, ",\"expires\":%u", (unsigned)ev->expires_s);
+    audit_put_str(&b, "user_agent", ev->user_agent, 512);
+    strbuf_fmt(&b, ",\"status\":%u,\"from_cache\":%s,\"flow\":\"0x%016llx\"", (unsigned)ev->status,
+               ev->is_from_cache ? "true" : "false", (unsigned long long)ev->flow_ref);
     if (sig) {
-        audit_put(buf, cap, &o, ",\"signals\":[");
+        strbuf_str(&b, ",\"signals\":[");
         bool is_first = true;
         for (unsigned i = 0; i < 3; i++) {
             if (!(sig & (1u << i)))
                 continue;
-            audit_put(buf, cap, &o, "%s\"%s\"", is_first ? "" : ",", audit_signal_names[i]);
+            strbuf_fmt(&b, "%s\"%s\"", is_first ? "" : ",", audit_signal_names[i]);
             is_first = false;
         }
-        audit_put(buf, cap, &o, "]");
+        strbuf_str(&b, "]");
     }
-    audit_put(buf, cap, &o, "}\n");
+    strbuf_str(&b, "}\n");
     if (signals)
         *signals = sig;
-    return o;
+    return strbuf_len(&b);
 }
 
 size_t audit_format_flow(char *buf, size_t cap, enum edge_flow_event kind, uint64_t flow_ref,
@@ -519,18 +501,19 @@ size_t audit_format_flow(char *buf, size_t cap, enum edge_flow_event kind, uint6
 {
     if (!buf || cap < 512)
         return 0;
-    size_t o = 0;
+    struct strbuf b;
+    strbuf_init(&b, buf, cap);
     char src[LOG_ADDR_MAX] = "";
     if (remote)
         log_fmt_addr(remote, src, sizeof(src));
-    audit_put_head(buf, cap, &o, wall_ms, kind == EDGE_FLOW_OPENED ? "flow_open" : "flow_close");
-    audit_put(buf, cap, &o, ",\"flow\":\"0x%016llx\",\"transport\":\"%s\"",
-              (unsigned long long)flow_ref, audit_transport_name(transport));
-    audit_put_str(buf, cap, &o, "source", src, 128);
+    audit_put_head(&b, wall_ms, kind == EDGE_FLOW_OPENED ? "flow_open" : "flow_close");
+    strbuf_fmt(&b, ",\"flow\":\"0x%016llx\",\"transport\":\"%s\"", (unsigned long long)flow_ref,
+               audit_transport_name(transport));
+    audit_put_str(&b, "source", src, 128);
     if (reason)
-        audit_put_str(buf, cap, &o, "reason", reason, 128);
-    audit_put(buf, cap, &o, "}\n");
-    return o;
+        audit_put_str(&b, "reason", reason, 128);
+    strbuf_str(&b, "}\n");
+    return strbuf_len(&b);
 }
 
 size_t audit_format_suppressed(char *buf, size_t cap, const struct sockaddr *src, uint64_t n,
@@ -538,16 +521,17 @@ size_t audit_format_suppressed(char *buf, size_t cap, const struct sockaddr *src
 {
     if (!buf || cap < 512)
         return 0;
-    size_t o = 0;
+    struct strbuf b;
+    strbuf_init(&b, buf, cap);
     char addr[LOG_ADDR_MAX] = "";
     uint8_t family, ip[16];
     if (src && audit_ip_of(src, &family, ip))
         inet_ntop(family, ip, addr, sizeof(addr));
-    audit_put_head(buf, cap, &o, wall_ms, "suppressed");
-    audit_put_str(buf, cap, &o, "source", addr, 128);
-    audit_put(buf, cap, &o, ",\"lines\":%llu,\"message\":\"suppressed %llu lines\"}\n",
-              (unsigned long long)n, (unsigned long long)n);
-    return o;
+    audit_put_head(&b, wall_ms, "suppressed");
+    audit_put_str(&b, "source", addr, 128);
+    strbuf_fmt(&b, ",\"lines\":%llu,\"message\":\"suppressed %llu lines\"}\n",
+               (unsigned long long)n, (unsigned long long)n);
+    return strbuf_len(&b);
 }
 
 static uint64_t audit_mono_ms(void)
