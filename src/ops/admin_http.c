@@ -27,9 +27,9 @@
 #include "sipedge/admin.h"
 #include "sipedge/ban.h"
 #include "sipedge/edge.h"
-#include "sipedge/events.h"
 #include "sipedge/flow_table.h"
 #include "sipedge/guard.h"
+#include "sipedge/jsonl.h"
 #include "sipedge/log.h"
 #include "sipedge/lws_uv.h"
 #include "sipedge/strbuf.h"
@@ -135,7 +135,7 @@ static void abuf_str(struct abuf *b, bool is_first, const char *name, const char
     char esc[2048];
     if (!s)
         s = "";
-    events_json_escape(esc, sizeof(esc), s, strlen(s));
+    jsonl_escape(esc, sizeof(esc), s, strlen(s));
     abuf_put(b, "%s\"%s\":\"%s\"", is_first ? "" : ",", name, esc);
 }
 

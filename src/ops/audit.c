@@ -8,7 +8,6 @@
 #include "sipedge/audit.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -16,14 +15,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "sipedge/events.h"
 #include "sipedge/flow_table.h"
+#include "sipedge/jsonl.h"
 #include "sipedge/log.h"
 #include "sipedge/siphash.h"
 #include "sipedge/strbuf.h"
 
+#define AUDIT_PATH_MAX 512
 #define AUDIT_KEY_MAX 160
 #define AUDIT_UA_MAX 96
 #define AUDIT_MAX_CONTACTS_PER_REQ 16
@@ -57,9 +56,7 @@ struct audit_src {
 };
 
 struct audit {
-    int fd;
-    bool is_owned;
-    char path[512];
+    struct jsonl *w; /* NULL: no file */
     uint32_t max_aors, max_contacts, n_aors, n_contacts;
     size_t aor_mask, contact_mask;
     struct audit_aor *aors;
@@ -94,32 +91,21 @@ static size_t audit_slots(uint32_t n)
     return s;
 }
 
-static int audit_open_fd(const char *path, int *fd)
-{
-    int f = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
-    if (f < 0)
-        return -errno;
-    *fd = f;
-    return 0;
-}
-
 int audit_new(struct audit **out, const struct audit_opts *opts)
 {
     if (!out || !opts)
         return -EINVAL;
     const char *path = opts->path ? opts->path : "";
-    if (strlen(path) >= sizeof(((struct audit *)0)->path))
+    if (strlen(path) >= AUDIT_PATH_MAX)
         return -EINVAL;
     struct audit *a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;
     int rc = 0;
-    a->fd = -1;
     uint64_t weak = (uint64_t)(uintptr_t)a ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
     siphash_key_random(&a->aor_key[0], &a->aor_key[1], weak);
     siphash_key_random(&a->contact_key[0], &a->contact_key[1], weak ^ 1);
     siphash_key_random(&a->src_key[0], &a->src_key[1], weak ^ 2);
-    snprintf(a->path, sizeof(a->path), "%s", path);
     a->max_aors = opts->max_aors ? opts->max_aors : AUDIT_DEFAULT_MAX_AORS;
     a->max_contacts = opts->max_contacts ? opts->max_contacts : AUDIT_DEFAULT_MAX_CONTACTS;
     a->device_window_ms =
@@ -134,13 +120,10 @@ int audit_new(struct audit **out, const struct audit_opts *opts)
         rc = -ENOMEM;
         goto out;
     }
-    if (strcmp(path, "-") == 0) {
-        a->fd = STDOUT_FILENO;
-    } else if (path[0]) {
-        rc = audit_open_fd(path, &a->fd);
+    if (path[0]) {
+        rc = jsonl_open(&a->w, path, 0);
         if (rc < 0)
             goto out;
-        a->is_owned = true;
     }
     *out = a;
     return 0;
@@ -155,8 +138,7 @@ void audit_free(struct audit *a)
 {
     if (!a)
         return;
-    if (a->is_owned)
-        close(a->fd);
+    jsonl_close(a->w);
     free(a->aors);
     free(a->contacts);
     free(a);
@@ -164,21 +146,31 @@ void audit_free(struct audit *a)
 
 int audit_reopen(struct audit *a)
 {
-    if (!a || !a->is_owned)
+    if (!a || !a->w || strcmp(jsonl_path(a->w), "-") == 0)
         return 0;
-    int fd = -1;
-    int rc = audit_open_fd(a->path, &fd);
+    int rc = jsonl_reopen(a->w);
     if (rc < 0)
         return rc;
-    close(a->fd);
-    a->fd = fd;
     a->st.reopened++;
     return 0;
 }
 
-const struct audit_stats *audit_stats(const struct audit *a)
+const struct audit_stats *audit_stats(struct audit *a)
 {
+    if (a->w) {
+        struct jsonl_stats js;
+        jsonl_stats(a->w, &js);
+        a->st.lines_written = js.queued - js.failed;
+        a->st.write_failed = js.failed;
+        a->st.lines_dropped = js.dropped;
+    }
     return &a->st;
+}
+
+void audit_flush(struct audit *a)
+{
+    if (a && a->w)
+        jsonl_flush(a->w);
 }
 
 /* Finds key; with is_insert, claims a free slot for it when the bound allows. */
@@ -429,7 +421,7 @@ static void audit_put_str(struct strbuf *b, const char *name, const char *s, siz
         max_out = sizeof(esc);
     if (!s)
         s = "";
-    events_json_escape(esc, max_out, s, strlen(s));
+    jsonl_escape(esc, max_out, s, strlen(s));
     strbuf_fmt(b, ",\"%s\":\"%s\"", name, esc);
 }
 
@@ -548,15 +540,11 @@ static uint64_t audit_wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Queues the line for the writer thread; a full queue drops it (counted there). */
 static void audit_write(struct audit *a, const char *line, size_t len)
 {
-    if (a->fd < 0 || len == 0)
-        return;
-    ssize_t n = write(a->fd, line, len);
-    if (n == (ssize_t)len)
-        a->st.lines_written++;
-    else
-        a->st.write_failed++;
+    if (a->w && len > 0)
+        jsonl_put(a->w, line, len);
 }
 
 /* One line within its source's budget; the first line allowed after suppressed ones is

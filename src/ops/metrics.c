@@ -153,6 +153,10 @@ int metrics_render(char *buf, size_t cap, const struct metrics_input *in)
                    "Audit log lines that could not be written.");
         strbuf_fmt(&o, "sipedge_audit_write_failed_total %llu\n",
                    (unsigned long long)a->write_failed);
+        out_family(&o, "sipedge_audit_lines_dropped_total", "counter",
+                   "Audit log lines dropped because the writer's queue was full.");
+        strbuf_fmt(&o, "sipedge_audit_lines_dropped_total %llu\n",
+                   (unsigned long long)a->lines_dropped);
         out_family(&o, "sipedge_audit_signals_total", "counter",
                    "Security signals flagged in audit lines.");
         for (unsigned i = 0; i < 3; i++)
