@@ -17,9 +17,10 @@
 
 #include "guard/ban_backend.h"
 #include "guard/guard_internal.h"
-#include "sipedge/keytab.h"
 #include "sipedge/ban.h"
+#include "sipedge/keytab.h"
 #include "sipedge/log.h"
+#include "sipedge/netaddr.h"
 
 struct ban_slot {
     struct ban_key key; /* must stay first: the table key */
@@ -516,11 +517,9 @@ int ban_key_parse(const char *text, struct ban_key *out)
             port = text + (colon - host) + 1;
         }
     }
-    if (inet_pton(AF_INET, host, k.addr) == 1)
-        k.family = AF_INET;
-    else if (inet_pton(AF_INET6, host, k.addr) == 1)
-        k.family = AF_INET6;
-    else
+    struct sockaddr_storage ss;
+    if (netaddr_from_host(slice_make(host, strlen(host)), 0, 0, &ss) != 0 ||
+        ban_key_from_sockaddr((const struct sockaddr *)&ss, false, &k) != 0)
         return -EINVAL;
     if (port != NULL) {
         char *end = NULL;
@@ -530,11 +529,6 @@ int ban_key_parse(const char *text, struct ban_key *out)
         if (*end != '\0' || p == 0 || p > 65535)
             return -EINVAL;
         k.port = (uint16_t)p;
-    }
-    if (k.family == AF_INET6 && IN6_IS_ADDR_V4MAPPED((struct in6_addr *)k.addr)) {
-        memmove(k.addr, k.addr + 12, 4);
-        memset(k.addr + 4, 0, 12);
-        k.family = AF_INET;
     }
     *out = k;
     return 0;

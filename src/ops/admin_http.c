@@ -32,6 +32,7 @@
 #include "sipedge/jsonl.h"
 #include "sipedge/log.h"
 #include "sipedge/lws_uv.h"
+#include "sipedge/netaddr.h"
 #include "sipedge/strbuf.h"
 
 #define HTTP_ACCEPT_BATCH 16
@@ -195,23 +196,13 @@ static bool http_host_ok(const struct admin_http *h, struct lws *wsi)
     int fd = lws_get_socket_fd(wsi);
     if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
         return false;
+    const struct sockaddr *sa = (const struct sockaddr *)&ss;
     unsigned port;
-    bool is_loopback;
-    if (ss.ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
-        port = ntohs(in->sin_port);
-        is_loopback = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-        snprintf(name, sizeof(name), "%s:%u", ip, port);
-    } else if (ss.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-        port = ntohs(in6->sin6_port);
-        is_loopback = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
-        snprintf(name, sizeof(name), "[%s]:%u", ip, port);
-    } else {
+    if (!netaddr_ip(sa, ip, sizeof(ip), &port) || netaddr_format(sa, name, sizeof(name)) == 0)
         return false;
-    }
+    bool is_loopback = ss.ss_family == AF_INET
+                           ? (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127
+                           : IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
     if (strcasecmp(host, name) == 0)
         return true;
     snprintf(name, sizeof(name), "localhost:%u", port);

@@ -8,7 +8,6 @@
 #include "sipedge/audit.h"
 
 #include <errno.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -19,6 +18,7 @@
 #include "sipedge/flow_table.h"
 #include "sipedge/jsonl.h"
 #include "sipedge/log.h"
+#include "sipedge/netaddr.h"
 #include "sipedge/siphash.h"
 #include "sipedge/strbuf.h"
 
@@ -516,9 +516,9 @@ size_t audit_format_suppressed(char *buf, size_t cap, const struct sockaddr *src
     struct strbuf b;
     strbuf_init(&b, buf, cap);
     char addr[LOG_ADDR_MAX] = "";
-    uint8_t family, ip[16];
-    if (src && audit_ip_of(src, &family, ip))
-        inet_ntop(family, ip, addr, sizeof(addr));
+    unsigned port;
+    if (src)
+        netaddr_ip(src, addr, sizeof(addr), &port);
     audit_put_head(&b, wall_ms, "suppressed");
     audit_put_str(&b, "source", addr, 128);
     strbuf_fmt(&b, ",\"lines\":%llu,\"message\":\"suppressed %llu lines\"}\n",
