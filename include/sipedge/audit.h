@@ -8,8 +8,11 @@
  *    "flow":"0x0000000300000001","signals":["device_change"]}
  *   {"ts":"...","event":"flow_close","flow":"0x...","transport":"ws",
  *    "source":"198.51.100.7:40000","reason":"closed"}
- * Every string goes through events_json_escape, so attacker-controlled bytes (AOR,
- * contacts, User-Agent) can break neither the line nor the JSON.
+ * Every string goes through jsonl_escape, so attacker-controlled bytes (AOR, contacts,
+ * User-Agent) can break neither the line nor the JSON. Lines are handed to a JSON-lines
+ * writer (sipedge/jsonl.h) that writes them off the loop's thread, in order; lines its
+ * bounded queue has no room for are dropped and counted (lines_dropped), and audit_free
+ * writes every queued line before the file closes.
  *
  * Security signals ("signals" array, omitted when empty), judged on every REGISTER against
  * what earlier successful (2xx) registrations left in two bounded tables:
@@ -28,7 +31,8 @@
  *    "message":"suppressed 57 lines"}
  * Registrations are judged (signal tables) whether or not their line is written.
  *
- * Pure module: no loop; time comes in as arguments. Single-threaded.
+ * No loop; time comes in as arguments. Called from one thread (the writer thread is the
+ * jsonl module's own).
  */
 #ifndef SIPEDGE_AUDIT_H
 #define SIPEDGE_AUDIT_H
@@ -63,8 +67,9 @@ struct audit_opts {
 };
 
 struct audit_stats {
-    uint64_t lines_written;
-    uint64_t write_failed;
+    uint64_t lines_written;    /* queued for the file and not known to have failed */
+    uint64_t write_failed;     /* lines a write(2) could not take */
+    uint64_t lines_dropped;    /* the writer's queue was full */
     uint64_t aors_full;        /* AOR not tracked: table full */
     uint64_t contacts_full;    /* contact not tracked: table full */
     uint64_t reopened;
@@ -75,13 +80,14 @@ struct audit_stats {
 
 struct audit;
 
-/* Opens the log (O_APPEND, mode 0640) and allocates the tables. Returns 0, -EINVAL,
- * -ENOMEM or -errno from open(2). */
+/* Opens the log (O_APPEND, mode 0640), starts its writer thread and allocates the tables.
+ * Returns 0, -EINVAL, -ENOMEM or -errno from open(2) or pthread_create. */
 int audit_new(struct audit **out, const struct audit_opts *opts);
 void audit_free(struct audit *a);
 
-/* Closes and reopens the file at the same path (logrotate moved it away). On failure the
- * old descriptor stays in use and -errno is returned. No-op for stdout and no file. */
+/* Closes and reopens the file at the same path (logrotate moved it away): lines queued
+ * before go to the old file, later ones to the new. On failure the old descriptor stays in
+ * use and -errno is returned. No-op for stdout and no file. */
 int audit_reopen(struct audit *a);
 
 /*
@@ -100,8 +106,8 @@ size_t audit_format_flow(char *buf, size_t cap, enum edge_flow_event kind, uint6
                          uint8_t transport, const struct sockaddr *remote, const char *reason,
                          uint64_t wall_ms);
 
-/* audit_format_* plus one write(2) of the line (wall clock read here). A failed write is
- * counted, never fatal. */
+/* audit_format_* and the line queued for the writer thread (wall clock read here). A
+ * failed write or a full queue is counted, never fatal. */
 void audit_register(struct audit *a, const struct edge_reg_event *ev, uint64_t mono_ms);
 void audit_flow(struct audit *a, enum edge_flow_event kind, uint64_t flow_ref, uint8_t transport,
                 const struct sockaddr *remote, const char *reason);
@@ -118,7 +124,10 @@ bool audit_source_allow(struct audit *a, const struct sockaddr *src, uint64_t mo
 size_t audit_format_suppressed(char *buf, size_t cap, const struct sockaddr *src, uint64_t n,
                                uint64_t wall_ms);
 
-const struct audit_stats *audit_stats(const struct audit *a);
+/* The counters, the writer's (lines_written, write_failed, lines_dropped) read now. */
+const struct audit_stats *audit_stats(struct audit *a);
+/* Waits until every line queued so far is in the file. */
+void audit_flush(struct audit *a);
 /* Name of one signal bit ("device_change"), NULL for an unknown bit. */
 const char *audit_signal_name(unsigned bit);
 

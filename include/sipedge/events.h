@@ -6,8 +6,11 @@
  *    "reason":"auth_failure","strikes":10,"duration_s":600,"aor":"sip:alice@example.com"}
  * Every string is escaped: quotes, backslashes and control bytes become JSON escapes and
  * bytes that are not valid UTF-8 become U+FFFD, so attacker-controlled text (AORs,
- * User-Agents) can neither break a line nor the JSON. A line is written with one write(2)
- * on an O_APPEND descriptor, so concurrent writers never interleave inside a line.
+ * User-Agents) can neither break a line nor the JSON (jsonl_escape). Lines go through a
+ * JSON-lines writer (sipedge/jsonl.h): queued on the caller's thread, written whole by the
+ * writer's thread on an O_APPEND descriptor, so concurrent writers never interleave inside
+ * a line and a slow disk never blocks the loop. Lines the bounded queue has no room for
+ * are dropped and counted (events_n_dropped); events_close writes every queued line.
  */
 #ifndef SIPEDGE_EVENTS_H
 #define SIPEDGE_EVENTS_H
@@ -48,16 +51,19 @@ const char *events_path(const struct events *ev);
 /* Formats one record as a JSON line ending in '\n' into buf (cap >= 64). Returns the length
  * (always < cap; fields that do not fit are cut, the line stays valid JSON). */
 size_t events_format(char *buf, size_t cap, const struct events_rec *r);
-/* Formats and writes one record. Returns 0 or -errno; a failed write is counted. */
+/* Formats one record and queues its line. Returns 0, or -ENOBUFS when the queue is full
+ * (the line is dropped and counted). */
 int events_emit(struct events *ev, const struct events_rec *r);
+/* Lines queued and not known to have failed (written, or about to be). */
 uint64_t events_n_written(const struct events *ev);
+/* Lines a write(2) could not take. */
 uint64_t events_n_failed(const struct events *ev);
+/* Lines dropped because the queue was full. */
+uint64_t events_n_dropped(const struct events *ev);
+/* Waits until every line emitted so far is in the file. */
+void events_flush(struct events *ev);
 
-/*
- * Escapes len bytes of s as the inside of a JSON string into dst (cap bytes, NUL-terminated
- * always when cap > 0). Stops before a character that would not fit. Returns the bytes
- * written, without the NUL.
- */
+/* jsonl_escape under its older name (JSON string escaping, see sipedge/jsonl.h). */
 size_t events_json_escape(char *dst, size_t cap, const char *s, size_t len);
 
 #endif

@@ -12,7 +12,8 @@
  *                                     (upstream.timeout without an answer), else 1
  *   sipedge_edge_<name>_total         every edge counter (EDGE_STATS)
  *   sipedge_guard_<name>_total        every guard counter (GUARD_STATS)
- *   sipedge_audit_*                   audit log lines, failures, signals, full tables
+ *   sipedge_audit_*                   audit log lines, failures, drops (writer queue full),
+ *                                     signals, full tables
  * No loop, no I/O.
  */
 #ifndef SIPEDGE_METRICS_H

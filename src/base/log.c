@@ -3,15 +3,15 @@
  */
 #include "sipedge/log.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "sipedge/netaddr.h"
 
 static enum log_level g_level = LOG_LEVEL_INFO;
 
@@ -76,17 +76,7 @@ void log_always(const char *fmt, ...)
 
 const char *log_fmt_addr(const struct sockaddr *sa, char *buf, size_t cap)
 {
-    char ip[INET6_ADDRSTRLEN];
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
-        snprintf(buf, cap, "%s:%u", ip, ntohs(in->sin_port));
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-        snprintf(buf, cap, "[%s]:%u", ip, ntohs(in6->sin6_port));
-    } else {
+    if (netaddr_format(sa, buf, cap) == 0)
         snprintf(buf, cap, "(af %d)", sa->sa_family);
-    }
     return buf;
 }

@@ -4,6 +4,7 @@
 #include "sipedge/siphash.h"
 
 #include <string.h>
+#include <sys/random.h>
 
 #define ROTL(x, b) (uint64_t)(((x) << (b)) | ((x) >> (64 - (b))))
 
@@ -86,4 +87,26 @@ uint64_t siphash13(uint64_t k0, uint64_t k1, const void *data, size_t len)
     siphash_init(&s, k0, k1);
     siphash_add(&s, data, len);
     return siphash_final(&s);
+}
+
+/* splitmix64 step: spreads a weak fallback over all 64 bits. */
+static uint64_t mix64(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+bool siphash_key_random(uint64_t *k0, uint64_t *k1, uint64_t fallback)
+{
+    uint64_t k[2];
+    if (getrandom(k, sizeof(k), GRND_NONBLOCK) == (ssize_t)sizeof(k)) {
+        *k0 = k[0];
+        *k1 = k[1];
+        return true;
+    }
+    *k0 = mix64(fallback);
+    *k1 = mix64(*k0 ^ fallback);
+    return false;
 }

@@ -18,7 +18,9 @@
 #include "guard/ban_backend.h"
 #include "guard/guard_internal.h"
 #include "sipedge/ban.h"
+#include "sipedge/keytab.h"
 #include "sipedge/log.h"
+#include "sipedge/netaddr.h"
 
 struct ban_slot {
     struct ban_key key; /* must stay first: the table key */
@@ -34,7 +36,7 @@ struct ban_slot {
 };
 
 struct ban {
-    struct addr_table tab;
+    struct keytab tab;
     uint32_t ladder_s[POLICY_MAX_BAN_STEPS];
     unsigned n_steps;
     uint64_t memory_ms;
@@ -68,7 +70,7 @@ int ban_new(struct ban **out, uint32_t cap, const uint32_t *ladder_s, unsigned n
     uint64_t seed = 0;
     if (getrandom(&seed, sizeof(seed), GRND_NONBLOCK) != sizeof(seed))
         seed = (uint64_t)(uintptr_t)b ^ 0x5bd1e995u;
-    rc = addr_table_init(&b->tab, sizeof(struct ban_key), sizeof(struct ban_slot), cap, seed);
+    rc = keytab_init(&b->tab, sizeof(struct ban_key), sizeof(struct ban_slot), cap, seed);
     if (rc != 0)
         goto fail;
     memcpy(b->ladder_s, ladder_s, n_steps * sizeof(*ladder_s));
@@ -104,7 +106,7 @@ void ban_free(struct ban *b)
 {
     if (b == NULL)
         return;
-    addr_table_deinit(&b->tab);
+    keytab_deinit(&b->tab);
     free(b);
 }
 
@@ -113,7 +115,7 @@ int ban_set_limits(struct ban *b, uint32_t cap, const uint32_t *ladder_s, unsign
 {
     if (check_ladder(ladder_s, n_steps) != 0 || cap == 0)
         return -EINVAL;
-    int rc = addr_table_set_cap(&b->tab, cap);
+    int rc = keytab_set_cap(&b->tab, cap);
     if (rc != 0)
         return rc;
     memcpy(b->ladder_s, ladder_s, n_steps * sizeof(*ladder_s));
@@ -139,7 +141,7 @@ static void fill_entry(const struct ban_slot *s, struct ban_entry *out)
 
 static struct ban_slot *live_slot(const struct ban *b, const struct ban_key *key, uint64_t now)
 {
-    struct ban_slot *s = addr_table_find(&b->tab, key);
+    struct ban_slot *s = keytab_find(&b->tab, key);
     if (s == NULL || !s->is_live || s->expires_ms <= now)
         return NULL;
     return s;
@@ -152,7 +154,7 @@ static uint32_t slot_ref(const struct ban *b, const struct ban_slot *s)
 
 static struct ban_slot *slot_of(const struct ban *b, uint32_t ref)
 {
-    return ref == 0 ? NULL : addr_table_at(&b->tab, ref - 1);
+    return ref == 0 ? NULL : keytab_at(&b->tab, ref - 1);
 }
 
 /* A live ban becomes history: appended to the FIFO and counted. */
@@ -193,7 +195,7 @@ static bool reclaim_history(struct ban *b)
         return false;
     b->reclaim_steps++;
     hist_unlink(b, oldest);
-    addr_table_remove(&b->tab, oldest);
+    keytab_remove(&b->tab, oldest);
     return true;
 }
 
@@ -204,13 +206,13 @@ uint64_t ban_reclaim_steps(const struct ban *b)
 
 static struct ban_slot *slot_get(struct ban *b, const struct ban_key *key, bool *is_new)
 {
-    struct ban_slot *s = addr_table_find(&b->tab, key);
+    struct ban_slot *s = keytab_find(&b->tab, key);
     *is_new = s == NULL;
     if (s != NULL)
         return s;
-    s = addr_table_insert(&b->tab, key);
+    s = keytab_insert(&b->tab, key);
     if (s == NULL && reclaim_history(b))
-        s = addr_table_insert(&b->tab, key);
+        s = keytab_insert(&b->tab, key);
     return s;
 }
 
@@ -381,7 +383,7 @@ int ban_find(const struct ban *b, const struct ban_key *key, uint64_t now_ms,
 void ban_tick(struct ban *b, uint64_t now_ms, ban_expired_cb cb, void *arg)
 {
     for (uint32_t i = 0; i < b->tab.n_alloc; i++) {
-        struct ban_slot *s = addr_table_at(&b->tab, i);
+        struct ban_slot *s = keytab_at(&b->tab, i);
         if (s == NULL)
             continue;
         if (s->is_live && s->expires_ms <= now_ms) {
@@ -396,7 +398,7 @@ void ban_tick(struct ban *b, uint64_t now_ms, ban_expired_cb cb, void *arg)
         }
         if (!s->is_live && now_ms - s->last_ban_ms > b->memory_ms) {
             hist_unlink(b, s);
-            addr_table_remove(&b->tab, s);
+            keytab_remove(&b->tab, s);
         }
     }
 }
@@ -405,7 +407,7 @@ size_t ban_foreach(const struct ban *b, uint64_t now_ms, ban_visit_cb cb, void *
 {
     size_t n = 0;
     for (uint32_t i = 0; i < b->tab.n_alloc; i++) {
-        struct ban_slot *s = addr_table_at(&b->tab, i);
+        struct ban_slot *s = keytab_at(&b->tab, i);
         if (s == NULL || !s->is_live || s->expires_ms <= now_ms)
             continue;
         struct ban_entry e;
@@ -433,7 +435,7 @@ size_t ban_foreach_record(const struct ban *b, uint64_t now_ms, ban_record_cb cb
     size_t n = 0;
     struct ban_record r;
     for (uint32_t i = 0; i < b->tab.n_alloc; i++) {
-        struct ban_slot *s = addr_table_at(&b->tab, i);
+        struct ban_slot *s = keytab_at(&b->tab, i);
         if (s == NULL || !s->is_live)
             continue;
         fill_record(s, now_ms, &r);
@@ -517,11 +519,9 @@ int ban_key_parse(const char *text, struct ban_key *out)
             port = text + (colon - host) + 1;
         }
     }
-    if (inet_pton(AF_INET, host, k.addr) == 1)
-        k.family = AF_INET;
-    else if (inet_pton(AF_INET6, host, k.addr) == 1)
-        k.family = AF_INET6;
-    else
+    struct sockaddr_storage ss;
+    if (netaddr_from_host(slice_make(host, strlen(host)), 0, 0, &ss) != 0 ||
+        ban_key_from_sockaddr((const struct sockaddr *)&ss, false, &k) != 0)
         return -EINVAL;
     if (port != NULL) {
         char *end = NULL;
@@ -531,11 +531,6 @@ int ban_key_parse(const char *text, struct ban_key *out)
         if (*end != '\0' || p == 0 || p > 65535)
             return -EINVAL;
         k.port = (uint16_t)p;
-    }
-    if (k.family == AF_INET6 && IN6_IS_ADDR_V4MAPPED((struct in6_addr *)k.addr)) {
-        memmove(k.addr, k.addr + 12, 4);
-        memset(k.addr + 4, 0, 12);
-        k.family = AF_INET;
     }
     *out = k;
     return 0;

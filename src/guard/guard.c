@@ -1,6 +1,6 @@
 /*
  * guard: admission verdicts and strike bookkeeping over the pure pieces (ratelim, strikes,
- * allowlist, addr_table) and the ban engine: rate limits, request checks, strikes, bans and
+ * allowlist, keytab) and the ban engine: rate limits, request checks, strikes, bans and
  * their escalation, flows per address, the tick. Construction, policy reload and the
  * accessors are in guard_life.c; the state both share is in guard_impl.h.
  *
@@ -98,9 +98,9 @@ static int src_keys(const struct guard *g, const struct sockaddr *src, struct ba
 static struct guard_src *src_get(struct guard *g, const struct ban_key *k, bool create,
                                  uint64_t now)
 {
-    struct guard_src *s = addr_table_find(&g->srcs, k);
+    struct guard_src *s = keytab_find(&g->srcs, k);
     if (s == NULL && create) {
-        s = addr_table_insert(&g->srcs, k);
+        s = keytab_insert(&g->srcs, k);
         if (s != NULL) {
             uint32_t burst = k->port == 0 ? g->pol.guard_ip_burst : g->pol.guard_ip_port_burst;
             ratelim_init(&s->bucket, burst, now);
@@ -431,9 +431,9 @@ struct guard_verdict guard_admit_register(struct guard *g, const struct sockaddr
     if (aor.len > 0 && aor.p != NULL) {
         char key[GUARD_AOR_KEY];
         aor_key(aor, key);
-        struct guard_aor *e = addr_table_find(&g->aors, key);
+        struct guard_aor *e = keytab_find(&g->aors, key);
         if (e == NULL) {
-            e = addr_table_insert(&g->aors, key);
+            e = keytab_insert(&g->aors, key);
             if (e != NULL)
                 ratelim_init(&e->bucket, p->guard_aor_burst, now_ms);
         }
@@ -507,7 +507,7 @@ static void note_not_found(struct guard *g, const struct sockaddr *src, struct s
     }
     char key[GUARD_AOR_KEY];
     aor_key(aor, key);
-    uint32_t h = (uint32_t)addr_table_hash(&g->srcs, key, sizeof(key));
+    uint32_t h = (uint32_t)keytab_hash(&g->srcs, key, sizeof(key));
     for (unsigned i = 0; i < a->n_users; i++)
         if (a->users[i] == h)
             return;
@@ -559,7 +559,7 @@ bool guard_is_authenticated(struct guard *g, const struct sockaddr *src, uint64_
     struct ban_key kp;
     if (ban_key_from_sockaddr(src, true, &kp) != 0)
         return false;
-    const struct guard_src *p = addr_table_find(&g->srcs, &kp);
+    const struct guard_src *p = keytab_find(&g->srcs, &kp);
     return p != NULL && p->auth_until_ms > now_ms;
 }
 
@@ -599,16 +599,16 @@ void guard_tick(struct guard *g, uint64_t now_ms)
     /* Bounded work per tick: the tables are swept a slice at a time. */
     for (uint32_t n = 0; n < GUARD_TICK_SCAN && g->srcs.n_alloc > 0; n++) {
         uint32_t i = g->src_cursor++ % g->srcs.n_alloc;
-        struct guard_src *s = addr_table_at(&g->srcs, i);
+        struct guard_src *s = keytab_at(&g->srcs, i);
         if (s != NULL && now_ms - s->last_seen_ms > idle && s->auth_until_ms <= now_ms &&
             s->proven_until_ms <= now_ms && s->flows == 0)
-            addr_table_remove(&g->srcs, s);
+            keytab_remove(&g->srcs, s);
     }
     for (uint32_t n = 0; n < GUARD_TICK_SCAN && g->aors.n_alloc > 0; n++) {
         uint32_t i = g->aor_cursor++ % g->aors.n_alloc;
-        struct guard_aor *a = addr_table_at(&g->aors, i);
+        struct guard_aor *a = keytab_at(&g->aors, i);
         if (a != NULL && now_ms - a->last_seen_ms > idle)
-            addr_table_remove(&g->aors, a);
+            keytab_remove(&g->aors, a);
     }
     if (g->state != NULL)
         guard_state_tick(g, now_ms);
@@ -707,7 +707,7 @@ void guard_flow_remove(struct guard *g, const struct sockaddr *src)
     struct ban_key kp, ka;
     if (src_keys(g, src, &kp, &ka) != 0)
         return;
-    struct guard_src *a = addr_table_find(&g->srcs, &ka);
+    struct guard_src *a = keytab_find(&g->srcs, &ka);
     /* No entry or no count: the flow was admitted uncounted while the table was full. */
     if (a != NULL && a->flows > 0)
         a->flows--;

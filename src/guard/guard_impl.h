@@ -49,8 +49,8 @@ struct guard_aor {
 struct guard {
     struct policy pol;
     const struct config *cfg;
-    struct addr_table srcs;
-    struct addr_table aors;
+    struct keytab srcs;
+    struct keytab aors;
     struct ratelim overflow;     /* shared by sources the full table cannot hold */
     struct ratelim overflow_aor; /* shared by AORs the full table cannot hold */
     struct ratelim reg_known;    /* reserved registrar share */

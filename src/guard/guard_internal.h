@@ -1,9 +1,9 @@
 /*
  * guard_internal: the pure building blocks of the guard, private to src/guard (and the
- * white-box unit tests): token buckets (ratelim), sliding-window strike counters (strikes),
- * CIDR allowlists (allowlist) and the bounded hash table the guard and the ban engine keep
- * their entries in (addr_table). None of them allocates per message, reads a clock or
- * includes uv.h; time comes in as now_ms.
+ * white-box unit tests): sliding-window strike counters (strikes) and CIDR allowlists
+ * (allowlist). Its token buckets are sipedge/ratelim.h; the guard and the ban engine keep
+ * their entries in keyed tables (sipedge/keytab.h). None of them allocates per message,
+ * reads a clock or includes uv.h; time comes in as now_ms.
  */
 #ifndef SIPEDGE_GUARD_INTERNAL_H
 #define SIPEDGE_GUARD_INTERNAL_H
@@ -15,29 +15,8 @@
 #include "sipedge/cidr.h"
 #include "sipedge/config.h"
 #include "sipedge/guard.h"
-
-/* ---- ratelim: token bucket, value type ------------------------------------------------ */
-
-/* Tokens are kept in thousandths so a rate of r/s refills exactly r per elapsed ms. */
-struct ratelim {
-    uint64_t milli;   /* tokens * 1000 */
-    uint64_t last_ms; /* time of the last refill */
-};
-
-/* Starts full (burst tokens) at now_ms. */
-void ratelim_init(struct ratelim *rl, uint32_t burst, uint64_t now_ms);
-/* Adds rate_per_s * elapsed tokens, capped at burst. Time going backwards adds nothing.
- * Rate and burst are arguments so a policy change applies without re-initialising. */
-void ratelim_refill(struct ratelim *rl, uint32_t rate_per_s, uint32_t burst, uint64_t now_ms);
-/* Whole tokens available now (after a refill). */
-uint64_t ratelim_tokens(const struct ratelim *rl);
-/* Takes n tokens when available (true) or leaves the bucket unchanged (false). */
-bool ratelim_take(struct ratelim *rl, uint32_t n);
-/* ratelim_refill + ratelim_take(1). */
-bool ratelim_allow(struct ratelim *rl, uint32_t rate_per_s, uint32_t burst, uint64_t now_ms);
-/* ratelim_refill + ratelim_take(n), n cut to burst (more could never be available). */
-bool ratelim_allow_n(struct ratelim *rl, uint32_t rate_per_s, uint32_t burst, uint32_t n,
-                     uint64_t now_ms);
+#include "sipedge/keytab.h"
+#include "sipedge/ratelim.h"
 
 /* ---- strikes: weighted events in a sliding window, value type ------------------------- */
 
@@ -73,41 +52,7 @@ bool allowlist_match(const struct allowlist *al, const struct ban_key *key);
  * CIDRs: a ban of that prefix would cover an allowlisted address. */
 bool allowlist_overlaps(const struct allowlist *al, const struct ban_key *key, unsigned bits);
 
-/* ---- addr_table: bounded open-addressing hash over fixed-size entries ----------------- */
-
-/*
- * Entries are entry_size bytes and start with a key_size-byte key compared with memcmp.
- * Entries live in a pool and keep their index until removed; an index array with linear
- * probing (and backward-shift deletion, no tombstones) finds them. The hash is SipHash-1-3
- * with a per-table random key, so remote peers cannot aim at one chain.
- */
-struct addr_table {
-    size_t key_size, entry_size;
-    uint32_t cap;       /* entries allowed */
-    uint32_t n_alloc;   /* entries in the pool (>= cap after growth, may exceed a lowered cap) */
-    uint32_t n;         /* entries in use */
-    uint32_t mask;      /* index slots - 1 */
-    uint32_t *slots;    /* 0 = empty, else pool index + 1 */
-    uint32_t *free_idx; /* stack of free pool indices */
-    uint32_t n_free;
-    uint8_t *used;      /* per pool entry */
-    unsigned char *pool;
-    uint64_t k0, k1;
-};
-
-int addr_table_init(struct addr_table *t, size_t key_size, size_t entry_size, uint32_t cap,
-                    uint64_t seed);
-void addr_table_deinit(struct addr_table *t);
-/* Changes the bound. Growing reallocates (-ENOMEM leaves the table as it was); shrinking
- * below n keeps every entry and refuses inserts until n < cap. */
-int addr_table_set_cap(struct addr_table *t, uint32_t cap);
-void *addr_table_find(const struct addr_table *t, const void *key);
-/* Inserts a zeroed entry with key (must be absent); returns it, or NULL when full. */
-void *addr_table_insert(struct addr_table *t, const void *key);
-void addr_table_remove(struct addr_table *t, void *entry);
-/* Pool access for iteration: entry at index i, or NULL when unused. */
-void *addr_table_at(const struct addr_table *t, uint32_t i);
-uint64_t addr_table_hash(const struct addr_table *t, const void *data, size_t len);
+/* ---- the guard's tables: sipedge/keytab.h ---------------------------------------------- */
 
 /* ---- ban engine internals (white-box tests) -------------------------------------------- */
 

@@ -152,11 +152,11 @@ int guard_new(struct guard **out, const struct guard_opts *opts, uint64_t now_ms
     g->rng = seed | 1;
     if (allowlist_set(&g->allow, pol->guard_allowlist, pol->n_guard_allowlist) != 0)
         goto fail;
-    rc = addr_table_init(&g->srcs, sizeof(struct ban_key), sizeof(struct guard_src),
+    rc = keytab_init(&g->srcs, sizeof(struct ban_key), sizeof(struct guard_src),
                          pol->guard_max_sources, guard_rng_next(g));
     if (rc != 0)
         goto fail;
-    rc = addr_table_init(&g->aors, GUARD_AOR_KEY, sizeof(struct guard_aor), pol->guard_max_aors,
+    rc = keytab_init(&g->aors, GUARD_AOR_KEY, sizeof(struct guard_aor), pol->guard_max_aors,
                          guard_rng_next(g));
     if (rc != 0)
         goto fail;
@@ -190,8 +190,8 @@ void guard_free(struct guard *g)
     guard_state_close(g);
     ban_free(g->ban);
     events_close(g->ev);
-    addr_table_deinit(&g->srcs);
-    addr_table_deinit(&g->aors);
+    keytab_deinit(&g->srcs);
+    keytab_deinit(&g->aors);
     free(g);
 }
 
@@ -211,9 +211,9 @@ int guard_set_policy(struct guard *g, const struct policy *pol, uint64_t now_ms)
             return rc;
         }
     }
-    int rc = addr_table_set_cap(&g->srcs, pol->guard_max_sources);
+    int rc = keytab_set_cap(&g->srcs, pol->guard_max_sources);
     if (rc == 0)
-        rc = addr_table_set_cap(&g->aors, pol->guard_max_aors);
+        rc = keytab_set_cap(&g->aors, pol->guard_max_aors);
     if (rc == 0)
         rc = ban_set_limits(g->ban, pol->guard_max_bans, pol->guard_ban_durations_s,
                             pol->n_guard_ban_durations, pol->guard_ban_memory_s);
@@ -231,8 +231,8 @@ int guard_set_policy(struct guard *g, const struct policy *pol, uint64_t now_ms)
         if (new_ev)
             events_close(ev);
         /* Table bounds may already have moved; put them back to the running policy. */
-        addr_table_set_cap(&g->srcs, g->pol.guard_max_sources);
-        addr_table_set_cap(&g->aors, g->pol.guard_max_aors);
+        keytab_set_cap(&g->srcs, g->pol.guard_max_sources);
+        keytab_set_cap(&g->aors, g->pol.guard_max_aors);
         ban_set_limits(g->ban, g->pol.guard_max_bans, g->pol.guard_ban_durations_s,
                        g->pol.n_guard_ban_durations, g->pol.guard_ban_memory_s);
         return rc;

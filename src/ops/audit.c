@@ -2,27 +2,27 @@
  * audit: registration audit lines and the two signal tables (AOR → last source/UA,
  * contact → AOR). Tables are open-addressing hashes with a hard entry bound; a key that
  * does not fit is counted and simply not tracked, so a flood of fresh AORs costs memory
- * only up to the bound and never pushes out what is already known.
+ * only up to the bound and never pushes out what is already known. Keys come from the
+ * network, so every table hashes with SipHash-1-3 under its own random key.
  */
 #include "sipedge/audit.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "sipedge/events.h"
 #include "sipedge/flow_table.h"
+#include "sipedge/jsonl.h"
 #include "sipedge/log.h"
+#include "sipedge/netaddr.h"
+#include "sipedge/siphash.h"
+#include "sipedge/strbuf.h"
 
+#define AUDIT_PATH_MAX 512
 #define AUDIT_KEY_MAX 160
 #define AUDIT_UA_MAX 96
 #define AUDIT_MAX_CONTACTS_PER_REQ 16
@@ -56,15 +56,13 @@ struct audit_src {
 };
 
 struct audit {
-    int fd;
-    bool is_owned;
-    char path[512];
+    struct jsonl *w; /* NULL: no file */
     uint32_t max_aors, max_contacts, n_aors, n_contacts;
     size_t aor_mask, contact_mask;
     struct audit_aor *aors;
     struct audit_contact *contacts;
     uint64_t device_window_ms;
-    uint64_t src_seed;
+    uint64_t aor_key[2], contact_key[2], src_key[2]; /* SipHash key per table */
     struct audit_src srcs[AUDIT_SOURCES_MAX];
     struct audit_stats st;
 };
@@ -79,15 +77,9 @@ const char *audit_signal_name(unsigned bit)
     return NULL;
 }
 
-/* FNV-1a, 64 bit. */
-static uint64_t audit_hash(const char *s)
+static uint64_t audit_hash(const uint64_t key[2], const char *s)
 {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 0x100000001b3ULL;
-    }
-    return h;
+    return siphash13(key[0], key[1], s, strlen(s));
 }
 
 /* Smallest power of two holding n entries at a load factor of at most 1/2. */
@@ -99,30 +91,21 @@ static size_t audit_slots(uint32_t n)
     return s;
 }
 
-static int audit_open_fd(const char *path, int *fd)
-{
-    int f = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
-    if (f < 0)
-        return -errno;
-    *fd = f;
-    return 0;
-}
-
 int audit_new(struct audit **out, const struct audit_opts *opts)
 {
     if (!out || !opts)
         return -EINVAL;
     const char *path = opts->path ? opts->path : "";
-    if (strlen(path) >= sizeof(((struct audit *)0)->path))
+    if (strlen(path) >= AUDIT_PATH_MAX)
         return -EINVAL;
     struct audit *a = calloc(1, sizeof(*a));
     if (!a)
         return -ENOMEM;
     int rc = 0;
-    a->fd = -1;
-    if (getrandom(&a->src_seed, sizeof(a->src_seed), GRND_NONBLOCK) != sizeof(a->src_seed))
-        a->src_seed = (uint64_t)(uintptr_t)a ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
-    snprintf(a->path, sizeof(a->path), "%s", path);
+    uint64_t weak = (uint64_t)(uintptr_t)a ^ (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL;
+    siphash_key_random(&a->aor_key[0], &a->aor_key[1], weak);
+    siphash_key_random(&a->contact_key[0], &a->contact_key[1], weak ^ 1);
+    siphash_key_random(&a->src_key[0], &a->src_key[1], weak ^ 2);
     a->max_aors = opts->max_aors ? opts->max_aors : AUDIT_DEFAULT_MAX_AORS;
     a->max_contacts = opts->max_contacts ? opts->max_contacts : AUDIT_DEFAULT_MAX_CONTACTS;
     a->device_window_ms =
@@ -137,13 +120,10 @@ int audit_new(struct audit **out, const struct audit_opts *opts)
         rc = -ENOMEM;
         goto out;
     }
-    if (strcmp(path, "-") == 0) {
-        a->fd = STDOUT_FILENO;
-    } else if (path[0]) {
-        rc = audit_open_fd(path, &a->fd);
+    if (path[0]) {
+        rc = jsonl_open(&a->w, path, 0);
         if (rc < 0)
             goto out;
-        a->is_owned = true;
     }
     *out = a;
     return 0;
@@ -158,8 +138,7 @@ void audit_free(struct audit *a)
 {
     if (!a)
         return;
-    if (a->is_owned)
-        close(a->fd);
+    jsonl_close(a->w);
     free(a->aors);
     free(a->contacts);
     free(a);
@@ -167,27 +146,37 @@ void audit_free(struct audit *a)
 
 int audit_reopen(struct audit *a)
 {
-    if (!a || !a->is_owned)
+    if (!a || !a->w || strcmp(jsonl_path(a->w), "-") == 0)
         return 0;
-    int fd = -1;
-    int rc = audit_open_fd(a->path, &fd);
+    int rc = jsonl_reopen(a->w);
     if (rc < 0)
         return rc;
-    close(a->fd);
-    a->fd = fd;
     a->st.reopened++;
     return 0;
 }
 
-const struct audit_stats *audit_stats(const struct audit *a)
+const struct audit_stats *audit_stats(struct audit *a)
 {
+    if (a->w) {
+        struct jsonl_stats js;
+        jsonl_stats(a->w, &js);
+        a->st.lines_written = js.queued - js.failed;
+        a->st.write_failed = js.failed;
+        a->st.lines_dropped = js.dropped;
+    }
     return &a->st;
+}
+
+void audit_flush(struct audit *a)
+{
+    if (a && a->w)
+        jsonl_flush(a->w);
 }
 
 /* Finds key; with is_insert, claims a free slot for it when the bound allows. */
 static struct audit_aor *audit_aor_get(struct audit *a, const char *key, bool is_insert)
 {
-    uint64_t h = audit_hash(key);
+    uint64_t h = audit_hash(a->aor_key, key);
     for (size_t i = h & a->aor_mask;; i = (i + 1) & a->aor_mask) {
         struct audit_aor *e = &a->aors[i];
         if (!e->is_used) {
@@ -210,7 +199,7 @@ static struct audit_aor *audit_aor_get(struct audit *a, const char *key, bool is
 
 static struct audit_contact *audit_contact_get(struct audit *a, const char *key, bool is_insert)
 {
-    uint64_t h = audit_hash(key);
+    uint64_t h = audit_hash(a->contact_key, key);
     for (size_t i = h & a->contact_mask;; i = (i + 1) & a->contact_mask) {
         struct audit_contact *e = &a->contacts[i];
         if (!e->is_used) {
@@ -296,21 +285,14 @@ static bool audit_ip_of(const struct sockaddr *sa, uint8_t *family, uint8_t ip[1
 
 /* ---- per-source line budget ---- */
 
-/* Seeded 64-bit mix of the address (splitmix64 steps): the seed is random per process, so
- * a sender cannot pick addresses that collide; a probe run is bounded in any case. */
+/* Keyed hash of the address: the key is random per process, so a sender cannot pick
+ * addresses that collide; a probe run is bounded in any case. */
 static uint64_t audit_src_hash(const struct audit *a, uint8_t family, const uint8_t ip[16])
 {
-    uint64_t h = a->src_seed ^ family;
-    for (unsigned i = 0; i < 16; i += 8) {
-        uint64_t w;
-        memcpy(&w, ip + i, 8);
-        h ^= w;
-        h += 0x9e3779b97f4a7c15ULL;
-        h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
-        h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
-        h ^= h >> 31;
-    }
-    return h;
+    uint8_t k[17];
+    k[0] = family;
+    memcpy(k + 1, ip, 16);
+    return siphash13(a->src_key[0], a->src_key[1], k, sizeof(k));
 }
 
 static void audit_src_refill(struct audit_src *e, uint64_t now_ms)
@@ -431,34 +413,16 @@ static unsigned audit_judge(struct audit *a, const struct edge_reg_event *ev, ui
     return sig;
 }
 
-/* Appends with snprintf semantics, never past cap - 1. */
-static void audit_put(char *buf, size_t cap, size_t *o, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void audit_put(char *buf, size_t cap, size_t *o, const char *fmt, ...)
-{
-    if (*o >= cap - 1)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + *o, cap - *o, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    *o += (size_t)n < cap - *o ? (size_t)n : cap - *o - 1;
-}
-
 /* ,"name":"escaped value" with the value cut to at most max_out bytes once escaped. */
-static void audit_put_str(char *buf, size_t cap, size_t *o, const char *name, const char *s,
-                          size_t max_out)
+static void audit_put_str(struct strbuf *b, const char *name, const char *s, size_t max_out)
 {
     char esc[1024];
     if (max_out > sizeof(esc))
         max_out = sizeof(esc);
     if (!s)
         s = "";
-    events_json_escape(esc, max_out, s, strlen(s));
-    audit_put(buf, cap, o, ",\"%s\":\"%s\"", name, esc);
+    jsonl_escape(esc, max_out, s, strlen(s));
+    strbuf_fmt(b, ",\"%s\":\"%s\"", name, esc);
 }
 
 static const char *audit_transport_name(uint8_t t)
@@ -474,14 +438,14 @@ static const char *audit_transport_name(uint8_t t)
     return "unknown";
 }
 
-static void audit_put_head(char *buf, size_t cap, size_t *o, uint64_t wall_ms, const char *event)
+static void audit_put_head(struct strbuf *b, uint64_t wall_ms, const char *event)
 {
     time_t secs = (time_t)(wall_ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);
-    audit_put(buf, cap, o, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\",\"event\":\"%s\"",
-              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-              (unsigned)(wall_ms % 1000), event);
+    strbuf_fmt(b, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03uZ\",\"event\":\"%s\"",
+               tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+               (unsigned)(wall_ms % 1000), event);
 }
 
 size_t audit_format_register(struct audit *a, char *buf, size_t cap,
@@ -492,35 +456,35 @@ size_t audit_format_register(struct audit *a, char *buf, size_t cap,
         return 0;
     unsigned sig = audit_judge(a, ev, mono_ms);
     /* Field bounds sum well below AUDIT_LINE_MAX, so the line always closes. */
-    size_t o = 0;
+    struct strbuf b;
+    strbuf_init(&b, buf, cap);
     char src[LOG_ADDR_MAX] = "";
     if (ev->src)
         log_fmt_addr(ev->src, src, sizeof(src));
-    audit_put_head(buf, cap, &o, wall_ms, "register");
-    audit_put_str(buf, cap, &o, "aor", ev->aor, 512);
-    audit_put_str(buf, cap, &o, "source", src, 128);
-    audit_put(buf, cap, &o, ",\"transport\":\"%s\"", audit_transport_name(ev->transport));
-    audit_put_str(buf, cap, &o, "contacts", ev->contacts, 1024);
-    audit_put(buf, cap, &o, ",\"expires\":%u", (unsigned)ev->expires_s);
-    audit_put_str(buf, cap, &o, "user_agent", ev->user_agent, 512);
-    audit_put(buf, cap, &o, ",\"status\":%u,\"from_cache\":%s,\"flow\":\"0x%016llx\"",
-              (unsigned)ev->status, ev->is_from_cache ? "true" : "false",
-              (unsigned long long)ev->flow_ref);
+    audit_put_head(&b, wall_ms, "register");
+    audit_put_str(&b, "aor", ev->aor, 512);
+    audit_put_str(&b, "source", src, 128);
+    strbuf_fmt(&b, ",\"transport\":\"%s\"", audit_transport_name(ev->transport));
+    audit_put_str(&b, "contacts", ev->contacts, 1024);
+    strbuf_fmt(&b, ",\"expires\":%u", (unsigned)ev->expires_s);
+    audit_put_str(&b, "user_agent", ev->user_agent, 512);
+    strbuf_fmt(&b, ",\"status\":%u,\"from_cache\":%s,\"flow\":\"0x%016llx\"", (unsigned)ev->status,
+               ev->is_from_cache ? "true" : "false", (unsigned long long)ev->flow_ref);
     if (sig) {
-        audit_put(buf, cap, &o, ",\"signals\":[");
+        strbuf_str(&b, ",\"signals\":[");
         bool is_first = true;
         for (unsigned i = 0; i < 3; i++) {
             if (!(sig & (1u << i)))
                 continue;
-            audit_put(buf, cap, &o, "%s\"%s\"", is_first ? "" : ",", audit_signal_names[i]);
+            strbuf_fmt(&b, "%s\"%s\"", is_first ? "" : ",", audit_signal_names[i]);
             is_first = false;
         }
-        audit_put(buf, cap, &o, "]");
+        strbuf_str(&b, "]");
     }
-    audit_put(buf, cap, &o, "}\n");
+    strbuf_str(&b, "}\n");
     if (signals)
         *signals = sig;
-    return o;
+    return strbuf_len(&b);
 }
 
 size_t audit_format_flow(char *buf, size_t cap, enum edge_flow_event kind, uint64_t flow_ref,
@@ -529,18 +493,19 @@ size_t audit_format_flow(char *buf, size_t cap, enum edge_flow_event kind, uint6
 {
     if (!buf || cap < 512)
         return 0;
-    size_t o = 0;
+    struct strbuf b;
+    strbuf_init(&b, buf, cap);
     char src[LOG_ADDR_MAX] = "";
     if (remote)
         log_fmt_addr(remote, src, sizeof(src));
-    audit_put_head(buf, cap, &o, wall_ms, kind == EDGE_FLOW_OPENED ? "flow_open" : "flow_close");
-    audit_put(buf, cap, &o, ",\"flow\":\"0x%016llx\",\"transport\":\"%s\"",
-              (unsigned long long)flow_ref, audit_transport_name(transport));
-    audit_put_str(buf, cap, &o, "source", src, 128);
+    audit_put_head(&b, wall_ms, kind == EDGE_FLOW_OPENED ? "flow_open" : "flow_close");
+    strbuf_fmt(&b, ",\"flow\":\"0x%016llx\",\"transport\":\"%s\"", (unsigned long long)flow_ref,
+               audit_transport_name(transport));
+    audit_put_str(&b, "source", src, 128);
     if (reason)
-        audit_put_str(buf, cap, &o, "reason", reason, 128);
-    audit_put(buf, cap, &o, "}\n");
-    return o;
+        audit_put_str(&b, "reason", reason, 128);
+    strbuf_str(&b, "}\n");
+    return strbuf_len(&b);
 }
 
 size_t audit_format_suppressed(char *buf, size_t cap, const struct sockaddr *src, uint64_t n,
@@ -548,16 +513,17 @@ size_t audit_format_suppressed(char *buf, size_t cap, const struct sockaddr *src
 {
     if (!buf || cap < 512)
         return 0;
-    size_t o = 0;
+    struct strbuf b;
+    strbuf_init(&b, buf, cap);
     char addr[LOG_ADDR_MAX] = "";
-    uint8_t family, ip[16];
-    if (src && audit_ip_of(src, &family, ip))
-        inet_ntop(family, ip, addr, sizeof(addr));
-    audit_put_head(buf, cap, &o, wall_ms, "suppressed");
-    audit_put_str(buf, cap, &o, "source", addr, 128);
-    audit_put(buf, cap, &o, ",\"lines\":%llu,\"message\":\"suppressed %llu lines\"}\n",
-              (unsigned long long)n, (unsigned long long)n);
-    return o;
+    unsigned port;
+    if (src)
+        netaddr_ip(src, addr, sizeof(addr), &port);
+    audit_put_head(&b, wall_ms, "suppressed");
+    audit_put_str(&b, "source", addr, 128);
+    strbuf_fmt(&b, ",\"lines\":%llu,\"message\":\"suppressed %llu lines\"}\n",
+               (unsigned long long)n, (unsigned long long)n);
+    return strbuf_len(&b);
 }
 
 static uint64_t audit_mono_ms(void)
@@ -574,15 +540,11 @@ static uint64_t audit_wall_ms(void)
     return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+/* Queues the line for the writer thread; a full queue drops it (counted there). */
 static void audit_write(struct audit *a, const char *line, size_t len)
 {
-    if (a->fd < 0 || len == 0)
-        return;
-    ssize_t n = write(a->fd, line, len);
-    if (n == (ssize_t)len)
-        a->st.lines_written++;
-    else
-        a->st.write_failed++;
+    if (a->w && len > 0)
+        jsonl_put(a->w, line, len);
 }
 
 /* One line within its source's budget; the first line allowed after suppressed ones is

@@ -5,9 +5,9 @@
 #include "sipedge/metrics.h"
 
 #include <errno.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
+
+#include "sipedge/strbuf.h"
 
 static const char *const metrics_reg_names[METRICS_REG_N] = {"ok", "cached", "rejected",
                                                               "failed"};
@@ -31,34 +31,9 @@ void metrics_reg_note(struct metrics_reg *r, uint16_t status, bool is_from_cache
     r->n[metrics_reg_outcome_of(status, is_from_cache)]++;
 }
 
-struct metrics_out {
-    char *buf;
-    size_t cap, len;
-    bool is_full;
-};
-
-static void out_put(struct metrics_out *o, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void out_put(struct metrics_out *o, const char *fmt, ...)
+static void out_family(struct strbuf *o, const char *name, const char *type, const char *help)
 {
-    if (o->is_full)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= o->cap - o->len) {
-        o->is_full = true;
-        return;
-    }
-    o->len += (size_t)n;
-}
-
-static void out_family(struct metrics_out *o, const char *name, const char *type,
-                       const char *help)
-{
-    out_put(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    strbuf_fmt(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
 /* Drop causes: counter name in its struct, label value. */
@@ -102,29 +77,29 @@ int metrics_render(char *buf, size_t cap, const struct metrics_input *in)
 {
     if (!buf || cap == 0 || !in)
         return -EINVAL;
-    struct metrics_out o = {.buf = buf, .cap = cap};
-    buf[0] = '\0';
+    struct strbuf o;
+    strbuf_init(&o, buf, cap);
 
     out_family(&o, "sipedge_register_total", "counter",
                "REGISTER outcomes: ok (registrar 2xx), cached (cache 2xx), rejected (3xx/4xx/6xx, "
                "challenges included), failed (5xx).");
     for (unsigned i = 0; in->reg && i < METRICS_REG_N; i++)
-        out_put(&o, "sipedge_register_total{outcome=\"%s\"} %llu\n", metrics_reg_names[i],
-                (unsigned long long)in->reg->n[i]);
+        strbuf_fmt(&o, "sipedge_register_total{outcome=\"%s\"} %llu\n", metrics_reg_names[i],
+                   (unsigned long long)in->reg->n[i]);
 
     out_family(&o, "sipedge_flows", "gauge", "Live flows per transport.");
-    out_put(&o, "sipedge_flows{transport=\"udp\"} %u\n", (unsigned)in->flows_udp);
-    out_put(&o, "sipedge_flows{transport=\"ws\"} %u\n", (unsigned)in->flows_ws);
-    out_put(&o, "sipedge_flows{transport=\"wss\"} %u\n", (unsigned)in->flows_wss);
+    strbuf_fmt(&o, "sipedge_flows{transport=\"udp\"} %u\n", (unsigned)in->flows_udp);
+    strbuf_fmt(&o, "sipedge_flows{transport=\"ws\"} %u\n", (unsigned)in->flows_ws);
+    strbuf_fmt(&o, "sipedge_flows{transport=\"wss\"} %u\n", (unsigned)in->flows_wss);
 
     out_family(&o, "sipedge_bans_active", "gauge", "Live bans.");
-    out_put(&o, "sipedge_bans_active %u\n", (unsigned)in->bans_active);
+    strbuf_fmt(&o, "sipedge_bans_active %u\n", (unsigned)in->bans_active);
 
     out_family(&o, "sipedge_drops_total", "counter",
                "Messages dropped or refused, by cause (edge and guard).");
 #define METRICS_DROP_LINE(field, label)                                                            \
-    out_put(&o, "sipedge_drops_total{reason=\"%s\"} %llu\n", label,                                \
-            (unsigned long long)src->field);
+    strbuf_fmt(&o, "sipedge_drops_total{reason=\"%s\"} %llu\n", label,                             \
+               (unsigned long long)src->field);
     if (in->edge) {
         const struct edge_stats *src = in->edge;
         METRICS_EDGE_DROPS(METRICS_DROP_LINE)
@@ -141,30 +116,30 @@ int metrics_render(char *buf, size_t cap, const struct metrics_input *in)
         uint64_t cum = 0;
         for (unsigned i = 0; i < EDGE_LATENCY_BUCKETS; i++) {
             cum += in->latency->count[i];
-            out_put(&o, "sipedge_relay_latency_seconds_bucket{le=\"%.9g\"} %llu\n",
-                    edge_latency_bounds_s[i], (unsigned long long)cum);
+            strbuf_fmt(&o, "sipedge_relay_latency_seconds_bucket{le=\"%.9g\"} %llu\n",
+                       edge_latency_bounds_s[i], (unsigned long long)cum);
         }
         cum += in->latency->count[EDGE_LATENCY_BUCKETS];
-        out_put(&o, "sipedge_relay_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
-                (unsigned long long)cum);
-        out_put(&o, "sipedge_relay_latency_seconds_sum %.9g\n", in->latency->sum_s);
-        out_put(&o, "sipedge_relay_latency_seconds_count %llu\n", (unsigned long long)cum);
+        strbuf_fmt(&o, "sipedge_relay_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
+                   (unsigned long long)cum);
+        strbuf_fmt(&o, "sipedge_relay_latency_seconds_sum %.9g\n", in->latency->sum_s);
+        strbuf_fmt(&o, "sipedge_relay_latency_seconds_count %llu\n", (unsigned long long)cum);
     }
 
     out_family(&o, "sipedge_registrar_up", "gauge",
                "1 unless a relayed REGISTER has waited 30 s or more for the registrar.");
-    out_put(&o, "sipedge_registrar_up %d\n", in->is_registrar_up ? 1 : 0);
+    strbuf_fmt(&o, "sipedge_registrar_up %d\n", in->is_registrar_up ? 1 : 0);
 
 #define METRICS_EDGE_LINE(name)                                                                    \
     out_family(&o, "sipedge_edge_" #name "_total", "counter", "Edge counter " #name ".");          \
-    out_put(&o, "sipedge_edge_" #name "_total %llu\n", (unsigned long long)in->edge->name);
+    strbuf_fmt(&o, "sipedge_edge_" #name "_total %llu\n", (unsigned long long)in->edge->name);
     if (in->edge) {
         EDGE_STATS(METRICS_EDGE_LINE)
     }
 #undef METRICS_EDGE_LINE
 #define METRICS_GUARD_LINE(name)                                                                   \
     out_family(&o, "sipedge_guard_" #name "_total", "counter", "Guard counter " #name ".");        \
-    out_put(&o, "sipedge_guard_" #name "_total %llu\n", (unsigned long long)in->guard->name);
+    strbuf_fmt(&o, "sipedge_guard_" #name "_total %llu\n", (unsigned long long)in->guard->name);
     if (in->guard) {
         GUARD_STATS(METRICS_GUARD_LINE)
     }
@@ -173,24 +148,28 @@ int metrics_render(char *buf, size_t cap, const struct metrics_input *in)
     if (in->audit) {
         const struct audit_stats *a = in->audit;
         out_family(&o, "sipedge_audit_lines_total", "counter", "Audit log lines written.");
-        out_put(&o, "sipedge_audit_lines_total %llu\n", (unsigned long long)a->lines_written);
+        strbuf_fmt(&o, "sipedge_audit_lines_total %llu\n", (unsigned long long)a->lines_written);
         out_family(&o, "sipedge_audit_write_failed_total", "counter",
                    "Audit log lines that could not be written.");
-        out_put(&o, "sipedge_audit_write_failed_total %llu\n",
-                (unsigned long long)a->write_failed);
+        strbuf_fmt(&o, "sipedge_audit_write_failed_total %llu\n",
+                   (unsigned long long)a->write_failed);
+        out_family(&o, "sipedge_audit_lines_dropped_total", "counter",
+                   "Audit log lines dropped because the writer's queue was full.");
+        strbuf_fmt(&o, "sipedge_audit_lines_dropped_total %llu\n",
+                   (unsigned long long)a->lines_dropped);
         out_family(&o, "sipedge_audit_signals_total", "counter",
                    "Security signals flagged in audit lines.");
         for (unsigned i = 0; i < 3; i++)
-            out_put(&o, "sipedge_audit_signals_total{signal=\"%s\"} %llu\n",
-                    audit_signal_name(1u << i), (unsigned long long)a->signals[i]);
+            strbuf_fmt(&o, "sipedge_audit_signals_total{signal=\"%s\"} %llu\n",
+                       audit_signal_name(1u << i), (unsigned long long)a->signals[i]);
         out_family(&o, "sipedge_audit_untracked_total", "counter",
                    "Keys not tracked for signals because a table was full.");
-        out_put(&o, "sipedge_audit_untracked_total{table=\"aor\"} %llu\n",
-                (unsigned long long)a->aors_full);
-        out_put(&o, "sipedge_audit_untracked_total{table=\"contact\"} %llu\n",
-                (unsigned long long)a->contacts_full);
+        strbuf_fmt(&o, "sipedge_audit_untracked_total{table=\"aor\"} %llu\n",
+                   (unsigned long long)a->aors_full);
+        strbuf_fmt(&o, "sipedge_audit_untracked_total{table=\"contact\"} %llu\n",
+                   (unsigned long long)a->contacts_full);
     }
-    if (o.is_full)
+    if (strbuf_overflowed(&o))
         return -ENOSPC;
-    return (int)o.len;
+    return (int)strbuf_len(&o);
 }

@@ -29,6 +29,7 @@
 
 #include "registrar/registrar_internal.h"
 #include "sipedge/sip_hdr.h"
+#include "sipedge/siphash.h"
 
 #define DIGEST_NIL UINT32_MAX
 #define DIGEST_NONCE_MAC 16
@@ -47,7 +48,7 @@ struct digest_user {
  * nonce; the user and cnonce keep them apart. A replay repeats all three (the response
  * covers them) and is caught. */
 struct digest_nc {
-    uint64_t key;        /* FNV-1a of the nonce's MAC, user and cnonce; 0 = empty slot */
+    uint64_t key;        /* keyed hash of the nonce's MAC, user and cnonce; 0 = empty slot */
     uint64_t req;        /* the request that used nc (digest_nc_note's req_hash) */
     uint32_t expires_s;  /* when the nonce expires (s since the digest's epoch) */
     uint32_t nc;
@@ -59,6 +60,7 @@ struct digest_nc {
 struct digest {
     char realm[128];
     uint8_t key[32];
+    uint64_t hk0, hk1; /* SipHash key of the user index and the nonce-count table */
     struct digest_user *users;
     uint32_t n_users;
     uint32_t cap_users;
@@ -69,14 +71,20 @@ struct digest {
     uint64_t nc_full;      /* uses refused: no free slot within DIGEST_NC_PROBE */
 };
 
-static uint32_t name_hash(const char *p, size_t len)
+/* User names and cnonces come from the network: both tables hash with the digest's own
+ * random SipHash key, so nobody outside can aim names at one chain or forge a collision
+ * with another client's nonce-count entry. */
+static uint32_t name_hash(const struct digest *d, const char *p, size_t len)
 {
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 16777619u;
-    }
-    return h;
+    return (uint32_t)siphash13(d->hk0, d->hk1, p, len);
+}
+
+/* A field with its length first, so that "ab"+"c" and "a"+"bc" differ. */
+static void hash_field(struct siphash *s, struct slice f)
+{
+    uint64_t len = f.len;
+    siphash_add(s, &len, sizeof(len));
+    siphash_add(s, f.p, f.len);
 }
 
 static void hex_encode(const uint8_t *in, size_t n, char *out)
@@ -106,7 +114,7 @@ static const struct digest_user *user_lookup(const struct digest *d, struct slic
 {
     if (!d->buckets)
         return NULL;
-    for (uint32_t i = d->buckets[name_hash(name.p, name.len) & d->bucket_mask]; i != DIGEST_NIL;
+    for (uint32_t i = d->buckets[name_hash(d, name.p, name.len) & d->bucket_mask]; i != DIGEST_NIL;
          i = d->users[i].hnext) {
         const struct digest_user *u = &d->users[i];
         if (strlen(u->name) == name.len && memcmp(u->name, name.p, name.len) == 0)
@@ -130,7 +138,7 @@ static int index_build(struct digest *d)
     d->bucket_mask = n_buckets - 1;
     for (uint32_t i = 0; i < d->n_users; i++) {
         struct digest_user *u = &d->users[i];
-        uint32_t *head = &d->buckets[name_hash(u->name, strlen(u->name)) & d->bucket_mask];
+        uint32_t *head = &d->buckets[name_hash(d, u->name, strlen(u->name)) & d->bucket_mask];
         u->hnext = *head;
         *head = i;
     }
@@ -164,7 +172,7 @@ static int user_add(struct digest *d, const char *name, size_t name_len, const c
     d->n_users++;
     if (!d->buckets || d->n_users * 2 > d->bucket_mask + 1)
         return index_build(d);
-    uint32_t *head = &d->buckets[name_hash(u->name, name_len) & d->bucket_mask];
+    uint32_t *head = &d->buckets[name_hash(d, u->name, name_len) & d->bucket_mask];
     u->hnext = *head;
     *head = d->n_users - 1;
     return 0;
@@ -225,7 +233,13 @@ int digest_new_string(struct digest **out, const char *name, const char *text, s
         return -ENOMEM;
     snprintf(d->realm, sizeof(d->realm), "%s", realm);
     d->nc_slots = DIGEST_NC_SLOTS;
-    int rc = RAND_bytes(d->key, sizeof(d->key)) == 1 ? 0 : -EIO;
+    uint64_t hk[2] = {0, 0};
+    int rc = RAND_bytes(d->key, sizeof(d->key)) == 1 &&
+                     RAND_bytes((unsigned char *)hk, sizeof(hk)) == 1
+                 ? 0
+                 : -EIO;
+    d->hk0 = hk[0];
+    d->hk1 = hk[1];
     if (rc != 0)
         snprintf(err, errcap, "%s: no randomness for the nonce key", name);
     if (rc == 0)
@@ -396,8 +410,12 @@ int digest_nc_note(struct digest *d, const struct digest_creds *c, uint64_t req_
             return -ENOSPC;
         }
     }
-    uint64_t key = fnv1a64(FNV1A64_INIT, slice_make((const char *)raw + 8, DIGEST_NONCE_MAC));
-    key = fnv1a64(fnv1a64(key, c->username), c->cnonce);
+    struct siphash hs;
+    siphash_init(&hs, d->hk0, d->hk1);
+    siphash_add(&hs, raw + 8, DIGEST_NONCE_MAC);
+    hash_field(&hs, c->username);
+    hash_field(&hs, c->cnonce);
+    uint64_t key = siphash_final(&hs);
     if (key == 0)
         key = 1; /* 0 marks an empty slot */
     uint64_t ttl_ms = (uint64_t)(ttl_s ? ttl_s : DIGEST_DEFAULT_TTL_S) * 1000;

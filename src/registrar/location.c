@@ -2,13 +2,16 @@
  * location: bounded AOR -> bindings table over a preallocated slot pool.
  *
  * Slots are chained per hash bucket (all bindings of one AOR share a bucket), free slots
- * form a LIFO list. Nothing allocates after location_new.
+ * form a LIFO list. Nothing allocates after location_new. AORs come from the network, so
+ * buckets are chosen by SipHash-1-3 with a random key per table: nobody outside can aim
+ * many AORs at one chain.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "registrar/registrar_internal.h"
+#include "sipedge/siphash.h"
 
 #define LOCATION_NIL UINT32_MAX
 
@@ -22,6 +25,7 @@ struct location {
     uint32_t max_per_aor;
     uint32_t *changed; /* slots changed since location_changes_clear; NULL: untracked */
     uint32_t n_changed;
+    uint64_t k0, k1; /* bucket hash key */
 };
 
 static void mark_changed(struct location *l, struct location_binding *b)
@@ -32,14 +36,9 @@ static void mark_changed(struct location *l, struct location_binding *b)
     l->changed[l->n_changed++] = b->slot;
 }
 
-static uint32_t aor_hash(const char *aor)
+static uint32_t aor_bucket(const struct location *l, const char *aor)
 {
-    uint32_t h = 2166136261u; /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *)aor; *p; p++) {
-        h ^= *p;
-        h *= 16777619u;
-    }
-    return h;
+    return (uint32_t)siphash13(l->k0, l->k1, aor, strlen(aor)) & l->bucket_mask;
 }
 
 int location_new(struct location **out, uint32_t max_bindings, uint32_t max_per_aor)
@@ -49,6 +48,7 @@ int location_new(struct location **out, uint32_t max_bindings, uint32_t max_per_
     struct location *l = calloc(1, sizeof(*l));
     if (!l)
         return -ENOMEM;
+    siphash_key_random(&l->k0, &l->k1, (uint64_t)(uintptr_t)l ^ max_bindings);
     uint32_t n_buckets = 16;
     while (n_buckets < max_bindings)
         n_buckets <<= 1;
@@ -86,7 +86,7 @@ void location_free(struct location *l)
 size_t location_find(struct location *l, const char *aor, struct location_binding **out, size_t cap)
 {
     size_t n = 0;
-    for (uint32_t i = l->buckets[aor_hash(aor) & l->bucket_mask]; i != LOCATION_NIL;
+    for (uint32_t i = l->buckets[aor_bucket(l, aor)]; i != LOCATION_NIL;
          i = l->slots[i].hnext) {
         struct location_binding *b = &l->slots[i];
         if (strcmp(b->aor, aor) != 0)
@@ -117,7 +117,7 @@ int location_add(struct location *l, const char *aor, struct location_binding **
     b->q = LOCATION_Q_NONE;
     memcpy(b->aor, aor, aor_len + 1);
     b->is_used = true;
-    uint32_t *head = &l->buckets[aor_hash(aor) & l->bucket_mask];
+    uint32_t *head = &l->buckets[aor_bucket(l, aor)];
     b->hnext = *head;
     *head = i;
     l->n_used++;
@@ -130,7 +130,7 @@ void location_remove(struct location *l, struct location_binding *b)
 {
     if (!b || !b->is_used)
         return;
-    uint32_t *link = &l->buckets[aor_hash(b->aor) & l->bucket_mask];
+    uint32_t *link = &l->buckets[aor_bucket(l, b->aor)];
     while (*link != LOCATION_NIL && *link != b->slot)
         link = &l->slots[*link].hnext;
     if (*link == b->slot)

@@ -3,7 +3,6 @@
  */
 #include "registrar/reg_store.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <netinet/in.h>
@@ -12,6 +11,8 @@
 #include <string.h>
 
 #include <sqlite3.h>
+
+#include "sipedge/netaddr.h"
 
 /* "SIPR" in PRAGMA application_id: tells our file from any other SQLite database. */
 #define REG_STORE_APP_ID 0x53495052
@@ -226,34 +227,22 @@ static int run(sqlite3_stmt *st)
 
 static void addr_text(const struct location_binding *b, char *ip, size_t cap, int *port)
 {
-    ip[0] = '\0';
-    *port = 0;
     const struct sockaddr *sa = (const struct sockaddr *)&b->received;
-    if (sa->sa_family == AF_INET && b->received_len >= sizeof(struct sockaddr_in)) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, ip, (socklen_t)cap);
-        *port = ntohs(in->sin_port);
-    } else if (sa->sa_family == AF_INET6 && b->received_len >= sizeof(struct sockaddr_in6)) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip, (socklen_t)cap);
-        *port = ntohs(in6->sin6_port);
-    }
+    unsigned p = 0;
+    ip[0] = '\0';
+    if (b->received_len >= netaddr_len(sa) && netaddr_ip(sa, ip, cap, &p))
+        *port = (int)p;
+    else
+        *port = 0;
 }
 
 static void addr_parse(struct location_binding *b, const char *ip, int port)
 {
-    memset(&b->received, 0, sizeof(b->received));
-    b->received_len = 0;
-    struct sockaddr_in *in = (struct sockaddr_in *)&b->received;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&b->received;
-    if (inet_pton(AF_INET, ip, &in->sin_addr) == 1) {
-        in->sin_family = AF_INET;
-        in->sin_port = htons((uint16_t)port);
-        b->received_len = sizeof(*in);
-    } else if (inet_pton(AF_INET6, ip, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-        in6->sin6_port = htons((uint16_t)port);
-        b->received_len = sizeof(*in6);
+    if (netaddr_from_host(slice_make(ip, strlen(ip)), (uint16_t)port, 0, &b->received) == 0) {
+        b->received_len = netaddr_len((const struct sockaddr *)&b->received);
+    } else {
+        memset(&b->received, 0, sizeof(b->received));
+        b->received_len = 0;
     }
 }
 

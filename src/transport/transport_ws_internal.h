@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#include "guard/guard_internal.h" /* struct ratelim */
+#include "sipedge/ratelim.h" /* struct ratelim */
 #include "sipedge/transport_ws.h"
 
 /* Every refusal and close reason has a counter; conns_open is a gauge. */

@@ -81,6 +81,8 @@ ATK=$!
 for _ in $(seq 1 100); do in_set ban4p '198.18.2.2 . 5090' && break; sleep 0.05; done
 t_set=$(date +%s.%N)
 in_set ban4p '198.18.2.2 . 5090' || fail "attacker (198.18.2.2 . 5090) not in ban4p"
+# The event log is written by its own thread: give the line a moment to arrive.
+wait_for_line "$EVENTS" '"event":"ban","source":"198\.18\.2\.2"' 1 "$SIPEDGE_PID" || true
 ban_line=$(grep '"event":"ban"' "$EVENTS" | grep '198.18.2.2' | head -1)
 [ -n "$ban_line" ] || fail "no ban event for the attacker"
 log "ban event: $ban_line"

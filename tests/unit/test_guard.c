@@ -17,6 +17,7 @@
 #include "sipedge/admin.h"
 #include "sipedge/config.h"
 #include "sipedge/guard.h"
+#include "sipedge/jsonl.h"
 
 static struct config cfg;
 static struct policy pol;
@@ -104,6 +105,7 @@ static struct guard *mk(void **state)
 
 static int count_events(const char *needle)
 {
+    jsonl_flush_all(); /* the event log is written by its own thread */
     FILE *f = fopen(evpath, "r");
     if (f == NULL)
         return 0;

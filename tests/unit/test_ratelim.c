@@ -6,7 +6,7 @@
 
 #include <cmocka.h>
 
-#include "guard/guard_internal.h"
+#include "sipedge/ratelim.h"
 
 static void test_ratelim_starts_full_and_allows_burst(void **state)
 {

@@ -1,19 +1,22 @@
 /*
- * addr_table: bounded hash table with a stable entry pool and a linear-probing index.
+ * keytab: bounded hash table with a stable entry pool and a linear-probing index, keyed
+ * with SipHash-1-3 so that the tables whose keys remote peers choose cannot be flooded
+ * into one probe run (the guard's sources and AORs, the ban engine's addresses).
  *
  * The index has at least twice as many slots as the pool, so probes stay short. Removal
  * shifts later members of the probe run back (Knuth's algorithm R) instead of leaving
  * tombstones, so a long-running table never degrades.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "guard/guard_internal.h"
+#include "sipedge/keytab.h"
 #include "sipedge/siphash.h"
 
 /* SipHash-1-3 with the table's key. */
-uint64_t addr_table_hash(const struct addr_table *t, const void *data, size_t len)
+uint64_t keytab_hash(const struct keytab *t, const void *data, size_t len)
 {
     return siphash13(t->k0, t->k1, data, len);
 }
@@ -26,17 +29,17 @@ static uint32_t slots_for(uint32_t cap)
     return n;
 }
 
-static void *entry_at(const struct addr_table *t, uint32_t i)
+static void *entry_at(const struct keytab *t, uint32_t i)
 {
     return t->pool + (size_t)i * t->entry_size;
 }
 
-static uint32_t home_of(const struct addr_table *t, uint32_t idx)
+static uint32_t home_of(const struct keytab *t, uint32_t idx)
 {
-    return (uint32_t)addr_table_hash(t, entry_at(t, idx), t->key_size) & t->mask;
+    return (uint32_t)keytab_hash(t, entry_at(t, idx), t->key_size) & t->mask;
 }
 
-static void index_put(struct addr_table *t, uint32_t idx)
+static void index_put(struct keytab *t, uint32_t idx)
 {
     uint32_t s = home_of(t, idx);
     while (t->slots[s] != 0)
@@ -45,7 +48,7 @@ static void index_put(struct addr_table *t, uint32_t idx)
 }
 
 /* Grows the pool and index to hold n_alloc entries; on failure nothing changes. */
-static int grow(struct addr_table *t, uint32_t n_alloc)
+static int grow(struct keytab *t, uint32_t n_alloc)
 {
     uint32_t n_slots = slots_for(n_alloc);
     unsigned char *pool = realloc(t->pool, (size_t)n_alloc * t->entry_size);
@@ -80,8 +83,7 @@ static int grow(struct addr_table *t, uint32_t n_alloc)
     return 0;
 }
 
-int addr_table_init(struct addr_table *t, size_t key_size, size_t entry_size, uint32_t cap,
-                    uint64_t seed)
+int keytab_init(struct keytab *t, size_t key_size, size_t entry_size, uint32_t cap, uint64_t seed)
 {
     if (key_size == 0 || entry_size < key_size || cap == 0 || cap > (1u << 29))
         return -EINVAL;
@@ -92,14 +94,14 @@ int addr_table_init(struct addr_table *t, size_t key_size, size_t entry_size, ui
     t->k1 = (seed * 0xbf58476d1ce4e5b9ULL) ^ 0x94d049bb133111ebULL;
     int rc = grow(t, cap);
     if (rc != 0) {
-        addr_table_deinit(t);
+        keytab_deinit(t);
         return rc;
     }
     t->cap = cap;
     return 0;
 }
 
-void addr_table_deinit(struct addr_table *t)
+void keytab_deinit(struct keytab *t)
 {
     free(t->slots);
     free(t->free_idx);
@@ -108,7 +110,7 @@ void addr_table_deinit(struct addr_table *t)
     memset(t, 0, sizeof(*t));
 }
 
-int addr_table_set_cap(struct addr_table *t, uint32_t cap)
+int keytab_set_cap(struct keytab *t, uint32_t cap)
 {
     if (cap == 0 || cap > (1u << 29))
         return -EINVAL;
@@ -121,9 +123,9 @@ int addr_table_set_cap(struct addr_table *t, uint32_t cap)
     return 0;
 }
 
-void *addr_table_find(const struct addr_table *t, const void *key)
+void *keytab_find(const struct keytab *t, const void *key)
 {
-    uint32_t s = (uint32_t)addr_table_hash(t, key, t->key_size) & t->mask;
+    uint32_t s = (uint32_t)keytab_hash(t, key, t->key_size) & t->mask;
     while (t->slots[s] != 0) {
         void *e = entry_at(t, t->slots[s] - 1);
         if (memcmp(e, key, t->key_size) == 0)
@@ -133,7 +135,7 @@ void *addr_table_find(const struct addr_table *t, const void *key)
     return NULL;
 }
 
-void *addr_table_insert(struct addr_table *t, const void *key)
+void *keytab_insert(struct keytab *t, const void *key)
 {
     if (t->n >= t->cap || t->n_free == 0)
         return NULL;
@@ -147,7 +149,7 @@ void *addr_table_insert(struct addr_table *t, const void *key)
     return e;
 }
 
-void addr_table_remove(struct addr_table *t, void *entry)
+void keytab_remove(struct keytab *t, void *entry)
 {
     uint32_t idx = (uint32_t)(((unsigned char *)entry - t->pool) / t->entry_size);
     uint32_t s = home_of(t, idx);
@@ -170,7 +172,7 @@ void addr_table_remove(struct addr_table *t, void *entry)
     t->n--;
 }
 
-void *addr_table_at(const struct addr_table *t, uint32_t i)
+void *keytab_at(const struct keytab *t, uint32_t i)
 {
     if (i >= t->n_alloc || !t->used[i])
         return NULL;

@@ -1,8 +1,9 @@
 /*
  * ratelim: token bucket in thousandths of a token, so refill is an exact integer product
- * of elapsed milliseconds and the per-second rate.
+ * of elapsed milliseconds and the per-second rate. In base because nothing in it is the
+ * guard's: any module that budgets events per key can keep one in its entries.
  */
-#include "guard/guard_internal.h"
+#include "sipedge/ratelim.h"
 
 void ratelim_init(struct ratelim *rl, uint32_t burst, uint64_t now_ms)
 {
