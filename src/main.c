@@ -6,12 +6,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 
 #include <openssl/rand.h>
 
 #include "sipedge/config.h"
 #include "sipedge/log.h"
+#include "sipedge/wallclock.h"
 #include "sipedge/statefile.h"
 #include "sipedge/worker.h"
 
@@ -248,8 +250,17 @@ static int state_flow_key(struct config *cfg)
     return 0;
 }
 
+/* The wall clock every layer stamps with (wallclock.h): CLOCK_REALTIME, in ms. */
+static uint64_t realtime_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 int main(int argc, char **argv)
 {
+    wallclock_set(realtime_ms);
     static struct config cfg;
     static struct overrides o;
     static struct policy pol;

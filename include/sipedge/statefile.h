@@ -62,14 +62,10 @@ void statefile_get_str(struct statefile_rd *r, char *out, size_t cap);
 /* True when everything was read and no error occurred. */
 bool statefile_rd_done(const struct statefile_rd *r);
 
-/* Wall-clock milliseconds since the epoch: what state files store times against (and what
- * moved-aside files are named by), so the next run's monotonic clock does not matter and the
- * time spent down counts. It calls the clock installed with statefile_set_wall_clock (NULL
- * puts back the default, statefile_realtime_ms: CLOCK_REALTIME). */
+/* Wall-clock milliseconds since the epoch (wallclock.h): what state files store times
+ * against (and what moved-aside files are named by), so the next run's monotonic clock
+ * does not matter and the time spent down counts. */
 uint64_t statefile_wall_ms(void);
-void statefile_set_wall_clock(uint64_t (*wall_ms)(void));
-/* CLOCK_REALTIME in ms (src/base/statefile_clock.c, the one clock read in base). */
-uint64_t statefile_realtime_ms(void);
 
 /* dir/name into out; -ENAMETOOLONG when it does not fit. */
 int statefile_path(char *out, size_t cap, const char *dir, const char *name);

@@ -2,6 +2,7 @@
  * log: one write(2) per line so lines from different threads never interleave.
  */
 #include "sipedge/log.h"
+#include "sipedge/wallclock.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -35,13 +36,13 @@ int log_level_parse(const char *name, enum log_level *out)
 static void log_vwrite(enum log_level level, const char *fmt, va_list ap)
 {
     char line[4096]; /* the stats lines are long */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ms = wallclock_ms(); /* the clock main installs; 0 (1970) without one */
+    time_t secs = (time_t)(ms / 1000);
     struct tm tm;
-    gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s ",
+    gmtime_r(&secs, &tm);
+    int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ %-5s ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, level_names[level]);
+                     tm.tm_sec, (unsigned)(ms % 1000), level_names[level]);
     int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
     size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
     if (len > sizeof(line) - 2)

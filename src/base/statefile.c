@@ -1,4 +1,6 @@
+#define _GNU_SOURCE /* renameat2 */
 #include "sipedge/statefile.h"
+#include "sipedge/wallclock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -181,18 +183,7 @@ bool statefile_rd_done(const struct statefile_rd *r)
 
 /* ---- files ------------------------------------------------------------------------------ */
 
-/* The clock itself is read in statefile_clock.c only; tests install fakes here. */
-static uint64_t (*wall_clock)(void) = statefile_realtime_ms;
-
-void statefile_set_wall_clock(uint64_t (*wall_ms)(void))
-{
-    wall_clock = wall_ms != NULL ? wall_ms : statefile_realtime_ms;
-}
-
-uint64_t statefile_wall_ms(void)
-{
-    return wall_clock();
-}
+uint64_t statefile_wall_ms(void) { return wallclock_ms(); }
 
 int statefile_path(char *out, size_t cap, const char *dir, const char *name)
 {
@@ -440,11 +431,18 @@ int statefile_read_chunks(const char *path, int (*cb)(void *ctx, const uint8_t *
 int statefile_move_aside(const char *path, char *moved, size_t cap)
 {
     char to[4096];
-    if (snprintf(to, sizeof(to), "%s.bad-%llu", path,
-                 (unsigned long long)(statefile_wall_ms() / 1000)) >= (int)sizeof(to))
-        return -ENAMETOOLONG;
-    if (rename(path, to) < 0)
-        return -errno;
+    unsigned long long t = (unsigned long long)(statefile_wall_ms() / 1000);
+    /* Never over an earlier refused file: a second one in the same second gets .N. */
+    for (unsigned n = 0;; n++) {
+        int len = n ? snprintf(to, sizeof(to), "%s.bad-%llu.%u", path, t, n)
+                    : snprintf(to, sizeof(to), "%s.bad-%llu", path, t);
+        if (len < 0 || len >= (int)sizeof(to))
+            return -ENAMETOOLONG;
+        if (renameat2(AT_FDCWD, path, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+            break;
+        if (errno != EEXIST || n == 999)
+            return -errno;
+    }
     if (moved)
         snprintf(moved, cap, "%s", to);
     return 0;

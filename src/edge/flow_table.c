@@ -1,5 +1,6 @@
 #include "sipedge/flow_table.h"
 #include "sipedge/netaddr.h"
+#include "sipedge/siphash.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -15,30 +16,30 @@ struct flow_table {
     uint32_t sweep_pos;
     uint8_t worker;
     uint32_t epoch;
+    uint64_t k0, k1; /* key of addr_hash */
 };
 
-static uint32_t addr_hash(uint8_t transport, uint8_t sock, const struct sockaddr *sa)
+/* The chain of a flow's key: SipHash under the table's random key, because the client
+ * picks its address and port and must not be able to pick its chain too. */
+static uint32_t addr_hash(const struct flow_table *t, uint8_t transport, uint8_t sock,
+                          const struct sockaddr *sa)
 {
-    /* FNV-1a over the fields that make a flow; not exposed to peers as an id. */
-    uint32_t h = 2166136261u;
-    const uint8_t *p;
-    size_t n;
+    uint8_t key[2 + 2 + 16];
+    size_t n = 4;
+    key[0] = transport;
+    key[1] = sock;
     if (sa->sa_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        h = (h ^ (uint32_t)in->sin_port) * 16777619u;
-        p = (const uint8_t *)&in->sin_addr;
-        n = 4;
+        memcpy(key + 2, &in->sin_port, 2);
+        memcpy(key + 4, &in->sin_addr, 4);
+        n += 4;
     } else {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        h = (h ^ (uint32_t)in6->sin6_port) * 16777619u;
-        p = (const uint8_t *)&in6->sin6_addr;
-        n = 16;
+        memcpy(key + 2, &in6->sin6_port, 2);
+        memcpy(key + 4, &in6->sin6_addr, 16);
+        n += 16;
     }
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 16777619u;
-    h = (h ^ transport) * 16777619u;
-    h = (h ^ sock) * 16777619u;
-    return h;
+    return (uint32_t)siphash13(t->k0, t->k1, key, n);
 }
 
 int flow_table_new(struct flow_table **out, uint32_t cap, uint8_t worker)
@@ -54,6 +55,7 @@ int flow_table_new(struct flow_table **out, uint32_t cap, uint8_t worker)
     /* calloc'd memory stays untouched (and unbacked) until a slot is used. */
     t->slots = calloc(cap, sizeof(*t->slots));
     t->buckets = calloc(nb, sizeof(*t->buckets));
+    siphash_key_random(&t->k0, &t->k1, (uint64_t)(uintptr_t)t);
     if (!t->slots || !t->buckets) {
         flow_table_free(t);
         return -ENOMEM;
@@ -94,7 +96,7 @@ static struct flow *take_slot(struct flow_table *t, uint32_t *slot_out)
 struct flow *flow_table_find(struct flow_table *t, uint8_t transport, uint8_t sock,
                              const struct sockaddr *remote)
 {
-    uint32_t i = t->buckets[addr_hash(transport, sock, remote) & t->mask];
+    uint32_t i = t->buckets[addr_hash(t, transport, sock, remote) & t->mask];
     while (i) {
         struct flow *f = &t->slots[i - 1];
         if (f->transport == transport && f->sock == sock && netaddr_eq(&f->remote.sa, remote))
@@ -136,7 +138,7 @@ int flow_table_add(struct flow_table *t, struct flow_token_keys *keys, uint8_t t
         return n;
     }
     f->token_len = (uint8_t)n;
-    uint32_t b = addr_hash(transport, sock, remote) & t->mask;
+    uint32_t b = addr_hash(t, transport, sock, remote) & t->mask;
     f->hnext = t->buckets[b];
     t->buckets[b] = slot + 1;
     t->n_live++;
@@ -182,7 +184,7 @@ void flow_table_release(struct flow_table *t, struct flow *f)
     if (f->state == FLOW_FREE)
         return;
     uint32_t slot = flow_table_slot(t, f);
-    uint32_t *pp = &t->buckets[addr_hash(f->transport, f->sock, &f->remote.sa) & t->mask];
+    uint32_t *pp = &t->buckets[addr_hash(t, f->transport, f->sock, &f->remote.sa) & t->mask];
     while (*pp && *pp != slot + 1)
         pp = &t->slots[*pp - 1].hnext;
     if (*pp)

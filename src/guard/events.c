@@ -11,6 +11,7 @@
 #include "sipedge/events.h"
 #include "sipedge/jsonl.h"
 #include "sipedge/strbuf.h"
+#include "sipedge/wallclock.h"
 
 struct events {
     struct jsonl *w;
@@ -107,12 +108,7 @@ size_t events_format(char *buf, size_t cap, const struct events_rec *r)
     /* Reserve the closing brace and newline up front so the line always closes. */
     struct strbuf b;
     strbuf_init(&b, buf, cap - 2);
-    uint64_t ms = r->wall_ms;
-    if (ms == 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-    }
+    uint64_t ms = r->wall_ms ? r->wall_ms : wallclock_ms();
     time_t secs = (time_t)(ms / 1000);
     struct tm tm;
     gmtime_r(&secs, &tm);

@@ -45,6 +45,8 @@
 #include "guard/ban_backend.h"
 #include "nft/ban_nft.h"
 #include "sipedge/log.h"
+#include "sipedge/strbuf.h"
+#include "sipedge/strbuf.h"
 
 #define NFT_TABLE "sipedge"
 #define NFT_QUEUE_MAX 4096
@@ -91,27 +93,12 @@ static uint64_t mono_ns(void)
 
 /* ---- setup script (libnftables) ---------------------------------------------------------- */
 
-static int put(char *buf, size_t cap, size_t *o, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int put(char *buf, size_t cap, size_t *o, const char *fmt, ...)
+static void put_ports(struct strbuf *b, const uint16_t *ports, unsigned n)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf + *o, cap - *o, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= cap - *o)
-        return -ENOSPC;
-    *o += (size_t)n;
-    return 0;
-}
-
-static int put_ports(char *buf, size_t cap, size_t *o, const uint16_t *ports, unsigned n)
-{
-    int rc = put(buf, cap, o, "{ ");
-    for (unsigned i = 0; rc == 0 && i < n; i++)
-        rc = put(buf, cap, o, "%s%u", i ? ", " : "", ports[i]);
-    return rc == 0 ? put(buf, cap, o, " }") : rc;
+    strbuf_str(b, "{ ");
+    for (unsigned i = 0; i < n; i++)
+        strbuf_fmt(b, "%s%u", i ? ", " : "", ports[i]);
+    strbuf_str(b, " }");
 }
 
 /* " & ffff:ffff:ffff:ffff::" for a /64, or "" when whole addresses are banned. */
@@ -132,59 +119,52 @@ static void v6_mask_expr(uint8_t prefix, char *buf, size_t cap)
 
 int ban_nft_script(const struct ban_nft_opts *opt, char *buf, size_t cap)
 {
-    size_t o = 0;
+    if (cap == 0)
+        return -ENOSPC;
+    struct strbuf sb;
+    strbuf_init(&sb, buf, cap);
     char mask6[8 + INET6_ADDRSTRLEN];
     v6_mask_expr(opt->ipv6_prefix, mask6, sizeof(mask6));
-    int rc = put(buf, cap, &o,
-                 "table inet " NFT_TABLE " {\n"
-                 "  set ban4 { type ipv4_addr; flags timeout; }\n"
-                 "  set ban6 { type ipv6_addr; flags timeout; }\n"
-                 "  set ban4p { type ipv4_addr . inet_service; flags timeout; }\n"
-                 "  set ban6p { type ipv6_addr . inet_service; flags timeout; }\n"
-                 "  chain input { type filter hook input priority -10; policy accept; }\n"
-                 "}\n"
-                 "flush chain inet " NFT_TABLE " input\n");
+    strbuf_str(&sb, "table inet " NFT_TABLE " {\n"
+                    "  set ban4 { type ipv4_addr; flags timeout; }\n"
+                    "  set ban6 { type ipv6_addr; flags timeout; }\n"
+                    "  set ban4p { type ipv4_addr . inet_service; flags timeout; }\n"
+                    "  set ban6p { type ipv6_addr . inet_service; flags timeout; }\n"
+                    "  chain input { type filter hook input priority -10; policy accept; }\n"
+                    "}\n"
+                    "flush chain inet " NFT_TABLE " input\n");
     bool all = opt->drop_all || (opt->n_udp_ports == 0 && opt->n_tcp_ports == 0);
     static const char *const fam[2][2] = {{"ip", "4"}, {"ip6", "6"}};
-    for (int f = 0; rc == 0 && f < 2; f++) {
+    for (int f = 0; f < 2; f++) {
         const char *ip = fam[f][0], *v = fam[f][1], *mask = f == 1 ? mask6 : "";
         if (all) {
-            rc = put(buf, cap, &o,
-                     "add rule inet " NFT_TABLE " input %s saddr%s @ban%s counter drop\n", ip,
-                     mask, v);
-            for (int t = 0; rc == 0 && t < 2; t++) {
-                const char *l4 = t == 0 ? "udp" : "tcp";
-                rc = put(buf, cap, &o,
-                         "add rule inet " NFT_TABLE
-                         " input %s saddr . %s sport @ban%sp counter drop\n",
-                         ip, l4, v);
-            }
+            strbuf_fmt(&sb, "add rule inet " NFT_TABLE " input %s saddr%s @ban%s counter drop\n",
+                       ip, mask, v);
+            for (int t = 0; t < 2; t++)
+                strbuf_fmt(&sb,
+                           "add rule inet " NFT_TABLE
+                           " input %s saddr . %s sport @ban%sp counter drop\n",
+                           ip, t == 0 ? "udp" : "tcp", v);
             continue;
         }
-        for (int t = 0; rc == 0 && t < 2; t++) {
+        for (int t = 0; t < 2; t++) {
             const char *l4 = t == 0 ? "udp" : "tcp";
             const uint16_t *ports = t == 0 ? opt->udp_ports : opt->tcp_ports;
             unsigned n = t == 0 ? opt->n_udp_ports : opt->n_tcp_ports;
             if (n == 0)
                 continue;
-            rc = put(buf, cap, &o,
-                     "add rule inet " NFT_TABLE " input %s saddr%s @ban%s %s dport ", ip, mask, v,
-                     l4);
-            if (rc == 0)
-                rc = put_ports(buf, cap, &o, ports, n);
-            if (rc == 0)
-                rc = put(buf, cap, &o, " counter drop\n");
-            if (rc == 0)
-                rc = put(buf, cap, &o,
-                         "add rule inet " NFT_TABLE " input %s saddr . %s sport @ban%sp %s dport ",
-                         ip, l4, v, l4);
-            if (rc == 0)
-                rc = put_ports(buf, cap, &o, ports, n);
-            if (rc == 0)
-                rc = put(buf, cap, &o, " counter drop\n");
+            strbuf_fmt(&sb, "add rule inet " NFT_TABLE " input %s saddr%s @ban%s %s dport ", ip,
+                       mask, v, l4);
+            put_ports(&sb, ports, n);
+            strbuf_str(&sb, " counter drop\n");
+            strbuf_fmt(&sb,
+                       "add rule inet " NFT_TABLE " input %s saddr . %s sport @ban%sp %s dport ",
+                       ip, l4, v, l4);
+            put_ports(&sb, ports, n);
+            strbuf_str(&sb, " counter drop\n");
         }
     }
-    return rc == 0 ? (int)o : rc;
+    return strbuf_overflowed(&sb) ? -ENOSPC : (int)strbuf_len(&sb);
 }
 
 /* Maps libnftables' error text to an errno: it reports kernel errors only as text. */

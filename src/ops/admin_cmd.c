@@ -11,40 +11,15 @@
 
 #include "sipedge/admin.h"
 #include "sipedge/ban.h"
-#include "sipedge/events.h"
+#include "sipedge/jsonl.h"
 #include "sipedge/guard.h"
 #include "sipedge/log.h"
-
-struct out {
-    char *buf;
-    size_t cap, len;
-    bool is_full;
-};
-
-static bool out_put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static bool out_put(struct out *o, const char *fmt, ...)
-{
-    if (o->is_full)
-        return false;
-    va_list ap;
-    va_start(ap, fmt);
-    /* Two bytes stay free for the closing "}\n" of the reply. */
-    size_t room = o->cap - o->len - 2;
-    int n = vsnprintf(o->buf + o->len, room, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= room) {
-        o->buf[o->len] = '\0';
-        o->is_full = true;
-        return false;
-    }
-    o->len += (size_t)n;
-    return true;
-}
+#include "sipedge/strbuf.h"
 
 static int reply_error(char *out, size_t cap, const char *msg, const char *arg)
 {
     char esc[256];
-    events_json_escape(esc, sizeof(esc), arg ? arg : "", arg ? strlen(arg) : 0);
+    jsonl_escape(esc, sizeof(esc), arg ? arg : "", arg ? strlen(arg) : 0);
     int n = snprintf(out, cap, "{\"ok\":false,\"error\":\"%s%s%s\"}\n", msg, arg ? ": " : "", esc);
     return n < 0 ? 0 : ((size_t)n >= cap ? (int)cap - 1 : n);
 }
@@ -77,7 +52,7 @@ static const char *origin_name(enum ban_origin o)
 }
 
 struct list_ctx {
-    struct out *o;
+    struct strbuf *o;
     uint64_t now;
     unsigned n;
 };
@@ -86,50 +61,49 @@ static bool on_ban_visit(void *arg, const struct ban_entry *e)
 {
     struct list_ctx *c = arg;
     char addr[BAN_ADDR_MAX];
-    size_t mark = c->o->len;
-    bool ok = out_put(c->o,
+    size_t mark = strbuf_len(c->o);
+    strbuf_fmt(c->o,
                       "%s{\"source\":\"%s\",\"port\":%u,\"duration_s\":%u,\"expires_in_s\":%llu,"
                       "\"step\":%u,\"origin\":\"%s\"}",
                       c->n ? "," : "", ban_key_format_addr(&e->key, addr, sizeof(addr)),
                       e->key.port, (unsigned)e->duration_s,
                       (unsigned long long)((e->expires_ms - c->now + 999) / 1000), e->level + 1u,
                       origin_name(e->origin));
-    if (!ok) {
-        c->o->len = mark;
-        c->o->buf[mark] = '\0';
+    if (strbuf_overflowed(c->o)) {
+        strbuf_truncate(c->o, mark); /* no half entry; the reply stays full */
         return false;
     }
     c->n++;
     return true;
 }
 
-static void cmd_bans(struct guard *g, struct out *o, uint64_t now)
+static void cmd_bans(struct guard *g, struct strbuf *o, uint64_t now)
 {
     const struct ban *b = guard_bans(g);
     struct list_ctx c = {.o = o, .now = now};
-    out_put(o, "{\"ok\":true,\"backend\":\"%s\",\"bans\":[", guard_backend_name(g));
+    strbuf_fmt(o, "{\"ok\":true,\"backend\":\"%s\",\"bans\":[", guard_backend_name(g));
     /* Leave room for the tail so a cut list still closes. */
     size_t cap = o->cap;
     o->cap = cap > 64 ? cap - 64 : cap;
     ban_foreach(b, now, on_ban_visit, &c);
     bool cut = c.n < ban_stats(b)->n_active;
     o->cap = cap;
-    o->is_full = false;
-    out_put(o, "],\"count\":%u%s", c.n, cut ? ",\"truncated\":true" : "");
+    o->is_overflow = false; /* the tail has its room */
+    strbuf_fmt(o, "],\"count\":%u%s", c.n, cut ? ",\"truncated\":true" : "");
 }
 
-static void cmd_stats(struct guard *g, struct out *o)
+static void cmd_stats(struct guard *g, struct strbuf *o)
 {
     const struct guard_stats *s = guard_stats(g);
     const struct ban_stats *b = ban_stats(guard_bans(g));
-    out_put(o, "{\"ok\":true,\"backend\":\"%s\",\"guard\":{", guard_backend_name(g));
+    strbuf_fmt(o, "{\"ok\":true,\"backend\":\"%s\",\"guard\":{", guard_backend_name(g));
     bool first = true;
 #define STAT_OUT(name)                                                                             \
-    out_put(o, "%s\"" #name "\":%llu", first ? "" : ",", (unsigned long long)s->name);             \
+    strbuf_fmt(o, "%s\"" #name "\":%llu", first ? "" : ",", (unsigned long long)s->name);             \
     first = false;
     GUARD_STATS(STAT_OUT)
 #undef STAT_OUT
-    out_put(o,
+    strbuf_fmt(o,
             "},\"bans\":{\"active\":%u,\"history\":%u,\"imposed\":%llu,\"escalated\":%llu,"
             "\"lifted\":%llu,\"expired\":%llu,\"refused_full\":%llu,\"backend_errors\":%llu,"
             "\"restored\":%llu}",
@@ -155,8 +129,11 @@ int admin_cmd_exec(struct guard *g, const char *line, char *out, size_t cap)
     char *a2 = a1 ? strtok_r(NULL, " \t", &save) : NULL;
     char *extra = a2 ? strtok_r(NULL, " \t", &save) : NULL;
     uint64_t now = guard_now_ms(g);
-    struct out o = {.buf = out, .cap = cap};
-    out[0] = '\0';
+    if (cap < 3)
+        return 0;
+    /* Two bytes stay free for the closing "}\n" of the reply. */
+    struct strbuf o;
+    strbuf_init(&o, out, cap - 2);
     if (cmd == NULL)
         return reply_error(out, cap, "empty command", NULL);
     if (strcmp(cmd, "bans") == 0 && a1 == NULL) {
@@ -179,7 +156,7 @@ int admin_cmd_exec(struct guard *g, const char *line, char *out, size_t cap)
         if (rc != 0)
             return reply_error(out, cap, strerror(-rc), NULL);
         char addr[BAN_ADDR_MAX];
-        out_put(&o, "{\"ok\":true,\"source\":\"%s\",\"port\":%u,\"duration_s\":%u",
+        strbuf_fmt(&o, "{\"ok\":true,\"source\":\"%s\",\"port\":%u,\"duration_s\":%u",
                 ban_key_format_addr(&k, addr, sizeof(addr)), k.port, (unsigned)e.duration_s);
     } else if (strcmp(cmd, "unban") == 0 && a1 != NULL && a2 == NULL) {
         struct ban_key k;
@@ -191,14 +168,15 @@ int admin_cmd_exec(struct guard *g, const char *line, char *out, size_t cap)
         if (rc != 0)
             return reply_error(out, cap, strerror(-rc), NULL);
         char addr[BAN_ADDR_MAX];
-        out_put(&o, "{\"ok\":true,\"source\":\"%s\",\"port\":%u",
+        strbuf_fmt(&o, "{\"ok\":true,\"source\":\"%s\",\"port\":%u",
                 ban_key_format_addr(&k, addr, sizeof(addr)), k.port);
     } else {
         return reply_error(out, cap, "usage: bans | ban ADDR [DURATION] | unban ADDR | stats",
                            NULL);
     }
-    out[o.len++] = '}';
-    out[o.len++] = '\n';
-    out[o.len] = '\0';
-    return (int)o.len;
+    size_t len = strbuf_len(&o);
+    out[len++] = '}';
+    out[len++] = '\n';
+    out[len] = '\0';
+    return (int)len;
 }

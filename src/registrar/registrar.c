@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
@@ -152,9 +153,12 @@ static int sb_mac_new(struct registrar *r, const uint8_t *key)
 
 /* ---- persistence ------------------------------------------------------------------- */
 
+/* Unix time in ms: SQLite rows store expiry against it, so a restart keeps the time left. */
 static int64_t wall_ms(void)
 {
-    return (int64_t)statefile_wall_ms();
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 struct restore {

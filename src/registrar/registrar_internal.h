@@ -114,17 +114,6 @@ size_t location_count(const struct location *l);
 size_t location_n_free(const struct location *l);
 uint32_t location_max_per_aor(const struct location *l);
 
-/* FNV-1a over a field, then a separator, so that "ab"+"c" and "a"+"bc" differ. */
-#define FNV1A64_INIT 14695981039346656037ull
-static inline uint64_t fnv1a64(uint64_t h, struct slice s)
-{
-    for (size_t i = 0; i < s.len; i++) {
-        h ^= (unsigned char)s.p[i];
-        h *= 1099511628211ull;
-    }
-    return h ^ 0xff;
-}
-
 /* ---- digest ------------------------------------------------------------------------ */
 
 #define DIGEST_USER_MAX 64

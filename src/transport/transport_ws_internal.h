@@ -129,6 +129,7 @@ struct ws_ip_table {
     uint32_t free;      /* entry + 1 */
     uint32_t n_used;
     uint32_t hwm;
+    uint64_t k0, k1; /* key of the chain hash */
 };
 
 /* Returns 0 or -ENOMEM. */

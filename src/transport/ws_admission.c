@@ -9,16 +9,16 @@
 #include "transport_ws_internal.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-static uint32_t ws_ip_hash(const union ws_ip_key *k)
+#include "sipedge/siphash.h"
+
+static uint32_t ws_ip_hash(const struct ws_ip_table *tb, const union ws_ip_key *k)
 {
-    /* FNV-1a; the table is bounded, so a poor spread costs time, never memory. */
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < sizeof(k->bytes); i++)
-        h = (h ^ k->bytes[i]) * 16777619u;
-    return h & (WS_IP_HASH - 1);
+    /* Keyed: a remote peer picks its address, not the chain it lands in. */
+    return (uint32_t)siphash13(tb->k0, tb->k1, k->bytes, sizeof(k->bytes)) & (WS_IP_HASH - 1);
 }
 
 static uint32_t ws_ip_burst(uint32_t rate_per_s)
@@ -29,6 +29,7 @@ static uint32_t ws_ip_burst(uint32_t rate_per_s)
 int ws_ip_table_init(struct ws_ip_table *tb)
 {
     memset(tb, 0, sizeof(*tb));
+    siphash_key_random(&tb->k0, &tb->k1, (uint64_t)(uintptr_t)tb);
     tb->ips = calloc(WS_IP_CAP, sizeof(*tb->ips));
     tb->heads = calloc(WS_IP_HASH, sizeof(*tb->heads));
     if (!tb->ips || !tb->heads) {
@@ -49,7 +50,7 @@ void ws_ip_table_free(struct ws_ip_table *tb)
 struct ws_ip *ws_ip_get(struct ws_ip_table *tb, const union ws_ip_key *k, uint32_t rate_per_s,
                         uint64_t now_ms)
 {
-    uint32_t h = ws_ip_hash(k);
+    uint32_t h = ws_ip_hash(tb, k);
     for (uint32_t i = tb->heads[h]; i; i = tb->ips[i - 1].hnext) {
         struct ws_ip *e = &tb->ips[i - 1];
         if (memcmp(&e->key, k, sizeof(*k)) == 0)

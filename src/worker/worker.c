@@ -16,6 +16,7 @@
 #include "sipedge/ctl_sock.h"
 #include "sipedge/edge.h"
 #include "sipedge/guard.h"
+#include "sipedge/jsonl.h"
 #include "sipedge/log.h"
 #include "sipedge/metrics.h"
 #include "sipedge/registrar.h"
@@ -287,6 +288,7 @@ static void on_stop_deadline(uv_timer_t *t)
 {
     struct worker *w = t->data;
     log_warn("stop: still closing after %u s (stop.timeout), exiting now", w->pol.stop_timeout_s);
+    jsonl_flush_all(); /* audit and event lines still queued reach their files */
     _exit(0);
 }
 
