@@ -28,6 +28,9 @@ void strbuf_str(struct strbuf *b, const char *s);
 void strbuf_mem(struct strbuf *b, const void *data, size_t n);
 void strbuf_char(struct strbuf *b, char c);
 void strbuf_u64(struct strbuf *b, uint64_t v);
+/* The decimal digits of v, written at the end of tmp; returns where they start. */
+#define STRBUF_DIGITS_MAX 20
+const char *strbuf_digits(uint64_t v, char tmp[STRBUF_DIGITS_MAX], size_t *len);
 /* Returns the length the formatted piece has, appended or not (0 once overflowed), so a
  * caller with a growable buffer knows how much room to make. */
 size_t strbuf_fmt(struct strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -41,15 +41,23 @@ void strbuf_char(struct strbuf *b, char c)
     strbuf_mem(b, &c, 1);
 }
 
-void strbuf_u64(struct strbuf *b, uint64_t v)
+const char *strbuf_digits(uint64_t v, char tmp[STRBUF_DIGITS_MAX], size_t *len)
 {
-    char tmp[20];
-    size_t n = sizeof(tmp);
+    size_t n = STRBUF_DIGITS_MAX;
     do {
         tmp[--n] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    strbuf_mem(b, tmp + n, sizeof(tmp) - n);
+    *len = STRBUF_DIGITS_MAX - n;
+    return tmp + n;
+}
+
+void strbuf_u64(struct strbuf *b, uint64_t v)
+{
+    char tmp[STRBUF_DIGITS_MAX];
+    size_t n;
+    const char *d = strbuf_digits(v, tmp, &n);
+    strbuf_mem(b, d, n);
 }
 
 size_t strbuf_vfmt(struct strbuf *b, const char *fmt, va_list ap)

@@ -2,6 +2,7 @@
  * sip_build: bounded output buffer with a sticky error. See include/sipedge/sip_build.h.
  */
 #include "sipedge/sip_build.h"
+#include "sipedge/strbuf.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -63,14 +64,10 @@ void sip_build_fmt(struct sip_build *b, const char *fmt, ...)
 
 void sip_build_u32(struct sip_build *b, uint32_t v)
 {
-    char tmp[10];
-    size_t i = sizeof(tmp);
-
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    sip_build_mem(b, tmp + i, sizeof(tmp) - i);
+    char tmp[STRBUF_DIGITS_MAX];
+    size_t n;
+    const char *d = strbuf_digits(v, tmp, &n);
+    sip_build_mem(b, d, n);
 }
 
 int sip_build_finish(struct sip_build *b, size_t *len)

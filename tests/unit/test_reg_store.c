@@ -63,30 +63,7 @@ static void on_send(void *ctx, const struct sockaddr *dst, socklen_t dst_len, co
     s->len = len;
 }
 
-/* The registrar's output contract (transport.h), recorded through on_send. */
-static char tx_mem[65536];
-
-static char *tx_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
-{
-    (void)ctx;
-    (void)d;
-    *cap = sizeof(tx_mem);
-    return tx_mem;
-}
-
-static int tx_commit(void *ctx, const struct tx_dest *d, size_t len)
-{
-    if (len)
-        on_send(ctx, d->addr, netaddr_len(d->addr), tx_mem, len);
-    return 0;
-}
-
-static int registrar_new_tx(struct registrar **r, struct registrar_opts *o, void *ctx, char *err,
-                            size_t cap)
-{
-    o->out = (struct tx_out){.reserve = tx_reserve, .commit = tx_commit, .ctx = ctx};
-    return registrar_new(r, o, err, cap);
-}
+#include "reg_tx.h"
 
 static void addr_set(struct config_addr *a, const char *ip, uint16_t port)
 {
