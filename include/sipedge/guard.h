@@ -127,7 +127,8 @@ struct guard_opts {
     X(registrar_known_served)                                                                      \
     X(registrar_prepaid_served)   /* challenge answers paid by their first REGISTER */        \
     X(flows_per_ip_full)          /* guard_flow_add refused: address holds max_flows */     \
-    X(flows_untracked)            /* guard_flow_add admitted uncounted: source table full */
+    X(flows_untracked)            /* guard_flow_add admitted uncounted: source table full */  \
+    X(event_lines_dropped)        /* event log lines its writer had no room for */
 
 struct guard_stats {
 #define GUARD_STATS_FIELD(name) uint64_t name;

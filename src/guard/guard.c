@@ -594,6 +594,8 @@ static uint64_t idle_ms(const struct guard *g)
 void guard_tick(struct guard *g, uint64_t now_ms)
 {
     g->now_ms = now_ms;
+    if (g->ev)
+        g->stats.event_lines_dropped = events_n_dropped(g->ev);
     ban_tick(g->ban, now_ms, on_expired, g);
     uint64_t idle = idle_ms(g);
     /* Bounded work per tick: the tables are swept a slice at a time. */
