@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sipedge/config_addr.h"
+
 #define BATCH 64
 #define RX_BUF 4096
 #define PREFIX_CAP 640
@@ -622,18 +624,14 @@ static uint32_t outstanding_total(void)
     return n;
 }
 
+/* "ip:port" (IPv4) into *out, through the config parser every sipedge address uses. */
 static int parse_addr(const char *s, struct sockaddr_in *out)
 {
-    char host[64];
-    const char *colon = strrchr(s, ':');
-    if (!colon || (size_t)(colon - s) >= sizeof(host))
+    struct config_addr a;
+    if (config_addr_parse(s, &a) < 0 || a.ss.ss_family != AF_INET)
         return -1;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = '\0';
-    memset(out, 0, sizeof(*out));
-    out->sin_family = AF_INET;
-    out->sin_port = htons((uint16_t)atoi(colon + 1));
-    return inet_pton(AF_INET, host, &out->sin_addr) == 1 ? 0 : -1;
+    memcpy(out, &a.ss, sizeof(*out));
+    return 0;
 }
 
 static void usage(FILE *f)

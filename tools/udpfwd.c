@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sipedge/config_addr.h"
+
 #define BATCH 64
 #define DGRAM 65536
 
@@ -27,18 +29,14 @@ static volatile sig_atomic_t g_stop;
 
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
 
+/* "ip:port" (IPv4) into *out, through the config parser every sipedge address uses. */
 static int parse_addr(const char *s, struct sockaddr_in *out)
 {
-    char host[64];
-    const char *colon = strrchr(s, ':');
-    if (!colon || (size_t)(colon - s) >= sizeof(host))
+    struct config_addr a;
+    if (config_addr_parse(s, &a) < 0 || a.ss.ss_family != AF_INET)
         return -1;
-    memcpy(host, s, (size_t)(colon - s));
-    host[colon - s] = '\0';
-    memset(out, 0, sizeof(*out));
-    out->sin_family = AF_INET;
-    out->sin_port = htons((uint16_t)atoi(colon + 1));
-    return inet_pton(AF_INET, host, &out->sin_addr) == 1 ? 0 : -1;
+    memcpy(out, &a.ss, sizeof(*out));
+    return 0;
 }
 
 static int udp_socket(const struct sockaddr_in *bind_to)
