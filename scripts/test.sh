@@ -5,7 +5,9 @@
 #      into build-release/ (-O2 finds warnings -O0 does not: maybe-uninitialized,
 #      stringop-truncation)
 #   3. ctest: unit, header checks, fuzz corpus replay, integration (real peers)
-#   4. fuzzers: scripts/fuzz.sh builds them with clang (build-fuzz/) and runs each for
+#   4. ThreadSanitizer build into build-tsan/ and the unit tests under it (the writer
+#      threads, the handoff queue between workers)
+#   5. fuzzers: scripts/fuzz.sh builds them with clang (build-fuzz/) and runs each for
 #      FUZZ_SECONDS (60)
 # Exits non-zero on any failure. Bounded: ctest has per-test timeouts, fuzzing is timed.
 # Env: CI=true (nothing skipped), FUZZ_SECONDS, JOBS, CTEST_PARALLEL (default 2),
@@ -36,6 +38,12 @@ JOBS=$jobs scripts/build.sh build-release -DCMAKE_BUILD_TYPE=Release -DSIPEDGE_W
 step "ctest (all labels)"
 (cd build-asan && ctest --output-on-failure --no-tests=error -j"${CTEST_PARALLEL:-2}" \
     --timeout 600)
+
+step "build (TSan, -Werror) in build-tsan, unit tests under it"
+JOBS=$jobs scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DSIPEDGE_SANITIZE=thread \
+    -DSIPEDGE_WERROR=ON -DSIPEDGE_BUILD_TESTS=ON
+(cd build-tsan && TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} ctest -L unit \
+    --output-on-failure --no-tests=error -j"${CTEST_PARALLEL:-2}" --timeout 600)
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     if [ -f scripts/fuzz.sh ]; then

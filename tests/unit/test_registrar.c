@@ -1160,11 +1160,11 @@ static void test_registrar_bad_users_file_reports_line(void **state)
 /* ---- failing allocator -------------------------------------------------------------- */
 
 /*
- * The test executable interposes malloc and friends (glibc only, and not under ASan,
- * which owns the allocator): once armed, the n-th allocation and every later one fail,
+ * The test executable interposes malloc and friends (glibc only, and not under ASan or
+ * TSan, whose runtimes own the allocator): once armed, the n-th allocation and every later one fail,
  * and allocations made and freed while armed are counted to catch leaks on error paths.
  */
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 #define TEST_HAS_ASAN 1
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
