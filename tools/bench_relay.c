@@ -17,75 +17,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "sipedge/config.h"
-#include "sipedge/edge.h"
-#include "sipedge/sip_msg.h"
-
-static char tx[65535], last[65535];
-static size_t last_len;
-
-#ifdef TX_MSG_MAX /* struct tx_out */
-static char *out_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
-{
-    (void)ctx;
-    (void)d;
-    *cap = sizeof(tx);
-    return tx;
-}
-
-static int out_commit(void *ctx, const struct tx_dest *d, size_t len)
-{
-    (void)ctx;
-    (void)d;
-    memcpy(last, tx, len);
-    last_len = len;
-    return 0;
-}
-#else /* struct edge_out */
-static char *out_reserve(void *ctx, size_t *cap)
-{
-    (void)ctx;
-    *cap = sizeof(tx);
-    return tx;
-}
-
-static void out_commit(void *ctx, uint8_t sock, const struct sockaddr *dst, size_t len)
-{
-    (void)ctx;
-    (void)sock;
-    (void)dst;
-    memcpy(last, tx, len);
-    last_len = len;
-}
-#endif
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* The registrar's 200 for the REGISTER the edge wrote last. */
-static size_t ok_for_last(char *resp, size_t cap, const char *contact)
-{
-    struct sip_hdr hdrs[64];
-    struct sip_msg m;
-    struct sip_err err;
-    struct sip_limits lim = {.max_msg_bytes = 65535, .max_headers = 64};
-    if (sip_msg_parse(&m, last, last_len, hdrs, &lim, &err) < 0)
-        return 0;
-    size_t n = (size_t)snprintf(resp, cap, "SIP/2.0 200 OK\r\n");
-    for (uint16_t i = 0; i < m.n_hdrs; i++) {
-        const struct sip_hdr *h = &m.hdrs[i];
-        if (h->id == SIP_HDR_VIA || h->id == SIP_HDR_FROM || h->id == SIP_HDR_TO ||
-            h->id == SIP_HDR_CALL_ID || h->id == SIP_HDR_CSEQ)
-            n += (size_t)snprintf(resp + n, cap - n, "%.*s", (int)h->line_len, last + h->off);
-    }
-    n += (size_t)snprintf(resp + n, cap - n,
-                          "Contact: <%s>;expires=3600\r\nContent-Length: 0\r\n\r\n", contact);
-    return n;
-}
+#include "edge_bench.h"
 
 struct client {
     struct sockaddr_in addr;
@@ -103,22 +35,10 @@ int main(int argc, char **argv)
     }
     static struct config cfg;
     static struct policy pol;
-    config_defaults(&cfg);
-    config_addr_parse("127.0.0.1:5060", &cfg.listen_udp[0]);
-    cfg.n_listen_udp = 1;
-    config_addr_parse("127.0.0.1:5070", &cfg.core);
-    config_addr_parse("127.0.0.1:5080", &cfg.registrar);
-    cfg.has_external_registrar = true;
-    memset(cfg.flow_key, 7, sizeof(cfg.flow_key));
-    cfg.has_flow_key = true;
-    policy_defaults(&pol);
-    pol.max_flows = n + 16;
-    struct edge_opts eo = {
-        .cfg = &cfg, .policy = &pol, .out = {.reserve = out_reserve, .commit = out_commit}};
-    struct edge *e = NULL;
+    struct edge *e = bench_edge(&cfg, &pol, n + 16);
     struct client *cl = calloc(n, sizeof(*cl));
-    if (!cl || edge_new(&e, &eo) < 0) {
-        fprintf(stderr, "bench_relay: setup failed\n");
+    if (!cl) {
+        fprintf(stderr, "bench_relay: no memory\n");
         return 1;
     }
     const struct sockaddr_in reg = {
@@ -141,20 +61,20 @@ int main(int argc, char **argv)
                              "Authorization: Digest username=\"u%u\", realm=\"x\", nonce=\"n\", "
                              "uri=\"sip:example.com\", response=\"r\"\r\nContent-Length: 0\r\n\r\n",
                              ip, ntohs(c->addr.sin_port), i, i, i, i, i, ip, contact, i);
-        last_len = 0;
+        bench_last_len = 0;
         edge_rx_public(e, 0, c->req, c->req_len, (const struct sockaddr *)&c->addr, 1000);
-        c->resp_len = ok_for_last(c->resp, sizeof(c->resp), contact);
+        c->resp_len = bench_ok_for_last(c->resp, sizeof(c->resp), contact);
         edge_rx_core(e, c->resp, c->resp_len, (const struct sockaddr *)&reg, 1001);
     }
     double best = 1e30;
     for (unsigned r = 0; r < rounds; r++) {
-        double t0 = now_s();
+        double t0 = bench_now_s();
         for (unsigned i = 0; i < n; i++) {
             struct client *c = &cl[i];
             edge_rx_public(e, 0, c->req, c->req_len, (const struct sockaddr *)&c->addr, 2000);
             edge_rx_core(e, c->resp, c->resp_len, (const struct sockaddr *)&reg, 2001);
         }
-        double us = (now_s() - t0) / n * 1e6;
+        double us = (bench_now_s() - t0) / n * 1e6;
         if (us < best)
             best = us;
     }

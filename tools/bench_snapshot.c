@@ -16,81 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "sipedge/config.h"
-#include "sipedge/edge.h"
-#include "sipedge/sip_msg.h"
+#include "edge_bench.h"
 #include "sipedge/statefile.h"
-
-static char tx[65535];
-static char last[65535];
-static size_t last_len;
-
-static char *out_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
-{
-    (void)ctx;
-    (void)d;
-    *cap = sizeof(tx);
-    return tx;
-}
-
-static int out_commit(void *ctx, const struct tx_dest *d, size_t len)
-{
-    (void)ctx;
-    (void)d;
-    memcpy(last, tx, len);
-    last_len = len;
-    return 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* The registrar's 200 for the REGISTER in last[]. */
-static size_t ok_for_last(char *resp, size_t cap, const char *contact)
-{
-    struct sip_hdr hdrs[64];
-    struct sip_msg m;
-    struct sip_err err;
-    struct sip_limits lim = {.max_msg_bytes = 65535, .max_headers = 64};
-    if (sip_msg_parse(&m, last, last_len, hdrs, &lim, &err) < 0)
-        return 0;
-    size_t n = (size_t)snprintf(resp, cap, "SIP/2.0 200 OK\r\n");
-    for (uint16_t i = 0; i < m.n_hdrs; i++) {
-        const struct sip_hdr *h = &m.hdrs[i];
-        if (h->id == SIP_HDR_VIA || h->id == SIP_HDR_FROM || h->id == SIP_HDR_TO ||
-            h->id == SIP_HDR_CALL_ID || h->id == SIP_HDR_CSEQ)
-            n += (size_t)snprintf(resp + n, cap - n, "%.*s", (int)h->line_len, last + h->off);
-    }
-    n += (size_t)snprintf(resp + n, cap - n,
-                          "Contact: <%s>;expires=3600\r\nContent-Length: 0\r\n\r\n", contact);
-    return n;
-}
-
-static struct edge *make_edge(struct config *cfg, struct policy *pol, uint32_t n)
-{
-    config_defaults(cfg);
-    config_addr_parse("127.0.0.1:5060", &cfg->listen_udp[0]);
-    cfg->n_listen_udp = 1;
-    config_addr_parse("127.0.0.1:5070", &cfg->core);
-    config_addr_parse("127.0.0.1:5080", &cfg->registrar);
-    cfg->has_external_registrar = true;
-    memset(cfg->flow_key, 7, sizeof(cfg->flow_key));
-    cfg->has_flow_key = true;
-    policy_defaults(pol);
-    pol->max_flows = n + 16;
-    struct edge_opts eo = {
-        .cfg = cfg, .policy = pol, .out = {.reserve = out_reserve, .commit = out_commit}};
-    struct edge *e = NULL;
-    if (edge_new(&e, &eo) < 0) {
-        fprintf(stderr, "bench_snapshot: edge_new failed\n");
-        exit(1);
-    }
-    return e;
-}
 
 /* Registers n clients; with jlen, drains the journal every 2500 REGISTERs as the worker's
  * tick does, adding its size to *jlen. */
@@ -114,9 +41,9 @@ static void register_all(struct edge *e, uint32_t n, size_t *jlen)
                            "Authorization: Digest username=\"u%u\", realm=\"x\", nonce=\"n\", "
                            "uri=\"sip:example.com\", response=\"r\"\r\nContent-Length: 0\r\n\r\n",
                            ip, ntohs(c.sin_port), i, i, i, i, i, ip, contact, i);
-        last_len = 0;
+        bench_last_len = 0;
         edge_rx_public(e, 0, msg, (size_t)len, (const struct sockaddr *)&c, 1000);
-        size_t rl = ok_for_last(resp, sizeof(resp), contact);
+        size_t rl = bench_ok_for_last(resp, sizeof(resp), contact);
         if (rl)
             edge_rx_core(e, resp, rl, (const struct sockaddr *)&reg, 1001);
         if (jlen && i % 2500 == 2499) {
@@ -133,27 +60,27 @@ int main(int argc, char **argv)
     const char *dir = argc > 2 ? argv[2] : "/tmp";
     struct config cfg;
     struct policy pol;
-    struct edge *e = make_edge(&cfg, &pol, n);
-    double r0 = now_s();
+    struct edge *e = bench_edge(&cfg, &pol, n + 16);
+    double r0 = bench_now_s();
     register_all(e, n, NULL);
-    double r1 = now_s();
+    double r1 = bench_now_s();
     /* The same REGISTERs into a second edge with the journal on: its cost per REGISTER. */
     struct config cfg3;
     struct policy pol3;
-    struct edge *e3 = make_edge(&cfg3, &pol3, n);
+    struct edge *e3 = bench_edge(&cfg3, &pol3, n + 16);
     edge_journal_enable(e3, true);
-    double r2 = now_s();
+    double r2 = bench_now_s();
     size_t jlen = 0;
     register_all(e3, n, &jlen);
-    double r3 = now_s();
+    double r3 = bench_now_s();
     edge_free(e3);
     printf("flows: %u\n", edge_n_flows(e));
 
     struct statefile_buf b;
     statefile_buf_init(&b);
-    double t0 = now_s();
+    double t0 = bench_now_s();
     int saved = edge_state_save(e, 2000, &b);
-    double t1 = now_s();
+    double t1 = bench_now_s();
     /* The worker serialises in slices of 8192 table slots, one per 250 ms tick. */
     struct statefile_buf sb;
     statefile_buf_init(&sb);
@@ -161,9 +88,9 @@ int main(int argc, char **argv)
     double slice_max = 0;
     int n_slices = 0, step = 0;
     while (step == 0) {
-        double s0 = now_s();
+        double s0 = bench_now_s();
         step = edge_state_save_step(e, 2000, &sb, &cur, 8192);
-        double s1 = now_s();
+        double s1 = bench_now_s();
         if (s1 - s0 > slice_max)
             slice_max = s1 - s0;
         n_slices++;
@@ -171,10 +98,10 @@ int main(int argc, char **argv)
     statefile_buf_free(&sb);
     char path[512], err[256];
     statefile_path(path, sizeof(path), dir, "bench-edge.state");
-    double tw = now_s();
+    double tw = bench_now_s();
     int rc =
         statefile_write(path, EDGE_STATE_KIND, EDGE_STATE_VERSION, b.p, b.len, err, sizeof(err));
-    double t2 = now_s();
+    double t2 = bench_now_s();
     if (saved < 0 || rc < 0) {
         fprintf(stderr, "bench_snapshot: %s\n", rc < 0 ? err : "save failed");
         return 1;
@@ -184,15 +111,15 @@ int main(int argc, char **argv)
     uint32_t ver;
     rc =
         statefile_read(path, EDGE_STATE_KIND, EDGE_STATE_VERSION, &p, &len, &ver, err, sizeof(err));
-    double t3 = now_s();
+    double t3 = bench_now_s();
     struct config cfg2;
     struct policy pol2;
-    struct edge *e2 = make_edge(&cfg2, &pol2, n);
+    struct edge *e2 = bench_edge(&cfg2, &pol2, n + 16);
     struct edge_restore_result res;
-    double t4 = now_s();
+    double t4 = bench_now_s();
     if (rc == 0)
         rc = edge_state_restore(e2, p, len, ver, 5000, &res, err, sizeof(err));
-    double t5 = now_s();
+    double t5 = bench_now_s();
     if (rc < 0) {
         fprintf(stderr, "bench_snapshot: restore: %s\n", err);
         return 1;

@@ -71,6 +71,7 @@ int sip_check_view(const struct sip_msg *m, struct sip_err *err, struct sip_view
  * The view of a message that is not checked (responses from clients, messages from the
  * core): the first Via element must parse (else -EBADMSG); every other field is filled
  * when it parses and left empty (0, NULL, empty slice) when it does not.
+ * From is filled for requests only (nothing reads it in a response).
  */
 int sip_view_fill(const struct sip_msg *m, struct sip_view *v);
 

@@ -193,15 +193,15 @@ int sip_view_fill(const struct sip_msg *m, struct sip_view *v)
     h = sip_msg_hdr(m, SIP_HDR_TO);
     if (h != NULL && sip_nameaddr_parse(h->value, &v->to, &rest) < 0)
         memset(&v->to, 0, sizeof(v->to));
-    h = sip_msg_hdr(m, SIP_HDR_FROM);
-    if (h != NULL && sip_nameaddr_parse(h->value, &v->from, &rest) < 0)
-        memset(&v->from, 0, sizeof(v->from));
     h = sip_msg_hdr(m, SIP_HDR_CALL_ID);
     if (h != NULL)
         v->call_id = h->value;
     check_contacts(m, v, false);
     if (!m->is_request)
-        return 0;
+        return 0; /* From is read only to derive a request's branch */
+    h = sip_msg_hdr(m, SIP_HDR_FROM);
+    if (h != NULL && sip_nameaddr_parse(h->value, &v->from, &rest) < 0)
+        memset(&v->from, 0, sizeof(v->from));
     h = sip_msg_hdr(m, SIP_HDR_MAX_FORWARDS);
     if (h != NULL) {
         v->has_max_forwards = true;
