@@ -62,24 +62,8 @@ CORE=$NET.2
 KEDGE=$NET.5
 CLI=$NET.10
 WORK=$(mktemp -d /tmp/sipedge-bench.XXXXXX)
-PIDS=()
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-    PIDS=()
-}
-finish() {
-    cleanup
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=scripts/bench_lib.sh
+. "$root/scripts/bench_lib.sh"
 
 # stop PID: stop one process we started and forget it.
 stop() {

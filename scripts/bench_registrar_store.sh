@@ -46,24 +46,8 @@ NET=127.78.$(($$ % 250 + 1))
 REG=$NET.4
 CLI=$NET.10
 WORK=$(mktemp -d /tmp/sipedge-bench-regstore.XXXXXX)
-PIDS=()
-
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null
-        wait "$p" 2>/dev/null
-    done
-    PIDS=()
-}
-finish() {
-    cleanup
-    if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=scripts/bench_lib.sh
+. "$root/scripts/bench_lib.sh"
 
 # The default policy, with room for every user and the guard out of the way (registrar
 # only: no edge, so no guard runs anyway).

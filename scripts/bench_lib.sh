@@ -1,0 +1,21 @@
+# Sourced by the benchmark scripts that start servers: PIDS holds what they started, and
+# the EXIT trap stops each by PID (TERM, then KILL after 3 s) and removes $WORK unless
+# BENCH_KEEP=1. Set WORK before sourcing.
+PIDS=()
+
+cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    for p in "${PIDS[@]}"; do
+        for _ in $(seq 30); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
+    PIDS=()
+}
+finish() {
+    cleanup
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
