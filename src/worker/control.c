@@ -22,6 +22,7 @@
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +66,10 @@ struct control {
     uv_timer_t stop_deadline;
     uint64_t last_second_ms;
     bool is_stopping;
-    bool is_running; /* the loop runs (after every worker started) */
+    bool is_running; /* the loop runs (after every worker started), until the stop */
+    /* Workers may hand messages to each other: every inbox exists and none is closing.
+     * Set once all have started; cleared, with every worker parked, before any stops. */
+    _Atomic bool is_handoff_open;
     unsigned n_started, n_exited;
     uv_sem_t started;
     /* isolation */
@@ -85,6 +89,10 @@ unsigned control_n_workers(const struct control *c) { return c->n; }
 struct worker *control_worker(struct control *c, unsigned i) { return &c->w[i]; }
 struct ban_backend *control_ban_backend(struct control *c) { return c->ban_be; }
 bool control_has_audit(const struct control *c) { return c->audit != NULL; }
+bool control_handoff_open(const struct control *c)
+{
+    return atomic_load_explicit(&c->is_handoff_open, memory_order_acquire);
+}
 
 void control_started(struct control *c) { uv_sem_post(&c->started); }
 
@@ -195,6 +203,10 @@ static void on_http_snapshot(void *ctx, struct metrics_input *in)
 {
     struct control *c = ctx;
     memset(in, 0, sizeof(*in));
+    if (!c->is_running) {
+        in->is_registrar_up = true;
+        return;
+    }
     memset(&c->sum_edge, 0, sizeof(c->sum_edge));
     memset(&c->sum_lat, 0, sizeof(c->sum_lat));
     memset(&c->sum_guard, 0, sizeof(c->sum_guard));
@@ -243,7 +255,7 @@ static void on_http_snapshot(void *ctx, struct metrics_input *in)
 static void log_stats(struct control *c)
 {
     char buf[4000];
-    if (c->n > 0) {
+    if (c->n > 0 && c->is_running) {
         control_isolate(c);
         if (c->n > 1) {
             for (unsigned i = 0; i < c->n; i++) {
@@ -326,6 +338,10 @@ static void keep_restart_only(const struct policy *cur, struct policy *next)
  */
 static int control_reload(struct control *c, char *err, size_t cap)
 {
+    if (!c->is_running) {
+        snprintf(err, cap, "stopping");
+        return -EAGAIN;
+    }
     if (c->audit) {
         int rc = audit_reopen(c->audit);
         if (rc < 0)
@@ -471,8 +487,16 @@ static void control_stop(struct control *c)
 {
     if (c->is_stopping)
         return;
-    c->is_stopping = true;
     log_stats(c);
+    /* No worker hands a message to another from here on: once all are parked, none is in
+     * the middle of a send, and each sees the flag when it resumes. Then no inbox is
+     * written but by this thread, and a stopping worker may close its own. */
+    control_isolate(c);
+    atomic_store_explicit(&c->is_handoff_open, false, memory_order_release);
+    control_release(c);
+    c->is_stopping = true;
+    c->is_running = false;
+    c->scope.n = 0; /* admin requests still in flight touch no worker */
     if (c->reg)
         registrar_flush(c->reg);
     uv_timer_init(&c->loop, &c->stop_deadline);
@@ -799,6 +823,7 @@ int worker_run(const struct worker_opts *opts)
         uv_signal_start(sigs[i], on_signal, signums[i]);
     }
     c->is_running = true;
+    atomic_store_explicit(&c->is_handoff_open, c->n > 1, memory_order_release);
     log_ready(c, opts);
     uv_run(&c->loop, UV_RUN_DEFAULT);
     rc = 0;

@@ -174,7 +174,7 @@ static bool on_edge_foreign(void *ctx, uint8_t owner, const char *buf, size_t le
 {
     struct worker *w = ctx;
     struct control *c = w->ctl;
-    if (owner >= control_n_workers(c) || owner == w->index)
+    if (owner >= control_n_workers(c) || owner == w->index || !control_handoff_open(c))
         return false;
     struct inbox_msg m = {.kind = INBOX_CORE, .len = (uint32_t)len};
     m.buf = malloc(len);
