@@ -657,6 +657,21 @@ static int start_registrar(struct control *c)
     return rc;
 }
 
+/* The ban files of workers this run does not have: every worker has taken its share of
+ * them (restore_bans), and its own file holds them from now on, so the old file must not
+ * bring back at the next start a ban lifted in this run. */
+static void drop_stale_ban_files(struct control *c)
+{
+    if (!c->cfg->state_dir[0])
+        return;
+    for (unsigned j = c->n ? c->n : 1; j < WORKERS_MAX; j++) {
+        char path[CONFIG_PATH_MAX + 32];
+        snprintf(path, sizeof(path), "%s/w%u/bans.state", c->cfg->state_dir, j);
+        if (unlink(path) == 0)
+            log_info("guard: %s taken over by the %u workers of this run, removed", path, c->n);
+    }
+}
+
 /* Starts the workers one after the other (each binds its sockets before the next starts,
  * so member i of every SO_REUSEPORT group is worker i). */
 static int start_workers(struct control *c)
@@ -686,6 +701,7 @@ static int start_workers(struct control *c)
         c->guards[i] = w->guard;
         c->edges[i] = w->edge;
     }
+    drop_stale_ban_files(c);
     return 0;
 }
 

@@ -351,6 +351,33 @@ static int bind_or_log(struct worker *w, uint8_t id, const struct config_addr *a
     return rc;
 }
 
+static bool is_owned(void *arg, const struct ban_key *k)
+{
+    struct worker *w = arg;
+    return ban_key_owner(k, control_n_workers(w->ctl)) == w->index;
+}
+
+/*
+ * Bans survive a restart; without the directory they are kept in memory only. Each worker
+ * keeps the bans of the sources steered to it, read from every worker's file: after a
+ * change in the number of workers a source may have moved, and its ban moves with it.
+ */
+static void restore_bans(struct worker *w)
+{
+    uint64_t now = uv_now(&w->loop);
+    guard_state_open_shared(w->guard, w->state_dir, is_owned, w, now);
+    const char *dir = w->cfg.state_dir;
+    if (w->index != 0)
+        guard_state_import(w->guard, dir, is_owned, w, now);
+    for (unsigned j = 1; j < WORKERS_MAX; j++) {
+        if (j == w->index)
+            continue;
+        char other[sizeof(w->state_dir)];
+        snprintf(other, sizeof(other), "%s/w%u", dir, j);
+        guard_state_import(w->guard, other, is_owned, w, now);
+    }
+}
+
 /* Builds the worker on its loop. Returns 0 or a negative errno (logged). */
 static int worker_start(struct worker *w)
 {
@@ -385,10 +412,8 @@ static int worker_start(struct worker *w)
         w->ban_be = NULL;
         ban_backend_close(unused, NULL, NULL);
     }
-    if (w->state_dir[0]) {
-        /* Bans survive a restart; without the directory they are kept in memory only. */
-        guard_state_open(w->guard, w->state_dir, uv_now(&w->loop));
-    }
+    if (w->state_dir[0])
+        restore_bans(w);
     w->is_registrar_up = true;
     struct edge_opts eo = {
         .hooks = {.on_register = on_edge_register,
