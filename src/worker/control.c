@@ -430,28 +430,10 @@ static void on_tick(uv_timer_t *t)
 
 static void on_closed_handle(uv_handle_t *h) { (void)h; }
 
-static void on_udp_closed(void *ctx)
+/* A close callback: ctx is the owner's pointer to the closed object, now NULL. */
+static void clear_ptr(void *ctx)
 {
-    struct control *c = ctx;
-    c->udp = NULL;
-}
-
-static void on_ctl_closed(void *ctx)
-{
-    struct control *c = ctx;
-    c->ctl = NULL;
-}
-
-static void on_http_closed(void *ctx)
-{
-    struct control *c = ctx;
-    c->http = NULL;
-}
-
-static void on_ban_backend_closed(void *ctx)
-{
-    struct control *c = ctx;
-    c->ban_be = NULL;
+    *(void **)ctx = NULL;
 }
 
 /* What is still closing after stop.timeout is abandoned: the state is already written
@@ -480,7 +462,24 @@ static void finish_stop(struct control *c)
         }
     }
     if (c->ban_be)
-        ban_backend_close(c->ban_be, on_ban_backend_closed, c);
+        ban_backend_close(c->ban_be, clear_ptr, &c->ban_be);
+}
+
+/* Closes the admin surfaces and the registrar's socket and tells every started worker to
+ * stop; the ban backend and the outboxes close once all have exited (finish_stop). */
+static void close_and_stop_workers(struct control *c)
+{
+    if (c->ctl)
+        ctl_sock_close(c->ctl, clear_ptr, &c->ctl);
+    if (c->http)
+        admin_http_close(c->http, clear_ptr, &c->http);
+    if (c->udp)
+        transport_udp_close(c->udp, clear_ptr, &c->udp);
+    struct inbox_msg m = {.kind = INBOX_STOP};
+    for (unsigned i = 0; i < c->n_started; i++)
+        worker_send(&c->w[i], &m);
+    if (c->n_started == 0)
+        finish_stop(c);
 }
 
 static void control_stop(struct control *c)
@@ -509,17 +508,7 @@ static void control_stop(struct control *c)
     uv_close((uv_handle_t *)&c->sig_int, on_closed_handle);
     uv_close((uv_handle_t *)&c->sig_usr1, on_closed_handle);
     uv_close((uv_handle_t *)&c->sig_hup, on_closed_handle);
-    if (c->ctl)
-        ctl_sock_close(c->ctl, on_ctl_closed, c);
-    if (c->http)
-        admin_http_close(c->http, on_http_closed, c);
-    if (c->udp)
-        transport_udp_close(c->udp, on_udp_closed, c);
-    struct inbox_msg m = {.kind = INBOX_STOP};
-    for (unsigned i = 0; i < c->n_started; i++)
-        worker_send(&c->w[i], &m);
-    if (c->n_started == 0)
-        finish_stop(c);
+    close_and_stop_workers(c);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -849,19 +838,7 @@ out_close:
     /* Workers already running stop; the loop runs until they have exited and every
      * handle is closed. */
     c->is_stopping = true;
-    if (c->ctl)
-        ctl_sock_close(c->ctl, on_ctl_closed, c);
-    if (c->http)
-        admin_http_close(c->http, on_http_closed, c);
-    if (c->udp)
-        transport_udp_close(c->udp, on_udp_closed, c);
-    {
-        struct inbox_msg m = {.kind = INBOX_STOP};
-        for (unsigned i = 0; i < c->n_started; i++)
-            worker_send(&c->w[i], &m);
-        if (c->n_started == 0)
-            finish_stop(c);
-    }
+    close_and_stop_workers(c);
     uv_run(&c->loop, UV_RUN_DEFAULT);
 out:
     if (c->stop_deadline.loop)
@@ -869,7 +846,7 @@ out:
     audit_free(c->audit);
     registrar_free(c->reg);
     if (c->ban_be)
-        ban_backend_close(c->ban_be, on_ban_backend_closed, c);
+        ban_backend_close(c->ban_be, clear_ptr, &c->ban_be);
     /* Runs until every handle has closed, the ban backend's included (its callback). */
     uv_run(&c->loop, UV_RUN_DEFAULT);
     if (c->ban_be != NULL)

@@ -270,22 +270,10 @@ void worker_log_stats(struct worker *w, const char *prefix)
 
 static void on_closed_handle(uv_handle_t *h) { (void)h; }
 
-static void on_udp_closed(void *ctx)
+/* A close callback: ctx is the owner's pointer to the closed object, now NULL. */
+static void clear_ptr(void *ctx)
 {
-    struct worker *w = ctx;
-    w->udp = NULL;
-}
-
-static void on_ws_closed(void *ctx)
-{
-    struct worker *w = ctx;
-    w->ws = NULL;
-}
-
-static void on_ban_be_closed(void *ctx)
-{
-    struct worker *w = ctx;
-    w->ban_be = NULL;
+    *(void **)ctx = NULL;
 }
 
 static uint64_t mono_us(void)
@@ -304,8 +292,8 @@ static void worker_stop(struct worker *w)
     uv_timer_stop(&w->tick);
     uv_close((uv_handle_t *)&w->tick, on_closed_handle);
     if (w->ws)
-        transport_ws_close(w->ws, on_ws_closed, w);
-    transport_udp_close(w->udp, on_udp_closed, w);
+        transport_ws_close(w->ws, clear_ptr, &w->ws);
+    transport_udp_close(w->udp, clear_ptr, &w->udp);
     handoff_close(&w->inbox, NULL);
 }
 
@@ -498,9 +486,9 @@ void worker_thread_main(void *arg)
     if (rc < 0) {
         /* Close what was opened; the process stops. */
         if (w->ws)
-            transport_ws_close(w->ws, on_ws_closed, w);
+            transport_ws_close(w->ws, clear_ptr, &w->ws);
         if (w->udp)
-            transport_udp_close(w->udp, on_udp_closed, w);
+            transport_udp_close(w->udp, clear_ptr, &w->udp);
         if (w->inbox.loop)
             handoff_close(&w->inbox, NULL);
         w->is_stopping = true;
@@ -514,7 +502,7 @@ void worker_thread_main(void *arg)
     guard_free(w->guard);
     w->guard = NULL;
     if (w->ban_be)
-        ban_backend_close(w->ban_be, on_ban_be_closed, w);
+        ban_backend_close(w->ban_be, clear_ptr, &w->ban_be);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&w->loop) != 0)
         log_warn("worker %u: event loop closed with handles still open", w->index);
