@@ -82,6 +82,7 @@ struct control {
     struct edge_latency sum_lat;
     struct guard_stats sum_guard;
     struct metrics_reg sum_reg;
+    struct metrics_worker per_worker[WORKERS_MAX];
 };
 
 const struct config *control_config(const struct control *c) { return c->cfg; }
@@ -239,7 +240,19 @@ static void on_http_snapshot(void *ctx, struct metrics_input *in)
             for (unsigned k = 0; k < METRICS_REG_N; k++)
                 c->sum_reg.n[k] += w->reg_metrics.n[k];
             any_up |= w->is_registrar_up;
+            struct handoff_stats hin, hout;
+            handoff_stats(&w->inbox, &hin);
+            handoff_stats(&w->outbox, &hout);
+            c->per_worker[i] = (struct metrics_worker){
+                .rx_public = es->rx_public,
+                .rx_core = es->rx_core,
+                .handed_in = hin.delivered,
+                .outbox_dropped = hout.dropped_full,
+                .flows = u + ws + wss,
+            };
         }
+        in->n_workers = c->n;
+        in->workers = c->per_worker;
         control_release(c);
         in->edge = &c->sum_edge;
         in->latency = &c->sum_lat;
