@@ -53,6 +53,10 @@ struct transport_ws_opts {
                                   * many members (one per worker), steered by source */
 };
 
+/* Routes libwebsockets' log lines into sipedge's log. Once per process, before any lws
+ * context exists (lws' log settings are global); n_threads: loops that will run lws. */
+void transport_ws_log_init(unsigned n_threads);
+
 /* Creates the lws context on opts->loop and starts listening. Returns 0 or a negative
  * errno; the reason is logged. */
 int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *opts,

@@ -361,8 +361,6 @@ int admin_http_new(struct admin_http **out, const struct admin_http_opts *opts)
     snprintf(h->token, sizeof(h->token), "%s", opts->token ? opts->token : "");
     h->foreign_loops[0] = opts->loop;
 
-    /* Errors and warnings only (NULL keeps whichever emitter is installed). */
-    lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
     struct lws_context_creation_info ci;
     memset(&ci, 0, sizeof(ci));
     ci.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;

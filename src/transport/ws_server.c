@@ -294,6 +294,16 @@ static void on_tick(uv_timer_t *h)
     }
 }
 
+void transport_ws_log_init(unsigned n_threads)
+{
+    int lws_level = LLL_ERR | LLL_WARN;
+    /* lws formats every line in one static buffer (_lws_logv): with several threads its
+     * notices would race; errors and warnings are rare. */
+    if (log_get_level() >= LOG_LEVEL_DEBUG && n_threads <= 1)
+        lws_level |= LLL_NOTICE;
+    lws_set_log_level(lws_level, on_lws_log);
+}
+
 int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *opts,
                      const struct transport_ws_cbs *cbs, void *ctx)
 {
@@ -346,11 +356,6 @@ int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *
         free(t);
         return -ENOMEM;
     }
-
-    int lws_level = LLL_ERR | LLL_WARN;
-    if (log_get_level() >= LOG_LEVEL_DEBUG)
-        lws_level |= LLL_NOTICE;
-    lws_set_log_level(lws_level, on_lws_log);
 
     struct lws_context_creation_info ci;
     memset(&ci, 0, sizeof(ci));

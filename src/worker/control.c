@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -779,6 +780,11 @@ int worker_run(const struct worker_opts *opts)
                                     .isolate = control_isolate,
                                     .release = control_release,
                                     .ctx = c};
+    /* The time zone is read once, here: libraries that call localtime() from the workers
+     * (libwebsockets' certificate and date code) then never rebuild it concurrently. */
+    tzset();
+    /* lws' log settings are the process's: set once, before any thread makes a context. */
+    transport_ws_log_init(c->n + (c->cfg->has_admin_listen ? 1 : 0));
     if (opts->run_registrar) {
         rc = start_registrar(c);
         if (rc < 0)
