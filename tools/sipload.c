@@ -36,7 +36,7 @@
 #define PREFIX_CAP 640
 #define AUTH_CAP 896
 #define CSEQ_W 10
-#define MAX_SOCKETS 1024
+#define MAX_SOCKETS 16384
 #define MAX_SRCS 64
 
 enum phase { PH_REGISTER, PH_REFRESH, PH_DRAIN, PH_DONE };
@@ -643,7 +643,7 @@ static void usage(FILE *f)
                "  --users N              users (100)\n"
                "  --start U              first user number (1000): users PREFIX<U>..\n"
                "  --prefix P             user name prefix (\"u\"); password is \"pw\" + user name\n"
-               "  --sockets S            source sockets (1), user i on socket i %% S\n"
+               "  --sockets S            source sockets (1, at most 16384), user i on socket i %% S\n"
                "  --src LIST             comma-separated source addresses (127.0.0.1), sockets\n"
                "                         bound on them in turn, ephemeral ports\n"
                "  --domain D             Request-URI and To/From domain (the --to address)\n"
@@ -659,8 +659,31 @@ static void usage(FILE *f)
                "Exit status: 0 when every user registered, 1 otherwise, 2 on bad usage.\n");
 }
 
+/* Room for nsock sockets plus stdio and epoll: the soft descriptor limit raised towards
+ * the hard one when it is lower. */
+static int raise_fd_limit(uint32_t nsock)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)nsock + 32;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+        return 0;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
+        fprintf(stderr, "sipload: %u sockets need %llu descriptors, the hard limit is %llu\n",
+                nsock, (unsigned long long)want, (unsigned long long)rl.rlim_max);
+        return -1;
+    }
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        perror("sipload: setrlimit");
+        return -1;
+    }
+    return 0;
+}
+
 static int setup(void)
 {
+    if (raise_fd_limit(o.nsock) < 0)
+        return -1;
     if (o.nsrcs == 0) {
         inet_pton(AF_INET, "127.0.0.1", &o.srcs[0]);
         o.nsrcs = 1;
