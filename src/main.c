@@ -45,6 +45,7 @@ static void usage(FILE *f)
             "      --audit PATH           registration audit log, JSON lines (\"-\" = stdout)\n"
             "      --user NAME            switch to this user once the sockets are bound\n"
             "      --state-dir DIR        keep flows, bans and bindings here across restarts\n"
+            "      --workers N            edge worker threads (0: one per CPU, the default)\n"
             "      --registrar-only       run only the embedded registrar\n"
             "      --check-config         validate the configuration and policy, then exit\n"
             "      --version              print the version and exit\n");
@@ -75,6 +76,7 @@ enum {
     OPT_AUDIT,
     OPT_USER,
     OPT_STATE_DIR,
+    OPT_WORKERS,
 };
 
 static const struct option long_opts[] = {
@@ -103,6 +105,7 @@ static const struct option long_opts[] = {
     {"audit", required_argument, NULL, OPT_AUDIT},
     {"user", required_argument, NULL, OPT_USER},
     {"state-dir", required_argument, NULL, OPT_STATE_DIR},
+    {"workers", required_argument, NULL, OPT_WORKERS},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -143,7 +146,7 @@ static int copy_opt(const char *opt, const char *val, char *dst, size_t cap)
 struct overrides {
     struct config cli;
     bool has_ws, has_wss, has_cert, has_key, has_origins, has_backend, has_admin;
-    bool has_admin_http, has_audit, has_user, has_state_dir;
+    bool has_admin_http, has_audit, has_user, has_state_dir, has_workers;
     bool has_listen, has_core, has_registrar, has_reg_listen, has_users, has_realm, has_policy,
         has_flow_key, has_log_level, has_peers;
 };
@@ -170,6 +173,8 @@ static void apply_overrides(struct config *cfg, const struct overrides *o)
         memcpy(cfg->run_user, o->cli.run_user, sizeof(cfg->run_user));
     if (o->has_state_dir)
         memcpy(cfg->state_dir, o->cli.state_dir, sizeof(cfg->state_dir));
+    if (o->has_workers)
+        cfg->workers = o->cli.workers;
     if (o->has_ws) {
         memcpy(cfg->listen_ws, o->cli.listen_ws, sizeof(cfg->listen_ws));
         cfg->n_listen_ws = o->cli.n_listen_ws;
@@ -336,6 +341,19 @@ int main(int argc, char **argv)
             rc = copy_opt("state-dir", optarg, o.cli.state_dir, sizeof(o.cli.state_dir));
             o.has_state_dir = true;
             break;
+        case OPT_WORKERS: {
+            char *end = NULL;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (optarg[0] < '0' || optarg[0] > '9' || *end != '\0' || v > 64) {
+                fprintf(stderr, "sipedge: --workers: '%s' is not 0..64 (0: one per CPU)\n",
+                        optarg);
+                rc = -EINVAL;
+                break;
+            }
+            o.cli.workers = (unsigned)v;
+            o.has_workers = true;
+            break;
+        }
         case OPT_TLS_CERT:
             rc = copy_opt("tls-cert", optarg, o.cli.tls_cert, sizeof(o.cli.tls_cert));
             o.has_cert = true;

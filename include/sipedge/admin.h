@@ -16,7 +16,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct ban_key;
+struct edge;
 struct guard;
+
+/*
+ * What the admin surfaces act on: every worker's guard and edge. Sources are steered to
+ * workers by address, so each ban lives in the guard of the worker that owns its source
+ * (owner); reading or changing another thread's guard happens only between isolate and
+ * release, while every worker waits (control.c).
+ */
+struct admin_scope {
+    struct guard *const *guards; /* one per worker */
+    struct edge *const *edges;   /* one per worker, or NULL */
+    unsigned n;
+    unsigned (*owner)(void *ctx, const struct ban_key *k); /* NULL: worker 0 */
+    void (*isolate)(void *ctx);                            /* NULL: one thread, nothing to do */
+    void (*release)(void *ctx);
+    void *ctx;
+};
 
 #define ADMIN_LINE_MAX 512
 #define ADMIN_REPLY_MAX (1024 * 1024)
@@ -28,5 +46,10 @@ struct guard;
  * when cap < 128 (nothing executed).
  */
 int admin_cmd_exec(struct guard *g, const char *line, char *out, size_t cap);
+/* The same over every guard of s, isolated: bans lists every worker's, stats sums them,
+ * ban goes to the source's owner, unban to whichever holds it. */
+int admin_cmd_exec_scope(const struct admin_scope *s, const char *line, char *out, size_t cap);
+void admin_scope_isolate(const struct admin_scope *s);
+void admin_scope_release(const struct admin_scope *s);
 
 #endif

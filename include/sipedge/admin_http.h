@@ -39,8 +39,7 @@
 #define ADMIN_HTTP_TOKEN_MAX 128
 
 struct uv_loop_s;
-struct edge;
-struct guard;
+struct admin_scope;
 
 /* Fills a metrics snapshot; called for /metrics and /api/stats. */
 typedef void (*admin_http_snapshot_cb)(void *ctx, struct metrics_input *in);
@@ -51,8 +50,8 @@ struct admin_http_opts {
     struct uv_loop_s *loop;
     const struct config_addr *listen;
     const char *token;          /* "" or NULL: only 127.0.0.1 / ::1 get in, read-only */
-    struct guard *guard;        /* borrowed; NULL: ban endpoints answer 503 */
-    struct edge *edge;          /* borrowed; NULL: empty inventory */
+    const struct admin_scope *scope; /* borrowed; NULL: ban endpoints answer 503, empty
+                                      * inventory */
     admin_http_snapshot_cb snapshot;
     admin_http_reload_cb reload;
     void *ctx;

@@ -8,7 +8,7 @@
 #ifndef SIPEDGE_CTL_SOCK_H
 #define SIPEDGE_CTL_SOCK_H
 
-struct guard;
+struct admin_scope;
 struct uv_loop_s;
 
 #define CTL_SOCK_MAX_CLIENTS 8
@@ -17,10 +17,11 @@ struct ctl_sock;
 
 /*
  * Listens on the UNIX socket path (a stale socket file there is replaced; any other file is
- * an error) with mode 0660 on loop; commands act on g (borrowed; must outlive the socket).
+ * an error) with mode 0660 on loop; commands act on scope (borrowed; must outlive the socket).
  * Returns 0, -EINVAL, -ENOMEM, -EEXIST (path is not a socket) or a negative errno from bind.
  */
-int ctl_sock_new(struct ctl_sock **out, struct uv_loop_s *loop, const char *path, struct guard *g);
+int ctl_sock_new(struct ctl_sock **out, struct uv_loop_s *loop, const char *path,
+                 const struct admin_scope *scope);
 
 typedef void (*ctl_sock_close_cb)(void *arg);
 /* Stops listening, closes every client, unlinks the socket file; cb (may be NULL) runs once

@@ -51,6 +51,7 @@
     X(drop_non_core_peer)                                                                          \
     X(drop_100_trying)                                                                             \
     X(drop_dead_flow_response)                                                                     \
+    X(handed_to_owner)                                                                             \
     X(reply_400)                                                                                   \
     X(reply_400_bad_alias)                                                                         \
     X(reply_403_bad_token)                                                                         \
@@ -112,6 +113,12 @@ struct edge_hooks {
     void (*on_register)(void *ctx, const struct edge_reg_event *ev);
     void (*on_flow)(void *ctx, enum edge_flow_event kind, uint64_t flow_ref, uint8_t transport,
                     const struct sockaddr *remote, const char *reason);
+    /* A message from the core whose valid flow token names another worker of this
+     * process: the owner should handle it. Returns true when it took a copy of buf (the
+     * edge then does nothing more with it), false when no such worker runs (the edge
+     * handles it as a token of an earlier run). NULL: one worker. */
+    bool (*on_foreign)(void *ctx, uint8_t worker, const char *buf, size_t len,
+                       const struct sockaddr *src);
     void *ctx;
 };
 
@@ -201,6 +208,8 @@ size_t edge_flows_foreach(struct edge *e, bool (*cb)(void *ctx, const struct edg
 void edge_flow_counts(const struct edge *e, uint32_t *udp, uint32_t *ws, uint32_t *wss);
 /* Writes "name=value ..." for every counter into buf. */
 void edge_stats_format(const struct edge *e, char *buf, size_t cap);
+/* The same for the sum of n edges (the workers of one process). */
+void edge_stats_format_sum(const struct edge *const *es, unsigned n, char *buf, size_t cap);
 uint32_t edge_n_flows(const struct edge *e);
 
 /*

@@ -40,9 +40,12 @@ struct transport_udp_stats {
 int transport_udp_new(struct transport_udp **out, uv_loop_t *loop, transport_udp_recv_cb cb,
                       void *ctx);
 
-/* Binds socket id (any value, unique) to addr and starts receiving.
+/* Binds socket id (any value, unique) to addr and starts receiving. group > 1: the socket
+ * joins an SO_REUSEPORT group of that many members (one per worker, bound in worker order)
+ * steered by source address (reuseport_steer.h); 0 or 1: a socket of its own.
  * Returns 0 or a negative errno (e.g. -EADDRINUSE). */
-int transport_udp_bind(struct transport_udp *t, uint8_t id, const struct config_addr *addr);
+int transport_udp_bind(struct transport_udp *t, uint8_t id, const struct config_addr *addr,
+                       unsigned group);
 
 /* Lends at least 65535 bytes of the transmit batch; valid until the next commit/flush. */
 char *transport_udp_reserve(struct transport_udp *t, size_t *cap);

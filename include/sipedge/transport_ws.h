@@ -49,6 +49,8 @@ struct transport_ws_opts {
     uv_loop_t *loop;
     const struct config *cfg;    /* listen_ws/listen_wss, tls cert/key, ws origins */
     const struct policy *policy; /* ws_* knobs */
+    unsigned group;              /* > 1: listen sockets join SO_REUSEPORT groups of this
+                                  * many members (one per worker), steered by source */
 };
 
 /* Creates the lws context on opts->loop and starts listening. Returns 0 or a negative
@@ -84,6 +86,9 @@ void transport_ws_set_policy(struct transport_ws *t, const struct policy *policy
 
 /* Counters, as "name=value ..." text. */
 void transport_ws_stats_format(const struct transport_ws *t, char *buf, size_t cap);
+/* The same for the sum of n transports (the workers of one process). */
+void transport_ws_stats_format_sum(const struct transport_ws *const *ts, unsigned n, char *buf,
+                                   size_t cap);
 
 /* Stops listening, closes every connection with 1001 (going away) and destroys the lws
  * context; cb(ctx) runs when every handle is closed. */

@@ -105,7 +105,7 @@ static const struct yaml_walk_field config_schema[] = {
     YAML_WALK_FIELD_PATH(C, "state_dir", state_dir),
     YAML_WALK_FIELD_MAP("ws", config_ws_schema),
     YAML_WALK_FIELD_MAP("log", config_log_schema),
-    YAML_WALK_FIELD_U32(C, "workers", workers, 0, 256),
+    YAML_WALK_FIELD_U32(C, "workers", workers, 0, 64),
     YAML_WALK_FIELD_END,
 };
 
@@ -130,7 +130,7 @@ void config_defaults(struct config *cfg)
     snprintf(cfg->realm, sizeof(cfg->realm), "sipedge");
     snprintf(cfg->policy_dir, sizeof(cfg->policy_dir), "policies/default");
     cfg->log_level = LOG_LEVEL_INFO;
-    cfg->workers = 1;
+    cfg->workers = 0; /* one per CPU */
 }
 
 int config_load_string(struct config *cfg, const char *name, const char *text, size_t len,

@@ -159,18 +159,31 @@ uint32_t edge_n_flows(const struct edge *e)
     return flow_table_count(e->flows);
 }
 
-void edge_stats_format(const struct edge *e, char *buf, size_t cap)
+void edge_stats_format_sum(const struct edge *const *es, unsigned n_edges, char *buf, size_t cap)
 {
+    struct edge_stats st = {0};
+    unsigned n_flows = 0;
+    for (unsigned i = 0; i < n_edges; i++) {
+#define EDGE_STATS_ADD(name) st.name += es[i]->st.name;
+        EDGE_STATS(EDGE_STATS_ADD)
+#undef EDGE_STATS_ADD
+        n_flows += flow_table_count(es[i]->flows);
+    }
     size_t n = 0;
     buf[0] = '\0';
 #define EDGE_STATS_PRINT(name)                                                                     \
     if (n < cap)                                                                                   \
         n += (size_t)snprintf(buf + n, cap - n, "%s%s=%llu", n ? " " : "", #name,                  \
-                              (unsigned long long)e->st.name);
+                              (unsigned long long)st.name);
     EDGE_STATS(EDGE_STATS_PRINT)
 #undef EDGE_STATS_PRINT
     if (n < cap)
-        snprintf(buf + n, cap - n, " flows=%u", flow_table_count(e->flows));
+        snprintf(buf + n, cap - n, " flows=%u", n_flows);
+}
+
+void edge_stats_format(const struct edge *e, char *buf, size_t cap)
+{
+    edge_stats_format_sum(&e, 1, buf, cap);
 }
 
 const struct edge_latency *edge_latency(const struct edge *e)

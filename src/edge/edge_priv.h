@@ -143,6 +143,8 @@ struct edge {
     /* The message in hand, parsed once (sip_check_view / sip_view_fill) by ingress and
      * valid while it is handled. */
     struct sip_view view;
+    const char *rx_buf; /* edge_rx_core: the datagram in hand, for a handoff to its owner */
+    size_t rx_len;
     uint64_t branch_k0, branch_k1;        /* key of derived branches (sip_edit_branch) */
     char pub_host[CONFIG_MAX_LISTEN][64]; /* host:port for our inbound Via per socket */
 };

@@ -303,6 +303,8 @@ void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sock
         return;
     struct rx rx = {.transport = 0, .sock = EDGE_SOCK_CORE, .src = src, .f = NULL};
     e->view.via_hdr = NULL;
+    e->rx_buf = buf;
+    e->rx_len = len;
     struct sip_msg m;
     struct sip_err err = {0, NULL};
     struct sip_limits lim = {.max_msg_bytes = 65535, .max_headers = EDGE_MAX_HDRS};

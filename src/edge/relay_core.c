@@ -75,13 +75,34 @@ static struct flow *flow_of_token(struct edge *e, const struct flow_token_fields
     return f;
 }
 
-static struct flow *flow_by_token(struct edge *e, struct slice tok, bool *is_forged)
+/*
+ * A verified token of another worker of this process: the message in hand goes to that
+ * worker, which owns the flow (its connection, its table). True when the owner took it.
+ */
+static bool handed_to_owner(struct edge *e, const struct flow_token_fields *tf,
+                            const struct sockaddr *src)
+{
+    if (tf->worker == flow_table_worker(e->flows) || !e->hooks.on_foreign || !e->rx_buf)
+        return false;
+    if (!e->hooks.on_foreign(e->hooks.ctx, tf->worker, e->rx_buf, e->rx_len, src))
+        return false;
+    e->st.handed_to_owner++;
+    return true;
+}
+
+static struct flow *flow_by_token(struct edge *e, struct slice tok, const struct sockaddr *src,
+                                  bool *is_forged, bool *is_handed)
 {
     struct flow_token_fields tf;
     int rc = flow_token_decode(e->keys, tok, &tf);
     *is_forged = rc < 0;
+    *is_handed = false;
     if (rc < 0)
         return NULL;
+    if (handed_to_owner(e, &tf, src)) {
+        *is_handed = true;
+        return NULL;
+    }
     struct flow *f = flow_of_token(e, &tf);
     return f && f->state == FLOW_LIVE ? f : NULL;
 }
@@ -96,14 +117,20 @@ static struct flow *flow_by_token(struct edge *e, struct slice tok, bool *is_for
  * the one reached. A connection flow (WS) is gone with its connection: NULL, 430.
  * Returns NULL with *is_forged set when the MAC fails.
  */
-static struct flow *flow_for_core_request(struct edge *e, struct slice tok, uint64_t now_ms,
-                                          bool *is_forged)
+static struct flow *flow_for_core_request(struct edge *e, struct slice tok,
+                                          const struct sockaddr *src, uint64_t now_ms,
+                                          bool *is_forged, bool *is_handed)
 {
     struct flow_token_fields tf;
     int rc = flow_token_decode(e->keys, tok, &tf);
     *is_forged = rc < 0;
+    *is_handed = false;
     if (rc < 0)
         return NULL;
+    if (handed_to_owner(e, &tf, src)) {
+        *is_handed = true;
+        return NULL;
+    }
     struct flow *f = flow_of_token(e, &tf);
     if (f)
         return f->state == FLOW_LIVE ? f : NULL;
@@ -172,8 +199,10 @@ void relay_core_response(struct edge *e, const struct sip_msg *m, const struct s
         e->st.drop_stray_response++;
         return;
     }
-    bool is_forged;
-    struct flow *f = flow_by_token(e, tok, &is_forged);
+    bool is_forged, is_handed;
+    struct flow *f = flow_by_token(e, tok, src, &is_forged, &is_handed);
+    if (is_handed)
+        return;
     if (is_forged) {
         e->st.drop_stray_response++;
         return;
@@ -305,8 +334,10 @@ void relay_core_request(struct edge *e, struct rx *rx, const struct sip_msg *m, 
         edge_reply(e, rx, m, 404, "Not Found", NULL);
         return;
     }
-    bool is_forged;
-    struct flow *f = flow_for_core_request(e, tok, now_ms, &is_forged);
+    bool is_forged, is_handed;
+    struct flow *f = flow_for_core_request(e, tok, rx->src, now_ms, &is_forged, &is_handed);
+    if (is_handed)
+        return;
     if (is_forged) {
         e->st.reply_403_bad_token++;
         edge_reply(e, rx, m, 403, "Forbidden", NULL);

@@ -77,29 +77,51 @@ static bool on_ban_visit(void *arg, const struct ban_entry *e)
     return true;
 }
 
-static void cmd_bans(struct guard *g, struct strbuf *o, uint64_t now)
+static void cmd_bans(const struct admin_scope *sc, struct strbuf *o)
 {
-    const struct ban *b = guard_bans(g);
-    struct list_ctx c = {.o = o, .now = now};
-    strbuf_fmt(o, "{\"ok\":true,\"backend\":\"%s\",\"bans\":[", guard_backend_name(g));
+    struct list_ctx c = {.o = o};
+    unsigned n_active = 0;
+    strbuf_fmt(o, "{\"ok\":true,\"backend\":\"%s\",\"bans\":[", guard_backend_name(sc->guards[0]));
     /* Leave room for the tail so a cut list still closes. */
     size_t cap = o->cap;
     o->cap = cap > 64 ? cap - 64 : cap;
-    ban_foreach(b, now, on_ban_visit, &c);
-    bool cut = c.n < ban_stats(b)->n_active;
+    for (unsigned i = 0; i < sc->n; i++) {
+        const struct ban *b = guard_bans(sc->guards[i]);
+        c.now = guard_now_ms(sc->guards[i]);
+        n_active += ban_stats(b)->n_active;
+        ban_foreach(b, c.now, on_ban_visit, &c);
+    }
+    bool cut = c.n < n_active;
     o->cap = cap;
     o->is_overflow = false; /* the tail has its room */
     strbuf_fmt(o, "],\"count\":%u%s", c.n, cut ? ",\"truncated\":true" : "");
 }
 
-static void cmd_stats(struct guard *g, struct strbuf *o)
+static void cmd_stats(const struct admin_scope *sc, struct strbuf *o)
 {
-    const struct guard_stats *s = guard_stats(g);
-    const struct ban_stats *b = ban_stats(guard_bans(g));
-    strbuf_fmt(o, "{\"ok\":true,\"backend\":\"%s\",\"guard\":{", guard_backend_name(g));
+    struct guard_stats s = {0};
+    struct ban_stats b = {0};
+    for (unsigned i = 0; i < sc->n; i++) {
+        const struct guard_stats *gs = guard_stats(sc->guards[i]);
+        const struct ban_stats *bs = ban_stats(guard_bans(sc->guards[i]));
+#define STAT_SUM(name) s.name += gs->name;
+        GUARD_STATS(STAT_SUM)
+#undef STAT_SUM
+        b.n_active += bs->n_active;
+        b.n_history += bs->n_history;
+        b.n_imposed += bs->n_imposed;
+        b.n_escalated += bs->n_escalated;
+        b.n_lifted += bs->n_lifted;
+        b.n_expired += bs->n_expired;
+        b.n_refused_full += bs->n_refused_full;
+        b.n_backend_errors += bs->n_backend_errors;
+        b.n_restored += bs->n_restored;
+    }
+    strbuf_fmt(o, "{\"ok\":true,\"backend\":\"%s\",\"guard\":{",
+               guard_backend_name(sc->guards[0]));
     bool first = true;
 #define STAT_OUT(name)                                                                             \
-    strbuf_fmt(o, "%s\"" #name "\":%llu", first ? "" : ",", (unsigned long long)s->name);             \
+    strbuf_fmt(o, "%s\"" #name "\":%llu", first ? "" : ",", (unsigned long long)s.name);              \
     first = false;
     GUARD_STATS(STAT_OUT)
 #undef STAT_OUT
@@ -107,16 +129,26 @@ static void cmd_stats(struct guard *g, struct strbuf *o)
             "},\"bans\":{\"active\":%u,\"history\":%u,\"imposed\":%llu,\"escalated\":%llu,"
             "\"lifted\":%llu,\"expired\":%llu,\"refused_full\":%llu,\"backend_errors\":%llu,"
             "\"restored\":%llu}",
-            b->n_active, b->n_history, (unsigned long long)b->n_imposed,
-            (unsigned long long)b->n_escalated, (unsigned long long)b->n_lifted,
-            (unsigned long long)b->n_expired, (unsigned long long)b->n_refused_full,
-            (unsigned long long)b->n_backend_errors, (unsigned long long)b->n_restored);
+            b.n_active, b.n_history, (unsigned long long)b.n_imposed,
+            (unsigned long long)b.n_escalated, (unsigned long long)b.n_lifted,
+            (unsigned long long)b.n_expired, (unsigned long long)b.n_refused_full,
+            (unsigned long long)b.n_backend_errors, (unsigned long long)b.n_restored);
 }
 
-int admin_cmd_exec(struct guard *g, const char *line, char *out, size_t cap)
+void admin_scope_isolate(const struct admin_scope *s)
 {
-    if (g == NULL || line == NULL || out == NULL || cap < 128)
-        return -EINVAL;
+    if (s->isolate)
+        s->isolate(s->ctx);
+}
+
+void admin_scope_release(const struct admin_scope *s)
+{
+    if (s->release)
+        s->release(s->ctx);
+}
+
+static int exec_isolated(const struct admin_scope *sc, const char *line, char *out, size_t cap)
+{
     char buf[ADMIN_LINE_MAX];
     size_t n = strcspn(line, "\r\n");
     if (n >= sizeof(buf))
@@ -128,18 +160,15 @@ int admin_cmd_exec(struct guard *g, const char *line, char *out, size_t cap)
     char *a1 = cmd ? strtok_r(NULL, " \t", &save) : NULL;
     char *a2 = a1 ? strtok_r(NULL, " \t", &save) : NULL;
     char *extra = a2 ? strtok_r(NULL, " \t", &save) : NULL;
-    uint64_t now = guard_now_ms(g);
-    if (cap < 3)
-        return 0;
     /* Two bytes stay free for the closing "}\n" of the reply. */
     struct strbuf o;
     strbuf_init(&o, out, cap - 2);
     if (cmd == NULL)
         return reply_error(out, cap, "empty command", NULL);
     if (strcmp(cmd, "bans") == 0 && a1 == NULL) {
-        cmd_bans(g, &o, now);
+        cmd_bans(sc, &o);
     } else if (strcmp(cmd, "stats") == 0 && a1 == NULL) {
-        cmd_stats(g, &o);
+        cmd_stats(sc, &o);
     } else if (strcmp(cmd, "ban") == 0 && a1 != NULL && extra == NULL) {
         struct ban_key k;
         uint32_t d = 0;
@@ -148,7 +177,9 @@ int admin_cmd_exec(struct guard *g, const char *line, char *out, size_t cap)
             return reply_error(out, cap, "bad address", a1);
         if (a2 != NULL && parse_duration(a2, &d) != 0)
             return reply_error(out, cap, "bad duration (seconds or Ns/Nm/Nh/Nd)", a2);
-        int rc = guard_ban(g, &k, d, now, &e);
+        unsigned w = sc->owner ? sc->owner(sc->ctx, &k) : 0;
+        struct guard *g = sc->guards[w < sc->n ? w : 0];
+        int rc = guard_ban(g, &k, d, guard_now_ms(g), &e);
         if (rc == -EPERM)
             return reply_error(out, cap, "address is allowlisted", a1);
         if (rc == -ENOSPC)
@@ -162,7 +193,14 @@ int admin_cmd_exec(struct guard *g, const char *line, char *out, size_t cap)
         struct ban_key k;
         if (ban_key_parse(a1, &k) != 0)
             return reply_error(out, cap, "bad address", a1);
-        int rc = guard_unban(g, &k, now);
+        /* Whichever guard holds it (its owner, unless the source moved to another worker
+         * since: a restart with another number of workers). */
+        int rc = -ENOENT;
+        for (unsigned i = 0; i < sc->n; i++) {
+            int r = guard_unban(sc->guards[i], &k, guard_now_ms(sc->guards[i]));
+            if (r != -ENOENT)
+                rc = rc == 0 ? 0 : r;
+        }
         if (rc == -ENOENT)
             return reply_error(out, cap, "not banned", a1);
         if (rc != 0)
@@ -179,4 +217,23 @@ int admin_cmd_exec(struct guard *g, const char *line, char *out, size_t cap)
     out[len++] = '\n';
     out[len] = '\0';
     return (int)len;
+}
+
+int admin_cmd_exec_scope(const struct admin_scope *sc, const char *line, char *out, size_t cap)
+{
+    if (sc == NULL || sc->n == 0 || sc->guards == NULL || line == NULL || out == NULL ||
+        cap < 128)
+        return -EINVAL;
+    admin_scope_isolate(sc);
+    int n = exec_isolated(sc, line, out, cap);
+    admin_scope_release(sc);
+    return n;
+}
+
+int admin_cmd_exec(struct guard *g, const char *line, char *out, size_t cap)
+{
+    if (g == NULL)
+        return -EINVAL;
+    struct admin_scope sc = {.guards = &g, .n = 1};
+    return admin_cmd_exec_scope(&sc, line, out, cap);
 }

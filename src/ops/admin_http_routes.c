@@ -273,8 +273,13 @@ static void http_inventory(struct admin_http *h, struct lws *wsi, struct abuf *b
                         .is_first = true,
                         .now_ms = uv_now(h->o.loop)};
     abuf_put(b, "{\"ok\":true,\"%s\":[", is_flat ? "registrations" : "flows");
-    if (h->o.edge)
-        edge_flows_foreach(h->o.edge, on_inventory_flow, &c);
+    const struct admin_scope *sc = h->o.scope;
+    if (sc && sc->edges) {
+        admin_scope_isolate(sc);
+        for (unsigned i = 0; i < sc->n; i++)
+            edge_flows_foreach(sc->edges[i], on_inventory_flow, &c);
+        admin_scope_release(sc);
+    }
     bool is_truncated = b->is_full;
     if (is_truncated) {
         /* Rendered too much: answer with an honest error instead of cut JSON. */
@@ -290,13 +295,13 @@ static void http_inventory(struct admin_http *h, struct lws *wsi, struct abuf *b
 
 static unsigned http_admin_cmd(struct admin_http *h, struct abuf *b, const char *line)
 {
-    if (!h->o.guard) {
+    if (!h->o.scope) {
         abuf_put(b, "{\"ok\":false,\"error\":\"no guard running\"}");
         return 503;
     }
     if (!abuf_grow(b, ADMIN_REPLY_MAX))
         return 500;
-    int n = admin_cmd_exec(h->o.guard, line, b->p + b->len, ADMIN_REPLY_MAX);
+    int n = admin_cmd_exec_scope(h->o.scope, line, b->p + b->len, ADMIN_REPLY_MAX);
     if (n < 0)
         return 500;
     /* Drop the trailing newline: the HTTP reply is the object alone. */
@@ -328,7 +333,7 @@ static void http_stats(struct admin_http *h, struct abuf *b)
     if (in.latency)
         abuf_put(b, ",\"relay_latency\":{\"count\":%llu,\"sum_s\":%.6f}",
                  (unsigned long long)in.latency->n, in.latency->sum_s);
-    if (h->o.guard) {
+    if (h->o.scope) {
         abuf_put(b, ",\"guard\":");
         size_t mark = b->len;
         unsigned st = http_admin_cmd(h, b, "stats");

@@ -27,7 +27,7 @@ struct ctl_sock_client {
 
 struct ctl_sock {
     uv_pipe_t server;
-    struct guard *g;
+    const struct admin_scope *scope;
     char path[108];
     unsigned n_clients;
     unsigned n_open_handles;
@@ -106,7 +106,7 @@ static void client_exec(struct ctl_sock_client *c)
         client_close(c);
         return;
     }
-    int n = admin_cmd_exec(c->ctl->g, c->line, out, ADMIN_REPLY_MAX);
+    int n = admin_cmd_exec_scope(c->ctl->scope, c->line, out, ADMIN_REPLY_MAX);
     if (n <= 0) {
         free(out);
         client_close(c);
@@ -194,9 +194,10 @@ static void on_server_closed(uv_handle_t *h)
     ctl_sock_maybe_done(a);
 }
 
-int ctl_sock_new(struct ctl_sock **out, uv_loop_t *loop, const char *path, struct guard *g)
+int ctl_sock_new(struct ctl_sock **out, uv_loop_t *loop, const char *path,
+                 const struct admin_scope *scope)
 {
-    if (out == NULL || loop == NULL || path == NULL || g == NULL || path[0] == '\0' ||
+    if (out == NULL || loop == NULL || path == NULL || scope == NULL || path[0] == '\0' ||
         strlen(path) >= sizeof(((struct ctl_sock *)0)->path))
         return -EINVAL;
     struct stat st;
@@ -208,7 +209,7 @@ int ctl_sock_new(struct ctl_sock **out, uv_loop_t *loop, const char *path, struc
     struct ctl_sock *a = calloc(1, sizeof(*a));
     if (a == NULL)
         return -ENOMEM;
-    a->g = g;
+    a->scope = scope;
     snprintf(a->path, sizeof(a->path), "%s", path);
     uv_pipe_init(loop, &a->server, 0);
     a->n_open_handles = 1;

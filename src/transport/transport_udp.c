@@ -2,10 +2,14 @@
 #include "sipedge/transport_udp.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "sipedge/log.h"
+#include "transport/reuseport_steer.h"
 
 #define UDP_MAX_SOCKS 16
 #define RX_DGRAM_MAX 65536
@@ -113,24 +117,68 @@ int transport_udp_new(struct transport_udp **out, uv_loop_t *loop, transport_udp
     return 0;
 }
 
-int transport_udp_bind(struct transport_udp *t, uint8_t id, const struct config_addr *addr)
+/* A UDP socket for addr with SO_REUSEPORT set, bound: one member of a group. */
+static int reuseport_socket(const struct config_addr *addr)
+{
+    int one = 1;
+    int fd = socket(addr->ss.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        (addr->ss.ss_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+        bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0) {
+        int rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+int transport_udp_bind(struct transport_udp *t, uint8_t id, const struct config_addr *addr,
+                       unsigned group)
 {
     if (t->n_socks >= UDP_MAX_SOCKS || t->by_id[id] >= 0)
         return -EINVAL;
     struct udp_sock *s = &t->socks[t->n_socks];
-    int rc = uv_udp_init_ex(t->loop, &s->handle, (unsigned)addr->ss.ss_family | UV_UDP_RECVMMSG);
-    if (rc < 0)
+    int fd = -1;
+    if (group > 1) {
+        fd = reuseport_socket(addr);
+        if (fd < 0)
+            return fd;
+    }
+    int rc = uv_udp_init_ex(t->loop, &s->handle,
+                            (group > 1 ? AF_UNSPEC : (unsigned)addr->ss.ss_family) |
+                                UV_UDP_RECVMMSG);
+    if (rc < 0) {
+        if (fd >= 0)
+            close(fd);
         return rc;
+    }
     s->handle.data = s;
     s->t = t;
     s->id = id;
     s->is_open = true;
     t->n_open_handles++;
     t->by_id[id] = (int8_t)t->n_socks++;
-    unsigned flags = addr->ss.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0;
-    rc = uv_udp_bind(&s->handle, (const struct sockaddr *)&addr->ss, flags);
-    if (rc < 0)
-        return rc;
+    if (group > 1) {
+        /* The handle owns fd from here; closing the handle closes it. */
+        rc = uv_udp_open(&s->handle, fd);
+        if (rc < 0) {
+            close(fd);
+            return rc;
+        }
+        /* Attached by every member as it joins: the last program set counts, and until
+         * the group is whole the kernel's own hash picks for an index not yet bound. */
+        rc = reuseport_steer_attach(fd, group);
+        if (rc < 0)
+            return rc;
+    } else {
+        unsigned flags = addr->ss.ss_family == AF_INET6 ? UV_UDP_IPV6ONLY : 0;
+        rc = uv_udp_bind(&s->handle, (const struct sockaddr *)&addr->ss, flags);
+        if (rc < 0)
+            return rc;
+    }
     /* Bursts of registrations must not be lost in the socket queue. */
     int size = 4 * 1024 * 1024;
     uv_recv_buffer_size((uv_handle_t *)&s->handle, &size);

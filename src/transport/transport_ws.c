@@ -643,7 +643,8 @@ const struct transport_ws_stats *transport_ws_stats(const struct transport_ws *t
     return &t->st;
 }
 
-void transport_ws_stats_format(const struct transport_ws *t, char *buf, size_t cap)
+void transport_ws_stats_format_sum(const struct transport_ws *const *ts, unsigned n_ts, char *buf,
+                                   size_t cap)
 {
     size_t off = 0;
     if (!cap)
@@ -651,13 +652,20 @@ void transport_ws_stats_format(const struct transport_ws *t, char *buf, size_t c
     buf[0] = '\0';
 #define WS_STATS_FMT(name)                                                                         \
     if (off < cap) {                                                                               \
-        int n_ = snprintf(buf + off, cap - off, "%sws_" #name "=%llu", off ? " " : "",             \
-                          (unsigned long long)t->st.name);                                         \
+        unsigned long long v_ = 0;                                                                 \
+        for (unsigned i_ = 0; i_ < n_ts; i_++)                                                     \
+            v_ += ts[i_]->st.name;                                                                 \
+        int n_ = snprintf(buf + off, cap - off, "%sws_" #name "=%llu", off ? " " : "", v_);       \
         if (n_ > 0)                                                                                \
             off += (size_t)n_;                                                                     \
     }
     TRANSPORT_WS_STATS(WS_STATS_FMT)
 #undef WS_STATS_FMT
+}
+
+void transport_ws_stats_format(const struct transport_ws *t, char *buf, size_t cap)
+{
+    transport_ws_stats_format_sum(&t, 1, buf, cap);
 }
 
 uint32_t transport_ws_n_conns(const struct transport_ws *t)

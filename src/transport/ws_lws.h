@@ -101,6 +101,7 @@ struct transport_ws {
     void *foreign_loops[1];
     const struct config *cfg;
     struct policy pol;
+    unsigned group; /* SO_REUSEPORT group size of the listen sockets (transport_ws_opts) */
     struct transport_ws_cbs cbs;
     void *ctx;
     struct lws_context *lws;

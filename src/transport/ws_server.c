@@ -21,6 +21,7 @@
 
 #include "sipedge/flow_table.h"
 #include "sipedge/log.h"
+#include "transport/reuseport_steer.h"
 
 static void ws_maybe_finish(struct transport_ws *t);
 static void on_stop_timer(uv_timer_t *h);
@@ -105,10 +106,21 @@ static void on_accept(uv_poll_t *h, int status, int events)
 
 static int ws_listen(struct transport_ws *t, struct ws_listener *l)
 {
-    /* SO_REUSEPORT: each worker will listen on the same port with its own socket. */
-    int fd = lws_uv_listen(l->addr, WS_LISTEN_BACKLOG, true, t->loop, &l->poll, on_accept);
+    /* With several workers each listens on the same port with its own socket, one
+     * SO_REUSEPORT group steered by source address: every connection of one address
+     * reaches one worker, so its per-IP caps and handshake rate are exact. */
+    unsigned group = t->group;
+    int fd = lws_uv_listen(l->addr, WS_LISTEN_BACKLOG, group > 1, t->loop, &l->poll, on_accept);
     if (fd < 0)
         return fd;
+    if (group > 1) {
+        int rc = reuseport_steer_attach(fd, group);
+        if (rc < 0) {
+            uv_close((uv_handle_t *)&l->poll, NULL);
+            close(fd);
+            return rc;
+        }
+    }
     l->fd = fd;
     t->n_handles_open++;
     l->is_polling = true;
@@ -305,6 +317,7 @@ int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *
     t->ctx = ctx;
     t->foreign_loops[0] = opts->loop;
     ws_arena_init(&t->arena, LWS_PRE);
+    t->group = opts->group;
     ws_apply_policy(t, opts->policy);
     t->max_slots = opts->policy->max_flows ? opts->policy->max_flows : WS_DEFAULT_MAX_CONNS;
     for (unsigned i = 0; i < 2 * CONFIG_MAX_LISTEN; i++)

@@ -185,7 +185,7 @@ start_sipedge() {
     # Emptied here, not by the background job's redirection: a restart must not find the
     # previous run's ready line before the new process has opened the file.
     : >"$SIPEDGE_LOG"
-    "$SIPEDGE_BIN" "$@" 2>>"$SIPEDGE_LOG" >/dev/null &
+    "$SIPEDGE_BIN" --workers "${SIPEDGE_WORKERS:-1}" "$@" 2>>"$SIPEDGE_LOG" >/dev/null &
     SIPEDGE_PID=$!
     IT_PIDS+=("$SIPEDGE_PID")
     local rc=0

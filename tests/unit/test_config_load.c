@@ -104,7 +104,7 @@ static void test_config_defaults_match_contract(void **state)
     assert_false(cfg.has_flow_key);
     assert_false(cfg.has_flow_key_prev);
     assert_int_equal(cfg.log_level, LOG_LEVEL_INFO);
-    assert_int_equal(cfg.workers, 1);
+    assert_int_equal(cfg.workers, 0); /* one per CPU */
 }
 
 static void test_config_loads_every_field(void **state)
@@ -248,8 +248,8 @@ static void test_config_wrong_type(void **state)
 static void test_config_out_of_range(void **state)
 {
     (void)state;
-    assert_config_error("workers: 257\n", "t.yaml:1:10: 'workers' must be 0..256");
-    assert_config_error("workers: 99999999999999999999\n", "t.yaml:1:10: 'workers' must be 0..256");
+    assert_config_error("workers: 65\n", "t.yaml:1:10: 'workers' must be 0..64");
+    assert_config_error("workers: 99999999999999999999\n", "t.yaml:1:10: 'workers' must be 0..64");
     assert_config_error("listen:\n  udp: []\n", "t.yaml:2:3: 'listen.udp' needs at least 1 entry");
     assert_config_error("listen:\n  udp: [1.1.1.1:1, 1.1.1.1:2, 1.1.1.1:3, 1.1.1.1:4, 1.1.1.1:5,"
                         " 1.1.1.1:6, 1.1.1.1:7, 1.1.1.1:8, 1.1.1.1:9]\n",
