@@ -607,8 +607,11 @@ row("sipedge datagrams per receive call, cached (whole run)", lambda r, c, p: c[
     "{:.1f}")
 row("sipedge datagrams per receive call, paced (whole run)", lambda r, c, p: p["rx_batch"],
     "{:.1f}")
-row("latency p50 us, paced", lambda r, c, p: num(p, "latency_p50_us"))
-row("latency p99 us, paced", lambda r, c, p: num(p, "latency_p99_us"))
+row("refresh latency p50 us, paced", lambda r, c, p: num(p, "refresh_latency_p50_us"))
+row("refresh latency p99 us, paced", lambda r, c, p: num(p, "refresh_latency_p99_us"))
+row("refresh latency p50 us, cached open loop",
+    lambda r, c, p: num(c, "refresh_latency_p50_us"))
+row("first registration latency p50 us, relay", lambda r, c, p: num(r, "latency_p50_us"))
 row("timeouts relay/cached/paced",
     lambda r, c, p: "/".join(str(int(num(d, "timeouts") or 0)) for d in (r, c, p)), "{}")
 
