@@ -665,6 +665,15 @@ if len(ws) > 1:
     if a and b:
         print(f"target: {ws[-1]} workers answer >= 1.6x the cached refreshes of 1 worker: "
               f"x{b / a:.2f} ({'met' if b / a >= 1.6 else 'missed'})")
+    # What the CPUs allow when sipload shares them: each answer costs sipedge's CPU plus
+    # sipload's for two messages (its request and the answer).
+    c = R[(ws[-1], "cached")]
+    e, l = cpu_per(c, answered_refresh(c)), num(c, "cpu_us_per_msg")
+    ncpu = len(os.sched_getaffinity(0))
+    if e and l:
+        print(f"ceiling for {ws[-1]} workers sharing {ncpu} CPUs with sipload: {ncpu} CPUs / "
+              f"({e:.1f} us sipedge + {2 * l:.1f} us sipload per answer) = "
+              f"{ncpu * 1e6 / (e + 2 * l):.0f}/s, x{ncpu * 1e6 / (e + 2 * l) / a:.2f} of 1 worker")
     if c1 and c2:
         print(f"target: CPU per REGISTER at {rate}/s with {ws[-1]} workers within 10% of 1 worker: "
               f"{(c2 / c1 - 1) * 100:+.1f}% ({'met' if c2 <= 1.1 * c1 else 'missed'})")
