@@ -107,7 +107,7 @@ start_server() {
 }
 
 start_sipedge() {
-    start_server sipedge "$SIPEDGE_BIN" --listen-udp "$PUB:5060" --core "$CORE:5070" \
+    start_server sipedge "$SIPEDGE_BIN" --workers 1 --listen-udp "$PUB:5060" --core "$CORE:5070" \
         --registrar "$REG:5060" --policy "$BENCH_POLICY" --log-level info
 }
 
@@ -115,7 +115,7 @@ start_sipedge() {
 # state directory, so "sipedge" vs "sipedge-state" in one run is persistence's cost.
 start_sipedge_state() {
     rm -rf "$WORK/state"
-    start_server sipedge "$SIPEDGE_BIN" --listen-udp "$PUB:5060" --core "$CORE:5070" \
+    start_server sipedge "$SIPEDGE_BIN" --workers 1 --listen-udp "$PUB:5060" --core "$CORE:5070" \
         --registrar "$REG:5060" --policy "$BENCH_POLICY" --log-level info --state-dir "$WORK/state"
 }
 

@@ -36,7 +36,7 @@ X
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run_one() { # backend -> prints "cpu% packets_sent"
     local be=$1 pid t0 t1 hz
-    ip netns exec "$(netns_name srv)" "$BIN" --listen-udp 0.0.0.0:5060 --core 127.0.0.1:5070 \
+    ip netns exec "$(netns_name srv)" "$BIN" --workers 1 --listen-udp 0.0.0.0:5060 --core 127.0.0.1:5070 \
         --registrar-listen 127.0.0.1:5080 --policy "$TMP/pol" --ban-backend "$be" \
         --admin-socket "$TMP/$be.sock" --log-level debug 2>"$TMP/$be.log" >/dev/null &
     pid=$!

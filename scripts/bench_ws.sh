@@ -95,7 +95,7 @@ run_multi() {
     SE_PIDS=()
     for ((i = 0; i < INSTANCES; i++)); do
         local log=$TMP/sipedge-$proto-$n-$i.log
-        "$SIPEDGE" --listen-udp "$NET.1:$((5060 + 2 * i))" --core "$NET.2:$((5070 + i))" \
+        "$SIPEDGE" --workers 1 --listen-udp "$NET.1:$((5060 + 2 * i))" --core "$NET.2:$((5070 + i))" \
             --registrar-listen "$NET.4:$((5080 + i))" \
             --listen-ws "$NET.1:8080" --listen-wss "$NET.1:8443" \
             --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
@@ -164,7 +164,7 @@ for proto in $PROTOS; do
     for n in $COUNTS; do
         port=$([ "$proto" = wss ] && echo 8443 || echo 8080)
         log=$TMP/sipedge-$proto-$n.log
-        "$SIPEDGE" --listen-udp "$NET.1:5060" --core "$NET.2:5070" --registrar-listen "$NET.4:5080" \
+        "$SIPEDGE" --workers 1 --listen-udp "$NET.1:5060" --core "$NET.2:5070" --registrar-listen "$NET.4:5080" \
             --listen-ws "$NET.1:8080" --listen-wss "$NET.1:8443" \
             --tls-cert "$TMP/cert.pem" --tls-key "$TMP/key.pem" \
             --policy "$TMP/policy" --log-level info 2>"$log" >/dev/null &

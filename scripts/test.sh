@@ -5,8 +5,9 @@
 #      into build-release/ (-O2 finds warnings -O0 does not: maybe-uninitialized,
 #      stringop-truncation)
 #   3. ctest: unit, header checks, fuzz corpus replay, integration (real peers)
-#   4. ThreadSanitizer build into build-tsan/ and the unit tests under it (the writer
-#      threads, the handoff queue between workers)
+#   4. ThreadSanitizer build into build-tsan/: the unit tests under it (the writer
+#      threads, the handoff queue between workers), then the integration tests that
+#      exercise the workers' threads most (label workers2, TSAN_INTEGRATION)
 #   5. fuzzers: scripts/fuzz.sh builds them with clang (build-fuzz/) and runs each for
 #      FUZZ_SECONDS (60)
 # Exits non-zero on any failure. Bounded: ctest has per-test timeouts, fuzzing is timed.
@@ -44,6 +45,13 @@ JOBS=$jobs scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DSIPEDGE_SANITI
     -DSIPEDGE_WERROR=ON -DSIPEDGE_BUILD_TESTS=ON
 (cd build-tsan && TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} ctest -L unit \
     --output-on-failure --no-tests=error -j"${CTEST_PARALLEL:-2}" --timeout 600)
+
+# The threads of one process (control thread, two and three workers, handoffs, isolation)
+# under TSan with real peers: a ThreadSanitizer report in sipedge's log fails the test.
+step "integration tests with workers under TSan in build-tsan"
+(cd build-tsan && TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} ctest -L workers2 \
+    -R "${TSAN_INTEGRATION:-t_workers|t_register_embedded|t_ops_admin|t_reload|t_sipload|t_ws_jssip|t_guard_nft|t_edge_restart}" \
+    --output-on-failure --no-tests=error -j"${CTEST_PARALLEL:-2}" --timeout 900)
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     if [ -f scripts/fuzz.sh ]; then

@@ -261,6 +261,18 @@ int guard_unban(struct guard *g, const struct ban_key *key, uint64_t now_ms);
  * guard_state_save(sync = true) writes now, on the calling thread (at stop).
  */
 int guard_state_open(struct guard *g, const char *state_dir, uint64_t now_ms);
+/* The same, restoring only the records whose key keep accepts (a worker's share of the
+ * process's sources); the file written later holds this guard's bans only. */
+struct ban_key;
+int guard_state_open_shared(struct guard *g, const char *state_dir,
+                            bool (*keep)(void *arg, const struct ban_key *k), void *arg,
+                            uint64_t now_ms);
+/* After guard_state_open_shared: also restores the records keep accepts from the file of
+ * another state directory (the other workers' files, after a change in their number).
+ * Returns 0, -ENOENT (no such file) or -EINVAL. */
+int guard_state_import(struct guard *g, const char *state_dir,
+                       bool (*keep)(void *arg, const struct ban_key *k), void *arg,
+                       uint64_t now_ms);
 void guard_state_save(struct guard *g, uint64_t now_ms, bool sync);
 
 const struct ban *guard_bans(const struct guard *g);

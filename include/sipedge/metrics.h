@@ -12,6 +12,8 @@
  *                                     (upstream.timeout without an answer), else 1
  *   sipedge_edge_<name>_total         every edge counter (EDGE_STATS)
  *   sipedge_guard_<name>_total        every guard counter (GUARD_STATS)
+ *   sipedge_worker_messages_total{worker,side}, sipedge_worker_flows{worker},
+ *   sipedge_worker_handoff_total{worker,what}   per edge worker
  *   sipedge_audit_*                   audit log lines, failures, drops (writer queue full),
  *                                     signals, full tables
  * No loop, no I/O.
@@ -45,6 +47,14 @@ void metrics_reg_note(struct metrics_reg *r, uint16_t status, bool is_from_cache
 const char *metrics_reg_outcome_name(enum metrics_reg_outcome o);
 enum metrics_reg_outcome metrics_reg_outcome_of(uint16_t status, bool is_from_cache);
 
+struct metrics_worker {
+    uint64_t rx_public;      /* messages from clients */
+    uint64_t rx_core;        /* messages from the core */
+    uint64_t handed_in;      /* messages other threads handed to it */
+    uint64_t outbox_dropped; /* messages to the control thread lost to a full queue */
+    uint32_t flows;
+};
+
 /* A snapshot; NULL members render no samples for their families (HELP/TYPE stay). */
 struct metrics_input {
     const struct edge_stats *edge;
@@ -55,6 +65,10 @@ struct metrics_input {
     uint32_t flows_udp, flows_ws, flows_wss;
     uint32_t bans_active;
     bool is_registrar_up;
+    /* Per worker (n_workers of them, may be 0): what each received and holds, so an
+     * uneven spread of sources over the workers shows. */
+    unsigned n_workers;
+    const struct metrics_worker *workers;
 };
 
 /* Sum of every sipedge_drops_total sample. */

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "guard/guard_internal.h"
 #include "sipedge/ban.h"
@@ -47,6 +48,7 @@ struct guard_state {
     bool is_in_flight;    /* loop thread */
     bool is_orphaned;     /* guard freed while a job was in flight: the job frees this */
     bool has_sig;
+    bool is_reimpose; /* the kernel set held none of our bans at open */
     int last_rc; /* latest write result, to log a failure once per streak */
     uint64_t last_save_ms;
     uint64_t sig[5]; /* ban counters at the latest save: unchanged means nothing to do */
@@ -297,59 +299,45 @@ static int parse(const uint8_t *p, size_t len, uint64_t *saved_wall, struct ban_
     return (int)n;
 }
 
-int guard_state_open(struct guard *g, const char *state_dir, uint64_t now_ms)
+/* Applies the records of the file at path whose key keep accepts (keep NULL: all). A file
+ * that does not parse is moved aside when move_bad. is_reimpose: the kernel set held none
+ * of our bans at the start (see guard_state_open). */
+static void load_file(struct guard *g, const char *path, bool is_reimpose,
+                      bool (*keep)(void *arg, const struct ban_key *k), void *arg,
+                      uint64_t now_ms)
 {
-    if (g == NULL || state_dir == NULL)
-        return -EINVAL;
-    struct guard_state **slot = guard_state_slot(g);
-    if (*slot != NULL)
-        return -EALREADY;
-    struct guard_state *s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        return -ENOMEM;
-    int rc = statefile_path(s->path, sizeof(s->path), state_dir, STATE_FILE);
-    if (rc == 0 && pthread_mutex_init(&s->mu, NULL) != 0)
-        rc = -ENOMEM;
-    if (rc != 0) {
-        log_error("guard: no ban persistence in %s: %s", state_dir, strerror(-rc));
-        free(s);
-        return rc;
-    }
-    s->last_save_ms = now_ms;
-    *slot = s;
-
     uint8_t *p = NULL;
     size_t len = 0;
-    rc = statefile_load(s->path, STATE_KIND, STATE_VERSION, "bans", &p, &len, NULL);
+    int rc = statefile_load(path, STATE_KIND, STATE_VERSION, "bans", &p, &len, NULL);
     if (rc == -ENOENT) {
-        log_info("guard: no ban state in %s yet, starting with none", s->path);
-        return 0;
+        log_info("guard: no ban state in %s yet, starting with none", path);
+        return;
     }
     if (rc != 0)
-        return 0; /* logged and moved aside by statefile_load */
+        return; /* logged and moved aside by statefile_load */
     uint64_t saved_wall = 0;
     struct ban_record *v = NULL;
     int n = parse(p, len, &saved_wall, &v);
     free(p);
     if (n < 0) {
         char moved[4096] = "";
-        if (n == -EBADMSG && statefile_move_aside(s->path, moved, sizeof(moved)) < 0)
+        if (n == -EBADMSG && statefile_move_aside(path, moved, sizeof(moved)) < 0)
             moved[0] = '\0';
         log_error("bans state refused: %s: malformed records; starting with no bans state%s%s",
-                  s->path, moved[0] ? ", the file was moved to " : "", moved);
-        return 0;
+                  path, moved[0] ? ", the file was moved to " : "", moved);
+        return;
     }
     uint64_t wall = guard_state_wall_ms();
     uint64_t down_ms = wall > saved_wall ? wall - saved_wall : 0;
     struct ban *b = guard_ban_engine(g);
     bool is_nft = guard_is_nft(g);
-    /* An nftables set holding none of our bans was created afresh (a reboot, or the
-     * table was flushed): the saved bans go back into it with the time they have left.
-     * A set that holds some is authoritative: a ban missing from it was lifted by hand. */
-    bool is_reimpose = is_nft && ban_stats(b)->n_active == 0;
-    unsigned n_live = 0, n_admin = 0, n_hist = 0, n_full = 0, n_reimposed = 0;
+    unsigned n_live = 0, n_admin = 0, n_hist = 0, n_full = 0, n_reimposed = 0, n_other = 0;
     for (int i = 0; i < n; i++) {
         struct ban_record r = v[i];
+        if (keep && !keep(arg, &r.key)) {
+            n_other++;
+            continue;
+        }
         r.age_ms += down_ms;
         if (r.is_live && r.remaining_ms <= down_ms) {
             r.is_live = false;
@@ -381,14 +369,66 @@ int guard_state_open(struct guard *g, const char *state_dir, uint64_t now_ms)
     }
     free(v);
     log_info("guard: restored %u bans (%u operator) and %u history entries from %s "
-             "(saved %llus ago%s)",
-             n_live, n_admin, n_hist, s->path, (unsigned long long)(down_ms / 1000),
-             is_nft ? ", live bans as the kernel set holds them" : "");
+             "(saved %llus ago%s)%s",
+             n_live, n_admin, n_hist, path, (unsigned long long)(down_ms / 1000),
+             is_nft ? ", live bans as the kernel set holds them" : "",
+             n_other ? ", the others belong to other workers" : "");
     if (n_reimposed > 0)
         log_info("guard: the nftables set held none of them: %u bans put back into it with "
                  "their time left",
                  n_reimposed);
     if (n_full > 0)
         log_warn("guard: %u saved ban entries did not fit the ban table (max_bans)", n_full);
+}
+
+int guard_state_open_shared(struct guard *g, const char *state_dir,
+                            bool (*keep)(void *arg, const struct ban_key *k), void *arg,
+                            uint64_t now_ms)
+{
+    if (g == NULL || state_dir == NULL)
+        return -EINVAL;
+    struct guard_state **slot = guard_state_slot(g);
+    if (*slot != NULL)
+        return -EALREADY;
+    struct guard_state *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return -ENOMEM;
+    int rc = statefile_path(s->path, sizeof(s->path), state_dir, STATE_FILE);
+    if (rc == 0 && pthread_mutex_init(&s->mu, NULL) != 0)
+        rc = -ENOMEM;
+    if (rc != 0) {
+        log_error("guard: no ban persistence in %s: %s", state_dir, strerror(-rc));
+        free(s);
+        return rc;
+    }
+    s->last_save_ms = now_ms;
+    *slot = s;
+    /* An nftables set holding none of our bans was created afresh (a reboot, or the
+     * table was flushed): the saved bans go back into it with the time they have left.
+     * A set that holds some is authoritative: a ban missing from it was lifted by hand. */
+    s->is_reimpose = guard_is_nft(g) && ban_stats(guard_ban_engine(g))->n_active == 0;
+    load_file(g, s->path, s->is_reimpose, keep, arg, now_ms);
+    return 0;
+}
+
+int guard_state_open(struct guard *g, const char *state_dir, uint64_t now_ms)
+{
+    return guard_state_open_shared(g, state_dir, NULL, NULL, now_ms);
+}
+
+int guard_state_import(struct guard *g, const char *state_dir,
+                       bool (*keep)(void *arg, const struct ban_key *k), void *arg,
+                       uint64_t now_ms)
+{
+    struct guard_state *s = g ? *guard_state_slot(g) : NULL;
+    if (s == NULL || state_dir == NULL)
+        return -EINVAL;
+    char path[sizeof(s->path)];
+    int rc = statefile_path(path, sizeof(path), state_dir, STATE_FILE);
+    if (rc != 0)
+        return rc;
+    if (access(path, F_OK) != 0)
+        return -ENOENT;
+    load_file(g, path, s->is_reimpose, keep, arg, now_ms);
     return 0;
 }

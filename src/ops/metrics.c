@@ -145,6 +145,31 @@ int metrics_render(char *buf, size_t cap, const struct metrics_input *in)
     }
 #undef METRICS_GUARD_LINE
 
+    if (in->n_workers) {
+        out_family(&o, "sipedge_worker_messages_total", "counter",
+                   "Messages each edge worker received, from clients (public) and the core.");
+        for (unsigned i = 0; i < in->n_workers; i++) {
+            strbuf_fmt(&o, "sipedge_worker_messages_total{worker=\"%u\",side=\"public\"} %llu\n",
+                       i, (unsigned long long)in->workers[i].rx_public);
+            strbuf_fmt(&o, "sipedge_worker_messages_total{worker=\"%u\",side=\"core\"} %llu\n", i,
+                       (unsigned long long)in->workers[i].rx_core);
+        }
+        out_family(&o, "sipedge_worker_flows", "gauge", "Live flows each edge worker holds.");
+        for (unsigned i = 0; i < in->n_workers; i++)
+            strbuf_fmt(&o, "sipedge_worker_flows{worker=\"%u\"} %u\n", i,
+                       (unsigned)in->workers[i].flows);
+        out_family(&o, "sipedge_worker_handoff_total", "counter",
+                   "Messages handed to each worker by other threads (in), and messages it "
+                   "lost to a full queue towards the control thread (outbox_dropped).");
+        for (unsigned i = 0; i < in->n_workers; i++) {
+            strbuf_fmt(&o, "sipedge_worker_handoff_total{worker=\"%u\",what=\"in\"} %llu\n", i,
+                       (unsigned long long)in->workers[i].handed_in);
+            strbuf_fmt(&o,
+                       "sipedge_worker_handoff_total{worker=\"%u\",what=\"outbox_dropped\"} %llu\n",
+                       i, (unsigned long long)in->workers[i].outbox_dropped);
+        }
+    }
+
     if (in->audit) {
         const struct audit_stats *a = in->audit;
         out_family(&o, "sipedge_audit_lines_total", "counter", "Audit log lines written.");

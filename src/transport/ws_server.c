@@ -106,11 +106,12 @@ static void on_accept(uv_poll_t *h, int status, int events)
 
 static int ws_listen(struct transport_ws *t, struct ws_listener *l)
 {
-    /* With several workers each listens on the same port with its own socket, one
-     * SO_REUSEPORT group steered by source address: every connection of one address
-     * reaches one worker, so its per-IP caps and handshake rate are exact. */
+    /* SO_REUSEPORT: with several workers each listens on the same port with its own
+     * socket, one group steered by source address, so every connection of one address
+     * reaches one worker and its per-IP caps and handshake rate are exact. (Several
+     * processes may share a port too, as before, with the kernel's own spread.) */
     unsigned group = t->group;
-    int fd = lws_uv_listen(l->addr, WS_LISTEN_BACKLOG, group > 1, t->loop, &l->poll, on_accept);
+    int fd = lws_uv_listen(l->addr, WS_LISTEN_BACKLOG, true, t->loop, &l->poll, on_accept);
     if (fd < 0)
         return fd;
     if (group > 1) {

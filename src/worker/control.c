@@ -22,6 +22,7 @@
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +66,10 @@ struct control {
     uv_timer_t stop_deadline;
     uint64_t last_second_ms;
     bool is_stopping;
-    bool is_running; /* the loop runs (after every worker started) */
+    bool is_running; /* the loop runs (after every worker started), until the stop */
+    /* Workers may hand messages to each other: every inbox exists and none is closing.
+     * Set once all have started; cleared, with every worker parked, before any stops. */
+    _Atomic bool is_handoff_open;
     unsigned n_started, n_exited;
     uv_sem_t started;
     /* isolation */
@@ -78,6 +82,7 @@ struct control {
     struct edge_latency sum_lat;
     struct guard_stats sum_guard;
     struct metrics_reg sum_reg;
+    struct metrics_worker per_worker[WORKERS_MAX];
 };
 
 const struct config *control_config(const struct control *c) { return c->cfg; }
@@ -85,6 +90,10 @@ unsigned control_n_workers(const struct control *c) { return c->n; }
 struct worker *control_worker(struct control *c, unsigned i) { return &c->w[i]; }
 struct ban_backend *control_ban_backend(struct control *c) { return c->ban_be; }
 bool control_has_audit(const struct control *c) { return c->audit != NULL; }
+bool control_handoff_open(const struct control *c)
+{
+    return atomic_load_explicit(&c->is_handoff_open, memory_order_acquire);
+}
 
 void control_started(struct control *c) { uv_sem_post(&c->started); }
 
@@ -195,6 +204,10 @@ static void on_http_snapshot(void *ctx, struct metrics_input *in)
 {
     struct control *c = ctx;
     memset(in, 0, sizeof(*in));
+    if (!c->is_running) {
+        in->is_registrar_up = true;
+        return;
+    }
     memset(&c->sum_edge, 0, sizeof(c->sum_edge));
     memset(&c->sum_lat, 0, sizeof(c->sum_lat));
     memset(&c->sum_guard, 0, sizeof(c->sum_guard));
@@ -227,7 +240,19 @@ static void on_http_snapshot(void *ctx, struct metrics_input *in)
             for (unsigned k = 0; k < METRICS_REG_N; k++)
                 c->sum_reg.n[k] += w->reg_metrics.n[k];
             any_up |= w->is_registrar_up;
+            struct handoff_stats hin, hout;
+            handoff_stats(&w->inbox, &hin);
+            handoff_stats(&w->outbox, &hout);
+            c->per_worker[i] = (struct metrics_worker){
+                .rx_public = es->rx_public,
+                .rx_core = es->rx_core,
+                .handed_in = hin.delivered,
+                .outbox_dropped = hout.dropped_full,
+                .flows = u + ws + wss,
+            };
         }
+        in->n_workers = c->n;
+        in->workers = c->per_worker;
         control_release(c);
         in->edge = &c->sum_edge;
         in->latency = &c->sum_lat;
@@ -243,7 +268,7 @@ static void on_http_snapshot(void *ctx, struct metrics_input *in)
 static void log_stats(struct control *c)
 {
     char buf[4000];
-    if (c->n > 0) {
+    if (c->n > 0 && c->is_running) {
         control_isolate(c);
         if (c->n > 1) {
             for (unsigned i = 0; i < c->n; i++) {
@@ -326,6 +351,10 @@ static void keep_restart_only(const struct policy *cur, struct policy *next)
  */
 static int control_reload(struct control *c, char *err, size_t cap)
 {
+    if (!c->is_running) {
+        snprintf(err, cap, "stopping");
+        return -EAGAIN;
+    }
     if (c->audit) {
         int rc = audit_reopen(c->audit);
         if (rc < 0)
@@ -414,28 +443,10 @@ static void on_tick(uv_timer_t *t)
 
 static void on_closed_handle(uv_handle_t *h) { (void)h; }
 
-static void on_udp_closed(void *ctx)
+/* A close callback: ctx is the owner's pointer to the closed object, now NULL. */
+static void clear_ptr(void *ctx)
 {
-    struct control *c = ctx;
-    c->udp = NULL;
-}
-
-static void on_ctl_closed(void *ctx)
-{
-    struct control *c = ctx;
-    c->ctl = NULL;
-}
-
-static void on_http_closed(void *ctx)
-{
-    struct control *c = ctx;
-    c->http = NULL;
-}
-
-static void on_ban_backend_closed(void *ctx)
-{
-    struct control *c = ctx;
-    c->ban_be = NULL;
+    *(void **)ctx = NULL;
 }
 
 /* What is still closing after stop.timeout is abandoned: the state is already written
@@ -464,15 +475,40 @@ static void finish_stop(struct control *c)
         }
     }
     if (c->ban_be)
-        ban_backend_close(c->ban_be, on_ban_backend_closed, c);
+        ban_backend_close(c->ban_be, clear_ptr, &c->ban_be);
+}
+
+/* Closes the admin surfaces and the registrar's socket and tells every started worker to
+ * stop; the ban backend and the outboxes close once all have exited (finish_stop). */
+static void close_and_stop_workers(struct control *c)
+{
+    if (c->ctl)
+        ctl_sock_close(c->ctl, clear_ptr, &c->ctl);
+    if (c->http)
+        admin_http_close(c->http, clear_ptr, &c->http);
+    if (c->udp)
+        transport_udp_close(c->udp, clear_ptr, &c->udp);
+    struct inbox_msg m = {.kind = INBOX_STOP};
+    for (unsigned i = 0; i < c->n_started; i++)
+        worker_send(&c->w[i], &m);
+    if (c->n_started == 0)
+        finish_stop(c);
 }
 
 static void control_stop(struct control *c)
 {
     if (c->is_stopping)
         return;
-    c->is_stopping = true;
     log_stats(c);
+    /* No worker hands a message to another from here on: once all are parked, none is in
+     * the middle of a send, and each sees the flag when it resumes. Then no inbox is
+     * written but by this thread, and a stopping worker may close its own. */
+    control_isolate(c);
+    atomic_store_explicit(&c->is_handoff_open, false, memory_order_release);
+    control_release(c);
+    c->is_stopping = true;
+    c->is_running = false;
+    c->scope.n = 0; /* admin requests still in flight touch no worker */
     if (c->reg)
         registrar_flush(c->reg);
     uv_timer_init(&c->loop, &c->stop_deadline);
@@ -485,17 +521,7 @@ static void control_stop(struct control *c)
     uv_close((uv_handle_t *)&c->sig_int, on_closed_handle);
     uv_close((uv_handle_t *)&c->sig_usr1, on_closed_handle);
     uv_close((uv_handle_t *)&c->sig_hup, on_closed_handle);
-    if (c->ctl)
-        ctl_sock_close(c->ctl, on_ctl_closed, c);
-    if (c->http)
-        admin_http_close(c->http, on_http_closed, c);
-    if (c->udp)
-        transport_udp_close(c->udp, on_udp_closed, c);
-    struct inbox_msg m = {.kind = INBOX_STOP};
-    for (unsigned i = 0; i < c->n_started; i++)
-        worker_send(&c->w[i], &m);
-    if (c->n_started == 0)
-        finish_stop(c);
+    close_and_stop_workers(c);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -633,6 +659,21 @@ static int start_registrar(struct control *c)
     return rc;
 }
 
+/* The ban files of workers this run does not have: every worker has taken its share of
+ * them (restore_bans), and its own file holds them from now on, so the old file must not
+ * bring back at the next start a ban lifted in this run. */
+static void drop_stale_ban_files(struct control *c)
+{
+    if (!c->cfg->state_dir[0])
+        return;
+    for (unsigned j = c->n ? c->n : 1; j < WORKERS_MAX; j++) {
+        char path[CONFIG_PATH_MAX + 32];
+        snprintf(path, sizeof(path), "%s/w%u/bans.state", c->cfg->state_dir, j);
+        if (unlink(path) == 0)
+            log_info("guard: %s taken over by the %u workers of this run, removed", path, c->n);
+    }
+}
+
 /* Starts the workers one after the other (each binds its sockets before the next starts,
  * so member i of every SO_REUSEPORT group is worker i). */
 static int start_workers(struct control *c)
@@ -662,6 +703,7 @@ static int start_workers(struct control *c)
         c->guards[i] = w->guard;
         c->edges[i] = w->edge;
     }
+    drop_stale_ban_files(c);
     return 0;
 }
 
@@ -799,6 +841,7 @@ int worker_run(const struct worker_opts *opts)
         uv_signal_start(sigs[i], on_signal, signums[i]);
     }
     c->is_running = true;
+    atomic_store_explicit(&c->is_handoff_open, c->n > 1, memory_order_release);
     log_ready(c, opts);
     uv_run(&c->loop, UV_RUN_DEFAULT);
     rc = 0;
@@ -808,19 +851,7 @@ out_close:
     /* Workers already running stop; the loop runs until they have exited and every
      * handle is closed. */
     c->is_stopping = true;
-    if (c->ctl)
-        ctl_sock_close(c->ctl, on_ctl_closed, c);
-    if (c->http)
-        admin_http_close(c->http, on_http_closed, c);
-    if (c->udp)
-        transport_udp_close(c->udp, on_udp_closed, c);
-    {
-        struct inbox_msg m = {.kind = INBOX_STOP};
-        for (unsigned i = 0; i < c->n_started; i++)
-            worker_send(&c->w[i], &m);
-        if (c->n_started == 0)
-            finish_stop(c);
-    }
+    close_and_stop_workers(c);
     uv_run(&c->loop, UV_RUN_DEFAULT);
 out:
     if (c->stop_deadline.loop)
@@ -828,7 +859,7 @@ out:
     audit_free(c->audit);
     registrar_free(c->reg);
     if (c->ban_be)
-        ban_backend_close(c->ban_be, on_ban_backend_closed, c);
+        ban_backend_close(c->ban_be, clear_ptr, &c->ban_be);
     /* Runs until every handle has closed, the ban backend's included (its callback). */
     uv_run(&c->loop, UV_RUN_DEFAULT);
     if (c->ban_be != NULL)

@@ -174,7 +174,7 @@ static bool on_edge_foreign(void *ctx, uint8_t owner, const char *buf, size_t le
 {
     struct worker *w = ctx;
     struct control *c = w->ctl;
-    if (owner >= control_n_workers(c) || owner == w->index)
+    if (owner >= control_n_workers(c) || owner == w->index || !control_handoff_open(c))
         return false;
     struct inbox_msg m = {.kind = INBOX_CORE, .len = (uint32_t)len};
     m.buf = malloc(len);
@@ -270,22 +270,10 @@ void worker_log_stats(struct worker *w, const char *prefix)
 
 static void on_closed_handle(uv_handle_t *h) { (void)h; }
 
-static void on_udp_closed(void *ctx)
+/* A close callback: ctx is the owner's pointer to the closed object, now NULL. */
+static void clear_ptr(void *ctx)
 {
-    struct worker *w = ctx;
-    w->udp = NULL;
-}
-
-static void on_ws_closed(void *ctx)
-{
-    struct worker *w = ctx;
-    w->ws = NULL;
-}
-
-static void on_ban_be_closed(void *ctx)
-{
-    struct worker *w = ctx;
-    w->ban_be = NULL;
+    *(void **)ctx = NULL;
 }
 
 static uint64_t mono_us(void)
@@ -304,8 +292,8 @@ static void worker_stop(struct worker *w)
     uv_timer_stop(&w->tick);
     uv_close((uv_handle_t *)&w->tick, on_closed_handle);
     if (w->ws)
-        transport_ws_close(w->ws, on_ws_closed, w);
-    transport_udp_close(w->udp, on_udp_closed, w);
+        transport_ws_close(w->ws, clear_ptr, &w->ws);
+    transport_udp_close(w->udp, clear_ptr, &w->udp);
     handoff_close(&w->inbox, NULL);
 }
 
@@ -351,6 +339,33 @@ static int bind_or_log(struct worker *w, uint8_t id, const struct config_addr *a
     return rc;
 }
 
+static bool is_owned(void *arg, const struct ban_key *k)
+{
+    struct worker *w = arg;
+    return ban_key_owner(k, control_n_workers(w->ctl)) == w->index;
+}
+
+/*
+ * Bans survive a restart; without the directory they are kept in memory only. Each worker
+ * keeps the bans of the sources steered to it, read from every worker's file: after a
+ * change in the number of workers a source may have moved, and its ban moves with it.
+ */
+static void restore_bans(struct worker *w)
+{
+    uint64_t now = uv_now(&w->loop);
+    guard_state_open_shared(w->guard, w->state_dir, is_owned, w, now);
+    const char *dir = w->cfg.state_dir;
+    if (w->index != 0)
+        guard_state_import(w->guard, dir, is_owned, w, now);
+    for (unsigned j = 1; j < WORKERS_MAX; j++) {
+        if (j == w->index)
+            continue;
+        char other[sizeof(w->state_dir)];
+        snprintf(other, sizeof(other), "%s/w%u", dir, j);
+        guard_state_import(w->guard, other, is_owned, w, now);
+    }
+}
+
 /* Builds the worker on its loop. Returns 0 or a negative errno (logged). */
 static int worker_start(struct worker *w)
 {
@@ -385,10 +400,8 @@ static int worker_start(struct worker *w)
         w->ban_be = NULL;
         ban_backend_close(unused, NULL, NULL);
     }
-    if (w->state_dir[0]) {
-        /* Bans survive a restart; without the directory they are kept in memory only. */
-        guard_state_open(w->guard, w->state_dir, uv_now(&w->loop));
-    }
+    if (w->state_dir[0])
+        restore_bans(w);
     w->is_registrar_up = true;
     struct edge_opts eo = {
         .hooks = {.on_register = on_edge_register,
@@ -473,9 +486,9 @@ void worker_thread_main(void *arg)
     if (rc < 0) {
         /* Close what was opened; the process stops. */
         if (w->ws)
-            transport_ws_close(w->ws, on_ws_closed, w);
+            transport_ws_close(w->ws, clear_ptr, &w->ws);
         if (w->udp)
-            transport_udp_close(w->udp, on_udp_closed, w);
+            transport_udp_close(w->udp, clear_ptr, &w->udp);
         if (w->inbox.loop)
             handoff_close(&w->inbox, NULL);
         w->is_stopping = true;
@@ -489,7 +502,7 @@ void worker_thread_main(void *arg)
     guard_free(w->guard);
     w->guard = NULL;
     if (w->ban_be)
-        ban_backend_close(w->ban_be, on_ban_be_closed, w);
+        ban_backend_close(w->ban_be, clear_ptr, &w->ban_be);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&w->loop) != 0)
         log_warn("worker %u: event loop closed with handles still open", w->index);

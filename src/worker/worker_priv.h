@@ -113,6 +113,8 @@ unsigned control_n_workers(const struct control *c);
 struct worker *control_worker(struct control *c, unsigned i);
 struct ban_backend *control_ban_backend(struct control *c);
 bool control_has_audit(const struct control *c);
+/* Any worker thread: another worker's inbox may be written now. */
+bool control_handoff_open(const struct control *c);
 /* Worker thread: the worker's start finished (w->start_rc says how). */
 void control_started(struct control *c);
 /* Worker thread, while parked: blocks until the control thread releases. */

@@ -212,7 +212,7 @@ stop_sipedge() {
     wait "$SIPEDGE_PID"
     rc=$?
     SIPEDGE_PID=
-    grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$SIPEDGE_LOG" &&
+    grep -qE 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|WARNING: ThreadSanitizer' "$SIPEDGE_LOG" &&
         fail "sanitizer report in sipedge log"
     [ "$rc" -eq 0 ] || fail "sipedge exit status $rc after SIGTERM"
     log "sipedge stopped cleanly"

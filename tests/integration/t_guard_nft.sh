@@ -49,7 +49,7 @@ srv_start() {
     N_START=$((N_START + 1))
     SIPEDGE_LOG=$IT_TMP/sipedge-$N_START.log
     # ip netns exec execs the daemon, so $! is sipedge itself.
-    ip netns exec "$(netns_name srv)" "$SIPEDGE_BIN" --listen-udp 0.0.0.0:5060 --core 127.0.0.1:5070 \
+    ip netns exec "$(netns_name srv)" "$SIPEDGE_BIN" --workers "${SIPEDGE_WORKERS:-1}" --listen-udp 0.0.0.0:5060 --core 127.0.0.1:5070 \
         --registrar-listen 127.0.0.1:5080 --users "$USERS" --policy "$POL" \
         --ban-backend nftables --admin-socket "$SOCK" --log-level debug \
         2>>"$SIPEDGE_LOG" >/dev/null &

@@ -1144,6 +1144,81 @@ static void test_edge_inbound_request_from_non_core_peer_is_dropped(void **state
     assert_int_equal(st(fx)->inbound_delivered, 0);
 }
 
+/* ---- a token of another worker ----------------------------------------------------------- */
+
+static struct {
+    unsigned n_calls;
+    uint8_t worker;
+    size_t len;
+    bool take;
+    char buf[4096];
+} foreign;
+
+static bool on_foreign(void *ctx, uint8_t worker, const char *buf, size_t len,
+                       const struct sockaddr *src)
+{
+    (void)ctx;
+    (void)src;
+    foreign.n_calls++;
+    foreign.worker = worker;
+    foreign.len = len < sizeof(foreign.buf) ? len : sizeof(foreign.buf);
+    memcpy(foreign.buf, buf, foreign.len);
+    return foreign.take;
+}
+
+/* A core request whose token names another worker of the process goes to that worker
+ * (the hook), byte for byte, and this edge sends nothing; when no such worker runs, the
+ * edge handles it as a token of an earlier run (UDP: to the address the token seals). */
+static void test_edge_core_request_for_another_worker_is_handed_to_it(void **state)
+{
+    struct fixture *fx = *state;
+    struct parsed fwd;
+    char tok[FLOW_TOKEN_MAX];
+
+    register_client(fx, &fwd, 0); /* the fixture's edge is worker 2 */
+    path_token(&fwd, tok);
+    struct edge *other = NULL;
+    struct edge_opts o = {.cfg = &fx->cfg,
+                          .policy = &fx->pol,
+                          .worker = 1,
+                          .hooks = {.on_foreign = on_foreign},
+                          .out = {.reserve = out_reserve, .commit = out_commit, .ctx = fx}};
+    assert_int_equal(edge_new(&other, &o), 0);
+    memset(&foreign, 0, sizeof(foreign));
+    foreign.take = true;
+    size_t len = fmt_route_invite(tok, "Max-Forwards: 70\r\n", inv, sizeof(inv));
+    sent_reset();
+    edge_rx_core(other, inv, len, registrar(fx), 0);
+    assert_int_equal(foreign.n_calls, 1);
+    assert_int_equal(foreign.worker, 2);
+    assert_int_equal(foreign.len, len);
+    assert_memory_equal(foreign.buf, inv, len);
+    assert_int_equal(n_sent, 0);
+    assert_int_equal(edge_stats(other)->handed_to_owner, 1);
+    assert_int_equal(edge_stats(other)->inbound_delivered, 0);
+
+    /* A forged token never reaches the hook: 403 here. */
+    char forged[FLOW_TOKEN_MAX];
+    memcpy(forged, tok, sizeof(forged));
+    forged[3] = forged[3] == 'A' ? 'B' : 'A';
+    len = fmt_route_invite(forged, "Max-Forwards: 70\r\n", inv, sizeof(inv));
+    sent_reset();
+    edge_rx_core(other, inv, len, registrar(fx), 0);
+    assert_int_equal(foreign.n_calls, 1);
+    assert_int_equal(edge_stats(other)->reply_403_bad_token, 1);
+
+    /* No such worker (the hook declines): delivered here to the sealed address. */
+    foreign.take = false;
+    len = fmt_route_invite(tok, "Max-Forwards: 70\r\n", inv, sizeof(inv));
+    sent_reset();
+    edge_rx_core(other, inv, len, registrar(fx), 0);
+    assert_int_equal(foreign.n_calls, 2);
+    assert_int_equal(n_sent, 1);
+    assert_int_equal(edge_stats(other)->handed_to_owner, 1);
+    assert_int_equal(edge_stats(other)->inbound_delivered, 1);
+    edge_free(other);
+}
+
 /* ---- client responses to inbound requests ------------------------------------------------ */
 
 /* Delivers an inbound INVITE to fx->client and returns the delivered copy. */
@@ -1846,6 +1921,7 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_edge_new_rejects_zero_flow_capacity_cleanly),
+        T(test_edge_core_request_for_another_worker_is_handed_to_it),
         T(test_edge_stats_format_names_every_counter),
         T(test_edge_register_is_relayed_once_to_registrar_over_core_socket),
         T(test_edge_register_top_via_is_ours_with_flow_token),

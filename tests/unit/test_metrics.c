@@ -75,6 +75,27 @@ static void test_metrics_histogram_is_cumulative(void **state)
     assert_non_null(strstr(out, "# TYPE sipedge_relay_latency_seconds histogram\n"));
 }
 
+static void test_metrics_per_worker_samples(void **state)
+{
+    (void)state;
+    struct metrics_worker w[2] = {{.rx_public = 10, .rx_core = 3, .handed_in = 1, .flows = 4},
+                                  {.rx_public = 7, .outbox_dropped = 2, .flows = 5}};
+    struct metrics_input in = {.n_workers = 2, .workers = w};
+    assert_true(metrics_render(out, sizeof(out), &in) > 0);
+    assert_non_null(strstr(out, "# TYPE sipedge_worker_messages_total counter\n"));
+    assert_non_null(strstr(out, "sipedge_worker_messages_total{worker=\"0\",side=\"public\"} 10\n"));
+    assert_non_null(strstr(out, "sipedge_worker_messages_total{worker=\"0\",side=\"core\"} 3\n"));
+    assert_non_null(strstr(out, "sipedge_worker_messages_total{worker=\"1\",side=\"public\"} 7\n"));
+    assert_non_null(strstr(out, "sipedge_worker_flows{worker=\"1\"} 5\n"));
+    assert_non_null(strstr(out, "sipedge_worker_handoff_total{worker=\"0\",what=\"in\"} 1\n"));
+    assert_non_null(
+        strstr(out, "sipedge_worker_handoff_total{worker=\"1\",what=\"outbox_dropped\"} 2\n"));
+    /* No workers (registrar only): no per-worker family. */
+    in.n_workers = 0;
+    assert_true(metrics_render(out, sizeof(out), &in) > 0);
+    assert_null(strstr(out, "sipedge_worker_"));
+}
+
 static void test_metrics_render_refuses_small_buffer(void **state)
 {
     (void)state;
@@ -100,6 +121,7 @@ int main(void)
         cmocka_unit_test(test_metrics_render_has_help_type_and_values),
         cmocka_unit_test(test_metrics_histogram_is_cumulative),
         cmocka_unit_test(test_metrics_render_refuses_small_buffer),
+        cmocka_unit_test(test_metrics_per_worker_samples),
         cmocka_unit_test(test_metrics_outcomes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
