@@ -65,17 +65,6 @@ WORK=$(mktemp -d /tmp/sipedge-bench.XXXXXX)
 # shellcheck source=scripts/bench_lib.sh
 . "$root/scripts/bench_lib.sh"
 
-# stop PID: stop one process we started and forget it.
-stop() {
-    local p=$1 keep=() q
-    kill -TERM "$p" 2>/dev/null
-    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-    for q in "${PIDS[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
-    PIDS=("${keep[@]}")
-}
-
 # kam NAME CFG ADDR [DEFINES...]: Kamailio on CPU 0; sets KPID.
 kam() {
     local name=$1 cfg=$2 addr=$3

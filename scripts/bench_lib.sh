@@ -1,6 +1,6 @@
 # Sourced by the benchmark scripts that start servers: PIDS holds what they started, and
 # the EXIT trap stops each by PID (TERM, then KILL after 3 s) and removes $WORK unless
-# BENCH_KEEP=1. Set WORK before sourcing.
+# BENCH_KEEP=1; stop PID ends one of them early. Set WORK before sourcing.
 PIDS=()
 
 cleanup() {
@@ -12,6 +12,16 @@ cleanup() {
         wait "$p" 2>/dev/null
     done
     PIDS=()
+}
+# stop PID: stop one process we started (TERM, then KILL after 5 s) and forget it.
+stop() {
+    local p=$1 keep=() q
+    kill -TERM "$p" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+    for q in "${PIDS[@]}"; do [ "$q" = "$p" ] || keep+=("$q"); done
+    PIDS=("${keep[@]}")
 }
 finish() {
     cleanup

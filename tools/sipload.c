@@ -9,7 +9,8 @@
  * total (or --open-loop), for --duration seconds. Every message text is built once per
  * user; a request only rewrites CSeq, branch, nc and response in place. One thread,
  * epoll, recvmmsg/sendmmsg batches of 64, no retransmissions: an unanswered request
- * counts as a timeout after --timeout ms. One key=value block on stdout at the end.
+ * counts as a timeout after --timeout ms. One key=value block on stdout at the end:
+ * latency_* over every answer, refresh_latency_* over the refresh phase's answers only.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -36,7 +37,7 @@
 #define PREFIX_CAP 640
 #define AUTH_CAP 896
 #define CSEQ_W 10
-#define MAX_SOCKETS 1024
+#define MAX_SOCKETS 16384
 #define MAX_SRCS 64
 
 enum phase { PH_REGISTER, PH_REFRESH, PH_DRAIN, PH_DONE };
@@ -105,7 +106,7 @@ static size_t g_ruri_len;
 static char g_ha2[32];
 static EVP_MD_CTX *g_md_ctx;
 static EVP_MD *g_md5;
-static struct hist g_lat;
+static struct hist g_lat, g_lat_refresh;
 static int g_pid;
 static struct {
     uint64_t sent, recv, ok, c401, other, timeouts, stray, refresh_ok, registered, failed;
@@ -507,6 +508,8 @@ static void handle_response(struct sock *s, const char *buf, size_t len, uint64_
     u->outstanding = false;
     s->outstanding--;
     hist_add(&g_lat, (t - u->sent_ns) / 1000);
+    if (g_phase == PH_REFRESH)
+        hist_add(&g_lat_refresh, (t - u->sent_ns) / 1000);
     if (code >= 200 && code < 300) {
         st.ok++;
         if (g_phase == PH_REFRESH)
@@ -643,7 +646,7 @@ static void usage(FILE *f)
                "  --users N              users (100)\n"
                "  --start U              first user number (1000): users PREFIX<U>..\n"
                "  --prefix P             user name prefix (\"u\"); password is \"pw\" + user name\n"
-               "  --sockets S            source sockets (1), user i on socket i %% S\n"
+               "  --sockets S            source sockets (1, at most 16384), user i on socket i %% S\n"
                "  --src LIST             comma-separated source addresses (127.0.0.1), sockets\n"
                "                         bound on them in turn, ephemeral ports\n"
                "  --domain D             Request-URI and To/From domain (the --to address)\n"
@@ -659,8 +662,31 @@ static void usage(FILE *f)
                "Exit status: 0 when every user registered, 1 otherwise, 2 on bad usage.\n");
 }
 
+/* Room for nsock sockets plus stdio and epoll: the soft descriptor limit raised towards
+ * the hard one when it is lower. */
+static int raise_fd_limit(uint32_t nsock)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)nsock + 32;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+        return 0;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
+        fprintf(stderr, "sipload: %u sockets need %llu descriptors, the hard limit is %llu\n",
+                nsock, (unsigned long long)want, (unsigned long long)rl.rlim_max);
+        return -1;
+    }
+    rl.rlim_cur = want;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        perror("sipload: setrlimit");
+        return -1;
+    }
+    return 0;
+}
+
 static int setup(void)
 {
+    if (raise_fd_limit(o.nsock) < 0)
+        return -1;
     if (o.nsrcs == 0) {
         inet_pton(AF_INET, "127.0.0.1", &o.srcs[0]);
         o.nsrcs = 1;
@@ -954,7 +980,8 @@ int main(int argc, char **argv)
            "challenged_401=%llu\nother_final=%llu\ntimeouts=%llu\nstray=%llu\n"
            "register_seconds=%.3f\nrefresh_seconds=%.3f\nrefresh_200=%llu\n"
            "offered_rate=%.0f\nrate_200=%.1f\nlatency_p50_us=%llu\nlatency_p90_us=%llu\n"
-           "latency_p99_us=%llu\ncpu_us=%.0f\ncpu_us_per_msg=%.3f\ninterrupted=%d\n",
+           "latency_p99_us=%llu\nrefresh_latency_p50_us=%llu\nrefresh_latency_p90_us=%llu\n"
+           "refresh_latency_p99_us=%llu\ncpu_us=%.0f\ncpu_us_per_msg=%.3f\ninterrupted=%d\n",
            o.users, (unsigned long long)st.registered, (unsigned long long)st.failed,
            (unsigned long long)st.sent, (unsigned long long)st.recv, (unsigned long long)st.ok,
            (unsigned long long)st.c401, (unsigned long long)st.other,
@@ -962,7 +989,10 @@ int main(int argc, char **argv)
            (double)(t_reg_done - t0) / 1e9, refresh_s, (unsigned long long)st.refresh_ok,
            o.open_loop ? 0.0 : o.rate, rate200, (unsigned long long)hist_pct(&g_lat, 0.50),
            (unsigned long long)hist_pct(&g_lat, 0.90), (unsigned long long)hist_pct(&g_lat, 0.99),
-           cpu_us, msgs > 0 ? cpu_us / msgs : 0.0, g_stop ? 1 : 0);
+           (unsigned long long)hist_pct(&g_lat_refresh, 0.50),
+           (unsigned long long)hist_pct(&g_lat_refresh, 0.90),
+           (unsigned long long)hist_pct(&g_lat_refresh, 0.99), cpu_us,
+           msgs > 0 ? cpu_us / msgs : 0.0, g_stop ? 1 : 0);
     printf(
         "# sipload: %llu/%u registered (%llu failed), %llu sent, %llu 200, %llu 401, %llu other, "
         "%llu timeouts; %.1f 200/s over %.2f s of refreshes (offered %s); latency "
