@@ -119,6 +119,10 @@ struct edge_hooks {
      * handles it as a token of an earlier run). NULL: one worker. */
     bool (*on_foreign)(void *ctx, uint8_t worker, const char *buf, size_t len,
                        const struct sockaddr *src);
+    /* on_register reads only status, is_from_cache, src, transport, expires_s and flow_ref
+     * (no audit log): the edge leaves aor, contacts and user_agent empty, and skips the
+     * work of filling them on every answer. */
+    bool is_outcome_only;
     void *ctx;
 };
 

@@ -393,6 +393,21 @@ void edge_audit_register(struct edge *e, const struct sip_msg *req, const struct
 {
     if (!e->hooks.on_register)
         return;
+    if (e->hooks.is_outcome_only) {
+        struct edge_reg_event ev = {
+            .aor = "",
+            .src = f ? &f->remote.sa : rx->src,
+            .transport = f ? f->transport : FLOW_UDP,
+            .contacts = "",
+            .expires_s = expires_s,
+            .user_agent = "",
+            .status = status,
+            .is_from_cache = is_from_cache,
+            .flow_ref = f ? edge_flow_ref_of(e, f) : 0,
+        };
+        e->hooks.on_register(e->hooks.ctx, &ev);
+        return;
+    }
     /* req is the message in hand: its view, unless it had none (it failed the check). */
     char aor[256] = "";
     struct sip_view tmp;

@@ -117,6 +117,23 @@ int transport_udp_new(struct transport_udp **out, uv_loop_t *loop, transport_udp
     return 0;
 }
 
+/*
+ * Bursts of registrations must not be lost in the socket queue: 4 MiB each way. SO_RCVBUF
+ * is capped by net.core.rmem_max (often 208 KiB); with CAP_NET_ADMIN the FORCE variants
+ * pass the cap, without it the capped size is what the kernel gives.
+ */
+static void socket_buffers(uv_handle_t *h)
+{
+    uv_os_fd_t fd;
+    int size = 4 * 1024 * 1024;
+    if (uv_fileno(h, &fd) == 0) {
+        if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+        if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof(size)) < 0)
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+    }
+}
+
 /* A UDP socket for addr with SO_REUSEPORT set, bound: one member of a group. */
 static int reuseport_socket(const struct config_addr *addr)
 {
@@ -179,11 +196,7 @@ int transport_udp_bind(struct transport_udp *t, uint8_t id, const struct config_
         if (rc < 0)
             return rc;
     }
-    /* Bursts of registrations must not be lost in the socket queue. */
-    int size = 4 * 1024 * 1024;
-    uv_recv_buffer_size((uv_handle_t *)&s->handle, &size);
-    size = 4 * 1024 * 1024;
-    uv_send_buffer_size((uv_handle_t *)&s->handle, &size);
+    socket_buffers((uv_handle_t *)&s->handle);
     return uv_udp_recv_start(&s->handle, on_alloc, on_recv);
 }
 

@@ -407,6 +407,7 @@ static int worker_start(struct worker *w)
         .hooks = {.on_register = on_edge_register,
                   .on_flow = on_edge_flow,
                   .on_foreign = n > 1 ? on_edge_foreign : NULL,
+                  .is_outcome_only = !control_has_audit(c),
                   .ctx = w},
         .guard = w->guard,
         .cfg = &w->cfg,

@@ -1144,6 +1144,53 @@ static void test_edge_inbound_request_from_non_core_peer_is_dropped(void **state
     assert_int_equal(st(fx)->inbound_delivered, 0);
 }
 
+/* ---- REGISTER outcomes for the hooks ----------------------------------------------------- */
+
+static struct {
+    unsigned n;
+    uint16_t status;
+    char aor[256];
+} outcome;
+
+static void on_register_rec(void *ctx, const struct edge_reg_event *ev)
+{
+    (void)ctx;
+    outcome.n++;
+    outcome.status = ev->status;
+    snprintf(outcome.aor, sizeof(outcome.aor), "%s", ev->aor);
+}
+
+/* With an audit log the hook gets the AOR; without one (is_outcome_only) it gets the
+ * status alone and the edge fills no strings. */
+static void test_edge_register_outcome_detail_follows_the_hook(void **state)
+{
+    struct fixture *fx = *state;
+    for (int only = 0; only < 2; only++) {
+        struct edge *e = NULL;
+        struct edge_opts o = {.cfg = &fx->cfg,
+                              .policy = &fx->pol,
+                              .worker = 2,
+                              .hooks = {.on_register = on_register_rec, .is_outcome_only = only},
+                              .out = {.reserve = out_reserve, .commit = out_commit, .ctx = fx}};
+        assert_int_equal(edge_new(&e, &o), 0);
+        memset(&outcome, 0, sizeof(outcome));
+        size_t len = fmt_default_register();
+        sent_reset();
+        edge_rx_public(e, 0, msg, len, SA(fx->client), 0);
+        assert_int_equal(n_sent, 1);
+        struct parsed fwd;
+        parse_sent(0, &fwd);
+        char resp_buf[8192];
+        size_t rlen = fmt_response_to(&fwd, "200 OK", "Contact: <sip:alice@192.0.2.10:5060>;expires=600\r\n",
+                                      resp_buf, sizeof(resp_buf));
+        edge_rx_core(e, resp_buf, rlen, registrar(fx), 0);
+        assert_int_equal(outcome.n, 1);
+        assert_int_equal(outcome.status, 200);
+        assert_string_equal(outcome.aor, only ? "" : "sip:alice@example.com");
+        edge_free(e);
+    }
+}
+
 /* ---- a token of another worker ----------------------------------------------------------- */
 
 static struct {
@@ -1922,6 +1969,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(test_edge_new_rejects_zero_flow_capacity_cleanly),
         T(test_edge_core_request_for_another_worker_is_handed_to_it),
+        T(test_edge_register_outcome_detail_follows_the_hook),
         T(test_edge_stats_format_names_every_counter),
         T(test_edge_register_is_relayed_once_to_registrar_over_core_socket),
         T(test_edge_register_top_via_is_ours_with_flow_token),
