@@ -103,7 +103,7 @@ struct edge_reg_event {
     const char *user_agent;      /* "" when absent */
     uint16_t status;             /* registrar's response code, or the edge's own answer */
     bool is_from_cache;          /* answered by the registration cache */
-    uint64_t flow_ref;           /* (slot << 32) | generation */
+    uint64_t flow_ref;           /* worker << 56 | slot << 32 | generation */
 };
 
 enum edge_flow_event { EDGE_FLOW_OPENED, EDGE_FLOW_CLOSED };

@@ -33,9 +33,12 @@ void flow_regs_free(struct flow *f)
     f->regs = NULL;
 }
 
+/* worker (8 bits) | slot (24 bits: max_flows is at most 2^22) | generation (32 bits): one
+ * process's references are unique across its workers, in the audit log and the inventory. */
 uint64_t edge_flow_ref_of(const struct edge *e, const struct flow *f)
 {
-    return (uint64_t)flow_table_slot(e->flows, f) << 32 | f->gen;
+    return (uint64_t)flow_table_worker(e->flows) << 56 |
+           (uint64_t)flow_table_slot(e->flows, f) << 32 | f->gen;
 }
 
 void edge_flow_event(struct edge *e, enum edge_flow_event kind, const struct flow *f,

@@ -242,7 +242,9 @@ void edge_rx_public(struct edge *e, uint8_t sock, const char *buf, size_t len,
 
 static struct flow *flow_from_ref(struct edge *e, uint64_t ref)
 {
-    return flow_table_get(e->flows, (uint32_t)(ref >> 32), (uint32_t)ref);
+    if ((uint8_t)(ref >> 56) != flow_table_worker(e->flows))
+        return NULL;
+    return flow_table_get(e->flows, (uint32_t)(ref >> 32) & 0xffffffu, (uint32_t)ref);
 }
 
 int edge_flow_open(struct edge *e, uint8_t transport, uint8_t listener,
@@ -261,7 +263,7 @@ int edge_flow_open(struct edge *e, uint8_t transport, uint8_t listener,
     if (e->guard)
         guard_note_proven(e->guard, remote, now_ms);
     edge_flow_event(e, EDGE_FLOW_OPENED, f, transport == FLOW_WSS ? "wss" : "ws");
-    *ref = (uint64_t)flow_table_slot(e->flows, f) << 32 | f->gen;
+    *ref = edge_flow_ref_of(e, f);
     return 0;
 }
 
