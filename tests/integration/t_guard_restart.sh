@@ -165,8 +165,9 @@ NFT_START=0
 nft_start() {
     NFT_START=$((NFT_START + 1))
     SIPEDGE_LOG=$IT_TMP/sipedge-nft-$NFT_START.log
-    # ip netns exec execs the daemon, so $! is sipedge itself.
-    ip netns exec "$(netns_name srv)" "$SIPEDGE_BIN" --listen-udp 0.0.0.0:5060 \
+    # ip netns exec execs the daemon, so $! is sipedge itself. The worker count as
+    # start_sipedge gives it (lib.sh IT_WORKERS).
+    ip netns exec "$(netns_name srv)" "$SIPEDGE_BIN" --workers "$IT_WORKERS" --listen-udp 0.0.0.0:5060 \
         --core 127.0.0.1:5070 --registrar-listen 127.0.0.1:5080 --users "$IT_TMP/users.txt" \
         --policy "$IT_TMP/policy" --ban-backend nftables --admin-socket "$NSOCK" \
         --state-dir "$NSTATE" --log-level debug 2>>"$SIPEDGE_LOG" >/dev/null &
