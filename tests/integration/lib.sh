@@ -182,16 +182,16 @@ make_csv() {
 # from any of those ports, each flow's from the port of the worker that owns its source.
 IT_WORKERS=${SIPEDGE_WORKERS:-1}
 
-# core_ports [BASE [N]]: the core ports of N workers (default $IT_WORKERS) from BASE
-# (default 5070), one a line.
+# core_ports: the core ports of the $IT_WORKERS workers (the tests' --core port is 5070),
+# one a line.
 core_ports() {
-    local base=${1:-5070} n=${2:-$IT_WORKERS} i
-    for ((i = 0; i < n; i++)); do echo $((base + i)); done
+    local i
+    for ((i = 0; i < IT_WORKERS; i++)); do echo $((5070 + i)); done
 }
 
-# core_port_re [BASE [N]]: an extended regex (grep -E, Python re) that matches exactly
-# those ports, as a group: "(5070)" for one worker, "(5070|5071)" for two.
-core_port_re() { printf '(%s)\n' "$(core_ports "$@" | paste -sd'|')"; }
+# core_port_re: an extended regex (grep -E, Python re) that matches exactly those ports,
+# as a group: "(5070)" for one worker, "(5070|5071)" for two.
+core_port_re() { printf '(%s)\n' "$(core_ports | paste -sd'|')"; }
 
 # worker_of ADDR [N]: the index of the worker (of N, default $IT_WORKERS) that owns the
 # source address ADDR: the function the kernel runs on each packet to pick a member of the

@@ -216,7 +216,8 @@ flood_run() { # N: the flood against sipedge with N workers; FLOOD[N.key]=value
     FLOOD[$n.metric_bans]=$(ops_metric sipedge_guard_bans_total) || fail "b: /metrics ($n workers)"
     log "b: $n worker(s): /api/bans ${FLOOD[$n.entries]} entry for $ATK (port ${FLOOD[$n.port]}), guard strikes=${FLOOD[$n.strikes]} auth_failures=${FLOOD[$n.auth_failures]} bans=${FLOOD[$n.bans]} drop_banned=${FLOOD[$n.drop_banned]}"
     if [ "$n" -gt 1 ]; then
-        local w=$(worker_of "$ATK" "$n") i
+        local w i
+        w=$(worker_of "$ATK" "$n")
         for ((i = 0; i < n; i++)); do
             v=$(wstat "$i" edge guard_dropped)
             if [ "$i" = "$w" ]; then
