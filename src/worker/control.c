@@ -629,7 +629,14 @@ static int start_registrar(struct control *c)
     if (rc < 0)
         return rc;
     c->reg_tx = (struct tx_out){.reserve = reg_tx_reserve, .commit = reg_tx_commit, .ctx = c};
-    unsigned n_trusted = c->n ? c->n : 1;
+    /* The edge's requests come from its workers' core ports. A registrar-only process
+     * runs no workers of its own: it trusts the ports of the edge's `workers` (the same
+     * setting, read from the same configuration). */
+    unsigned n_trusted = c->n ? c->n : workers_wanted(c->cfg);
+    if (n_trusted > WORKERS_MAX)
+        n_trusted = WORKERS_MAX;
+    if (c->cfg->core.port + n_trusted - 1 > 65535)
+        n_trusted = 65536 - c->cfg->core.port;
     for (unsigned i = 0; i < n_trusted; i++)
         addr_with_port(&c->cfg->core, c->cfg->core.port + i, &c->trusted[i]);
     struct registrar_opts ro = {

@@ -176,6 +176,43 @@ make_csv() {
     } >"$f"
 }
 
+# ---- workers ----------------------------------------------------------------------------
+# start_sipedge runs --workers $IT_WORKERS (SIPEDGE_WORKERS, default 1). Worker i has its
+# own core-side socket on the --core port + i, so the registrar sees sipedge's requests
+# from any of those ports, each flow's from the port of the worker that owns its source.
+IT_WORKERS=${SIPEDGE_WORKERS:-1}
+
+# core_ports: the core ports of the $IT_WORKERS workers (the tests' --core port is 5070),
+# one a line.
+core_ports() {
+    local i
+    for ((i = 0; i < IT_WORKERS; i++)); do echo $((5070 + i)); done
+}
+
+# core_port_re: an extended regex (grep -E, Python re) that matches exactly those ports,
+# as a group: "(5070)" for one worker, "(5070|5071)" for two.
+core_port_re() { printf '(%s)\n' "$(core_ports | paste -sd'|')"; }
+
+# worker_of ADDR [N]: the index of the worker (of N, default $IT_WORKERS) that owns the
+# source address ADDR: the function the kernel runs on each packet to pick a member of the
+# SO_REUSEPORT group (src/transport/reuseport_steer.c; IPv4 by address, IPv6 by /64).
+worker_of() {
+    python3 - "$1" "${2:-$IT_WORKERS}" <<'EOF_PY'
+import ipaddress, sys
+a, n = ipaddress.ip_address(sys.argv[1]), int(sys.argv[2])
+if a.version == 6 and a.ipv4_mapped:
+    a = a.ipv4_mapped
+if a.version == 4:
+    key = int(a)
+else:
+    b = a.packed
+    key = int.from_bytes(b[0:4], "big") ^ int.from_bytes(b[4:8], "big")
+m = (key * 0x9E3779B1) & 0xFFFFFFFF
+m ^= m >> 16
+print(m % n)
+EOF_PY
+}
+
 # start_sipedge ARGS...: run the daemon, wait up to SIPEDGE_READY_SECONDS (5) for
 # "sipedge: ready" on stderr. Sets SIPEDGE_PID, SIPEDGE_LOG.
 start_sipedge() {
@@ -250,17 +287,30 @@ kam_ul_dump() { kamcmd -s "$KAM_CTL" ul.dump; }
 
 # ---- counters ---------------------------------------------------------------------------
 
-# edge_stats: SIGUSR1 to sipedge, wait (up to 5 s) for the new "stats edge" line, print it.
+# STATS_RE KIND: the process's "stats KIND" line (the sum over the workers), not the
+# "worker N stats KIND" lines logged before it when there are several workers.
+# WORKER_STATS_RE I KIND: worker I's own line.
+STATS_RE() { printf 'Z [a-z]+ +stats %s ' "$1"; }
+WORKER_STATS_RE() { printf 'Z [a-z]+ +worker %s stats %s ' "$1" "$2"; }
+
+# edge_stats: SIGUSR1 to sipedge, wait (up to 5 s) for the new "stats edge" line (the sum
+# over the workers), print it.
 edge_stats() {
-    local before n
-    before=$(grep -c 'stats edge ' "$SIPEDGE_LOG")
+    local before n re
+    re=$(STATS_RE edge)
+    before=$(grep -cE "$re" "$SIPEDGE_LOG")
     kill -USR1 "$SIPEDGE_PID" 2>/dev/null || return 1
     for ((n = 0; n < 100; n++)); do
-        [ "$(grep -c 'stats edge ' "$SIPEDGE_LOG")" -gt "$before" ] && break
+        [ "$(grep -cE "$re" "$SIPEDGE_LOG")" -gt "$before" ] && break
         sleep 0.05
     done
-    grep 'stats edge ' "$SIPEDGE_LOG" | tail -n 1
+    grep -E "$re" "$SIPEDGE_LOG" | tail -n 1
 }
+
+# last_stats KIND: the latest "stats KIND" line (the sum), without asking for a new one.
+# last_worker_stats I KIND: the latest "worker I stats KIND" line.
+last_stats() { grep -E "$(STATS_RE "$1")" "$SIPEDGE_LOG" | tail -n 1; }
+last_worker_stats() { grep -E "$(WORKER_STATS_RE "$1" "$2")" "$SIPEDGE_LOG" | tail -n 1; }
 
 # stat_of LINE KEY: KEY's value in a "k=v k=v" stats line (empty when absent).
 stat_of() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
@@ -269,12 +319,14 @@ stat_of() { printf '%s\n' "$1" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -n 1; }
 edge_stat() { stat_of "$(edge_stats)" "$1"; }
 
 # kam_bound_count CORE FIRST COUNT: how many of the AoRs FIRST..FIRST+COUNT-1 Kamailio
-# holds with a live contact whose Path names sipedge's core address CORE (port 5070).
+# holds with a live contact whose Path names sipedge's core address CORE (port 5070, or
+# the port of any worker: core_port_re).
 kam_bound_count() {
     timeout 10 kamcmd -s "$KAM_CTL" ul.dump >"$IT_TMP/ul.dump" 2>&1 || { echo 0; return; }
-    python3 - "$IT_TMP/ul.dump" "$1" "$2" "$3" <<'PY'
+    python3 - "$IT_TMP/ul.dump" "$1" "$2" "$3" "$(core_port_re)" <<'PY'
 import re, sys
 text, core, first, count = open(sys.argv[1]).read(), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ports = sys.argv[5]
 want = {str(u) for u in range(first, first + count)}
 cur, exp, ok = None, None, set()
 for line in text.splitlines():
@@ -287,7 +339,7 @@ for line in text.splitlines():
         exp = m.group(1)
     m = re.search(r'\bPath: (.*)', line)
     if m and cur in want and exp and exp.lstrip('-').isdigit() and int(exp) > 0 \
-            and re.search(r'@' + re.escape(core) + r':5070;[^>]*lr', m.group(1)):
+            and re.search(r'@' + re.escape(core) + r':' + ports + r';[^>]*lr', m.group(1)):
         ok.add(cur)
 print(len(ok))
 PY

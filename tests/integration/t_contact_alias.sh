@@ -31,8 +31,10 @@ run_sipp reg -sf "$IT_SIPP_DIR/reg_auth_uac.xml" -inf "$IT_TMP/reg.csv" \
     -m 5 -r 5 -l 5 -max_retrans 4 -recv_timeout 5000 "$PUB:5060"
 sipp_check reg $? 5
 sipedge_alive || fail "sipedge died during registrations"
-grep -q "MSGLOG req src=$CORE:5070 .*rm=\[REGISTER\] .*path=\[<null>\]" "$KAM_LOG" ||
-    fail "no REGISTER without Path from sipedge's core address $CORE:5070 in the Kamailio log"
+# Each worker has its own core port (lib.sh core_port_re).
+PORTS=$(core_port_re)
+grep -qE "MSGLOG req src=$CORE:$PORTS .*rm=\[REGISTER\] .*path=\[<null>\]" "$KAM_LOG" ||
+    fail "no REGISTER without Path from sipedge's core address $CORE:$PORTS in the Kamailio log"
 
 # The phone: registers, then waits for the INVITE on the same port.
 PHONE_PORT=$(free_udp_port "$PHONE")
@@ -42,10 +44,10 @@ phone_register 1500 "$PHONE_PORT"
 # Kamailio holds aliases pointing at sipedge's core address, each decoding to the
 # Contact the client registered, and no Path.
 kam_ul_dump >"$IT_TMP/ul.dump" 2>&1 || fail "kamcmd ul.dump failed"
-python3 - "$IT_TMP/ul.dump" "$CORE" "$CLI" "$CLI_PORT" "$PHONE_URI" <<'PY' ||
+python3 - "$IT_TMP/ul.dump" "$CORE" "$CLI" "$CLI_PORT" "$PHONE_URI" "$PORTS" <<'PY' ||
 import base64, re, sys
 text = open(sys.argv[1]).read()
-core, cli, cli_port, phone_uri = sys.argv[2:6]
+core, cli, cli_port, phone_uri, ports = sys.argv[2:7]
 want = {str(u): "sip:%d@%s:%s;transport=udp" % (u, cli, cli_port) for u in range(1000, 1005)}
 want["1500"] = phone_uri
 got, paths, cur = {}, [], None
@@ -64,7 +66,7 @@ for aor, orig in want.items():
     addrs = got.get(aor, [])
     ok = False
     for a in addrs:
-        m = re.fullmatch(r'sip:([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]+)@' + re.escape(core) + ':5070', a)
+        m = re.fullmatch(r'sip:([A-Za-z0-9_-]{43})\.([A-Za-z0-9_-]+)@' + re.escape(core) + ':' + ports, a)
         if m:
             enc = m.group(2)
             ok = ok or base64.urlsafe_b64decode(enc + '=' * (-len(enc) % 4)).decode() == orig
@@ -73,31 +75,31 @@ for aor, orig in want.items():
 if bad or any(p != '[not set]' for p in paths):
     print("bindings that are not aliases of the registered Contact:", bad, "paths:", paths)
     sys.exit(1)
-print("%d bindings, each an alias at %s:5070 without Path" % (len(want), core))
+print("%d bindings, each an alias at %s:%s without Path" % (len(want), core, ports))
 PY
     fail "Kamailio's bindings are not Contact aliases through sipedge"
 
 # The phone saw its own Contact in the 200, not the alias.
-python3 - "$IT_TMP/sipp-phone-msg.log" "$PHONE_URI" "$CORE" <<'PY' ||
+python3 - "$IT_TMP/sipp-phone-msg.log" "$PHONE_URI" "$CORE" "$PORTS" <<'PY' ||
 import re, sys
 log = open(sys.argv[1], encoding='latin-1').read()
-phone_uri, core = sys.argv[2], sys.argv[3]
+phone_uri, core, ports = sys.argv[2], sys.argv[3], sys.argv[4]
 oks = [m for m in re.split(r'\n(?=-{5,})', log) if re.search(r'^SIP/2\.0 200 ', m, re.M)
        and re.search(r'^CSeq: \d+ REGISTER', m, re.M)]
 if not oks:
     print("no 200 to the REGISTER in the phone's trace"); sys.exit(1)
 last = oks[-1]
-if ('Contact: <%s>' % phone_uri) not in last or (core + ':5070') in last:
+if ('Contact: <%s>' % phone_uri) not in last or re.search(re.escape(core) + ':' + ports, last):
     print("200 to the phone does not show its own Contact:\n" + last); sys.exit(1)
 PY
     fail "the phone's 200 does not show the Contact it registered"
 
 phone_call 1500 "$KAM:5060"
-grep -q "ROUTE INVITE to ru=\[sip:[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*@$CORE:5070\] du=\[<null>\]" "$KAM_LOG" ||
+grep -qE "ROUTE INVITE to ru=\[sip:[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*@$CORE:$PORTS\] du=\[<null>\]" "$KAM_LOG" ||
     fail "Kamailio did not send the INVITE to the alias at sipedge's core address"
 grep -aqF "INVITE $PHONE_URI SIP/2.0" "$IT_TMP/sipp-phone-msg.log" ||
     fail "the INVITE at the phone does not carry the original Request-URI $PHONE_URI"
-grep -aq "$CORE:5070" "$IT_TMP/sipp-phone-msg.log" &&
+grep -aqE "$CORE:$PORTS" "$IT_TMP/sipp-phone-msg.log" &&
     fail "an alias at sipedge's core address reached the phone"
 
 stop_sipedge

@@ -66,16 +66,16 @@ register() {
 # bound USER: Kamailio holds a live contact of USER whose Path names sipedge's core.
 bound() {
     kam_ul_dump >"$IT_TMP/ul.dump" 2>&1 || fail "kamcmd ul.dump failed"
-    python3 - "$IT_TMP/ul.dump" "$1" "$CORE" <<'PY'
+    python3 - "$IT_TMP/ul.dump" "$1" "$CORE" "$(core_port_re)" <<'PY'
 import re, sys
-text, user, core = open(sys.argv[1]).read(), sys.argv[2], sys.argv[3]
+text, user, core, ports = open(sys.argv[1]).read(), sys.argv[2], sys.argv[3], sys.argv[4]
 cur, ok = None, False
 for line in text.splitlines():
     m = re.search(r'AoR: (\S+)', line)
     if m:
         cur = m.group(1)
     m = re.search(r'Path: (.*)', line)
-    if m and cur == user and re.search(r'@' + re.escape(core) + r':5070;[^>]*lr', m.group(1)):
+    if m and cur == user and re.search(r'@' + re.escape(core) + r':' + ports + r';[^>]*lr', m.group(1)):
         ok = True
 sys.exit(0 if ok else 1)
 PY
@@ -109,10 +109,12 @@ no_430() {
 }
 
 # restored_at_least N WHAT: the restarted sipedge logged restoring N or more UDP flows
-# from its snapshot (the state directory, not only the flow tokens, carried them).
+# from its snapshot (the state directory, not only the flow tokens, carried them). Each
+# worker restores its own directory and logs its own line: the flows are their sum.
 restored_at_least() {
     local n
-    n=$(sed -n 's/.*edge state restored from .*: \([0-9]*\) UDP flows.*/\1/p' "$SIPEDGE_LOG" | tail -1)
+    n=$(sed -n 's/.*edge state restored from .*: \([0-9]*\) UDP flows.*/\1/p' "$SIPEDGE_LOG" |
+        awk '{ s += $1; n++ } END { if (n) print s }')
     [ -n "$n" ] && [ "$n" -ge "$1" ] ||
         problem "$2: restored ${n:-no} UDP flows from the snapshot, want >= $1"
 }

@@ -48,8 +48,10 @@ N_START=0
 srv_start() {
     N_START=$((N_START + 1))
     SIPEDGE_LOG=$IT_TMP/sipedge-$N_START.log
-    # ip netns exec execs the daemon, so $! is sipedge itself.
-    ip netns exec "$(netns_name srv)" "$SIPEDGE_BIN" --workers "${SIPEDGE_WORKERS:-1}" --listen-udp 0.0.0.0:5060 --core 127.0.0.1:5070 \
+    # ip netns exec execs the daemon, so $! is sipedge itself. The worker count as
+    # start_sipedge gives it (lib.sh IT_WORKERS).
+    ip netns exec "$(netns_name srv)" "$SIPEDGE_BIN" --workers "$IT_WORKERS" \
+        --listen-udp 0.0.0.0:5060 --core 127.0.0.1:5070 \
         --registrar-listen 127.0.0.1:5080 --users "$USERS" --policy "$POL" \
         --ban-backend nftables --admin-socket "$SOCK" --log-level debug \
         2>>"$SIPEDGE_LOG" >/dev/null &

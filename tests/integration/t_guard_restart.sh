@@ -120,8 +120,12 @@ us_stop
 sleep 1
 us_start
 grep -E 'guard: restored [0-9]+ bans' "$SIPEDGE_LOG" || fail "no restore line in the log"
-grep -qE 'guard: restored 2 bans \(1 operator\) and [0-9]+ history entries' "$SIPEDGE_LOG" ||
-    fail "restore line does not count 2 bans, 1 operator"
+# Each worker restores the bans of the sources it owns from its own file, one line each:
+# the counts are their sums.
+restored=$(sed -nE 's/.*guard: restored ([0-9]+) bans \(([0-9]+) operator\) and [0-9]+ history entries.*/\1 \2/p' \
+    "$SIPEDGE_LOG" | awk '{ b += $1; o += $2 } END { print b + 0, o + 0 }')
+[ "$restored" = "2 1" ] ||
+    fail "restore lines count $restored (bans, operator), want 2 bans, 1 operator"
 after=$(ban_line "$SOCK" "$ATK" any)
 op=$(ban_line "$SOCK" 198.51.100.9 0)
 log "after restart: attacker $after; operator $op"
@@ -165,8 +169,9 @@ NFT_START=0
 nft_start() {
     NFT_START=$((NFT_START + 1))
     SIPEDGE_LOG=$IT_TMP/sipedge-nft-$NFT_START.log
-    # ip netns exec execs the daemon, so $! is sipedge itself.
-    ip netns exec "$(netns_name srv)" "$SIPEDGE_BIN" --workers "${SIPEDGE_WORKERS:-1}" --listen-udp 0.0.0.0:5060 \
+    # ip netns exec execs the daemon, so $! is sipedge itself. The worker count as
+    # start_sipedge gives it (lib.sh IT_WORKERS).
+    ip netns exec "$(netns_name srv)" "$SIPEDGE_BIN" --workers "$IT_WORKERS" --listen-udp 0.0.0.0:5060 \
         --core 127.0.0.1:5070 --registrar-listen 127.0.0.1:5080 --users "$IT_TMP/users.txt" \
         --policy "$IT_TMP/policy" --ban-backend nftables --admin-socket "$NSOCK" \
         --state-dir "$NSTATE" --log-level debug 2>>"$SIPEDGE_LOG" >/dev/null &

@@ -36,15 +36,18 @@ def kam_registers():
                          capture_output=True, text=True, timeout=10).stdout
     return int(re.search(r"^core:rcv_requests_register = (\d+)", out, re.M).group(1))
 
+# The process's line (the sum over the workers), not a "worker N stats edge" line.
+sum_edge = re.compile(r"Z [a-z]+ +stats edge ")
+
 def edge_hits():
-    before = open(edge_log, errors="replace").read().count("stats edge ")
+    before = len(sum_edge.findall(open(edge_log, errors="replace").read()))
     os.kill(edge_pid, signal.SIGUSR1)
     for _ in range(100):
         text = open(edge_log, errors="replace").read()
-        if text.count("stats edge ") > before:
+        if len(sum_edge.findall(text)) > before:
             break
         time.sleep(0.05)
-    line = [l for l in text.splitlines() if "stats edge " in l][-1]
+    line = [l for l in text.splitlines() if sum_edge.search(l)][-1]
     return int(re.search(r"\bregcache_hit=(\d+)", line).group(1))
 
 class Client:

@@ -43,7 +43,7 @@ phase() {
     local phone=$BG_PID
     wait_for_line "$IT_TMP/sipp-phone-$tag-logs.log" "REGISTERED $user" 10 "$phone" ||
         fail "[$tag] phone $user did not register through the NAT and sipedge"
-    grep -q "MSGLOG req src=$SRV_CORE:5070 .*rm=\[REGISTER\]" "$KAM_LOG" ||
+    grep -qE "MSGLOG req src=$SRV_CORE:$(core_port_re) .*rm=\[REGISTER\]" "$KAM_LOG" ||
         fail "[$tag] Kamailio saw no REGISTER from sipedge's core address"
     # The 200 the phone got carries the short NAT expires, not 600.
     local exp
@@ -89,7 +89,7 @@ phase 1502 "$IT_TMP/policy-off" off
 pings=$(stat_of "$STATS" ping_sent)
 log "keepalive off: ping_sent=$pings, INVITE at phone=$GOT_INVITE, caller status $CALL_RC"
 [ "${pings:-0}" -eq 0 ] || fail "keepalive off: sipedge still sent $pings pings"
-grep -q "ROUTE INVITE .*du=\[sip:[^]]*$SRV_CORE:5070" "$KAM_LOG" ||
+grep -qE "ROUTE INVITE .*du=\[sip:[^]]*$SRV_CORE:$(core_port_re)" "$KAM_LOG" ||
     fail "keepalive off: Kamailio did not route the INVITE to sipedge"
 [ "$GOT_INVITE" = 0 ] || fail "keepalive off: the INVITE still reached the phone (the NAT mapping did not expire; is the NAT timeout applied?)"
 [ "$CALL_RC" -ne 0 ] || fail "keepalive off: the call succeeded"

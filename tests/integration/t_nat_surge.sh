@@ -104,11 +104,11 @@ log "peak: sipedge relayed $peak_rel/s, Kamailio received $peak_kam/s (budget $B
 wait "$SURGE_PID"
 
 S=$(edge_stats)
-over=$(stat_of "$(grep 'stats guard ' "$SIPEDGE_LOG" | tail -n 1)" over_limit_registrar)
+over=$(stat_of "$(last_stats guard)" over_limit_registrar)
 ok=$(sipp_stat surge 'SuccessfulCall(C)' 2>/dev/null)
 log "surge: $ok of $CLIENTS phones registered; guard over_limit_registrar=${over:-?}; $S"
 [ "$peak_rel" -ge $((BUDGET / 2)) ] || fail "the surge never reached the budget (peak $peak_rel/s): nothing was tested"
-prepaid=$(stat_of "$(grep 'stats guard ' "$SIPEDGE_LOG" | tail -n 1)" registrar_prepaid_served)
+prepaid=$(stat_of "$(last_stats guard)" registrar_prepaid_served)
 log "challenge answers passed on their prepaid budget: ${prepaid:-?}"
 [ $((${ok:-0} * 2 * 10)) -ge $((total_rel * 8)) ] ||
     fail "only ${ok:-0} phones registered for $total_rel relayed REGISTERs: the budget went to challenges whose answers were refused"

@@ -29,14 +29,16 @@ sipedge_alive || fail "sipedge died during registrations"
 
 # Kamailio must have seen the REGISTERs from sipedge's core socket, not from sipp.
 grep -q "MSGLOG req src=$CLI:" "$KAM_LOG" && fail "Kamailio received a request straight from the client"
-grep -q "MSGLOG req src=$CORE:5070 .*rm=\[REGISTER\]" "$KAM_LOG" ||
-    fail "no REGISTER from sipedge's core address $CORE:5070 in the Kamailio log"
+# Each worker has its own core port (lib.sh core_port_re).
+PORTS=$(core_port_re)
+grep -qE "MSGLOG req src=$CORE:$PORTS .*rm=\[REGISTER\]" "$KAM_LOG" ||
+    fail "no REGISTER from sipedge's core address $CORE:$PORTS in the Kamailio log"
 
 kam_ul_dump >"$IT_TMP/ul.dump" 2>&1 || fail "kamcmd ul.dump failed"
-python3 - "$IT_TMP/ul.dump" "$CORE" <<'PY' || fail "bindings in ul.dump lack a Path through sipedge"
+python3 - "$IT_TMP/ul.dump" "$CORE" "$PORTS" <<'PY' || fail "bindings in ul.dump lack a Path through sipedge"
 import re, sys
 text = open(sys.argv[1]).read()
-core = sys.argv[2]
+core, ports = sys.argv[2], sys.argv[3]
 aors = {}
 cur = None
 for line in text.splitlines():
@@ -48,7 +50,7 @@ for line in text.splitlines():
         aors[cur].append(m.group(1).strip())
 missing = [u for u in map(str, range(1000, 1020)) if u not in aors]
 bad = [u for u in map(str, range(1000, 1020)) if u in aors and not any(
-    re.search(r'<sip:[^>]*@' + re.escape(core) + r':5070;[^>]*lr', p) for p in aors[u])]
+    re.search(r'<sip:[^>]*@' + re.escape(core) + r':' + ports + r';[^>]*lr', p) for p in aors[u])]
 if missing or bad:
     print("missing AoRs:", missing, "bad Path:", {u: aors[u] for u in bad})
     sys.exit(1)
@@ -57,7 +59,7 @@ PY
 
 phone_register 1500
 phone_call 1500 "$KAM:5060"
-grep -q "ROUTE INVITE .*du=\[sip:[^]]*$CORE:5070" "$KAM_LOG" ||
+grep -qE "ROUTE INVITE .*du=\[sip:[^]]*$CORE:$PORTS" "$KAM_LOG" ||
     fail "Kamailio did not route the INVITE to sipedge's core address (Path not used)"
 
 stop_sipedge

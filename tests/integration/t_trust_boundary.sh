@@ -26,9 +26,11 @@ KEY=$(python3 -c 'import os; print(os.urandom(32).hex())')
 make_users "$IT_TMP/users.txt"
 test_policy_dir "$IT_TMP/policy"
 
-# The registrar in a process of its own, trusting the edge's core address.
+# The registrar in a process of its own, trusting the edge's core address: the core
+# ports of as many workers as the edge runs (start_sipedge: --workers $IT_WORKERS).
 REG_LOG=$IT_TMP/registrar.log
-"$SIPEDGE_BIN" --registrar-only --registrar-listen "$REG:5080" --core "$CORE:5070" \
+"$SIPEDGE_BIN" --registrar-only --workers "$IT_WORKERS" --registrar-listen "$REG:5080" \
+    --core "$CORE:5070" \
     --users "$IT_TMP/users.txt" --realm trust --policy "$IT_TMP/policy" --log-level debug \
     2>"$REG_LOG" >/dev/null &
 REG_PID=$!

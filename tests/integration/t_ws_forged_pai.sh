@@ -71,12 +71,13 @@ kill -0 "$VICTIM" 2>/dev/null || fail "the victim's connection dropped"
 
 # Control: the same assertion does remove the binding when it really comes from the
 # trusted core address, so the refusal above is sipedge's doing, not the registrar's.
-reply=$(python3 - "$CORE" "$KAM" "$PUB" <<'PY'
+# (From a port of the core address that no worker of sipedge holds.)
+reply=$(python3 - "$CORE" "$KAM" "$PUB" "$(free_udp_port "$CORE")" <<'PY'
 import socket, sys
-core, kam, dom = sys.argv[1:4]
+core, kam, dom, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 msg = "\r\n".join([
     f"REGISTER sip:{dom} SIP/2.0",
-    f"Via: SIP/2.0/UDP {core}:5071;branch=z9hG4bKtrusted;rport",
+    f"Via: SIP/2.0/UDP {core}:{port};branch=z9hG4bKtrusted;rport",
     "Max-Forwards: 70",
     f"From: <sip:1500@{dom}>;tag=trusted",
     f"To: <sip:1500@{dom}>",
@@ -87,7 +88,7 @@ msg = "\r\n".join([
     f"P-Asserted-Identity: <sip:1500@{dom}>",
     "Content-Length: 0", "", ""])
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((core, 5071))
+s.bind((core, port))
 s.sendto(msg.encode(), (kam, 5060))
 s.settimeout(3)
 try:

@@ -2,7 +2,8 @@
 // SIP.js (npm "sip.js") user agent in Node, with the `ws` package as its WebSocket.
 //
 // usage: node sipjs_ua.mjs --ws ws://H:P --uri sip:U@D --password P
-//                          [--wait-invite S] [--timeout S]
+//                          [--wait-invite S] [--timeout S] [--local-address A]
+// --local-address: the address the WebSocket connection is made from.
 // Prints one line per step: REGISTERED, INCOMING INVITE from=<uri>, UNREGISTERED.
 // Registers, waits up to --wait-invite seconds for an INVITE (answered 486 Busy Here:
 // Node has no media stack), then unregisters and exits 0. Any failure exits 1.
@@ -31,7 +32,8 @@ const onlyMd5 = (text) => {
 };
 globalThis.WebSocket = class extends WebSocket {
     constructor(u, protocols) {
-        super(u, protocols, { rejectUnauthorized: false });
+        super(u, protocols, Object.assign({ rejectUnauthorized: false },
+            opt['local-address'] ? { localAddress: opt['local-address'] } : {}));
     }
 
     addEventListener(type, fn, o) {

@@ -63,19 +63,22 @@ node_run() {
     return $rc
 }
 
+# The "stats ws" line is the sum over the workers (STATS_RE in lib.sh), not a
+# "worker N stats ws" line.
 ws_stats() {
-    local n i
-    n=$(grep -c 'stats ws ' "$SIPEDGE_LOG")
+    local n i re
+    re=$(STATS_RE ws)
+    n=$(grep -cE "$re" "$SIPEDGE_LOG")
     kill -USR1 "$SIPEDGE_PID"
     for ((i = 0; i < 40; i++)); do
-        [ "$(grep -c 'stats ws ' "$SIPEDGE_LOG")" -gt "$n" ] && break
+        [ "$(grep -cE "$re" "$SIPEDGE_LOG")" -gt "$n" ] && break
         sleep 0.05
     done
-    grep 'stats ws ' "$SIPEDGE_LOG" | tail -1 | sed 's/.*stats ws //'
+    grep -E "$re" "$SIPEDGE_LOG" | tail -1 | sed 's/.*stats ws //'
 }
 
 ws_stat() {
-    grep 'stats ws ' "$SIPEDGE_LOG" | tail -1 | tr ' ' '\n' | sed -n "s/^ws_$1=//p"
+    grep -E "$(STATS_RE ws)" "$SIPEDGE_LOG" | tail -1 | tr ' ' '\n' | sed -n "s/^ws_$1=//p"
 }
 
 sip_final() {
