@@ -359,8 +359,13 @@ int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *
 
     struct lws_context_creation_info ci;
     memset(&ci, 0, sizeof(ci));
-    ci.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
-                 LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    ci.options = LWS_SERVER_OPTION_LIBUV | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    /* The TLS library's process-wide set-up once, by the first context (contexts are made
+     * one worker after the other): lws keeps what it sets up in globals, and a second set-up
+     * replaces them under the first context's feet. */
+    static bool is_ssl_global_done;
+    if (!__atomic_exchange_n(&is_ssl_global_done, true, __ATOMIC_RELAXED))
+        ci.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     ci.foreign_loops = t->foreign_loops;
     ci.port = CONTEXT_PORT_NO_LISTEN;
     ci.user = t;
