@@ -15,6 +15,7 @@
 #      SKIP_DEPS=1 (do not call apt-get), SKIP_FUZZ=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -43,13 +44,13 @@ step "ctest (all labels)"
 step "build (TSan, -Werror) in build-tsan, unit tests under it"
 JOBS=$jobs scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DSIPEDGE_SANITIZE=thread \
     -DSIPEDGE_WERROR=ON -DSIPEDGE_BUILD_TESTS=ON
-(cd build-tsan && TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:suppressions=$PWD/tests/tsan.supp} ctest -L unit \
+(cd build-tsan && TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:suppressions=$root/tests/tsan.supp} ctest -L unit \
     --output-on-failure --no-tests=error -j"${CTEST_PARALLEL:-2}" --timeout 600)
 
 # The threads of one process (control thread, two and three workers, handoffs, isolation)
 # under TSan with real peers: a ThreadSanitizer report in sipedge's log fails the test.
 step "integration tests with workers under TSan in build-tsan"
-(cd build-tsan && TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:suppressions=$PWD/tests/tsan.supp} ctest -L workers2 \
+(cd build-tsan && TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:suppressions=$root/tests/tsan.supp} ctest -L workers2 \
     -R "${TSAN_INTEGRATION:-t_workers|t_register_embedded|t_ops_admin|t_reload|t_sipload|t_ws_jssip|t_guard_nft|t_edge_restart}" \
     --output-on-failure --no-tests=error -j"${CTEST_PARALLEL:-2}" --timeout 900)
 
