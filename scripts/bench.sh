@@ -131,17 +131,7 @@ start_udpfwd() { start_server udpfwd "$UDPFWD_BIN" "$PUB:5060" "$REG:5060"; }
 # one address would trip them, so the benchmark raises them (the buckets are still checked).
 if [ -z "$BENCH_POLICY" ]; then
     BENCH_POLICY=$WORK/policy
-    mkdir -p "$BENCH_POLICY"
-    cp "$root"/policies/default/*.yaml "$BENCH_POLICY"/
-    cat >"$BENCH_POLICY/zz-bench.yaml" <<'YAML'
-guard:
-  limits:
-    per_ip: {rate: 1000000, burst: 1000000}
-    per_ip_port: {rate: 1000000, burst: 1000000}
-    per_aor_register: {rate: 1000, burst: 1000}
-    registrar: {rate: 1000000, burst: 1000000}
-    max_flows_per_ip: 4194304
-YAML
+    bench_policy "$BENCH_POLICY"
 fi
 
 # Users 100000.. so they never clash with the integration tests' users.

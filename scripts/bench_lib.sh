@@ -29,3 +29,22 @@ finish() {
 }
 trap finish EXIT
 trap 'exit 130' INT TERM
+
+# bench_policy DIR [YAML]: the default policy in DIR with the guard's limits raised for a
+# load test from a few addresses (the buckets are still checked), then YAML (more keys,
+# in a file of its own that loads after).
+bench_policy() {
+    mkdir -p "$1"
+    cp "$root"/policies/default/*.yaml "$1"/
+    cat >"$1/zz-bench.yaml" <<'YAML'
+guard:
+  limits:
+    per_ip: {rate: 1000000, burst: 1000000}
+    per_ip_port: {rate: 1000000, burst: 1000000}
+    per_aor_register: {rate: 1000, burst: 1000}
+    registrar: {rate: 1000000, burst: 1000000}
+    max_flows_per_ip: 4194304
+YAML
+    if [ $# -ge 2 ]; then printf '%s\n' "$2" >"$1/zz-bench-more.yaml"; fi
+    return 0
+}

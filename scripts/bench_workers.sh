@@ -102,21 +102,10 @@ SOCKETS=$(((USERS + USERS_PER_SOCKET - 1) / USERS_PER_SOCKET))
 
 # The default policy with the guard's limits raised as scripts/bench.sh does (every user
 # comes from SRCS addresses), room for every binding, and the cache on.
-mkdir -p "$WORK/policy"
-cp "$root"/policies/default/*.yaml "$WORK/policy/"
-cat >"$WORK/policy/zz-bench.yaml" <<EOF
-guard:
-  limits:
-    per_ip: {rate: 1000000, burst: 1000000}
-    per_ip_port: {rate: 1000000, burst: 1000000}
-    per_aor_register: {rate: 1000, burst: 1000}
-    registrar: {rate: 1000000, burst: 1000000}
-    max_flows_per_ip: 4194304
-registrar:
+bench_policy "$WORK/policy" "registrar:
   max_bindings: $((USERS * 2 + 1000))
 regcache:
-  enabled: true
-EOF
+  enabled: true"
 # Four blocks of users per round and worker count (relay, cached, paced, perf): every
 # run's users are new to the registrar.
 BLOCKS=$((4 * WORKERS_MAX * ROUNDS))
