@@ -63,7 +63,7 @@ int edge_inbound_tag(struct edge *e, const struct flow *f, const struct sip_via 
  * holds; it names this flow only when it was made in this run (epoch) by this worker
  * and the slot's flow has the generation, transport and remote address the token
  * carries, so a slot reused by another client, or a token from an earlier run, never
- * reaches that client. *is_forged is set when the MAC fails.
+ * reaches that client.
  */
 static struct flow *flow_of_token(struct edge *e, const struct flow_token_fields *tf)
 {
@@ -75,34 +75,32 @@ static struct flow *flow_of_token(struct edge *e, const struct flow_token_fields
     return f;
 }
 
+enum token_verdict { TOKEN_OURS, TOKEN_FORGED, TOKEN_HANDED };
+
 /*
- * A verified token of another worker of this process: the message in hand goes to that
- * worker, which owns the flow (its connection, its table). True when the owner took it.
+ * Verifies tok (MAC first). A verified token of another worker of this process hands the
+ * message in hand to that worker, which owns the flow (its connection, its table): the
+ * caller then does nothing more with it.
  */
-static bool handed_to_owner(struct edge *e, const struct flow_token_fields *tf,
-                            const struct sockaddr *src)
+static enum token_verdict token_verify(struct edge *e, struct slice tok,
+                                       const struct sockaddr *src, struct flow_token_fields *tf)
 {
-    if (tf->worker == flow_table_worker(e->flows) || !e->hooks.on_foreign || !e->rx_buf)
-        return false;
-    if (!e->hooks.on_foreign(e->hooks.ctx, tf->worker, e->rx_buf, e->rx_len, src))
-        return false;
+    if (flow_token_decode(e->keys, tok, tf) < 0)
+        return TOKEN_FORGED;
+    if (tf->worker == flow_table_worker(e->flows) || !e->hooks.on_foreign || !e->rx_buf ||
+        !e->hooks.on_foreign(e->hooks.ctx, tf->worker, e->rx_buf, e->rx_len, src))
+        return TOKEN_OURS;
     e->st.handed_to_owner++;
-    return true;
+    return TOKEN_HANDED;
 }
 
 static struct flow *flow_by_token(struct edge *e, struct slice tok, const struct sockaddr *src,
-                                  bool *is_forged, bool *is_handed)
+                                  enum token_verdict *verdict)
 {
     struct flow_token_fields tf;
-    int rc = flow_token_decode(e->keys, tok, &tf);
-    *is_forged = rc < 0;
-    *is_handed = false;
-    if (rc < 0)
+    *verdict = token_verify(e, tok, src, &tf);
+    if (*verdict != TOKEN_OURS)
         return NULL;
-    if (handed_to_owner(e, &tf, src)) {
-        *is_handed = true;
-        return NULL;
-    }
     struct flow *f = flow_of_token(e, &tf);
     return f && f->state == FLOW_LIVE ? f : NULL;
 }
@@ -115,22 +113,17 @@ static struct flow *flow_by_token(struct edge *e, struct slice tok, const struct
  * what keeps UDP clients reachable across a restart (the registrar holds Paths of an
  * earlier run) and after their slot was reused; the slot's current holder is never
  * the one reached. A connection flow (WS) is gone with its connection: NULL, 430.
- * Returns NULL with *is_forged set when the MAC fails.
+ * Returns NULL with *verdict TOKEN_FORGED when the MAC fails, TOKEN_HANDED when the
+ * token's worker took the message.
  */
 static struct flow *flow_for_core_request(struct edge *e, struct slice tok,
                                           const struct sockaddr *src, uint64_t now_ms,
-                                          bool *is_forged, bool *is_handed)
+                                          enum token_verdict *verdict)
 {
     struct flow_token_fields tf;
-    int rc = flow_token_decode(e->keys, tok, &tf);
-    *is_forged = rc < 0;
-    *is_handed = false;
-    if (rc < 0)
+    *verdict = token_verify(e, tok, src, &tf);
+    if (*verdict != TOKEN_OURS)
         return NULL;
-    if (handed_to_owner(e, &tf, src)) {
-        *is_handed = true;
-        return NULL;
-    }
     struct flow *f = flow_of_token(e, &tf);
     if (f)
         return f->state == FLOW_LIVE ? f : NULL;
@@ -199,11 +192,11 @@ void relay_core_response(struct edge *e, const struct sip_msg *m, const struct s
         e->st.drop_stray_response++;
         return;
     }
-    bool is_forged, is_handed;
-    struct flow *f = flow_by_token(e, tok, src, &is_forged, &is_handed);
-    if (is_handed)
+    enum token_verdict verdict;
+    struct flow *f = flow_by_token(e, tok, src, &verdict);
+    if (verdict == TOKEN_HANDED)
         return;
-    if (is_forged) {
+    if (verdict == TOKEN_FORGED) {
         e->st.drop_stray_response++;
         return;
     }
@@ -334,11 +327,11 @@ void relay_core_request(struct edge *e, struct rx *rx, const struct sip_msg *m, 
         edge_reply(e, rx, m, 404, "Not Found", NULL);
         return;
     }
-    bool is_forged, is_handed;
-    struct flow *f = flow_for_core_request(e, tok, rx->src, now_ms, &is_forged, &is_handed);
-    if (is_handed)
+    enum token_verdict verdict;
+    struct flow *f = flow_for_core_request(e, tok, rx->src, now_ms, &verdict);
+    if (verdict == TOKEN_HANDED)
         return;
-    if (is_forged) {
+    if (verdict == TOKEN_FORGED) {
         e->st.reply_403_bad_token++;
         edge_reply(e, rx, m, 403, "Forbidden", NULL);
         return;

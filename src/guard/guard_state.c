@@ -299,9 +299,9 @@ static int parse(const uint8_t *p, size_t len, uint64_t *saved_wall, struct ban_
     return (int)n;
 }
 
-/* Applies the records of the file at path whose key keep accepts (keep NULL: all). A file
- * that does not parse is moved aside when move_bad. is_reimpose: the kernel set held none
- * of our bans at the start (see guard_state_open). */
+/* Applies the records of the file at path whose key keep accepts (keep NULL: all); a file
+ * that does not parse is moved aside. is_reimpose: the kernel set held none of our bans at
+ * the start (guard_state_open_shared). */
 static void load_file(struct guard *g, const char *path, bool is_reimpose,
                       bool (*keep)(void *arg, const struct ban_key *k), void *arg,
                       uint64_t now_ms)

@@ -86,7 +86,6 @@ struct control {
     struct metrics_worker per_worker[WORKERS_MAX];
 };
 
-const struct config *control_config(const struct control *c) { return c->cfg; }
 unsigned control_n_workers(const struct control *c) { return c->n; }
 struct worker *control_worker(struct control *c, unsigned i) { return &c->w[i]; }
 struct ban_backend *control_ban_backend(struct control *c) { return c->ban_be; }

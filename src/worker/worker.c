@@ -97,14 +97,7 @@ static void on_datagram(void *ctx, uint8_t sock, const char *buf, size_t len,
 
 bool worker_to_control(struct worker *w, const struct outbox_msg *m)
 {
-    struct outbox_msg copy;
-    const struct outbox_msg *p = m;
-    if (m->worker != w->index) {
-        copy = *m;
-        copy.worker = (uint8_t)w->index;
-        p = &copy;
-    }
-    return handoff_send(&w->outbox, p);
+    return handoff_send(&w->outbox, m);
 }
 
 /* Copies s into m->text at *off, cut to what is left; returns the length copied. */
@@ -129,7 +122,6 @@ static void on_edge_register(void *ctx, const struct edge_reg_event *ev)
         return;
     struct outbox_msg m;
     m.kind = OUTBOX_AUDIT_REGISTER;
-    m.worker = (uint8_t)w->index;
     m.transport = ev->transport;
     m.is_from_cache = ev->is_from_cache;
     m.status = ev->status;
@@ -143,7 +135,7 @@ static void on_edge_register(void *ctx, const struct edge_reg_event *ev)
     m.aor_len = put_text(&m, &off, ev->aor, 2 + 256);
     m.ua_len = put_text(&m, &off, ev->user_agent, 1);
     m.contacts_len = put_text(&m, &off, ev->contacts, 0);
-    handoff_send(&w->outbox, &m);
+    worker_to_control(w, &m);
 }
 
 static void on_edge_flow(void *ctx, enum edge_flow_event kind, uint64_t flow_ref,
@@ -154,7 +146,6 @@ static void on_edge_flow(void *ctx, enum edge_flow_event kind, uint64_t flow_ref
         return;
     struct outbox_msg m;
     m.kind = OUTBOX_AUDIT_FLOW;
-    m.worker = (uint8_t)w->index;
     m.flow_kind = (uint8_t)kind;
     m.transport = transport;
     m.flow_ref = flow_ref;
@@ -165,7 +156,7 @@ static void on_edge_flow(void *ctx, enum edge_flow_event kind, uint64_t flow_ref
     size_t off = 0;
     m.aor_len = put_text(&m, &off, reason, 0);
     m.ua_len = m.contacts_len = 0;
-    handoff_send(&w->outbox, &m);
+    worker_to_control(w, &m);
 }
 
 /* A core message for a flow of worker `owner`: a heap copy crosses to its inbox. */
@@ -509,7 +500,7 @@ void worker_thread_main(void *arg)
         log_warn("worker %u: event loop closed with handles still open", w->index);
     if (rc == 0) {
         /* The last message: the control thread may close the outbox after it. */
-        struct outbox_msg m = {.kind = OUTBOX_EXITED, .worker = (uint8_t)w->index};
+        struct outbox_msg m = {.kind = OUTBOX_EXITED};
         while (!handoff_send(&w->outbox, &m))
             uv_sleep(1);
     }

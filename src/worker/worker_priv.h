@@ -62,7 +62,6 @@ enum outbox_kind {
 
 struct outbox_msg {
     uint8_t kind;
-    uint8_t worker;
     /* bans */
     bool replace;
     uint32_t timeout_s;
@@ -108,7 +107,6 @@ struct worker {
 
 /* control.c, for worker.c */
 struct control *worker_control(struct worker *w);
-const struct config *control_config(const struct control *c);
 unsigned control_n_workers(const struct control *c);
 struct worker *control_worker(struct control *c, unsigned i);
 struct ban_backend *control_ban_backend(struct control *c);
@@ -120,8 +118,7 @@ void control_started(struct control *c);
 /* Worker thread, while parked: blocks until the control thread releases. */
 void control_park(struct control *c);
 
-/* Sends m to the worker's outbox, retrying briefly while it is full; false when it stays
- * full (counted by the handoff). */
+/* Sends m to the worker's outbox; false when it is full (counted by the handoff). */
 bool worker_to_control(struct worker *w, const struct outbox_msg *m);
 
 /* worker.c, for control.c */
