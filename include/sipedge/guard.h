@@ -279,6 +279,8 @@ const struct ban *guard_bans(const struct guard *g);
 /* The latest now_ms the guard was given (by any call, guard_tick included). */
 uint64_t guard_now_ms(const struct guard *g);
 const struct guard_stats *guard_stats(const struct guard *g);
+/* to += from, counter by counter (the guards of several workers). */
+void guard_stats_add(struct guard_stats *to, const struct guard_stats *from);
 /* "nftables" or "userspace": the backend actually running. */
 const char *guard_backend_name(const struct guard *g);
 /* Lower-case name of a reason ("auth_failure"). */

@@ -283,6 +283,13 @@ uint64_t guard_now_ms(const struct guard *g)
     return g->now_ms;
 }
 
+void guard_stats_add(struct guard_stats *to, const struct guard_stats *from)
+{
+#define GUARD_STATS_ADD(name) to->name += from->name;
+    GUARD_STATS(GUARD_STATS_ADD)
+#undef GUARD_STATS_ADD
+}
+
 const struct guard_stats *guard_stats(const struct guard *g)
 {
     return &g->stats;

@@ -102,11 +102,8 @@ static void cmd_stats(const struct admin_scope *sc, struct strbuf *o)
     struct guard_stats s = {0};
     struct ban_stats b = {0};
     for (unsigned i = 0; i < sc->n; i++) {
-        const struct guard_stats *gs = guard_stats(sc->guards[i]);
         const struct ban_stats *bs = ban_stats(guard_bans(sc->guards[i]));
-#define STAT_SUM(name) s.name += gs->name;
-        GUARD_STATS(STAT_SUM)
-#undef STAT_SUM
+        guard_stats_add(&s, guard_stats(sc->guards[i]));
         b.n_active += bs->n_active;
         b.n_history += bs->n_history;
         b.n_imposed += bs->n_imposed;

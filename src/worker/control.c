@@ -232,10 +232,7 @@ static void on_http_snapshot(void *ctx, struct metrics_input *in)
             in->flows_udp += u;
             in->flows_ws += ws;
             in->flows_wss += wss;
-            const struct guard_stats *gs = guard_stats(w->guard);
-#define SUM_GUARD(name) c->sum_guard.name += gs->name;
-            GUARD_STATS(SUM_GUARD)
-#undef SUM_GUARD
+            guard_stats_add(&c->sum_guard, guard_stats(w->guard));
             in->bans_active += ban_stats(guard_bans(w->guard))->n_active;
             for (unsigned k = 0; k < METRICS_REG_N; k++)
                 c->sum_reg.n[k] += w->reg_metrics.n[k];
@@ -292,10 +289,7 @@ static void log_stats(struct control *c)
             us.tx_dropped += s->tx_dropped;
             if (c->w[i].ws)
                 ws[n_ws++] = c->w[i].ws;
-            const struct guard_stats *g = guard_stats(c->w[i].guard);
-#define SUM_GUARD(name) gs.name += g->name;
-            GUARD_STATS(SUM_GUARD)
-#undef SUM_GUARD
+            guard_stats_add(&gs, guard_stats(c->w[i].guard));
         }
         log_info("stats udp rx_datagrams=%llu rx_syscalls=%llu tx_datagrams=%llu "
                  "tx_syscalls=%llu tx_dropped=%llu workers=%u",
