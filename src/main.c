@@ -25,8 +25,10 @@ static void usage(FILE *f)
             "      --listen-udp ADDR:PORT public UDP listener (repeatable; replaces the config's)\n"
             "      --listen-ws ADDR:PORT  public WebSocket listener (repeatable)\n"
             "      --listen-wss ADDR:PORT public secure WebSocket listener (repeatable)\n"
-            "      --tls-cert FILE        certificate (PEM) for wss\n"
-            "      --tls-key FILE         private key (PEM) for wss\n"
+            "      --listen-tcp ADDR:PORT public SIP over TCP listener (repeatable)\n"
+            "      --listen-tls ADDR:PORT public SIP over TLS listener (repeatable)\n"
+            "      --tls-cert FILE        certificate chain (PEM) for wss and TLS\n"
+            "      --tls-key FILE         private key (PEM) for wss and TLS\n"
             "      --ws-origin ORIGIN     allowed Origin, scheme://host[:port] (repeatable)\n"
             "      --core ADDR:PORT       our core-side address (towards registrars)\n"
             "      --registrar ADDR:PORT  external registrar (without it the embedded one runs);\n"
@@ -67,6 +69,8 @@ enum {
     OPT_VERSION,
     OPT_LISTEN_WS,
     OPT_LISTEN_WSS,
+    OPT_LISTEN_TCP,
+    OPT_LISTEN_TLS,
     OPT_TLS_CERT,
     OPT_TLS_KEY,
     OPT_WS_ORIGIN,
@@ -96,6 +100,8 @@ static const struct option long_opts[] = {
     {"version", no_argument, NULL, OPT_VERSION},
     {"listen-ws", required_argument, NULL, OPT_LISTEN_WS},
     {"listen-wss", required_argument, NULL, OPT_LISTEN_WSS},
+    {"listen-tcp", required_argument, NULL, OPT_LISTEN_TCP},
+    {"listen-tls", required_argument, NULL, OPT_LISTEN_TLS},
     {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
     {"tls-key", required_argument, NULL, OPT_TLS_KEY},
     {"ws-origin", required_argument, NULL, OPT_WS_ORIGIN},
@@ -145,6 +151,7 @@ static int copy_opt(const char *opt, const char *val, char *dst, size_t cap)
 /* Overrides collected from the command line, applied after the config file. */
 struct overrides {
     struct config cli;
+    bool has_tcp, has_tls;
     bool has_ws, has_wss, has_cert, has_key, has_origins, has_backend, has_admin;
     bool has_admin_http, has_audit, has_user, has_state_dir, has_workers;
     bool has_listen, has_core, has_registrar, has_reg_listen, has_users, has_realm, has_policy,
@@ -182,6 +189,14 @@ static void apply_overrides(struct config *cfg, const struct overrides *o)
     if (o->has_wss) {
         memcpy(cfg->listen_wss, o->cli.listen_wss, sizeof(cfg->listen_wss));
         cfg->n_listen_wss = o->cli.n_listen_wss;
+    }
+    if (o->has_tcp) {
+        memcpy(cfg->listen_tcp, o->cli.listen_tcp, sizeof(cfg->listen_tcp));
+        cfg->n_listen_tcp = o->cli.n_listen_tcp;
+    }
+    if (o->has_tls) {
+        memcpy(cfg->listen_tls, o->cli.listen_tls, sizeof(cfg->listen_tls));
+        cfg->n_listen_tls = o->cli.n_listen_tls;
     }
     if (o->has_cert)
         memcpy(cfg->tls_cert, o->cli.tls_cert, sizeof(cfg->tls_cert));
@@ -301,6 +316,23 @@ int main(int argc, char **argv)
                 o.has_wss = true;
             else
                 o.has_ws = true;
+            break;
+        }
+        case OPT_LISTEN_TCP:
+        case OPT_LISTEN_TLS: {
+            bool is_tls = c == OPT_LISTEN_TLS;
+            unsigned *n = is_tls ? &o.cli.n_listen_tls : &o.cli.n_listen_tcp;
+            if (*n >= CONFIG_MAX_LISTEN) {
+                fprintf(stderr, "sipedge: at most %d listeners per transport\n",
+                        CONFIG_MAX_LISTEN);
+                return 1;
+            }
+            struct config_addr *a = is_tls ? &o.cli.listen_tls[(*n)++] : &o.cli.listen_tcp[(*n)++];
+            rc = addr_opt(is_tls ? "listen-tls" : "listen-tcp", optarg, a);
+            if (is_tls)
+                o.has_tls = true;
+            else
+                o.has_tcp = true;
             break;
         }
         case OPT_BAN_BACKEND:
@@ -475,9 +507,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "sipedge: %s\n", err);
         return 1;
     }
-    if (cfg.n_listen_wss && (!cfg.tls_cert[0] || !cfg.tls_key[0])) {
-        fprintf(stderr, "sipedge: a wss listener needs tls.cert and tls.key (--tls-cert, "
+    if ((cfg.n_listen_wss || cfg.n_listen_tls) && (!cfg.tls_cert[0] || !cfg.tls_key[0])) {
+        fprintf(stderr, "sipedge: a wss or TLS listener needs tls.cert and tls.key (--tls-cert, "
                         "--tls-key)\n");
+        return 1;
+    }
+    if (cfg.tls_require_client_cert && !cfg.tls_client_ca[0]) {
+        fprintf(stderr, "sipedge: tls.require_client_cert needs tls.client_ca\n");
         return 1;
     }
     if (check_only) {

@@ -50,6 +50,13 @@ struct config {
     unsigned n_listen_wss;
     char tls_cert[CONFIG_PATH_MAX];
     char tls_key[CONFIG_PATH_MAX];
+    /* SIP over TCP and TLS (RFC 3261 §18.3) */
+    struct config_addr listen_tcp[CONFIG_MAX_LISTEN];
+    unsigned n_listen_tcp;
+    struct config_addr listen_tls[CONFIG_MAX_LISTEN];
+    unsigned n_listen_tls;
+    char tls_client_ca[CONFIG_PATH_MAX];              /* CA file for client certificates */
+    bool tls_require_client_cert;                     /* TLS listeners refuse clients without one */
     char ws_origins[CONFIG_MAX_ORIGINS][128];         /* "scheme://host[:port]"; none = any */
     unsigned n_ws_origins;
     int log_level;                                    /* enum log_level */
@@ -157,6 +164,16 @@ struct policy {
     uint32_t guard_unproven_ban_s;   /* (address, port) ban for strikes without proof of
                                         return routability (spoofable) */
     uint32_t ws_message_timeout_s;   /* a started WebSocket message must complete within */
+    /* SIP over TCP and TLS */
+    uint32_t stream_max_message_bytes;   /* header block + body cap per message */
+    uint32_t stream_first_message_timeout_s; /* after accept (TLS: after the handshake) */
+    uint32_t stream_message_timeout_s;   /* a started message must complete within */
+    uint32_t stream_tls_handshake_timeout_s;
+    uint32_t stream_max_conns_per_ip;
+    uint32_t stream_conns_per_ip_per_s;  /* accept token bucket rate; burst = 2x */
+    uint32_t stream_idle_timeout_s;      /* nothing at all received this long: close */
+    uint32_t stream_out_queue_max_bytes; /* per connection; over it the client is too slow */
+    uint32_t upstream_udp_max_bytes;     /* a REGISTER larger than this goes to the core over TCP */
     char relay_allow_routes[POLICY_MAX_ROUTES][64]; /* "host:port" outbound-proxy Routes a
                                                        client may name; others are stripped */
     unsigned n_relay_allow_routes;

@@ -1,6 +1,6 @@
 /*
- * transport: the one output contract every transport offers (UDP today, WebSocket, and
- * the stream transports to come), so a message is written once, straight into the
+ * transport: the one output contract every transport offers (UDP, WebSocket, TCP and
+ * TLS), so a message is written once, straight into the
  * memory it leaves from, and the code that writes it never asks which transport it is.
  *
  *   size_t cap;
@@ -40,6 +40,33 @@ struct tx_out {
     int (*commit)(void *ctx, const struct tx_dest *d, size_t len);
     void *ctx;
 };
+
+/*
+ * The input side of every connection transport (WebSocket, TCP, TLS): events of one
+ * connection, named by the transport's 64-bit id and by the owner's ref.
+ */
+struct transport_conn_cbs {
+    /*
+     * A connection is ready for SIP (WebSocket: handshake done; TLS: TLS handshake done;
+     * TCP: accepted). transport is an enum flow_transport, listener the index of the
+     * listen address in its config list, peer_id the verified client certificate's
+     * subject (mutual TLS) or NULL. Return 0 and set *ref (handed back with every later
+     * event of this connection), or a negative errno to refuse (-ENOSPC: flow table
+     * full); the transport then closes the connection.
+     */
+    int (*on_open)(void *ctx, uint64_t conn, uint8_t transport, uint8_t listener,
+                   const struct sockaddr *remote, const char *peer_id, uint64_t *ref);
+    /* One complete SIP message (never a CRLF keepalive). */
+    void (*on_message)(void *ctx, uint64_t conn, uint64_t ref, const char *buf, size_t len);
+    /* Keepalive traffic (CRLF, pong) that proves the peer is alive. */
+    void (*on_alive)(void *ctx, uint64_t conn, uint64_t ref);
+    /* The connection is gone (close, reset, timeout). Called once per successful on_open. */
+    void (*on_close)(void *ctx, uint64_t conn, uint64_t ref);
+};
+
+/* Connection ids of the stream transport (TCP/TLS) have this bit set; WebSocket ids
+ * never do, so one tx_out can dispatch on the id alone. */
+#define TX_CONN_STREAM (UINT64_C(1) << 63)
 
 static inline struct tx_dest tx_dest_udp(uint8_t sock, const struct sockaddr *addr)
 {

@@ -27,23 +27,6 @@
 
 struct transport_ws;
 
-/* Callbacks into the owner (the worker, which forwards to the edge). */
-struct transport_ws_cbs {
-    /*
-     * A handshake completed. transport is FLOW_WS or FLOW_WSS (flow_table.h), listener
-     * is the index of the listen address. Return 0 and set *ref (an opaque value the
-     * transport hands back with every later event of this connection), or a negative
-     * errno to refuse (-ENOSPC: flow table full); the transport then closes with 1013.
-     */
-    int (*on_open)(void *ctx, uint64_t conn, uint8_t transport, uint8_t listener,
-                   const struct sockaddr *remote, uint64_t *ref);
-    /* One complete SIP message (never a CRLF keepalive). */
-    void (*on_message)(void *ctx, uint64_t conn, uint64_t ref, const char *buf, size_t len);
-    /* Any keepalive traffic (CRLF, pong) that proves the peer is alive. */
-    void (*on_alive)(void *ctx, uint64_t conn, uint64_t ref);
-    /* The connection is gone (close, reset, ping timeout). Called once per on_open. */
-    void (*on_close)(void *ctx, uint64_t conn, uint64_t ref);
-};
 
 struct transport_ws_opts {
     uv_loop_t *loop;
@@ -60,7 +43,7 @@ void transport_ws_log_init(unsigned n_threads);
 /* Creates the lws context on opts->loop and starts listening. Returns 0 or a negative
  * errno; the reason is logged. */
 int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *opts,
-                     const struct transport_ws_cbs *cbs, void *ctx);
+                     const struct transport_conn_cbs *cbs, void *ctx);
 
 /*
  * The output contract (struct tx_out, ctx is the struct transport_ws) for d->conn.

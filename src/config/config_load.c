@@ -24,6 +24,8 @@ static const struct yaml_walk_field config_listen_schema[] = {
     YAML_WALK_FIELD_ADDR_LIST(C, "udp", listen_udp, n_listen_udp, 1),
     YAML_WALK_FIELD_ADDR_LIST(C, "ws", listen_ws, n_listen_ws, 0),
     YAML_WALK_FIELD_ADDR_LIST(C, "wss", listen_wss, n_listen_wss, 0),
+    YAML_WALK_FIELD_ADDR_LIST(C, "tcp", listen_tcp, n_listen_tcp, 0),
+    YAML_WALK_FIELD_ADDR_LIST(C, "tls", listen_tls, n_listen_tls, 0),
     YAML_WALK_FIELD_END,
 };
 
@@ -56,6 +58,8 @@ static const struct yaml_walk_field config_flow_schema[] = {
 static const struct yaml_walk_field config_tls_schema[] = {
     YAML_WALK_FIELD_PATH(C, "cert", tls_cert),
     YAML_WALK_FIELD_PATH(C, "key", tls_key),
+    YAML_WALK_FIELD_PATH(C, "client_ca", tls_client_ca),
+    YAML_WALK_FIELD_BOOL(C, "require_client_cert", tls_require_client_cert),
     YAML_WALK_FIELD_END,
 };
 

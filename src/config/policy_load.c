@@ -79,6 +79,7 @@ static const struct yaml_walk_field policy_upstream_schema[] = {
     YAML_WALK_FIELD_U32(P, "retry", registrar_retry_s, 1, 3600),
     YAML_WALK_FIELD_U32(P, "loss_grace", registrar_loss_grace_s, 0, 86400),
     YAML_WALK_FIELD_U32(P, "ping_interval", registrar_ping_interval_s, 0, 3600),
+    YAML_WALK_FIELD_U32(P, "udp_max_bytes", upstream_udp_max_bytes, 576, 65535),
     YAML_WALK_FIELD_END,
 };
 
@@ -183,6 +184,18 @@ static const struct yaml_walk_field policy_guard_schema[] = {
     YAML_WALK_FIELD_END,
 };
 
+static const struct yaml_walk_field policy_stream_schema[] = {
+    YAML_WALK_FIELD_U32(P, "max_message_bytes", stream_max_message_bytes, 4096, 1048576),
+    YAML_WALK_FIELD_U32(P, "first_message_timeout", stream_first_message_timeout_s, 1, 3600),
+    YAML_WALK_FIELD_U32(P, "message_timeout", stream_message_timeout_s, 1, 600),
+    YAML_WALK_FIELD_U32(P, "tls_handshake_timeout", stream_tls_handshake_timeout_s, 1, 120),
+    YAML_WALK_FIELD_U32(P, "max_connections_per_ip", stream_max_conns_per_ip, 1, 1000000),
+    YAML_WALK_FIELD_U32(P, "connections_per_ip_per_s", stream_conns_per_ip_per_s, 1, 100000),
+    YAML_WALK_FIELD_U32(P, "idle_timeout", stream_idle_timeout_s, 10, 86400),
+    YAML_WALK_FIELD_U32(P, "out_queue_max_bytes", stream_out_queue_max_bytes, 65536, 67108864),
+    YAML_WALK_FIELD_END,
+};
+
 static const struct yaml_walk_field policy_relay_schema[] = {
     YAML_WALK_FIELD_STR_LIST(P, "allow_routes", relay_allow_routes, n_relay_allow_routes),
     YAML_WALK_FIELD_END,
@@ -198,6 +211,7 @@ static const struct yaml_walk_field policy_schema[] = {
     YAML_WALK_FIELD_MAP("registrar", policy_registrar_schema),
     YAML_WALK_FIELD_MAP("flows", policy_flows_schema),
     YAML_WALK_FIELD_MAP("ws", policy_ws_schema),
+    YAML_WALK_FIELD_MAP("stream", policy_stream_schema),
     YAML_WALK_FIELD_MAP("nat", policy_nat_schema),
     YAML_WALK_FIELD_MAP("regcache", policy_regcache_schema),
     YAML_WALK_FIELD_MAP("upstream", policy_upstream_schema),
@@ -325,6 +339,15 @@ void policy_defaults(struct policy *pol)
     pol->ws_out_queue_max_bytes = 262144;
     pol->ws_require_origin = false;
     pol->ws_message_timeout_s = 5;
+    pol->stream_max_message_bytes = 65536;
+    pol->stream_first_message_timeout_s = 10;
+    pol->stream_message_timeout_s = 5;
+    pol->stream_tls_handshake_timeout_s = 5;
+    pol->stream_max_conns_per_ip = 100;
+    pol->stream_conns_per_ip_per_s = 10;
+    pol->stream_idle_timeout_s = 600;
+    pol->stream_out_queue_max_bytes = 262144;
+    pol->upstream_udp_max_bytes = 1300;
     pol->nat_keepalive = true;
     pol->nat_ping_method = 0;
     pol->nat_ping_interval_s = 15;

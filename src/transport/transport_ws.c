@@ -255,7 +255,8 @@ static void ws_established(struct transport_ws *t, struct lws *wsi, struct ws_ps
         ws_schedule_close(pss, WS_CLOSE_TRY_AGAIN);
         return;
     }
-    rc = t->cbs.on_open(t->ctx, conn, l->transport, l->index, &pss->remote.sa, &pss->ref);
+    rc = t->cbs.on_open(t->ctx, conn, l->transport, l->index, &pss->remote.sa, NULL,
+                        &pss->ref);
     if (rc < 0) {
         ws_slot_free(t, pss);
         t->st.refused_by_owner++;

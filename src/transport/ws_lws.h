@@ -102,7 +102,7 @@ struct transport_ws {
     const struct config *cfg;
     struct policy pol;
     unsigned group; /* SO_REUSEPORT group size of the listen sockets (transport_ws_opts) */
-    struct transport_ws_cbs cbs;
+    struct transport_conn_cbs cbs;
     void *ctx;
     struct lws_context *lws;
     lws_retry_bo_t retry; /* all zero; must outlive the vhosts that point at it */

@@ -305,7 +305,7 @@ void transport_ws_log_init(unsigned n_threads)
 }
 
 int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *opts,
-                     const struct transport_ws_cbs *cbs, void *ctx)
+                     const struct transport_conn_cbs *cbs, void *ctx)
 {
     const struct config *cfg = opts->cfg;
     struct transport_ws *t;

@@ -47,10 +47,11 @@ static int tx_commit(void *ctx, const struct tx_dest *d, size_t len)
 /* ---- transports → edge ---------------------------------------------------------------- */
 
 static int on_ws_open(void *ctx, uint64_t conn, uint8_t transport, uint8_t listener,
-                      const struct sockaddr *remote, uint64_t *ref)
+                      const struct sockaddr *remote, const char *peer_id, uint64_t *ref)
 {
     struct worker *w = ctx;
-    return edge_flow_open(w->edge, transport, listener, remote, conn, uv_now(&w->loop), ref);
+    return edge_flow_open(w->edge, transport, listener, remote, peer_id, conn, uv_now(&w->loop),
+                          ref);
 }
 
 static void on_ws_message(void *ctx, uint64_t conn, uint64_t ref, const char *buf, size_t len)
@@ -75,7 +76,7 @@ static void on_ws_close(void *ctx, uint64_t conn, uint64_t ref)
         edge_flow_closed(w->edge, ref, uv_now(&w->loop));
 }
 
-static const struct transport_ws_cbs ws_cbs = {
+static const struct transport_conn_cbs ws_cbs = {
     .on_open = on_ws_open,
     .on_message = on_ws_message,
     .on_alive = on_ws_alive,
