@@ -9,7 +9,7 @@ pkgs=(build-essential cmake pkg-config libuv1-dev libssl-dev libyaml-dev openssl
       libsqlite3-dev)
 if [ "$mode" = test ]; then
     pkgs+=(libcmocka-dev clang libclang-rt-14-dev kamailio sip-tester iproute2 nftables
-           procps python3 netcat-openbsd chromium curl)
+           procps python3 netcat-openbsd chromium curl baresip-core linphone-cli sipvicious)
     # Node.js may come from another source (it bundles npm); only add Debian's when absent.
     command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
     command -v npm >/dev/null 2>&1 || pkgs+=(npm)
