@@ -206,9 +206,11 @@ static bool uri_is_ours_public(const struct edge *e, const struct sip_uri *u)
         if (edge_hostport_is(u->host, u->port, &e->cfg->listen_ws[i]))
             return true;
     }
-    for (unsigned i = 0; i < e->cfg->n_listen_wss; i++) {
-        if (edge_hostport_is(u->host, u->port, &e->cfg->listen_wss[i]))
-            return true;
+    for (unsigned t = FLOW_WS; t < EDGE_N_TRANSPORTS; t++) {
+        for (unsigned i = 0; i < e->listeners[t].n; i++) {
+            if (edge_hostport_is(u->host, u->port, &e->listeners[t].addr[i]))
+                return true;
+        }
     }
     return false;
 }

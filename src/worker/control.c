@@ -227,11 +227,13 @@ static void on_http_snapshot(void *ctx, struct metrics_input *in)
                 c->sum_lat.count[b] += l->count[b];
             c->sum_lat.n += l->n;
             c->sum_lat.sum_s += l->sum_s;
-            uint32_t u = 0, ws = 0, wss = 0;
-            edge_flow_counts(w->edge, &u, &ws, &wss);
-            in->flows_udp += u;
-            in->flows_ws += ws;
-            in->flows_wss += wss;
+            uint32_t fc[FLOW_N_TRANSPORTS];
+            edge_flow_counts(w->edge, fc);
+            uint32_t n_flows = 0;
+            for (unsigned t = 0; t < FLOW_N_TRANSPORTS; t++) {
+                in->flows[t] += fc[t];
+                n_flows += fc[t];
+            }
             guard_stats_add(&c->sum_guard, guard_stats(w->guard));
             in->bans_active += ban_stats(guard_bans(w->guard))->n_active;
             for (unsigned k = 0; k < METRICS_REG_N; k++)
@@ -245,7 +247,7 @@ static void on_http_snapshot(void *ctx, struct metrics_input *in)
                 .rx_core = es->rx_core,
                 .handed_in = hin.delivered,
                 .outbox_dropped = hout.dropped_full,
-                .flows = u + ws + wss,
+                .flows = n_flows,
             };
         }
         in->n_workers = c->n;
@@ -722,6 +724,8 @@ static void log_ready(struct control *c, const struct worker_opts *opts)
         {"udp", c->cfg->listen_udp, c->cfg->n_listen_udp},
         {"ws", c->cfg->listen_ws, c->cfg->n_listen_ws},
         {"wss", c->cfg->listen_wss, c->cfg->n_listen_wss},
+        {"tcp", c->cfg->listen_tcp, c->cfg->n_listen_tcp},
+        {"tls", c->cfg->listen_tls, c->cfg->n_listen_tls},
     };
     for (unsigned k = 0; opts->run_edge && k < sizeof(kinds) / sizeof(kinds[0]); k++) {
         for (unsigned i = 0; i < kinds[k].count && n < sizeof(listen_txt); i++) {
