@@ -17,7 +17,7 @@
 
 #include "sipedge/flow_token.h"
 
-enum flow_transport { FLOW_UDP = 1, FLOW_WS = 2, FLOW_WSS = 3 };
+enum flow_transport { FLOW_UDP = 1, FLOW_WS = 2, FLOW_WSS = 3, FLOW_TCP = 4, FLOW_TLS = 5 };
 enum flow_state { FLOW_FREE = 0, FLOW_LIVE, FLOW_DEAD };
 
 struct flow_reg;
