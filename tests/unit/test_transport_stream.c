@@ -44,8 +44,16 @@ static const char OK[] = "SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
 
 /* ---- the server side: recording callbacks on the loop thread ------------------------ */
 
+enum rec_mode {
+    REC_REPLY = 0,   /* answer every message with a 200 */
+    REC_REPLY_CLOSE, /* answer, then transport_stream_close_conn */
+    REC_FLOOD,       /* answer with large messages until the queue cap refuses one */
+};
+
 struct rec {
     struct transport_stream *t;
+    enum rec_mode mode;
+    int flood_rc;
     unsigned n_open, n_message, n_alive, n_close;
     unsigned n_bad_message;
     uint8_t transport;
@@ -82,11 +90,30 @@ static void on_message(void *ctx, uint64_t conn, uint64_t ref, const char *buf, 
         r->n_bad_message++;
     size_t cap;
     struct tx_dest d = tx_dest_conn(conn);
+    if (r->mode == REC_FLOOD) {
+        /* The client reads nothing: the kernel's buffers fill, then the queue. */
+        for (int i = 0; i < 1000; i++) {
+            char *out = transport_stream_tx_reserve(r->t, &d, &cap);
+            if (!out) {
+                r->flood_rc = -ENOENT;
+                return;
+            }
+            memset(out, 'x', 60000);
+            int rc = transport_stream_tx_commit(r->t, &d, 60000);
+            if (rc < 0) {
+                r->flood_rc = rc;
+                return;
+            }
+        }
+        return;
+    }
     char *out = transport_stream_tx_reserve(r->t, &d, &cap);
     if (out && cap >= sizeof(OK)) {
         memcpy(out, OK, strlen(OK));
         transport_stream_tx_commit(r->t, &d, strlen(OK));
     }
+    if (r->mode == REC_REPLY_CLOSE)
+        transport_stream_close_conn(r->t, conn);
 }
 
 static void on_alive(void *ctx, uint64_t conn, uint64_t ref)
@@ -253,10 +280,12 @@ static void set_addr(struct config_addr *a)
 
 /* Runs one case: the transport on cfg/pol, the client on its thread, until the client
  * is done and want_closes connections have closed (or 10 s). */
-static void harness_run(struct harness *h, const struct config *cfg, const struct policy *pol,
-                        struct tls_server *tls, struct client *cl, unsigned want_closes)
+static void harness_run_mode(struct harness *h, const struct config *cfg,
+                             const struct policy *pol, struct tls_server *tls, struct client *cl,
+                             unsigned want_closes, enum rec_mode mode)
 {
     memset(&h->rec, 0, sizeof(h->rec));
+    h->rec.mode = mode;
     h->cl = cl;
     h->want_closes = want_closes;
     h->is_closed = false;
@@ -287,6 +316,12 @@ static void harness_run(struct harness *h, const struct config *cfg, const struc
         fail_msg("client: %s", cl->fail);
     assert_false(h->is_timed_out);
     assert_false(h->rec.is_ref_wrong);
+}
+
+static void harness_run(struct harness *h, const struct config *cfg, const struct policy *pol,
+                        struct tls_server *tls, struct client *cl, unsigned want_closes)
+{
+    harness_run_mode(h, cfg, pol, tls, cl, want_closes, REC_REPLY);
 }
 
 static struct config cfg_tcp;
@@ -406,6 +441,135 @@ static void test_transport_stream_per_ip_cap_closes_the_third(void **state)
     assert_int_equal(h.rec.n_close, 2);
     assert_int_equal(h.st.refused_conns_per_ip, 1);
     assert_int_equal(h.st.accepted, 3);
+}
+
+static void client_first_message_timeout(struct client *cl)
+{
+    int fd = client_connect(cl);
+    if (fd < 0)
+        return;
+    /* Keepalives are answered but are no first message. */
+    send_all(cl, fd, "\r\n\r\n", 4);
+    expect_read(cl, fd, "\r\n", 2);
+    expect_eof(cl, fd);
+    close(fd);
+}
+
+static void test_transport_stream_first_message_timeout(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct policy p = pol;
+    p.stream_first_message_timeout_s = 1;
+    struct client cl = {.run = client_first_message_timeout};
+    harness_run(&h, &cfg_tcp, &p, NULL, &cl, 1);
+    assert_int_equal(h.rec.n_alive, 1);
+    assert_int_equal(h.rec.n_close, 1);
+    assert_int_equal(h.st.close_first_message_timeout, 1);
+}
+
+static void client_message_timeout(struct client *cl)
+{
+    int fd = client_connect(cl);
+    if (fd < 0)
+        return;
+    send_all(cl, fd, REG, strlen(REG));
+    expect_read(cl, fd, OK, strlen(OK));
+    send_all(cl, fd, REG, strlen(REG) - 1); /* one byte short, for good */
+    expect_eof(cl, fd);
+    close(fd);
+}
+
+static void test_transport_stream_message_timeout(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct policy p = pol;
+    p.stream_message_timeout_s = 1;
+    struct client cl = {.run = client_message_timeout};
+    harness_run(&h, &cfg_tcp, &p, NULL, &cl, 1);
+    assert_int_equal(h.rec.n_message, 1);
+    assert_int_equal(h.rec.n_close, 1);
+    assert_int_equal(h.st.close_message_timeout, 1);
+    assert_int_equal(h.st.rx_buffered_bytes, 0);
+}
+
+static void client_too_big(struct client *cl)
+{
+    int fd = client_connect(cl);
+    if (fd < 0)
+        return;
+    static char big[5000];
+    memset(big, 'a', sizeof(big));
+    memcpy(big, "OPTIONS sip:x SIP/2.0\r\nX: ", 26);
+    send_all(cl, fd, big, 1000); /* buffered first, then over the cap */
+    usleep(20 * 1000);
+    send_all(cl, fd, big + 1000, sizeof(big) - 1000);
+    expect_read(cl, fd, STREAM_REPLY_513, strlen(STREAM_REPLY_513));
+    expect_eof(cl, fd);
+    close(fd);
+}
+
+static void test_transport_stream_too_big_gets_513_then_eof(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct policy p = pol;
+    p.stream_max_message_bytes = 4096;
+    struct client cl = {.run = client_too_big};
+    harness_run(&h, &cfg_tcp, &p, NULL, &cl, 1);
+    assert_int_equal(h.rec.n_message, 0);
+    assert_int_equal(h.rec.n_close, 1);
+    assert_int_equal(h.st.close_too_big, 1);
+    assert_true(h.st.rx_buffered_max <= 4097);
+}
+
+static void client_reply_close(struct client *cl)
+{
+    int fd = client_connect(cl);
+    if (fd < 0)
+        return;
+    send_all(cl, fd, REG, strlen(REG));
+    expect_read(cl, fd, OK, strlen(OK));
+    expect_eof(cl, fd);
+    close(fd);
+}
+
+static void test_transport_stream_close_conn_sends_what_is_queued_first(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct client cl = {.run = client_reply_close};
+    harness_run_mode(&h, &cfg_tcp, &pol, NULL, &cl, 1, REC_REPLY_CLOSE);
+    assert_int_equal(h.rec.n_close, 1);
+    assert_int_equal(h.st.close_by_owner, 1);
+}
+
+static void client_flood(struct client *cl)
+{
+    int fd = client_connect(cl);
+    if (fd < 0)
+        return;
+    send_all(cl, fd, REG, strlen(REG));
+    usleep(200 * 1000); /* read nothing meanwhile */
+    char buf[65536];
+    while (recv(fd, buf, sizeof(buf), 0) > 0)
+        ;
+    close(fd);
+}
+
+static void test_transport_stream_slow_reader_is_closed(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct policy p = pol;
+    p.stream_out_queue_max_bytes = 65536;
+    struct client cl = {.run = client_flood};
+    harness_run_mode(&h, &cfg_tcp, &p, NULL, &cl, 1, REC_FLOOD);
+    assert_int_equal(h.rec.flood_rc, -ENOBUFS);
+    assert_int_equal(h.rec.n_close, 1);
+    assert_int_equal(h.st.close_too_slow, 1);
+    assert_int_equal(h.st.tx_queued_bytes, 0);
 }
 
 /* ---- TLS ---------------------------------------------------------------------------- */
@@ -564,6 +728,11 @@ int main(void)
         cmocka_unit_test(test_transport_stream_tcp_messages_keepalive_and_close),
         cmocka_unit_test(test_transport_stream_missing_content_length_gets_400_then_eof),
         cmocka_unit_test(test_transport_stream_per_ip_cap_closes_the_third),
+        cmocka_unit_test(test_transport_stream_first_message_timeout),
+        cmocka_unit_test(test_transport_stream_message_timeout),
+        cmocka_unit_test(test_transport_stream_too_big_gets_513_then_eof),
+        cmocka_unit_test(test_transport_stream_close_conn_sends_what_is_queued_first),
+        cmocka_unit_test(test_transport_stream_slow_reader_is_closed),
         cmocka_unit_test(test_transport_stream_tls_with_client_certificate),
         cmocka_unit_test(test_tls_server_reports_a_missing_file),
         cmocka_unit_test(test_transport_stream_conn_is_small),
