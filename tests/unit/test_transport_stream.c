@@ -18,7 +18,10 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <fcntl.h>
+#include <malloc.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/evp.h>
@@ -715,6 +718,155 @@ static void test_tls_server_reports_a_missing_file(void **state)
     assert_non_null(strstr(err, "tls.cert /nonexistent/cert.pem: "));
 }
 
+/*
+ * Userspace memory of idle connections, measured with malloc's own count
+ * (mallinfo2().uordblks) on the server. The client is a child process, so its
+ * allocations are not counted: it opens IDLE_N plain connections, then IDLE_N TLS ones,
+ * and keeps them idle until told to go.
+ */
+#define IDLE_N 64
+
+struct idle {
+    uv_loop_t loop;
+    uv_timer_t check;
+    struct rec rec;
+    int ready_fd; /* child -> parent: one byte per phase done */
+    int go_fd;    /* parent -> child: one byte per phase to start */
+    unsigned phase;
+    size_t base, per_tcp, per_tls;
+    bool is_closed;
+};
+
+static size_t heap_used(void)
+{
+    struct mallinfo2 mi = mallinfo2();
+    return mi.uordblks;
+}
+
+static void idle_child(uint16_t tcp_port, uint16_t tls_port, int ready_fd, int go_fd)
+{
+    int fds[2 * IDLE_N];
+    SSL *ssl[IDLE_N];
+    char b;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    struct client cl = {.port = tcp_port};
+    for (int i = 0; i < IDLE_N; i++)
+        fds[i] = client_connect(&cl);
+    if (write(ready_fd, "1", 1) != 1 || read(go_fd, &b, 1) != 1)
+        _exit(1);
+    cl.port = tls_port;
+    for (int i = 0; i < IDLE_N; i++) {
+        fds[IDLE_N + i] = client_connect(&cl);
+        ssl[i] = SSL_new(ctx);
+        SSL_set_fd(ssl[i], fds[IDLE_N + i]);
+        if (SSL_connect(ssl[i]) != 1)
+            _exit(2);
+    }
+    if (write(ready_fd, "2", 1) != 1 || read(go_fd, &b, 1) != 1)
+        _exit(1);
+    _exit(0);
+}
+
+static void on_idle_closed(void *ctx)
+{
+    ((struct idle *)ctx)->is_closed = true;
+}
+
+static void on_idle_check(uv_timer_t *h)
+{
+    struct idle *s = h->data;
+    char b;
+    if (s->phase == 3) {
+        if (s->rec.n_close == 2 * IDLE_N) {
+            uv_timer_stop(h);
+            uv_close((uv_handle_t *)h, NULL);
+            transport_stream_close(s->rec.t, on_idle_closed, s);
+        }
+        return;
+    }
+    if (read(s->ready_fd, &b, 1) != 1)
+        return;
+    /* Let the loop settle (TLS: session tickets written, buffers released). */
+    unsigned want = s->phase == 0 ? IDLE_N : 2 * IDLE_N;
+    for (int i = 0; i < 100 && s->rec.n_open < want; i++)
+        uv_run(&s->loop, UV_RUN_NOWAIT);
+    uv_run(&s->loop, UV_RUN_NOWAIT);
+    size_t now = heap_used();
+    if (s->phase == 0)
+        s->per_tcp = (now - s->base) / IDLE_N;
+    else
+        s->per_tls = (now - s->base - s->per_tcp * IDLE_N) / IDLE_N;
+    s->phase = s->phase == 0 ? 1 : 3;
+    if (write(s->go_fd, "g", 1) != 1)
+        s->phase = 3;
+}
+
+static void test_transport_stream_idle_connections_are_small(void **state)
+{
+    (void)state;
+    make_cert();
+    struct config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    set_addr(&cfg.listen_tcp[0]);
+    cfg.n_listen_tcp = 1;
+    set_addr(&cfg.listen_tls[0]);
+    cfg.n_listen_tls = 1;
+    snprintf(cfg.tls_cert, sizeof(cfg.tls_cert), "%s", tls_cert);
+    snprintf(cfg.tls_key, sizeof(cfg.tls_key), "%s", tls_key);
+    char err[256];
+    struct tls_server *tls = NULL;
+    assert_int_equal(tls_server_new(&tls, &cfg, NULL, err, sizeof(err)), 0);
+    struct policy p = pol;
+    p.stream_max_conns_per_ip = 1000;
+    p.stream_conns_per_ip_per_s = 1000;
+
+    static struct idle s;
+    memset(&s, 0, sizeof(s));
+    assert_int_equal(uv_loop_init(&s.loop), 0);
+    struct transport_stream_opts o = {.loop = &s.loop, .cfg = &cfg, .policy = &p, .tls = tls};
+    assert_int_equal(transport_stream_new(&s.rec.t, &o, &cbs, &s.rec), 0);
+    struct sockaddr_storage a, b;
+    assert_int_equal(transport_stream_local_addr(s.rec.t, 0, &a), 0);
+    assert_int_equal(transport_stream_local_addr(s.rec.t, 1, &b), 0);
+    int ready[2], go[2];
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(go), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ready[0]);
+        close(go[1]);
+        idle_child(ntohs(((struct sockaddr_in *)&a)->sin_port),
+                   ntohs(((struct sockaddr_in *)&b)->sin_port), ready[1], go[0]);
+    }
+    close(ready[1]);
+    close(go[0]);
+    fcntl(ready[0], F_SETFL, O_NONBLOCK);
+    s.ready_fd = ready[0];
+    s.go_fd = go[1];
+    uv_timer_init(&s.loop, &s.check);
+    s.check.data = &s;
+    uv_timer_start(&s.check, on_idle_check, 10, 10);
+    s.base = heap_used();
+    uv_run(&s.loop, UV_RUN_DEFAULT);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    close(ready[0]);
+    close(go[1]);
+    assert_true(s.is_closed);
+    assert_int_equal(uv_loop_close(&s.loop), 0);
+    tls_server_unref(tls);
+    remove_cert();
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(s.rec.n_open, 2 * IDLE_N);
+    print_message("idle connection, userspace heap: tcp %zu bytes, tls %zu bytes\n", s.per_tcp,
+                  s.per_tls);
+#if !defined(__SANITIZE_ADDRESS__)
+    assert_true(s.per_tcp < 8192);
+    assert_true(s.per_tls < 24576);
+#endif
+}
+
 static void test_transport_stream_conn_is_small(void **state)
 {
     (void)state;
@@ -735,6 +887,7 @@ int main(void)
         cmocka_unit_test(test_transport_stream_slow_reader_is_closed),
         cmocka_unit_test(test_transport_stream_tls_with_client_certificate),
         cmocka_unit_test(test_tls_server_reports_a_missing_file),
+        cmocka_unit_test(test_transport_stream_idle_connections_are_small),
         cmocka_unit_test(test_transport_stream_conn_is_small),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
