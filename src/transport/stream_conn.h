@@ -32,6 +32,7 @@ typedef struct ssl_st SSL;
 #define STREAM_LISTEN_BACKLOG 1024
 #define STREAM_TICK_MS 1000
 #define STREAM_RX_SCRATCH 65536  /* one per transport */
+#define STREAM_RX_PAD 4          /* room before the scratch for a held-back CRLF prefix */
 #define STREAM_RX_MIN 2048       /* first size of a connection's reassembly buffer */
 #define STREAM_READS_MAX 8       /* reads per wakeup for one connection */
 #define STREAM_LINGER_MS 2000    /* flush + drain before a close that answered something */
@@ -57,12 +58,16 @@ struct stream_conn {
     uint32_t accept_ms;  /* accept: handshake deadline */
     uint32_t open_ms;    /* on_open: first-message deadline */
     uint32_t last_rx_ms; /* last bytes of any kind: idle deadline */
-    uint32_t msg_ms;     /* first byte of the buffered incomplete message */
+    uint32_t msg_ms;     /* first byte of the buffered incomplete message, or of the
+                          * held-back CRLFs */
     uint32_t close_ms;   /* a lingering close started */
     int fd;
     uint8_t transport; /* FLOW_TCP or FLOW_TLS */
     uint8_t listener;
     uint8_t events; /* UV_READABLE | UV_WRITABLE being polled */
+    uint8_t n_crlf; /* 1..3: the read ended in a prefix of CRLFCRLF ("\r", "\r\n",
+                     * "\r\n\r"), held back here, not in rx, to see whether it is half
+                     * of a ping; rx is empty meanwhile */
     bool is_tls;
     bool is_handshake_done; /* plain: always */
     bool is_open;           /* on_open succeeded: on_close is owed */
@@ -112,7 +117,7 @@ struct transport_stream {
     uint32_t n_live;    /* open connections (owner knows them) */
 
     struct ws_ip_table ipt;
-    char *rx_scratch; /* STREAM_RX_SCRATCH */
+    char *rx_scratch; /* STREAM_RX_PAD + STREAM_RX_SCRATCH */
     char *tx_scratch; /* TX_MSG_MAX: the one open reservation */
     bool is_reserved;
     bool is_accept_paused;
@@ -140,6 +145,8 @@ void stream_conn_start(struct stream_conn *c);
  * handle's close callback, never inside the call that closes.
  */
 void stream_conn_close(struct stream_conn *c, uint64_t *counter, bool is_linger);
+/* The tick: CRLFs held back for a second are a lone CRLF keepalive (on_alive). */
+void stream_conn_crlf_expire(struct stream_conn *c);
 /* Writes len bytes now or queues what the socket does not take. Returns 0, -ENOBUFS
  * (over the queue cap: c is closed as too slow), -ENOMEM or -EPIPE (c is closed). */
 int stream_conn_send(struct stream_conn *c, const char *buf, size_t len);

@@ -339,9 +339,16 @@ static void conn_frame_error(struct stream_conn *c, const struct stream_frame_re
  * buffer). With nothing buffered before, messages are delivered straight from the
  * scratch and only an incomplete tail is copied; else the bytes are appended to rx.
  */
-static void conn_process(struct stream_conn *c, const char *data, size_t n)
+static void conn_process(struct stream_conn *c, char *data, size_t n)
 {
     struct transport_stream *t = c->t;
+    if (c->n_crlf) {
+        /* The read went to STREAM_RX_PAD bytes into the scratch: room for these. */
+        data -= c->n_crlf;
+        memcpy(data, "\r\n\r", c->n_crlf);
+        n += c->n_crlf;
+        c->n_crlf = 0;
+    }
     const char *buf = data;
     size_t len = n, off = 0;
     bool is_scratch = c->rx_len == 0;
@@ -391,6 +398,16 @@ tail:
     if (c->is_closing)
         return;
     size_t rest = len - off;
+    if (rest && rest <= 3 && memcmp(buf + off, "\r\n\r", rest) == 0) {
+        /* Half a ping, or a lone CRLF keepalive at the end of what came: held back in
+         * the struct, so a client that sends CRLF alone costs no buffer and starts no
+         * message deadline. */
+        c->n_crlf = (uint8_t)rest;
+        c->msg_ms = stream_now_ms(t);
+        if (!is_scratch)
+            rx_free(c);
+        return;
+    }
     if (is_scratch) {
         if (!rest)
             return;
@@ -429,7 +446,7 @@ static void conn_read_loop(struct stream_conn *c)
             if (left < room)
                 room = left;
         }
-        ssize_t n = conn_read(c, t->rx_scratch, room);
+        ssize_t n = conn_read(c, t->rx_scratch + STREAM_RX_PAD, room);
         if (n == -EAGAIN)
             break;
         if (n <= 0) {
@@ -441,7 +458,7 @@ static void conn_read_loop(struct stream_conn *c)
         }
         c->last_rx_ms = stream_now_ms(t);
         t->st.rx_bytes += (uint64_t)n;
-        conn_process(c, t->rx_scratch, (size_t)n);
+        conn_process(c, t->rx_scratch + STREAM_RX_PAD, (size_t)n);
     }
 }
 
@@ -458,6 +475,17 @@ static void conn_drain(struct stream_conn *c)
             return;
         }
     }
+}
+
+void stream_conn_crlf_expire(struct stream_conn *c)
+{
+    struct transport_stream *t = c->t;
+    /* RFC 5626 §4.4.1 has the client ping; a CRLF alone is still proof of life. */
+    if (c->n_crlf >= 2) {
+        t->st.pongs_rx++;
+        t->cbs.on_alive(t->ctx, c->id, c->ref);
+    }
+    c->n_crlf = 0;
 }
 
 /* ---- open and TLS ------------------------------------------------------------------- */

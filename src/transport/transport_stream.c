@@ -309,6 +309,9 @@ static void stream_tick_conn(struct transport_stream *t, struct stream_conn *c, 
             counter = &t->st.close_tls_handshake_timeout;
             why = "TLS handshake timeout";
         }
+    } else if (c->n_crlf && now - c->msg_ms >= STREAM_TICK_MS) {
+        stream_conn_crlf_expire(c);
+        return;
     } else if (c->rx_len && p->stream_message_timeout_s &&
                now - c->msg_ms >= p->stream_message_timeout_s * 1000u) {
         counter = &t->st.close_message_timeout;
@@ -390,7 +393,7 @@ int transport_stream_new(struct transport_stream **out, const struct transport_s
     t->max_slots = opts->policy->max_flows ? opts->policy->max_flows : STREAM_DEFAULT_MAX_CONNS;
     for (unsigned i = 0; i < 2 * CONFIG_MAX_LISTEN; i++)
         t->lst[i].fd = -1;
-    t->rx_scratch = malloc(STREAM_RX_SCRATCH);
+    t->rx_scratch = malloc(STREAM_RX_PAD + STREAM_RX_SCRATCH);
     t->tx_scratch = malloc(TX_MSG_MAX);
     if (!t->rx_scratch || !t->tx_scratch || ws_ip_table_init(&t->ipt) < 0) {
         stream_free(t);

@@ -387,6 +387,39 @@ static void test_transport_stream_tcp_messages_keepalive_and_close(void **state)
     assert_int_equal(h.st.rx_buffered_bytes, 0);
 }
 
+static void client_crlf(struct client *cl)
+{
+    int fd = client_connect(cl);
+    if (fd < 0)
+        return;
+    send_all(cl, fd, "\r\n", 2); /* a ping in two writes is still a ping */
+    usleep(50 * 1000);
+    send_all(cl, fd, "\r\n", 2);
+    expect_read(cl, fd, "\r\n", 2);
+    send_all(cl, fd, "\r\n", 2); /* a lone CRLF: no answer, no close */
+    usleep(2100 * 1000);
+    send_all(cl, fd, REG, strlen(REG));
+    expect_read(cl, fd, OK, strlen(OK));
+    close(fd);
+}
+
+static void test_transport_stream_split_ping_and_lone_crlf(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct policy p = pol;
+    p.stream_message_timeout_s = 1;
+    struct client cl = {.run = client_crlf};
+    harness_run(&h, &cfg_tcp, &p, NULL, &cl, 1);
+    assert_int_equal(h.rec.n_alive, 2);
+    assert_int_equal(h.rec.n_message, 1);
+    assert_int_equal(h.st.keepalive_rx, 1);
+    assert_int_equal(h.st.keepalive_tx, 1);
+    assert_int_equal(h.st.pongs_rx, 1);
+    assert_int_equal(h.st.close_message_timeout, 0);
+    assert_int_equal(h.st.close_by_peer, 1);
+}
+
 static void client_missing_cl(struct client *cl)
 {
     int fd = client_connect(cl);
@@ -878,6 +911,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_transport_stream_tcp_messages_keepalive_and_close),
+        cmocka_unit_test(test_transport_stream_split_ping_and_lone_crlf),
         cmocka_unit_test(test_transport_stream_missing_content_length_gets_400_then_eof),
         cmocka_unit_test(test_transport_stream_per_ip_cap_closes_the_third),
         cmocka_unit_test(test_transport_stream_first_message_timeout),
