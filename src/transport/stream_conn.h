@@ -31,11 +31,11 @@ typedef struct ssl_st SSL;
 #define STREAM_ACCEPT_BATCH 64 /* accepts per listener wakeup (STYLE §5: bounded) */
 #define STREAM_LISTEN_BACKLOG 1024
 #define STREAM_TICK_MS 1000
-#define STREAM_RX_SCRATCH 65536  /* one per transport */
-#define STREAM_RX_PAD 4          /* room before the scratch for a held-back CRLF prefix */
-#define STREAM_RX_MIN 2048       /* first size of a connection's reassembly buffer */
-#define STREAM_READS_MAX 8       /* reads per wakeup for one connection */
-#define STREAM_LINGER_MS 2000    /* flush + drain before a close that answered something */
+#define STREAM_RX_SCRATCH 65536        /* one per transport */
+#define STREAM_RX_PAD 4                /* room before the scratch for a held-back CRLF prefix */
+#define STREAM_RX_MIN 2048             /* first size of a connection's reassembly buffer */
+#define STREAM_READS_MAX 8             /* reads per wakeup for one connection */
+#define STREAM_LINGER_MS 2000          /* flush + drain before a close that answered something */
 #define STREAM_DEFAULT_MAX_CONNS 65536 /* slot table bound when policy max_flows is 0 */
 #define STREAM_PEER_ID_MAX 256
 
@@ -44,11 +44,11 @@ struct transport_stream;
 struct stream_conn {
     uv_poll_t poll;
     struct transport_stream *t;
-    SSL *ssl;       /* TLS connections only */
-    uint64_t id;    /* TX_CONN_STREAM | gen << 32 | slot */
-    uint64_t ref;   /* owner's value from on_open */
-    char *rx;       /* reassembly buffer, only while a message is incomplete */
-    char *out;      /* output queue, only while the socket does not take everything */
+    SSL *ssl;     /* TLS connections only */
+    uint64_t id;  /* TX_CONN_STREAM | gen << 32 | slot */
+    uint64_t ref; /* owner's value from on_open */
+    char *rx;     /* reassembly buffer, only while a message is incomplete */
+    char *out;    /* output queue, only while the socket does not take everything */
     uint32_t rx_len, rx_cap;
     uint32_t rx_need;    /* total length of the buffered message once known, else 0 */
     uint32_t rx_scanned; /* framer resume point (stream_frame_res.scanned) */
@@ -69,21 +69,21 @@ struct stream_conn {
                      * "\r\n\r"), held back here, not in rx, to see whether it is half
                      * of a ping; rx is empty meanwhile */
     bool is_tls;
-    bool is_handshake_done; /* plain: always */
-    bool is_open;           /* on_open succeeded: on_close is owed */
-    bool has_message;       /* a message arrived: the first-message timer is off */
-    bool is_closing;        /* closed for the owner; flushing or draining or gone */
-    bool is_lingering;      /* flushing the queue, then reading to EOF, then close */
-    bool is_wr_shut;        /* the write side is shut down (lingering) */
-    bool is_gone;           /* uv_close started; freed in its callback */
-    bool is_read_wants_write;  /* TLS: SSL_read asked for writability */
-    bool is_write_wants_read;  /* TLS: SSL_write asked for readability */
+    bool is_handshake_done;   /* plain: always */
+    bool is_open;             /* on_open succeeded: on_close is owed */
+    bool has_message;         /* a message arrived: the first-message timer is off */
+    bool is_closing;          /* closed for the owner; flushing or draining or gone */
+    bool is_lingering;        /* flushing the queue, then reading to EOF, then close */
+    bool is_wr_shut;          /* the write side is shut down (lingering) */
+    bool is_gone;             /* uv_close started; freed in its callback */
+    bool is_read_wants_write; /* TLS: SSL_read asked for writability */
+    bool is_write_wants_read; /* TLS: SSL_write asked for readability */
     union ws_addr remote;
 };
 
 struct stream_slot {
     struct stream_conn *c;
-    uint32_t gen; /* 31 bits, never 0 */
+    uint32_t gen;       /* 31 bits, never 0 */
     uint32_t next_free; /* slot + 1 */
 };
 

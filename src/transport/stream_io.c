@@ -450,9 +450,10 @@ static void conn_read_loop(struct stream_conn *c)
         if (n == -EAGAIN)
             break;
         if (n <= 0) {
-            stream_conn_close(c, n == 0 ? &t->st.close_by_peer
-                                 : n == -EPROTO ? &t->st.close_tls_error
-                                                : &t->st.close_reset,
+            stream_conn_close(c,
+                              n == 0         ? &t->st.close_by_peer
+                              : n == -EPROTO ? &t->st.close_tls_error
+                                             : &t->st.close_reset,
                               false);
             break;
         }
@@ -505,8 +506,7 @@ static void conn_open(struct stream_conn *c)
         }
     }
     uint64_t ref = 0;
-    int rc = t->cbs.on_open(t->ctx, c->id, c->transport, c->listener, &c->remote.sa, peer_id,
-                            &ref);
+    int rc = t->cbs.on_open(t->ctx, c->id, c->transport, c->listener, &c->remote.sa, peer_id, &ref);
     if (rc < 0) {
         char abuf[LOG_ADDR_MAX];
         log_debug("stream %s: refused by the owner: %s",
@@ -598,7 +598,8 @@ static void on_conn_io(uv_poll_t *h, int status, int events)
         conn_poll_update(c);
         return;
     }
-    if (c->out_len && ((events & UV_WRITABLE) || (c->is_write_wants_read && (events & UV_READABLE)))) {
+    if (c->out_len &&
+        ((events & UV_WRITABLE) || (c->is_write_wants_read && (events & UV_READABLE)))) {
         if (conn_flush(c) < 0)
             return;
     }

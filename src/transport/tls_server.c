@@ -63,8 +63,8 @@ static int tls_client_ca(SSL_CTX *ctx, const struct config *cfg, char *err, size
     return 0;
 }
 
-int tls_server_new(struct tls_server **out, const struct config *cfg,
-                   const struct tls_server *prev, char *err, size_t cap)
+int tls_server_new(struct tls_server **out, const struct config *cfg, const struct tls_server *prev,
+                   char *err, size_t cap)
 {
     int rc;
     if (!out || !cfg)

@@ -320,7 +320,8 @@ static void stream_tick_conn(struct transport_stream *t, struct stream_conn *c, 
                now - c->open_ms >= p->stream_first_message_timeout_s * 1000u) {
         counter = &t->st.close_first_message_timeout;
         why = "no SIP message";
-    } else if (p->stream_idle_timeout_s && now - c->last_rx_ms >= p->stream_idle_timeout_s * 1000u) {
+    } else if (p->stream_idle_timeout_s &&
+               now - c->last_rx_ms >= p->stream_idle_timeout_s * 1000u) {
         counter = &t->st.close_idle_timeout;
         why = "idle";
     }
@@ -415,8 +416,8 @@ int transport_stream_new(struct transport_stream **out, const struct transport_s
             l->addr = k ? &cfg->listen_tls[i] : &cfg->listen_tcp[i];
             rc = stream_listen(t, l);
             if (rc < 0) {
-                log_error("stream: cannot listen on %s %s: %s", k ? "tls" : "tcp",
-                          l->addr->text, strerror(-rc));
+                log_error("stream: cannot listen on %s %s: %s", k ? "tls" : "tcp", l->addr->text,
+                          strerror(-rc));
                 goto fail;
             }
             log_info("stream: listening on %s %s", k ? "tls" : "tcp", l->addr->text);
@@ -535,7 +536,7 @@ void transport_stream_stats_format_sum(const struct transport_stream *const *ts,
         unsigned long long v_ = 0;                                                                 \
         for (unsigned i_ = 0; i_ < n_ts; i_++)                                                     \
             v_ += ts[i_]->st.name;                                                                 \
-        int n_ = snprintf(buf + off, cap - off, "%sstream_" #name "=%llu", off ? " " : "", v_);   \
+        int n_ = snprintf(buf + off, cap - off, "%sstream_" #name "=%llu", off ? " " : "", v_);    \
         if (n_ > 0)                                                                                \
             off += (size_t)n_;                                                                     \
     }

@@ -197,7 +197,8 @@ static void test_stream_frame_body_with_crlfcrlf(void **state)
     (void)state;
     struct stream_frame_res r;
     char m[512];
-    snprintf(m, sizeof(m), "MESSAGE sip:x SIP/2.0\r\nContent-Length: 10\r\n\r\n\r\n\r\nab\r\n\r\nREGISTER");
+    snprintf(m, sizeof(m),
+             "MESSAGE sip:x SIP/2.0\r\nContent-Length: 10\r\n\r\n\r\n\r\nab\r\n\r\nREGISTER");
     size_t hdr = strlen("MESSAGE sip:x SIP/2.0\r\nContent-Length: 10\r\n\r\n");
     assert_int_equal(frame(m, strlen(m), &r), STREAM_FRAME_MSG);
     assert_int_equal(r.len, hdr + 10);

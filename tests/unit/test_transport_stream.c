@@ -283,9 +283,9 @@ static void set_addr(struct config_addr *a)
 
 /* Runs one case: the transport on cfg/pol, the client on its thread, until the client
  * is done and want_closes connections have closed (or 10 s). */
-static void harness_run_mode(struct harness *h, const struct config *cfg,
-                             const struct policy *pol, struct tls_server *tls, struct client *cl,
-                             unsigned want_closes, enum rec_mode mode)
+static void harness_run_mode(struct harness *h, const struct config *cfg, const struct policy *pol,
+                             struct tls_server *tls, struct client *cl, unsigned want_closes,
+                             enum rec_mode mode)
 {
     memset(&h->rec, 0, sizeof(h->rec));
     h->rec.mode = mode;
@@ -491,6 +491,8 @@ static void client_first_message_timeout(struct client *cl)
     close(fd);
 }
 
+static void client_reply_close(struct client *cl);
+
 static void test_transport_stream_first_message_timeout(void **state)
 {
     (void)state;
@@ -528,6 +530,19 @@ static void test_transport_stream_message_timeout(void **state)
     assert_int_equal(h.rec.n_close, 1);
     assert_int_equal(h.st.close_message_timeout, 1);
     assert_int_equal(h.st.rx_buffered_bytes, 0);
+}
+
+static void test_transport_stream_idle_timeout(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct policy p = pol;
+    p.stream_idle_timeout_s = 1;
+    struct client cl = {.run = client_reply_close};
+    harness_run(&h, &cfg_tcp, &p, NULL, &cl, 1);
+    assert_int_equal(h.rec.n_message, 1);
+    assert_int_equal(h.rec.n_close, 1);
+    assert_int_equal(h.st.close_idle_timeout, 1);
 }
 
 static void client_too_big(struct client *cl)
@@ -690,6 +705,29 @@ static void client_tls(struct client *cl)
 out:
     SSL_free(s);
     close(fd);
+
+    /* Without a client certificate the handshake fails (TLS 1.3: the client learns it
+     * at its first read). */
+    fd = client_connect(cl);
+    if (fd < 0)
+        return;
+    SSL_CTX *bare = SSL_CTX_new(TLS_client_method());
+    s = SSL_new(bare);
+    SSL_set_fd(s, fd);
+    if (SSL_connect(s) == 1 && SSL_read(s, buf, sizeof(buf)) > 0)
+        CLIENT_FAIL(cl, "TLS without a client certificate was served");
+    SSL_free(s);
+    SSL_CTX_free(bare);
+    close(fd);
+}
+
+static void client_tls_silent(struct client *cl)
+{
+    int fd = client_connect(cl);
+    if (fd < 0)
+        return;
+    expect_eof(cl, fd); /* no ClientHello: closed at the handshake deadline */
+    close(fd);
 }
 
 static void test_transport_stream_tls_with_client_certificate(void **state)
@@ -735,6 +773,31 @@ static void test_transport_stream_tls_with_client_certificate(void **state)
     assert_int_equal(h.rec.n_alive, 1);
     assert_int_equal(h.rec.n_close, 1);
     assert_int_equal(h.st.tls_handshakes_ok, 1);
+    assert_int_equal(h.st.tls_handshake_errors, 1);
+}
+
+static void test_transport_stream_tls_handshake_timeout(void **state)
+{
+    (void)state;
+    make_cert();
+    struct config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    set_addr(&cfg.listen_tls[0]);
+    cfg.n_listen_tls = 1;
+    snprintf(cfg.tls_cert, sizeof(cfg.tls_cert), "%s", tls_cert);
+    snprintf(cfg.tls_key, sizeof(cfg.tls_key), "%s", tls_key);
+    char err[256];
+    struct tls_server *tls = NULL;
+    assert_int_equal(tls_server_new(&tls, &cfg, NULL, err, sizeof(err)), 0);
+    struct policy p = pol;
+    p.stream_tls_handshake_timeout_s = 1;
+    struct client cl = {.run = client_tls_silent};
+    struct harness h;
+    harness_run(&h, &cfg, &p, tls, &cl, 0);
+    tls_server_unref(tls);
+    remove_cert();
+    assert_int_equal(h.rec.n_open, 0);
+    assert_int_equal(h.st.close_tls_handshake_timeout, 1);
 }
 
 static void test_tls_server_reports_a_missing_file(void **state)
@@ -916,10 +979,12 @@ int main(void)
         cmocka_unit_test(test_transport_stream_per_ip_cap_closes_the_third),
         cmocka_unit_test(test_transport_stream_first_message_timeout),
         cmocka_unit_test(test_transport_stream_message_timeout),
+        cmocka_unit_test(test_transport_stream_idle_timeout),
         cmocka_unit_test(test_transport_stream_too_big_gets_513_then_eof),
         cmocka_unit_test(test_transport_stream_close_conn_sends_what_is_queued_first),
         cmocka_unit_test(test_transport_stream_slow_reader_is_closed),
         cmocka_unit_test(test_transport_stream_tls_with_client_certificate),
+        cmocka_unit_test(test_transport_stream_tls_handshake_timeout),
         cmocka_unit_test(test_tls_server_reports_a_missing_file),
         cmocka_unit_test(test_transport_stream_idle_connections_are_small),
         cmocka_unit_test(test_transport_stream_conn_is_small),
