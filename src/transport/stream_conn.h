@@ -113,8 +113,9 @@ struct transport_stream {
 
     struct stream_slot *slots;
     uint32_t n_slots, cap_slots, max_slots;
-    uint32_t free_head; /* slot + 1 */
-    uint32_t n_live;    /* open connections (owner knows them) */
+    uint32_t free_head;    /* slot + 1 */
+    uint32_t n_slots_used; /* connections in the table, open or not yet */
+    uint32_t n_live;       /* open connections (owner knows them) */
 
     struct ws_ip_table ipt;
     char *rx_scratch; /* STREAM_RX_PAD + STREAM_RX_SCRATCH */

@@ -497,13 +497,10 @@ static void conn_open(struct stream_conn *c)
     char peer[STREAM_PEER_ID_MAX];
     const char *peer_id = NULL;
     if (c->is_tls) {
-        X509 *cert = SSL_get_peer_certificate(c->ssl);
-        if (cert) {
-            if (SSL_get_verify_result(c->ssl) == X509_V_OK &&
-                X509_NAME_oneline(X509_get_subject_name(cert), peer, sizeof(peer)))
-                peer_id = peer;
-            X509_free(cert);
-        }
+        X509 *cert = SSL_get0_peer_certificate(c->ssl);
+        if (cert && SSL_get_verify_result(c->ssl) == X509_V_OK &&
+            X509_NAME_oneline(X509_get_subject_name(cert), peer, sizeof(peer)))
+            peer_id = peer;
     }
     uint64_t ref = 0;
     int rc = t->cbs.on_open(t->ctx, c->id, c->transport, c->listener, &c->remote.sa, peer_id, &ref);

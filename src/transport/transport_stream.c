@@ -66,6 +66,8 @@ static struct stream_conn *stream_lookup(const struct transport_stream *t, uint6
 static int stream_slot_alloc(struct transport_stream *t, struct stream_conn *c)
 {
     uint32_t slot;
+    if (t->n_slots_used >= t->max_slots)
+        return -ENOSPC;
     if (t->free_head) {
         slot = t->free_head - 1;
         t->free_head = t->slots[slot].next_free;
@@ -87,6 +89,7 @@ static int stream_slot_alloc(struct transport_stream *t, struct stream_conn *c)
     }
     t->slots[slot].c = c;
     t->slots[slot].next_free = 0;
+    t->n_slots_used++;
     c->id = stream_conn_id(slot, t->slots[slot].gen);
     return 0;
 }
@@ -102,6 +105,7 @@ void stream_conn_release(struct stream_conn *c)
             t->slots[slot].gen = 1; /* id 0 is never valid */
         t->slots[slot].next_free = t->free_head;
         t->free_head = slot + 1;
+        t->n_slots_used--;
     }
     if (c->ip) {
         t->ipt.ips[c->ip - 1].n_conns--;
@@ -444,6 +448,8 @@ fail:
 void transport_stream_set_policy(struct transport_stream *t, const struct policy *policy)
 {
     stream_apply_policy(t, policy);
+    /* A lower bound refuses new connections until enough have gone; none is cut. */
+    t->max_slots = policy->max_flows ? policy->max_flows : STREAM_DEFAULT_MAX_CONNS;
 }
 
 void transport_stream_set_tls(struct transport_stream *t, struct tls_server *tls)

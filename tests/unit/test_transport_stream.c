@@ -479,6 +479,34 @@ static void test_transport_stream_per_ip_cap_closes_the_third(void **state)
     assert_int_equal(h.st.accepted, 3);
 }
 
+static void client_slot_cap(struct client *cl)
+{
+    int a = client_connect(cl);
+    if (a < 0)
+        return;
+    send_all(cl, a, REG, strlen(REG));
+    expect_read(cl, a, OK, strlen(OK));
+    int b = client_connect(cl);
+    if (b >= 0) {
+        expect_eof(cl, b);
+        close(b);
+    }
+    close(a);
+}
+
+static void test_transport_stream_connection_slots_are_bounded(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct policy p = pol;
+    p.max_flows = 1;
+    struct client cl = {.run = client_slot_cap};
+    harness_run(&h, &cfg_tcp, &p, NULL, &cl, 1);
+    assert_int_equal(h.rec.n_open, 1);
+    assert_int_equal(h.rec.n_close, 1);
+    assert_int_equal(h.st.refused_conn_table_full, 1);
+}
+
 static void client_first_message_timeout(struct client *cl)
 {
     int fd = client_connect(cl);
@@ -977,6 +1005,7 @@ int main(void)
         cmocka_unit_test(test_transport_stream_split_ping_and_lone_crlf),
         cmocka_unit_test(test_transport_stream_missing_content_length_gets_400_then_eof),
         cmocka_unit_test(test_transport_stream_per_ip_cap_closes_the_third),
+        cmocka_unit_test(test_transport_stream_connection_slots_are_bounded),
         cmocka_unit_test(test_transport_stream_first_message_timeout),
         cmocka_unit_test(test_transport_stream_message_timeout),
         cmocka_unit_test(test_transport_stream_idle_timeout),
