@@ -52,6 +52,7 @@ enum rec_mode {
     REC_REPLY_CLOSE, /* answer, then transport_stream_close_conn */
     REC_FLOOD,       /* answer with large messages until the queue cap refuses one */
     REC_BULK,        /* answer with BULK_N messages of BULK_LEN bytes, each its own letter */
+    REC_REFUSE,      /* on_open refuses (flow table full) */
 };
 
 struct rec {
@@ -84,7 +85,7 @@ static int on_open(void *ctx, uint64_t conn, uint8_t transport, uint8_t listener
         snprintf(r->peer_id, sizeof(r->peer_id), "%s", peer_id);
     }
     *ref = conn ^ 0x5a5a;
-    return 0;
+    return r->mode == REC_REFUSE ? -ENOSPC : 0;
 }
 
 static void on_message(void *ctx, uint64_t conn, uint64_t ref, const char *buf, size_t len)
@@ -525,6 +526,27 @@ static void test_transport_stream_connection_slots_are_bounded(void **state)
     assert_int_equal(h.rec.n_open, 1);
     assert_int_equal(h.rec.n_close, 1);
     assert_int_equal(h.st.refused_conn_table_full, 1);
+}
+
+static void client_refused(struct client *cl)
+{
+    int fd = client_connect(cl);
+    if (fd < 0)
+        return;
+    expect_eof(cl, fd);
+    close(fd);
+}
+
+static void test_transport_stream_owner_refusal_closes_without_on_close(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct client cl = {.run = client_refused};
+    harness_run_mode(&h, &cfg_tcp, &pol, NULL, &cl, 0, REC_REFUSE);
+    assert_int_equal(h.rec.n_open, 1);
+    assert_int_equal(h.rec.n_close, 0);
+    assert_int_equal(h.st.refused_by_owner, 1);
+    assert_int_equal(h.st.conns_open, 0);
 }
 
 static void client_first_message_timeout(struct client *cl)
@@ -1116,6 +1138,7 @@ int main(void)
         cmocka_unit_test(test_transport_stream_missing_content_length_gets_400_then_eof),
         cmocka_unit_test(test_transport_stream_per_ip_cap_closes_the_third),
         cmocka_unit_test(test_transport_stream_connection_slots_are_bounded),
+        cmocka_unit_test(test_transport_stream_owner_refusal_closes_without_on_close),
         cmocka_unit_test(test_transport_stream_first_message_timeout),
         cmocka_unit_test(test_transport_stream_message_timeout),
         cmocka_unit_test(test_transport_stream_idle_timeout),
