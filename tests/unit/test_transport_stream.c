@@ -251,6 +251,7 @@ struct harness {
     struct rec rec;
     struct client *cl;
     struct transport_stream_stats st; /* at the end, before the close */
+    char stats[4096], stats_sum[4096];
     unsigned want_closes;
     bool is_closed;
     bool is_timed_out;
@@ -270,6 +271,9 @@ static void harness_stop(struct harness *h)
     uv_close((uv_handle_t *)&h->check, NULL);
     uv_close((uv_handle_t *)&h->deadline, NULL);
     h->st = *transport_stream_stats(h->rec.t);
+    transport_stream_stats_format(h->rec.t, h->stats, sizeof(h->stats));
+    const struct transport_stream *two[2] = {h->rec.t, h->rec.t};
+    transport_stream_stats_format_sum(two, 2, h->stats_sum, sizeof(h->stats_sum));
     transport_stream_close(h->rec.t, on_transport_closed, h);
 }
 
@@ -406,6 +410,10 @@ static void test_transport_stream_tcp_messages_keepalive_and_close(void **state)
     assert_int_equal(h.st.close_by_peer, 1);
     assert_int_equal(h.st.conns_open, 0);
     assert_int_equal(h.st.rx_buffered_bytes, 0);
+    assert_non_null(strstr(h.stats, "stream_accepted=1 "));
+    assert_non_null(strstr(h.stats, " stream_rx_messages=3 "));
+    assert_non_null(strstr(h.stats_sum, " stream_rx_messages=6 "));
+    assert_non_null(strstr(h.stats_sum, " stream_keepalive_tx=2 "));
 }
 
 static void client_crlf(struct client *cl)
