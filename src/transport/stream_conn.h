@@ -120,7 +120,6 @@ struct transport_stream {
     struct ws_ip_table ipt;
     char *rx_scratch; /* STREAM_RX_PAD + STREAM_RX_SCRATCH */
     char *tx_scratch; /* TX_MSG_MAX: the one open reservation */
-    bool is_reserved;
     bool is_accept_paused;
     bool is_closing;
     void (*close_cb)(void *ctx);

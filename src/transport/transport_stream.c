@@ -468,7 +468,6 @@ char *transport_stream_tx_reserve(void *ctx, const struct tx_dest *d, size_t *ca
         t->st.tx_no_conn++;
         return NULL;
     }
-    t->is_reserved = true;
     *cap = TX_MSG_MAX;
     return t->tx_scratch;
 }
@@ -476,7 +475,6 @@ char *transport_stream_tx_reserve(void *ctx, const struct tx_dest *d, size_t *ca
 int transport_stream_tx_commit(void *ctx, const struct tx_dest *d, size_t len)
 {
     struct transport_stream *t = ctx;
-    t->is_reserved = false;
     struct stream_conn *c = stream_lookup(t, d->conn);
     if (!c) {
         t->st.tx_no_conn++;
