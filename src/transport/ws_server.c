@@ -312,8 +312,8 @@ static void on_tick(uv_timer_t *h)
     ws_ip_sweep(&t->ipt, t->pol.ws_handshakes_per_ip_per_s, uv_now(t->loop));
     if (t->is_closing)
         return;
-    for (uint32_t i = 0; i < t->n_slots; i++) {
-        struct ws_pss *pss = t->slots[i].pss;
+    for (uint32_t i = 0; i < t->ids.n; i++) {
+        struct ws_pss *pss = conn_ids_at(&t->ids, i);
         if (pss)
             ws_tick_conn(t, pss, now);
     }
@@ -355,7 +355,10 @@ int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *
     ws_arena_init(&t->arena, LWS_PRE);
     t->group = opts->group;
     ws_apply_policy(t, opts->policy);
-    t->max_slots = opts->policy->max_flows ? opts->policy->max_flows : WS_DEFAULT_MAX_CONNS;
+    /* Generations in 31 bits: a WebSocket id never has TX_CONN_STREAM set. */
+    conn_ids_init(&t->ids,
+                  opts->policy->max_flows ? opts->policy->max_flows : WS_DEFAULT_MAX_CONNS, 0,
+                  0x7fffffffu);
     for (unsigned i = 0; i < 2 * CONFIG_MAX_LISTEN; i++)
         t->lst[i].fd = -1;
 
@@ -483,7 +486,7 @@ static void ws_maybe_finish(struct transport_ws *t)
     void (*cb)(void *) = t->close_cb;
     void *ctx = t->close_ctx;
     ws_arena_destroy(&t->arena);
-    free(t->slots);
+    conn_ids_fini(&t->ids);
     ws_ip_table_free(&t->ipt);
     free(t);
     if (cb)
@@ -544,11 +547,11 @@ void transport_ws_close(struct transport_ws *t, void (*cb)(void *ctx), void *ctx
         uv_close((uv_handle_t *)&l->poll, on_listener_closed);
     }
     /* RFC 6455 §7.4.1: 1001, the server is going away. */
-    for (uint32_t s = 0; s < t->n_slots; s++) {
-        if (t->slots[s].pss) {
+    for (uint32_t s = 0; s < t->ids.n; s++) {
+        if (conn_ids_at(&t->ids, s)) {
             t->st.close_shutdown++;
-            ws_schedule_close(t->slots[s].pss, WS_CLOSE_GOING_AWAY);
+            ws_schedule_close(conn_ids_at(&t->ids, s), WS_CLOSE_GOING_AWAY);
         }
     }
-    uv_timer_start(&t->stop_timer, on_stop_timer, t->n_live ? WS_SHUTDOWN_GRACE_MS : 0, 0);
+    uv_timer_start(&t->stop_timer, on_stop_timer, t->ids.n_used ? WS_SHUTDOWN_GRACE_MS : 0, 0);
 }
