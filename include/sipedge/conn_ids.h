@@ -11,16 +11,16 @@
 #include <stdint.h>
 
 struct conn_id_slot {
-    void *p;            /* NULL when free */
+    void *p; /* NULL when free */
     uint32_t gen;
     uint32_t next_free; /* slot + 1, 0 ends the free list */
 };
 
 struct conn_ids {
     struct conn_id_slot *slots;
-    uint32_t n;         /* slots ever handed out (walk 0..n-1) */
-    uint32_t cap;       /* allocated */
-    uint32_t max;       /* bound on slots in use */
+    uint32_t n;   /* slots ever handed out (walk 0..n-1) */
+    uint32_t cap; /* allocated */
+    uint32_t max; /* bound on slots in use */
     uint32_t n_used;
     uint32_t free_head; /* slot + 1 */
     uint32_t gen_mask;  /* bits the generation may use (at most 31 when tag uses bit 63) */

@@ -157,6 +157,8 @@ void stream_conn_open_core(struct stream_conn *c);
 
 /* ---- stream_core.c ---- */
 
+/* One accepted connection on the core listener (ctx: the listener). */
+void stream_core_accepted(void *ctx, int fd, const struct sockaddr *peer, socklen_t len);
 /* Listens on cfg->core for TCP from the core peers. Returns 0 or -errno. */
 int stream_core_listen(struct transport_stream *t, struct stream_listener *l);
 /* An open core connection to or from the peer at addr, or a new outbound one; NULL when
@@ -169,6 +171,8 @@ void stream_core_forget(struct stream_conn *c);
 
 /* ---- transport_stream.c ---- */
 
+/* A listener is readable: accept what waits (core listeners: stream_core_accepted). */
+void stream_on_accept(uv_poll_t *h, int status, int events);
 /* Allocates a slot for c (its id). Returns 0, -ENOSPC or -ENOMEM. */
 int stream_slot_alloc(struct transport_stream *t, struct stream_conn *c);
 /* Socket options of every connection (keepalive, user timeout, no delay). */

@@ -82,8 +82,6 @@ void stream_handle_closed(struct transport_stream *t)
 
 /* ---- accepting ---------------------------------------------------------------------- */
 
-static void on_accept(uv_poll_t *h, int status, int events);
-
 static void stream_accept_pause(struct transport_stream *t)
 {
     for (unsigned i = 0; i < t->n_lst; i++) {
@@ -100,7 +98,7 @@ static void stream_accept_resume(struct transport_stream *t)
     t->is_accept_paused = false;
     for (unsigned i = 0; i < t->n_lst; i++) {
         if (!t->lst[i].is_polling && t->lst[i].fd >= 0) {
-            uv_poll_start(&t->lst[i].poll, UV_READABLE, on_accept);
+            uv_poll_start(&t->lst[i].poll, UV_READABLE, stream_on_accept);
             t->lst[i].is_polling = true;
         }
     }
@@ -206,38 +204,34 @@ static void stream_accept_one(struct stream_listener *l, int fd, const union ws_
     stream_conn_start(c);
 }
 
-static void on_accept(uv_poll_t *h, int status, int events)
+static void stream_accepted(void *ctx, int fd, const struct sockaddr *peer, socklen_t len)
+{
+    struct stream_listener *l = ctx;
+    l->t->st.accepted++;
+    stream_accept_one(l, fd, (const union ws_addr *)peer, len);
+}
+
+void stream_on_accept(uv_poll_t *h, int status, int events)
 {
     struct stream_listener *l = container_of(h, struct stream_listener, poll);
     struct transport_stream *t = l->t;
     (void)events;
     if (status < 0 || t->is_closing)
         return;
-    for (int n = 0; n < STREAM_ACCEPT_BATCH; n++) {
-        union ws_addr peer;
-        socklen_t sl = sizeof(peer);
-        int fd = accept4(l->fd, &peer.sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors: stop accepting until the next tick instead of
-                 * spinning on a readable listen socket. */
-                t->st.accept_errors++;
-                log_warn("stream %s: accept: %s; pausing accepts for %d ms", l->addr->text,
-                         strerror(errno), STREAM_TICK_MS);
-                stream_accept_pause(t);
-            }
-            return;
-        }
-        t->st.accepted++;
-        stream_accept_one(l, fd, &peer, sl);
+    int err = lws_uv_accept_batch(l->fd, STREAM_ACCEPT_BATCH,
+                                  l->transport ? stream_accepted : stream_core_accepted, l);
+    if (err) {
+        t->st.accept_errors++;
+        log_warn("stream %s: accept: %s; pausing accepts for %d ms", l->addr->text, strerror(err),
+                 STREAM_TICK_MS);
+        stream_accept_pause(t);
     }
 }
 
 static int stream_listen(struct transport_stream *t, struct stream_listener *l)
 {
-    int fd = lws_uv_listen(l->addr, STREAM_LISTEN_BACKLOG, true, t->loop, &l->poll, on_accept);
+    int fd =
+        lws_uv_listen(l->addr, STREAM_LISTEN_BACKLOG, true, t->loop, &l->poll, stream_on_accept);
     if (fd < 0)
         return fd;
     /* Owned by the transport from here: an error below is closed with the rest. */
@@ -267,8 +261,8 @@ static void stream_tick_conn(struct transport_stream *t, struct stream_conn *c, 
     if (!c->is_handshake_done) {
         if (p->stream_tls_handshake_timeout_s &&
             now - c->accept_ms >= p->stream_tls_handshake_timeout_s * 1000u) {
-            counter = c->is_connecting ? &t->st.core_connect_errors
-                                       : &t->st.close_tls_handshake_timeout;
+            counter =
+                c->is_connecting ? &t->st.core_connect_errors : &t->st.close_tls_handshake_timeout;
             why = c->is_connecting ? "connect timeout" : "TLS handshake timeout";
         }
     } else if (c->n_crlf && now - c->msg_ms >= STREAM_TICK_MS) {

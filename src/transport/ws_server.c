@@ -77,6 +77,37 @@ static void ws_accept_resume(struct transport_ws *t)
     }
 }
 
+static void ws_accept_one(void *ctx, int fd, const struct sockaddr *peer, socklen_t len)
+{
+    struct ws_listener *l = ctx;
+    struct transport_ws *t = l->t;
+    (void)len;
+    t->st.accepted++;
+    uint32_t rate = t->pol.ws_handshakes_per_ip_per_s;
+    if (rate) {
+        union ws_ip_key k;
+        uint64_t now = uv_now(t->loop);
+        ws_ip_key(t, peer, &k);
+        struct ws_ip *e = ws_ip_get(&t->ipt, &k, rate, now);
+        if (!e) {
+            t->st.refused_ip_table_full++;
+            close(fd);
+            return;
+        }
+        if (!ws_ip_allow_handshake(e, rate, now)) {
+            char abuf[LOG_ADDR_MAX];
+            t->st.refused_handshake_rate++;
+            log_debug("ws %s: connection refused: handshake rate over %u/s",
+                      log_fmt_addr(peer, abuf, sizeof(abuf)), t->pol.ws_handshakes_per_ip_per_s);
+            close(fd);
+            return;
+        }
+    }
+    /* On failure lws closes the fd itself (lws-adopt.h). */
+    if (!lws_adopt_socket_vhost(l->vh, fd))
+        t->st.adopt_errors++;
+}
+
 static void on_accept(uv_poll_t *h, int status, int events)
 {
     struct ws_listener *l = container_of(h, struct ws_listener, poll);
@@ -84,48 +115,12 @@ static void on_accept(uv_poll_t *h, int status, int events)
     (void)events;
     if (status < 0 || t->is_closing)
         return;
-    for (int n = 0; n < WS_ACCEPT_BATCH; n++) {
-        union ws_addr peer;
-        socklen_t sl = sizeof(peer);
-        int fd = accept4(l->fd, &peer.sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors: stop accepting until the next tick instead of
-                 * spinning on a readable listen socket. */
-                t->st.accept_errors++;
-                log_warn("ws %s: accept: %s; pausing accepts for %d ms", l->addr->text,
-                         strerror(errno), WS_TICK_MS);
-                ws_accept_pause(t);
-            }
-            return;
-        }
-        t->st.accepted++;
-        uint32_t rate = t->pol.ws_handshakes_per_ip_per_s;
-        if (rate) {
-            union ws_ip_key k;
-            uint64_t now = uv_now(t->loop);
-            ws_ip_key(t, &peer.sa, &k);
-            struct ws_ip *e = ws_ip_get(&t->ipt, &k, rate, now);
-            if (!e) {
-                t->st.refused_ip_table_full++;
-                close(fd);
-                continue;
-            }
-            if (!ws_ip_allow_handshake(e, rate, now)) {
-                char abuf[LOG_ADDR_MAX];
-                t->st.refused_handshake_rate++;
-                log_debug("ws %s: connection refused: handshake rate over %u/s",
-                          log_fmt_addr(&peer.sa, abuf, sizeof(abuf)),
-                          t->pol.ws_handshakes_per_ip_per_s);
-                close(fd);
-                continue;
-            }
-        }
-        /* On failure lws closes the fd itself (lws-adopt.h). */
-        if (!lws_adopt_socket_vhost(l->vh, fd))
-            t->st.adopt_errors++;
+    int err = lws_uv_accept_batch(l->fd, WS_ACCEPT_BATCH, ws_accept_one, l);
+    if (err) {
+        t->st.accept_errors++;
+        log_warn("ws %s: accept: %s; pausing accepts for %d ms", l->addr->text, strerror(err),
+                 WS_TICK_MS);
+        ws_accept_pause(t);
     }
 }
 
@@ -356,9 +351,8 @@ int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *
     t->group = opts->group;
     ws_apply_policy(t, opts->policy);
     /* Generations in 31 bits: a WebSocket id never has TX_CONN_STREAM set. */
-    conn_ids_init(&t->ids,
-                  opts->policy->max_flows ? opts->policy->max_flows : WS_DEFAULT_MAX_CONNS, 0,
-                  0x7fffffffu);
+    conn_ids_init(&t->ids, opts->policy->max_flows ? opts->policy->max_flows : WS_DEFAULT_MAX_CONNS,
+                  0, 0x7fffffffu);
     for (unsigned i = 0; i < 2 * CONFIG_MAX_LISTEN; i++)
         t->lst[i].fd = -1;
 
