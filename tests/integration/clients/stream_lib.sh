@@ -283,7 +283,7 @@ bs_write_conf() {
         printf '%s\t\t%s\n' poll_method epoll sip_listen "$listen" \
             call_local_timeout 120 call_max_calls 4 \
             audio_player aufile,/dev/null audio_alert aufile,/dev/null \
-            audio_source ausine,440 audio_level no net_interface lo \
+            audio_source ausine,440 audio_level no \
             module_path /usr/lib/baresip/modules
         [ -n "$ca" ] && printf 'sip_cafile\t\t%s\n' "$ca"
         for m in $stream_bs_modules; do printf 'module\t\t%s\n' "$m"; done
