@@ -273,7 +273,11 @@ lp_release() {
 # bs_write_conf DIR LISTEN CAFILE ACCOUNT: DIR/config and DIR/accounts for one account.
 # No sound card: ausine as the source, aufile (to /dev/null) as player and alert. No
 # console module (stdio.so wants a terminal on stdin); baresip is stopped with SIGTERM,
-# which unregisters. ACCOUNT is one accounts line, e.g.
+# which unregisters. baresip 1.0.0 loads CAFILE (sip_cafile) but does not verify the
+# server's certificate against it (a registration through a server whose certificate
+# another CA signed succeeds too). Its TCP and TLS connections come from 127.0.0.1, not
+# from the sip_listen address (the Contact and Via name that one). ACCOUNT is one
+# accounts line, e.g.
 #   <sip:alice@DOMAIN;transport=tls>;auth_pass=PW;outbound="sip:IP:PORT;transport=tls";regint=60
 stream_bs_modules='g711.so ausine.so aufile.so'
 bs_write_conf() {
