@@ -18,6 +18,9 @@
 #      within dead_flow_grace + 1 s the registrar holds no binding (sipedge de-registered
 #      it with P-Asserted-Identity: (b) "TRUSTED de-REGISTER user=alice" in Kamailio's
 #      log, ul.dump without alice; both: an INVITE then gets 404/480).
+# (c) mutual TLS (config file: tls.client_ca, tls.require_client_cert) in front of
+# Kamailio: linphonec with a client certificate from the test CA registers (binding with
+# sipedge's Path; the audit log names the certificate's subject), without one it does not.
 . "$(dirname "$0")/lib.sh"
 it_init stream_linphone
 . "$IT_LIB_DIR/clients/stream_lib.sh"
@@ -155,5 +158,44 @@ TARGET=$KAM:5060
 run_linphone kamailio
 grep -qE "ROUTE INVITE .*du=\[sip:[^]]*$CORE:$PORTS" "$KAM_LOG" ||
     fail "Kamailio did not route the INVITE to sipedge's core address (Path not used)"
+stop_sipedge
+mv "$SIPEDGE_LOG" "$IT_TMP/sipedge-kamailio.log"
+
+# (c) mutual TLS from the config file (tls.client_ca, tls.require_client_cert): linphonec
+# with the client certificate the test CA signed registers, and the audit log's flow-open
+# event names its subject; linphonec without a certificate is refused (no registration).
+cat >"$IT_TMP/mtls.yaml" <<YAML
+listen:
+  udp: ["$PUB:5060"]
+  tls: ["$PUB:$TLS_PORT"]
+tls:
+  cert: "$IT_TMP/pki/server.pem"
+  key: "$IT_TMP/pki/server.key"
+  client_ca: "$IT_TMP/pki/ca.pem"
+  require_client_cert: true
+core:
+  address: "$CORE:5070"
+registrar:
+  address: "$KAM:5060"
+policy: "$IT_TMP/policy"
+audit:
+  path: "$IT_TMP/audit.jsonl"
+log:
+  level: debug
+YAML
+start_sipedge -c "$IT_TMP/mtls.yaml"
+lp_register lp-mtls
+kam_binding_ok mtls
+grep -q 'alice' "$IT_TMP/audit.jsonl" 2>/dev/null ||
+    fail "[mtls] the audit log names no client certificate subject (CN=alice): $(tail -c 600 "$IT_TMP/audit.jsonl" 2>/dev/null)"
+lp_quit lp-mtls 10 || fail "[mtls] linphonec did not exit within 10 s of quit"
+lp_write_rc "$IT_TMP/lp-nocert.rc" "proxy=<sip:$PUB:$TLS_PORT;transport=tls>" \
+    "identity=sip:alice@$PUB" user=alice pass=alicepw expires=120 "ca=$IT_TMP/pki/ca.pem"
+lp_start lp-nocert "$IT_TMP/lp-nocert.rc"
+lp_wait_registered lp-nocert 6 && fail "[mtls] linphonec without a client certificate registered"
+kam_ul_dump >"$IT_TMP/ul-nocert.txt" 2>&1
+grep -q 'AoR: alice' "$IT_TMP/ul-nocert.txt" &&
+    fail "[mtls] Kamailio holds a binding for alice from the client without a certificate"
+lp_quit lp-nocert 10 || kill -KILL "$LP_PID" 2>/dev/null
 stop_sipedge
 log PASS
