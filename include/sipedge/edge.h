@@ -33,6 +33,7 @@
     X(relayed_request)                                                                             \
     X(relayed_response_to_client)                                                                  \
     X(relayed_response_to_core)                                                                    \
+    X(relayed_core_tcp)                                                                            \
     X(inbound_delivered)                                                                           \
     X(inbound_alias_delivered)                                                                     \
     X(contacts_aliased)                                                                            \

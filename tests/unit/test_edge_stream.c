@@ -148,6 +148,22 @@ static size_t fmt_invite(struct slice path_uri)
                             SLICE_FMT(path_uri));
 }
 
+/* The client's 180 for the delivered request p: every Via echoed. */
+static size_t fmt_180(const struct parsed *p, char *out, size_t cap)
+{
+    size_t n = (size_t)snprintf(out, cap, "SIP/2.0 180 Ringing\r\n");
+    for (const struct sip_hdr *h = sip_msg_hdr(&p->m, SIP_HDR_VIA); h;
+         h = sip_msg_hdr_next(&p->m, h))
+        n += (size_t)snprintf(out + n, cap - n, "Via: %.*s\r\n", SLICE_FMT(h->value));
+    n += (size_t)snprintf(out + n, cap - n,
+                          "From: <sip:bob@example.com>;tag=b1\r\n"
+                          "To: <sip:alice@example.com>;tag=c1\r\n"
+                          "Call-ID: call-1@127.0.0.1\r\n"
+                          "CSeq: 1 INVITE\r\n"
+                          "Content-Length: 0\r\n\r\n");
+    return n;
+}
+
 static char path_buf[512];
 
 /* The URI of the Path a relayed REGISTER carries, copied out. */
@@ -184,6 +200,7 @@ static void test_tls_flow_register_path_invite_and_dead_flow(void **state)
     edge_rx_flow(fx->e, ref, msg, len, 10);
     assert_int_equal(n_sent, 1);
     assert_true(sent_to(0, SA(fx->registrar)));
+    assert_false(sent[0].is_core_stream); /* small: a datagram */
     struct parsed fwd;
     parse_sent(0, &fwd);
     /* Our Path, first hop of an outbound client: ;ob, at the core address. */
@@ -242,6 +259,31 @@ static void test_tcp_flow_via_names_the_tcp_listener(void **state)
     assert_int_equal(n_sent, 1);
     assert_int_equal(sent[0].conn, 0x99);
     assert_non_null(strstr(sent[0].buf, "Via: SIP/2.0/TCP 127.0.0.1:5060;"));
+
+    /* The client's 180 goes back to the registrar over UDP: its Via said UDP. */
+    struct parsed out;
+    parse_sent(0, &out);
+    char resp[2048];
+    size_t rn = fmt_180(&out, resp, sizeof(resp));
+    sent_reset();
+    edge_rx_flow(fx->e, ref, resp, rn, 40);
+    assert_int_equal(n_sent, 1);
+    assert_true(sent_to(0, SA(fx->registrar)));
+    assert_false(sent[0].is_core_stream);
+
+    /* The same INVITE sent by the registrar over TCP: the 180 is answered over TCP. */
+    size_t inv = fmt_invite(pu);
+    char *via = strstr(msg, "SIP/2.0/UDP 127.0.0.1:5080");
+    memcpy(via + 8, "TCP", 3);
+    sent_reset();
+    edge_rx_core(fx->e, msg, inv, SA(fx->registrar), 50);
+    parse_sent(0, &out);
+    rn = fmt_180(&out, resp, sizeof(resp));
+    sent_reset();
+    edge_rx_flow(fx->e, ref, resp, rn, 60);
+    assert_int_equal(n_sent, 1);
+    assert_true(sent_to(0, SA(fx->registrar)));
+    assert_true(sent[0].is_core_stream);
 }
 
 /* A message over the datagram cap passes on a stream (up to stream.max_message_bytes)
@@ -262,6 +304,10 @@ static void test_stream_messages_have_their_own_size_cap(void **state)
     assert_true(sent_to(0, SA(fx->registrar)));
     assert_true(sent[0].len > 8192);
     assert_int_equal(st(fx)->reply_513_too_large, 0);
+    /* Too large for a datagram to the registrar: over TCP, and our Via says so. */
+    assert_true(sent[0].is_core_stream);
+    assert_non_null(strstr(sent[0].buf, "Via: SIP/2.0/TCP 127.0.0.1:5070;"));
+    assert_int_equal(st(fx)->relayed_core_tcp, 1);
 
     len = fmt_register("UDP", 8192);
     sent_reset();
