@@ -42,8 +42,9 @@ start_sipedge --listen-udp "$PUB:5060" --listen-tcp "$PUB:$TCP_PORT" \
     --tls-cert "$IT_TMP/pki/server.pem" --tls-key "$IT_TMP/pki/server.key" \
     --core "$CORE:5070" --registrar "$KAM:5060" --policy "$IT_TMP/policy" --log-level debug
 
-run_baresip() { # NAME TRANSPORT PORT USER PASSWORD EXTRA_ACCOUNT_PARAMS NEED_OB
-    local name=$1 tr=$2 port=$3 user=$4 pw=$5 extra=$6 need_ob=$7 out n ntrusted
+run_baresip() { # NAME TRANSPORT PORT USER PASSWORD EXTRA_ACCOUNT_PARAMS NEED_OB ACCEPTED TLS
+    local name=$1 tr=$2 port=$3 user=$4 pw=$5 extra=$6 need_ob=$7 want_accepted=$8 want_tls=$9
+    local out n ntrusted
     local TR=${tr^^}
     bs_write_conf "$IT_TMP/bs-$name" "$CLIENT:$(free_tcp_port "$CLIENT")" "$IT_TMP/pki/ca.pem" \
         "<sip:$user@$PUB;transport=$tr>;auth_pass=$pw;outbound=\"sip:$PUB:$port;transport=$tr\";regint=60$extra"
@@ -54,6 +55,12 @@ run_baresip() { # NAME TRANSPORT PORT USER PASSWORD EXTRA_ACCOUNT_PARAMS NEED_OB
     wait_for_line "$out" "$user@$PUB: \{[0-9]+/$TR/v4\} 200 OK" 15 "$BS_PID" ||
         fail "[$name] baresip did not register over $TR: $(grep -aiE 'regist|error|tls|tcp|[0-9]{3} ' "$out" | tail -5 | tr '\n' ' ')"
     log "[$name] $(grep -aE "$user@$PUB: .*200 OK" "$out" | head -1)"
+    local st
+    st=$(stream_stats)
+    [ "$(stat_of "$st" stream_accepted)" -ge "$want_accepted" ] ||
+        fail "[$name] sipedge accepted fewer than $want_accepted connections: $st"
+    [ "$(stat_of "$st" stream_tls_handshakes_ok)" -ge "$want_tls" ] ||
+        fail "[$name] sipedge counted fewer than $want_tls TLS handshakes: $st"
     grep -qE "MSGLOG req src=$CORE:$PORTS .*ft=.* rm=\[REGISTER\]" "$KAM_LOG" ||
         fail "[$name] no REGISTER from sipedge's core address in the Kamailio log"
     grep -qE "MSGLOG req src=($CLIENT|127\.0\.0\.1):" "$KAM_LOG" &&
@@ -89,7 +96,8 @@ run_baresip() { # NAME TRANSPORT PORT USER PASSWORD EXTRA_ACCOUNT_PARAMS NEED_OB
     sipedge_alive || fail "[$name] sipedge died"
 }
 
-run_baresip tcp tcp "$TCP_PORT" alice alicepw "" 0
-run_baresip tls tls "$TLS_PORT" bob bobpw ";sipnat=outbound" 1
+# The stream counters are cumulative: the TLS part's connection is the second accepted.
+run_baresip tcp tcp "$TCP_PORT" alice alicepw "" 0 1 0
+run_baresip tls tls "$TLS_PORT" bob bobpw ";sipnat=outbound" 1 2 1
 stop_sipedge
 log PASS

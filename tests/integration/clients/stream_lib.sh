@@ -9,6 +9,8 @@
 #   now_ms / sleep_until_ms T       wall clock in ms / sleep until T (ms since the epoch)
 #   stream_invite TAG CALLEE DOMAIN DEST    INVITE that must ring at the client (then CANCEL)
 #   stream_invite_error TAG CALLEE DOMAIN DEST   INVITE that must fail; prints the codes
+#   stream_stats / stream_stat NAME  sipedge's "stats stream" line / one of its counters
+#   stream_reply_ms TAG CODE        when sipp[TAG] got its first CODE reply (ms)
 #   stream_finals TAG               final codes seen by sipp[TAG], one a line
 #   stream_binding DUMP AOR CORE PORTS   check the AoR's binding in a kamcmd ul.dump
 #   lp_write_rc FILE KEY=VALUE...   linphonec rc file (see the keys below)
@@ -100,6 +102,41 @@ stream_invite_error() {
         -max_retrans 2 -recv_timeout 3000 "$dest"
     sipp_check "$tag" $? 1 >&2
     stream_finals "$tag" | tr '\n' ' '
+}
+
+# stream_stats: SIGUSR1 to sipedge, wait (up to 5 s) for the new "stats stream" line
+# (the sum over the workers), print it. stream_stat NAME: one counter (stream_NAME) of
+# a fresh line.
+stream_stats() {
+    local before n re
+    re=$(STATS_RE stream)
+    before=$(grep -cE "$re" "$SIPEDGE_LOG")
+    kill -USR1 "$SIPEDGE_PID" 2>/dev/null || return 1
+    for ((n = 0; n < 100; n++)); do
+        [ "$(grep -cE "$re" "$SIPEDGE_LOG")" -gt "$before" ] && break
+        sleep 0.05
+    done
+    grep -E "$re" "$SIPEDGE_LOG" | tail -n 1
+}
+stream_stat() { stat_of "$(stream_stats)" "stream_$1"; }
+
+# stream_reply_ms TAG CODE: when sipp[TAG] received its first CODE reply, in ms since the
+# epoch (from the message trace; sipp's own start and exit take a second or more on a
+# loaded machine, so the trace is what tells when sipedge answered). Empty when none.
+stream_reply_ms() {
+    python3 - "$IT_TMP/sipp-$1-msg.log" "$2" <<'PY'
+import re, sys, datetime
+stamp = None
+for line in open(sys.argv[1], errors='replace'):
+    m = re.match(r'^-+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)', line)
+    if m:
+        stamp = m.group(1)
+        continue
+    if line.startswith('SIP/2.0 ' + sys.argv[2]) and stamp:
+        t = datetime.datetime.strptime(stamp, '%Y-%m-%d %H:%M:%S.%f').astimezone()
+        print(int(t.timestamp() * 1000))
+        break
+PY
 }
 
 # stream_binding DUMP AOR CORE PORTS [NEED_OB]: AOR's contacts in the kamcmd ul.dump
