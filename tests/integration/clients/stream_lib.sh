@@ -82,13 +82,16 @@ stream_finals() {
         awk '{print $2}' | sort -u
 }
 
+# -nd: a failed call is not followed by sipp's default BYE (which Kamailio, with no
+# dialog state, would route to the Request-URI's host, sipedge's public address, and
+# back: a loop until Max-Forwards runs out).
 # stream_invite TAG CALLEE DOMAIN DEST: a sipp caller (on $CALLER) sends an INVITE for
 # CALLEE@DOMAIN to the registrar DEST; the client must answer 180 (the caller then
 # cancels: 200, 487) or refuse it at once (486/603). Fails the test otherwise.
 stream_invite() {
     local tag=$1 callee=$2 domain=$3 dest=$4
     run_sipp "$tag" -sf "$STREAM_SIPP_DIR/stream_invite_ring.xml" -key callee "$callee" \
-        -key domain "$domain" -i "$CALLER" -p "$(free_udp_port "$CALLER")" -m 1 \
+        -key domain "$domain" -i "$CALLER" -p "$(free_udp_port "$CALLER")" -m 1 -nd \
         -max_retrans 4 -recv_timeout 8000 "$dest"
     sipp_check "$tag" $? 1
 }
@@ -98,7 +101,7 @@ stream_invite() {
 stream_invite_error() {
     local tag=$1 callee=$2 domain=$3 dest=$4
     run_sipp "$tag" -sf "$IT_LIB_DIR/clients/sipp/ws_invite_error.xml" -key callee "$callee" \
-        -key domain "$domain" -i "$CALLER" -p "$(free_udp_port "$CALLER")" -m 1 \
+        -key domain "$domain" -i "$CALLER" -p "$(free_udp_port "$CALLER")" -m 1 -nd \
         -max_retrans 2 -recv_timeout 3000 "$dest"
     sipp_check "$tag" $? 1 >&2
     stream_finals "$tag" | tr '\n' ' '
