@@ -275,7 +275,7 @@ lp_start() {
     # The writer end, open for as long as the test runs (linphonec reads EOF as quit).
     sleep 600 >"$fifo" &
     IT_PIDS+=("$!")
-    eval "LP_HOLDER_$tag=$!"
+    eval "LP_HOLDER_${tag//[^A-Za-z0-9_]/_}=$!"
 }
 
 lp_cmd() {
@@ -304,7 +304,7 @@ lp_quit() {
 # lp_release TAG: stop the fifo holder of linphonec[TAG].
 lp_release() {
     local h
-    eval "h=\${LP_HOLDER_$1:-}"
+    eval "h=\${LP_HOLDER_${1//[^A-Za-z0-9_]/_}:-}"
     [ -n "$h" ] && kill "$h" 2>/dev/null && wait "$h" 2>/dev/null
     return 0
 }
