@@ -77,7 +77,7 @@ run_baresip() { # NAME TRANSPORT PORT USER PASSWORD EXTRA_ACCOUNT_PARAMS NEED_OB
         fail "[$name] baresip did not show the incoming call"
     grep -aqE '^SIP/2\.0 180' "$IT_TMP/sipp-call-$name-msg.log" ||
         fail "[$name] no 180 Ringing from baresip at the caller"
-    grep -qE "ROUTE INVITE .*ru=\[sip:$user[@-].*du=\[sip:[^]]*$CORE:$PORTS" "$KAM_LOG" ||
+    grep -qE "ROUTE INVITE .*ru=\[sip:${user}[@-].*du=\[sip:[^]]*$CORE:$PORTS" "$KAM_LOG" ||
         fail "[$name] Kamailio did not route the INVITE to sipedge's core address (Path not used)"
     log "[$name] INVITE reached baresip: $(stream_finals "call-$name" | tr '\n' ' ')"
 

@@ -113,8 +113,9 @@ run_linphone() { # NAME
     fi
     registrar_has_no_binding "$name" "quit-$name"
     t1=$(stream_reply_ms "quit-$name" 4)
-    [ -n "$t1" ] && [ $((t1 - t0)) -lt $((GRACE * 1000)) ] ||
+    if [ -z "$t1" ] || [ $((t1 - t0)) -ge $((GRACE * 1000)) ]; then
         fail "[$name] the registrar's answer after quit came later than the grace time"
+    fi
 
     # 4. SIGKILL: sipedge answers 430 in the grace time, then de-registers the binding
     tag=lp-$name-kill

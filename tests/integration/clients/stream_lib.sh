@@ -20,7 +20,6 @@
 # Every client runs under its own PID, recorded in IT_PIDS (lib.sh's cleanup kills it);
 # each wait is bounded.
 
-STREAM_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 STREAM_SIPP_DIR=$IT_LIB_DIR/sipp
 
 stream_need_client() {
@@ -207,7 +206,7 @@ PY
 # linphonec 5.1 always sends +sip.instance, and no reg-id: its bindings are not RFC 5626
 # outbound ones (no rc key turns that on; "outbound proxy" in its API is something else).
 lp_write_rc() {
-    local f=$1 kv proxy= identity= user= pass= expires=60 ca= cert= key=
+    local f=$1 kv proxy='' identity='' user='' pass='' expires=60 ca='' cert='' key=''
     shift
     for kv in "$@"; do
         case $kv in
