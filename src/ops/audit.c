@@ -378,7 +378,9 @@ static unsigned audit_judge(struct audit *a, const struct edge_reg_event *ev, ui
             if (has_ip && (e->family != family || memcmp(e->ip, ip, 16) != 0) &&
                 mono_ms - e->last_ok_ms < a->device_window_ms)
                 sig |= AUDIT_SIGNAL_DEVICE_CHANGE;
-            if (strncmp(e->ua, ua, sizeof(e->ua) - 1) != 0)
+            /* Only a binding says which User-Agent holds the AOR now: a removal or a
+                 * failure (which may carry none) changes nothing. */
+            if (is_binding && strncmp(e->ua, ua, sizeof(e->ua) - 1) != 0)
                 sig |= AUDIT_SIGNAL_UA_CHANGE;
         }
         if (e && is_binding) {

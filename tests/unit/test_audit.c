@@ -142,6 +142,11 @@ static void test_audit_flags_dup_contact_and_ua_change(void **state)
     audit_format_register(a, line, sizeof(line), &ev, 1, 3000, &sig);
     assert_true(sig & AUDIT_SIGNAL_UA_CHANGE);
     assert_non_null(strstr(line, "\"ua_change\""));
+    /* A removal (its 200 carries no User-Agent) says nothing about who holds the AOR. */
+    ev = reg("sip:carol@x", &s1, "", "", 200);
+    ev.expires_s = 0;
+    audit_format_register(a, line, sizeof(line), &ev, 1, 4000, &sig);
+    assert_false(sig & AUDIT_SIGNAL_UA_CHANGE);
     audit_free(a);
 }
 
