@@ -18,6 +18,8 @@ Cases:
                --rst-when FILE: when FILE appears, close with RST (SO_LINGER 0).
   ping         connect, CRLFCRLF, want CRLF back.
   no-cl        a REGISTER without Content-Length: want a 400 and then EOF.
+  silent       connect (TCP, or TLS with the handshake done) and send nothing: prints
+               how long until the server closed.
   stall        headers with Content-Length: 200 and 10 bytes of body, then silence:
                prints how long until the server closed.
   big-header   a header block that never ends (up to --bytes, default 1 MiB), sent in
@@ -319,7 +321,8 @@ def wait_eof(s, secs):
 def case_no_cl(args):
     s = connect(args)
     lhost, lport = s.getsockname()
-    req = (f"REGISTER sip:{args.dst} SIP/2.0\r\nVia: SIP/2.0/TCP {lhost}:{lport};branch=z9hG4bKnocl{os.getpid()}\r\n"
+    proto = "TLS" if args.tls else "TCP"
+    req = (f"REGISTER sip:{args.dst} SIP/2.0\r\nVia: SIP/2.0/{proto} {lhost}:{lport};branch=z9hG4bKnocl{os.getpid()}\r\n"
            f"Max-Forwards: 70\r\nFrom: <sip:nocl@{args.domain}>;tag=1\r\nTo: <sip:nocl@{args.domain}>\r\n"
            f"Call-ID: nocl-{os.getpid()}@{lhost}\r\nCSeq: 1 REGISTER\r\n"
            f"Contact: <sip:nocl@{lhost}:{lport};transport=tcp>\r\n\r\n")
@@ -330,6 +333,15 @@ def case_no_cl(args):
         result("no-cl", False, f"connection still open after {args.timeout}s (got {first!r})")
     ok = first.startswith("SIP/2.0 400")
     result("no-cl", ok, f"{first!r}, then EOF after {t:.2f}s")
+
+
+def case_silent(args):
+    s = connect(args)
+    t0 = time.time()
+    t, got = wait_eof(s, args.timeout)
+    if t is None:
+        result("silent", False, f"still open after {args.timeout}s of silence")
+    result("silent", True, f"closed after {time.time() - t0:.2f}s of silence, {len(got)} bytes back")
 
 
 def case_stall(args):
@@ -535,7 +547,7 @@ def main():
     ap.add_argument("--timeout", type=float, default=10)
     args = ap.parse_args()
     cases = {"register": case_register, "ping": case_ping, "no-cl": case_no_cl,
-             "stall": case_stall, "big-header": case_big_header, "hello-stall": case_hello_stall,
+             "stall": case_stall, "silent": case_silent, "big-header": case_big_header, "hello-stall": case_hello_stall,
              "plain-tls": case_plain_tls, "flood": case_flood, "rate": case_rate}
     if args.case not in cases:
         ap.error(f"unknown case {args.case}")
