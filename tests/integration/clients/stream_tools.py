@@ -30,6 +30,8 @@ Cases:
   plain-tls    plain SIP text on a TLS port: the server must close without any SIP.
   flood        --conns N connections at once from --src, then a CRLFCRLF ping on each:
                prints how many got a pong and how many were closed.
+  hold-many    --conns N registered connections (no auth), held idle --hold S seconds
+               (scripts/bench_tcp.sh).
   rate         --conns N connections one after another (connect, ping, close): prints
                how many got a pong and how many were closed, and the elapsed time.
 """
@@ -526,6 +528,59 @@ def case_rate(args):
     result("rate", pong + closed == args.conns, msg)
 
 
+def case_hold_many(args):
+    """--conns N connections from the addresses in --src (comma-separated, round robin),
+    each registering user PREFIX<i> without authentication (an open registrar), then all
+    held idle for --hold seconds. Prints "HELD n=N registered=R setup_s=S" when every
+    connection is set up (before the hold), then RESULT."""
+    srcs = args.src.split(",")
+    host, port = hostport(args.dst)
+    proto = "TLS" if args.tls else "TCP"
+    ctx = None
+    if args.tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    socks, registered, failed = [], 0, 0
+    t0 = time.time()
+    deadline = t0 + args.timeout
+    for i in range(args.conns):
+        if time.time() > deadline:
+            break
+        src = srcs[i % len(srcs)]
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((src, 0))
+            s.settimeout(5)
+            s.connect((host, port))
+            if ctx:
+                s = ctx.wrap_socket(s)
+            lh, lp = s.getsockname()[:2]
+            u = f"{args.user}{i}"
+            req = (f"REGISTER sip:{host}:{port};transport={proto.lower()} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/{proto} {lh}:{lp};branch=z9hG4bKhm{i}x{os.getpid()};rport\r\n"
+                   f"Max-Forwards: 70\r\nFrom: <sip:{u}@{args.domain}>;tag=hm{i}\r\n"
+                   f"To: <sip:{u}@{args.domain}>\r\nCall-ID: hm{i}-{os.getpid()}@{lh}\r\n"
+                   f"CSeq: 1 REGISTER\r\nContact: <sip:{u}@{lh}:{lp};transport={proto.lower()}>\r\n"
+                   f"Expires: 3600\r\nContent-Length: 0\r\n\r\n")
+            s.sendall(req.encode())
+            rd = Reader(s)
+            kind, m = rd.next(5)
+            if kind == "msg" and m[0].startswith("SIP/2.0 200"):
+                registered += 1
+            else:
+                failed += 1
+            socks.append(s)
+        except (OSError, ssl.SSLError):
+            failed += 1
+    el = time.time() - t0
+    out(f"HELD n={len(socks)} registered={registered} failed={failed} setup_s={el:.2f}")
+    end = time.time() + args.hold
+    while time.time() < end:
+        time.sleep(0.2)
+    result("hold-many", registered == args.conns, f"{registered} of {args.conns} registered in {el:.2f}s, held {args.hold}s")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("case")
@@ -548,7 +603,7 @@ def main():
     args = ap.parse_args()
     cases = {"register": case_register, "ping": case_ping, "no-cl": case_no_cl,
              "stall": case_stall, "silent": case_silent, "big-header": case_big_header, "hello-stall": case_hello_stall,
-             "plain-tls": case_plain_tls, "flood": case_flood, "rate": case_rate}
+             "plain-tls": case_plain_tls, "flood": case_flood, "hold-many": case_hold_many, "rate": case_rate}
     if args.case not in cases:
         ap.error(f"unknown case {args.case}")
     try:
