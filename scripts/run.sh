@@ -3,7 +3,8 @@
 # ready for a softphone on this host's IP, UDP port 5060.
 #   SIPEDGE_LISTEN   public UDP listener (default 0.0.0.0:5060)
 #   SIPEDGE_LISTEN_WS, SIPEDGE_LISTEN_WSS  WebSocket listeners (0.0.0.0:8080, 0.0.0.0:8443)
-#   SIPEDGE_TLS_CERT, SIPEDGE_TLS_KEY      wss certificate (self-signed localhost if absent)
+#   SIPEDGE_LISTEN_TCP, SIPEDGE_LISTEN_TLS SIP over TCP and TLS (0.0.0.0:5060, 0.0.0.0:5061)
+#   SIPEDGE_TLS_CERT, SIPEDGE_TLS_KEY      wss and TLS certificate (self-signed localhost if absent)
 #   SIPEDGE_STATE_DIR  flows, bans and bindings kept across restarts (build/state)
 #   SIPEDGE_ARGS     extra daemon arguments (e.g. "--log-level debug")
 #   SKIP_DEPS=1      do not install Debian packages
@@ -20,7 +21,7 @@ if [ ! -f "$users" ]; then
     echo "created demo users file $users (alice/alice, bob/bob)"
 fi
 
-# wss needs a certificate: make a self-signed localhost pair once when none is given.
+# wss and TLS need a certificate: make a self-signed localhost pair once when none is given.
 tls_cert=${SIPEDGE_TLS_CERT:-build/tls/cert.pem}
 tls_key=${SIPEDGE_TLS_KEY:-build/tls/key.pem}
 if [ ! -f "$tls_cert" ] || [ ! -f "$tls_key" ]; then
@@ -33,6 +34,8 @@ if [ ! -f "$tls_cert" ] || [ ! -f "$tls_key" ]; then
 fi
 listen_ws=${SIPEDGE_LISTEN_WS:-0.0.0.0:8080}
 listen_wss=${SIPEDGE_LISTEN_WSS:-0.0.0.0:8443}
+listen_tcp=${SIPEDGE_LISTEN_TCP:-0.0.0.0:5060}
+listen_tls=${SIPEDGE_LISTEN_TLS:-0.0.0.0:5061}
 
 listen=${SIPEDGE_LISTEN:-0.0.0.0:5060}
 port=${listen##*:}
@@ -45,9 +48,9 @@ fi
 
 cat <<INFO
 
-sipedge is starting on udp:$listen with the embedded registrar.
-Register a softphone with:
-  server / proxy   $host_ip:$port (transport UDP)
+sipedge is starting on udp:$listen, tcp:$listen_tcp and tls:$listen_tls with the
+embedded registrar. Register a softphone with:
+  server / proxy   $host_ip:$port (transport UDP or TCP), or $host_ip:${listen_tls##*:} (TLS)
   domain           $host_ip
   user             alice   (or bob)
   password         alice   (or bob)
@@ -59,6 +62,7 @@ INFO
 
 # shellcheck disable=SC2086
 exec build/sipedge --listen-udp "$listen" --listen-ws "$listen_ws" --listen-wss "$listen_wss" \
+    --listen-tcp "$listen_tcp" --listen-tls "$listen_tls" \
     --tls-cert "$tls_cert" --tls-key "$tls_key" --users "$users" --policy policies/default \
     --state-dir "${SIPEDGE_STATE_DIR:-build/state}" \
     ${SIPEDGE_ARGS:-}

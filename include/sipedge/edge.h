@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "sipedge/config.h"
+#include "sipedge/flow_table.h"
 #include "sipedge/flow_token.h"
 #include "sipedge/transport.h"
 
@@ -32,6 +33,7 @@
     X(relayed_request)                                                                             \
     X(relayed_response_to_client)                                                                  \
     X(relayed_response_to_core)                                                                    \
+    X(relayed_core_tcp)                                                                            \
     X(inbound_delivered)                                                                           \
     X(inbound_alias_delivered)                                                                     \
     X(contacts_aliased)                                                                            \
@@ -97,7 +99,7 @@ struct guard;
 struct edge_reg_event {
     const char *aor;             /* To URI */
     const struct sockaddr *src;  /* the client's address */
-    uint8_t transport;           /* FLOW_UDP / FLOW_WS / FLOW_WSS */
+    uint8_t transport;           /* enum flow_transport */
     const char *contacts;        /* "<uri>, <uri>" as the client registered them ("" if none) */
     uint32_t expires_s;          /* expires granted to the client (0: removal or failure) */
     const char *user_agent;      /* "" when absent */
@@ -178,8 +180,9 @@ void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sock
                   uint64_t now_ms);
 
 /*
- * Connection flows (WS/WSS). edge_flow_open creates a flow for a new connection and
- * returns a reference for the later calls; -ENOSPC when the flow table is full.
+ * Connection flows (WS, WSS, TCP, TLS). edge_flow_open creates a flow for a new
+ * connection and returns a reference for the later calls; -ENOSPC when the flow table is
+ * full. peer_id (may be NULL): the client certificate's subject, for the audit log.
  * edge_rx_flow handles one complete SIP message received on it. edge_flow_alive notes
  * keepalive traffic. edge_flow_closed marks the flow dead at once (requests routed to
  * it get 430, RFC 5626 §5.3); after the policy's dead_flow_grace_s the edge sends the
@@ -187,7 +190,8 @@ void edge_rx_core(struct edge *e, const char *buf, size_t len, const struct sock
  * contacts it relayed over that flow, then forgets the flow.
  */
 int edge_flow_open(struct edge *e, uint8_t transport, uint8_t listener,
-                   const struct sockaddr *remote, uint64_t conn, uint64_t now_ms, uint64_t *ref);
+                   const struct sockaddr *remote, const char *peer_id, uint64_t conn,
+                   uint64_t now_ms, uint64_t *ref);
 void edge_rx_flow(struct edge *e, uint64_t ref, const char *buf, size_t len, uint64_t now_ms);
 void edge_flow_alive(struct edge *e, uint64_t ref, uint64_t now_ms);
 void edge_flow_closed(struct edge *e, uint64_t ref, uint64_t now_ms);
@@ -209,7 +213,7 @@ bool edge_registrar_up(const struct edge *e);
 size_t edge_flows_foreach(struct edge *e, bool (*cb)(void *ctx, const struct edge_flow_info *fi),
                           void *ctx);
 /* Live flows per transport, for gauges. */
-void edge_flow_counts(const struct edge *e, uint32_t *udp, uint32_t *ws, uint32_t *wss);
+void edge_flow_counts(const struct edge *e, uint32_t n[FLOW_N_TRANSPORTS]);
 /* Writes "name=value ..." for every counter into buf. */
 void edge_stats_format(const struct edge *e, char *buf, size_t cap);
 /* The same for the sum of n edges (the workers of one process). */

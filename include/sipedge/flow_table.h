@@ -17,7 +17,17 @@
 
 #include "sipedge/flow_token.h"
 
-enum flow_transport { FLOW_UDP = 1, FLOW_WS = 2, FLOW_WSS = 3 };
+enum flow_transport { FLOW_UDP = 1, FLOW_WS = 2, FLOW_WSS = 3, FLOW_TCP = 4, FLOW_TLS = 5 };
+#define FLOW_N_TRANSPORTS (FLOW_TLS + 1) /* arrays indexed by enum flow_transport */
+
+/* "udp", "ws", "wss", "tcp", "tls", or "unknown". */
+static inline const char *flow_transport_name(uint8_t t)
+{
+    static const char *const names[FLOW_N_TRANSPORTS] = {"unknown", "udp", "ws", "wss", "tcp",
+                                                         "tls"};
+    return t < FLOW_N_TRANSPORTS ? names[t] : "unknown";
+}
+
 enum flow_state { FLOW_FREE = 0, FLOW_LIVE, FLOW_DEAD };
 
 struct flow_reg;

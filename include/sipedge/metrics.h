@@ -62,7 +62,7 @@ struct metrics_input {
     const struct guard_stats *guard;
     const struct audit_stats *audit;
     const struct metrics_reg *reg;
-    uint32_t flows_udp, flows_ws, flows_wss;
+    uint32_t flows[FLOW_N_TRANSPORTS]; /* live flows by enum flow_transport */
     uint32_t bans_active;
     bool is_registrar_up;
     /* Per worker (n_workers of them, may be 0): what each received and holds, so an

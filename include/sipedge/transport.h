@@ -68,6 +68,17 @@ struct transport_conn_cbs {
  * never do, so one tx_out can dispatch on the id alone. */
 #define TX_CONN_STREAM (UINT64_C(1) << 63)
 
+/* A message for a core peer (addr) over a stream connection, RFC 3261 §18.1.1: a request
+ * too large for a datagram, or an answer to a request the peer sent over TCP. The stream
+ * transport reuses a connection to or from that peer, or opens one. */
+#define TX_CONN_CORE TX_CONN_STREAM /* generation 0: never a connection's own id */
+
+static inline struct tx_dest tx_dest_core_stream(uint8_t sock, const struct sockaddr *addr)
+{
+    struct tx_dest d = {.conn = TX_CONN_CORE, .addr = addr, .sock = sock};
+    return d;
+}
+
 static inline struct tx_dest tx_dest_udp(uint8_t sock, const struct sockaddr *addr)
 {
     struct tx_dest d = {.conn = 0, .addr = addr, .sock = sock};

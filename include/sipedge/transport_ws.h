@@ -68,6 +68,11 @@ int transport_ws_send(struct transport_ws *t, uint64_t conn, const char *buf, si
 /* Closes conn with a WebSocket close code (e.g. 1008 policy, 1009 too big). */
 void transport_ws_close_conn(struct transport_ws *t, uint64_t conn, uint16_t code);
 
+/* Loads the certificate and key files of the config again into every wss listener, for
+ * handshakes from now on (established connections keep theirs). Call it only with a pair
+ * already checked (tls_server_new); returns 0 or -EINVAL, the reason logged. */
+int transport_ws_reload_cert(struct transport_ws *t);
+
 /* Applies a reloaded policy to new connections and caps. */
 void transport_ws_set_policy(struct transport_ws *t, const struct policy *policy);
 

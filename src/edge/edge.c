@@ -33,6 +33,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <openssl/rand.h>
 
@@ -62,6 +63,8 @@ int edge_new(struct edge **out, const struct edge_opts *opts)
     e->listeners[FLOW_UDP] = (struct edge_listeners){c->listen_udp, c->n_listen_udp, "UDP"};
     e->listeners[FLOW_WS] = (struct edge_listeners){c->listen_ws, c->n_listen_ws, "WS"};
     e->listeners[FLOW_WSS] = (struct edge_listeners){c->listen_wss, c->n_listen_wss, "WSS"};
+    e->listeners[FLOW_TCP] = (struct edge_listeners){c->listen_tcp, c->n_listen_tcp, "TCP"};
+    e->listeners[FLOW_TLS] = (struct edge_listeners){c->listen_tls, c->n_listen_tls, "TLS"};
     e->ups[e->n_ups++].addr = &e->cfg->registrar;
     for (unsigned i = 0; i < e->cfg->n_registrar_backups && e->n_ups < EDGE_MAX_UPSTREAMS; i++)
         e->ups[e->n_ups++].addr = &e->cfg->registrar_backups[i];
@@ -230,19 +233,13 @@ size_t edge_flows_foreach(struct edge *e, bool (*cb)(void *ctx, const struct edg
     return n;
 }
 
-void edge_flow_counts(const struct edge *e, uint32_t *udp, uint32_t *ws, uint32_t *wss)
+void edge_flow_counts(const struct edge *e, uint32_t n[FLOW_N_TRANSPORTS])
 {
-    *udp = *ws = *wss = 0;
+    memset(n, 0, FLOW_N_TRANSPORTS * sizeof(n[0]));
     uint32_t cap = flow_table_capacity(e->flows);
     for (uint32_t i = 0; i < cap; i++) {
         const struct flow *f = flow_table_get_slot(e->flows, i);
-        if (f->state != FLOW_LIVE)
-            continue;
-        if (f->transport == FLOW_WS)
-            (*ws)++;
-        else if (f->transport == FLOW_WSS)
-            (*wss)++;
-        else
-            (*udp)++;
+        if (f->state == FLOW_LIVE && f->transport < FLOW_N_TRANSPORTS)
+            n[f->transport]++;
     }
 }

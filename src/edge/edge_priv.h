@@ -96,7 +96,7 @@ struct flow_reg {
 #define EDGE_CHALLENGE_ANSWER_MS 32000
 
 /* One transport's listen addresses and its name in a Via (RFC 3261 §18, RFC 7118 §5). */
-#define EDGE_N_TRANSPORTS (FLOW_WSS + 1)
+#define EDGE_N_TRANSPORTS FLOW_N_TRANSPORTS
 struct edge_listeners {
     const struct config_addr *addr;
     unsigned n;
@@ -151,7 +151,7 @@ struct edge {
 
 /* Where a message came from and where answers to it go. */
 struct rx {
-    uint8_t transport; /* FLOW_UDP / FLOW_WS / FLOW_WSS; 0 for the core socket */
+    uint8_t transport; /* enum flow_transport; 0 for the core socket */
     uint8_t sock;      /* UDP socket id, WS listener index, or EDGE_SOCK_CORE */
     const struct sockaddr *src;
     struct flow *f; /* the flow, once known (always for WS) */

@@ -12,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "edge/edge_priv.h"
@@ -176,8 +177,12 @@ static void ingress_public(struct edge *e, struct rx *rx, const char *buf, size_
     struct sip_msg m;
     struct sip_err err = {0, NULL};
     struct sip_limits lim = edge_limits(e);
-    if (rx->transport != FLOW_UDP && lim.max_msg_bytes < e->pol.ws_max_message_bytes)
+    if ((rx->transport == FLOW_WS || rx->transport == FLOW_WSS) &&
+        lim.max_msg_bytes < e->pol.ws_max_message_bytes)
         lim.max_msg_bytes = e->pol.ws_max_message_bytes;
+    else if ((rx->transport == FLOW_TCP || rx->transport == FLOW_TLS) &&
+             lim.max_msg_bytes < e->pol.stream_max_message_bytes)
+        lim.max_msg_bytes = e->pol.stream_max_message_bytes;
     int rc = sip_msg_parse(&m, buf, len, e->hdrs, &lim, &err);
     if (rc < 0 && e->guard)
         guard_strike_malformed(e->guard, rx->src, now_ms);
@@ -248,7 +253,8 @@ static struct flow *flow_from_ref(struct edge *e, uint64_t ref)
 }
 
 int edge_flow_open(struct edge *e, uint8_t transport, uint8_t listener,
-                   const struct sockaddr *remote, uint64_t conn, uint64_t now_ms, uint64_t *ref)
+                   const struct sockaddr *remote, const char *peer_id, uint64_t conn,
+                   uint64_t now_ms, uint64_t *ref)
 {
     struct flow *f;
     int rc = flow_table_add(e->flows, e->keys, transport, listener, remote, now_ms, &f);
@@ -262,7 +268,10 @@ int edge_flow_open(struct edge *e, uint8_t transport, uint8_t listener,
     /* A connection completed its handshake: its address is not spoofed. */
     if (e->guard)
         guard_note_proven(e->guard, remote, now_ms);
-    edge_flow_event(e, EDGE_FLOW_OPENED, f, transport == FLOW_WSS ? "wss" : "ws");
+    char why[320];
+    if (peer_id)
+        snprintf(why, sizeof(why), "%s cert=%s", flow_transport_name(transport), peer_id);
+    edge_flow_event(e, EDGE_FLOW_OPENED, f, peer_id ? why : flow_transport_name(transport));
     *ref = edge_flow_ref_of(e, f);
     return 0;
 }

@@ -206,9 +206,11 @@ static bool uri_is_ours_public(const struct edge *e, const struct sip_uri *u)
         if (edge_hostport_is(u->host, u->port, &e->cfg->listen_ws[i]))
             return true;
     }
-    for (unsigned i = 0; i < e->cfg->n_listen_wss; i++) {
-        if (edge_hostport_is(u->host, u->port, &e->cfg->listen_wss[i]))
-            return true;
+    for (unsigned t = FLOW_WS; t < EDGE_N_TRANSPORTS; t++) {
+        for (unsigned i = 0; i < e->listeners[t].n; i++) {
+            if (edge_hostport_is(u->host, u->port, &e->listeners[t].addr[i]))
+                return true;
+        }
     }
     return false;
 }
@@ -374,16 +376,26 @@ void relay_client_request(struct edge *e, struct rx *rx, const struct sip_msg *m
     char branch[17];
     sip_edit_branch(m, v, rx->src, e->branch_k0, e->branch_k1, branch);
     /* ACK gets no answer (RFC 3261 §17.1.1.3): it says nothing about the registrar. */
+    const struct sockaddr *up = upstream_dst(e, now_ms, m->method_id != SIP_METHOD_ACK);
+    /* RFC 3261 §18.1.1: a request that would come within 200 bytes of the path MTU goes
+     * over TCP (policy upstream.udp_max_bytes is that bound). The size is known only once
+     * written, so the bound is checked on the input plus the most our edits add (Via and
+     * Path with the token twice, the flags); a message a little under the bound may
+     * take TCP, none over it takes UDP. */
+    size_t grows = 2 * (strlen(e->cfg->core.text) + f->token_len) + 160;
+    bool is_stream = m->len + grows > e->pol.upstream_udp_max_bytes;
     struct tx_dest d =
-        tx_dest_udp(EDGE_SOCK_CORE, upstream_dst(e, now_ms, m->method_id != SIP_METHOD_ACK));
+        is_stream ? tx_dest_core_stream(EDGE_SOCK_CORE, up) : tx_dest_udp(EDGE_SOCK_CORE, up);
     struct sip_build b;
     if (!edge_begin(e, &d, &b))
         return;
+    if (is_stream)
+        e->st.relayed_core_tcp++;
     sip_build_mem(&b, m->buf, m->start_line_len);
     /* Our Via carries the flow token (responses are routed by it, never by the client's
      * Via host) and flags the response handling needs: ob (add Flow-Timer), au (the
      * request carried credentials). */
-    sip_build_str(&b, "Via: SIP/2.0/UDP ");
+    sip_build_str(&b, is_stream ? "Via: SIP/2.0/TCP " : "Via: SIP/2.0/UDP ");
     sip_build_str(&b, e->cfg->core.text);
     sip_build_str(&b, ";branch=" EDGE_BRANCH_OUT);
     sip_build_str(&b, branch);
@@ -473,7 +485,12 @@ void relay_client_response(struct edge *e, struct rx *rx, const struct sip_msg *
         return;
     }
     rf->last_rx_ms = now_ms;
-    struct tx_dest d = tx_dest_udp(EDGE_SOCK_CORE, (const struct sockaddr *)&dst);
+    /* A request the peer sent over TCP (its Via says so) is answered over TCP, on the
+     * connection it came on while that is open (RFC 3261 §18.2.2). */
+    bool is_stream = next.transport.len == 3 && strncasecmp(next.transport.p, "TCP", 3) == 0;
+    struct tx_dest d = is_stream
+                           ? tx_dest_core_stream(EDGE_SOCK_CORE, (const struct sockaddr *)&dst)
+                           : tx_dest_udp(EDGE_SOCK_CORE, (const struct sockaddr *)&dst);
     struct sip_build b;
     if (!edge_begin(e, &d, &b))
         return;

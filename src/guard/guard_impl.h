@@ -20,7 +20,7 @@
 #define GUARD_AOR_KEY 96
 #define GUARD_AOR_KEEP 64
 #define GUARD_TICK_SCAN 8192
-#define GUARD_PORTS_MAX (3 * CONFIG_MAX_LISTEN)
+#define GUARD_PORTS_MAX (4 * CONFIG_MAX_LISTEN) /* tcp: ws, wss, tcp and tls */
 #define GUARD_PROTECTED_MAX (3 + 2 * CONFIG_MAX_PEERS)
 
 struct guard_src {

@@ -53,6 +53,10 @@ static void collect_ports(struct guard *g)
         g->tcp_ports[g->n_tcp_ports++] = c->listen_ws[i].port;
     for (unsigned i = 0; i < c->n_listen_wss && g->n_tcp_ports < GUARD_PORTS_MAX; i++)
         g->tcp_ports[g->n_tcp_ports++] = c->listen_wss[i].port;
+    for (unsigned i = 0; i < c->n_listen_tcp && g->n_tcp_ports < GUARD_PORTS_MAX; i++)
+        g->tcp_ports[g->n_tcp_ports++] = c->listen_tcp[i].port;
+    for (unsigned i = 0; i < c->n_listen_tls && g->n_tcp_ports < GUARD_PORTS_MAX; i++)
+        g->tcp_ports[g->n_tcp_ports++] = c->listen_tls[i].port;
 }
 
 static void protect(struct guard *g, const struct config_addr *a)

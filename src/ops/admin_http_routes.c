@@ -177,11 +177,6 @@ struct inv_ctx {
     uint64_t now_ms;
 };
 
-static const char *http_transport_name(uint8_t t)
-{
-    return t == FLOW_UDP ? "udp" : t == FLOW_WS ? "ws" : t == FLOW_WSS ? "wss" : "unknown";
-}
-
 static bool inv_reg_matches(const struct inv_ctx *c, const struct edge_reg_info *r)
 {
     return !c->aor[0] || (r->aor && strstr(r->aor, c->aor));
@@ -217,7 +212,7 @@ static bool on_inventory_flow(void *ctx, const struct edge_flow_info *fi)
     char head[256];
     snprintf(head, sizeof(head),
              "\"flow\":\"0x%016llx\",\"transport\":\"%s\",\"state\":%u,\"nat\":%s,",
-             (unsigned long long)fi->flow_ref, http_transport_name(fi->transport),
+             (unsigned long long)fi->flow_ref, flow_transport_name(fi->transport),
              (unsigned)fi->state, fi->is_nat ? "true" : "false");
     long long idle = fi->last_rx_ms && c->now_ms > fi->last_rx_ms
                          ? (long long)((c->now_ms - fi->last_rx_ms) / 1000)
@@ -324,10 +319,11 @@ static void http_stats(struct admin_http *h, struct abuf *b)
         reg[i] = in.reg->n[i];
     abuf_put(b,
              "{\"ok\":true,\"register\":{\"ok\":%llu,\"cached\":%llu,\"rejected\":%llu,"
-             "\"failed\":%llu},\"flows\":{\"udp\":%u,\"ws\":%u,\"wss\":%u},\"bans_active\":%u,"
+             "\"failed\":%llu},\"flows\":{\"udp\":%u,\"ws\":%u,\"wss\":%u,\"tcp\":%u,\"tls\":%u},\"bans_active\":%u,"
              "\"bans_total\":%llu,\"drops_total\":%llu,\"registrar_up\":%s",
              (unsigned long long)reg[0], (unsigned long long)reg[1], (unsigned long long)reg[2],
-             (unsigned long long)reg[3], in.flows_udp, in.flows_ws, in.flows_wss, in.bans_active,
+             (unsigned long long)reg[3], in.flows[FLOW_UDP], in.flows[FLOW_WS], in.flows[FLOW_WSS], in.flows[FLOW_TCP],
+             in.flows[FLOW_TLS], in.bans_active,
              (unsigned long long)(in.guard ? in.guard->bans : 0),
              (unsigned long long)metrics_drops_total(&in), in.is_registrar_up ? "true" : "false");
     if (in.latency)

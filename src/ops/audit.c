@@ -425,19 +425,6 @@ static void audit_put_str(struct strbuf *b, const char *name, const char *s, siz
     strbuf_fmt(b, ",\"%s\":\"%s\"", name, esc);
 }
 
-static const char *audit_transport_name(uint8_t t)
-{
-    switch (t) {
-    case FLOW_UDP:
-        return "udp";
-    case FLOW_WS:
-        return "ws";
-    case FLOW_WSS:
-        return "wss";
-    }
-    return "unknown";
-}
-
 static void audit_put_head(struct strbuf *b, uint64_t wall_ms, const char *event)
 {
     time_t secs = (time_t)(wall_ms / 1000);
@@ -464,7 +451,7 @@ size_t audit_format_register(struct audit *a, char *buf, size_t cap,
     audit_put_head(&b, wall_ms, "register");
     audit_put_str(&b, "aor", ev->aor, 512);
     audit_put_str(&b, "source", src, 128);
-    strbuf_fmt(&b, ",\"transport\":\"%s\"", audit_transport_name(ev->transport));
+    strbuf_fmt(&b, ",\"transport\":\"%s\"", flow_transport_name(ev->transport));
     audit_put_str(&b, "contacts", ev->contacts, 1024);
     strbuf_fmt(&b, ",\"expires\":%u", (unsigned)ev->expires_s);
     audit_put_str(&b, "user_agent", ev->user_agent, 512);
@@ -500,7 +487,7 @@ size_t audit_format_flow(char *buf, size_t cap, enum edge_flow_event kind, uint6
         log_fmt_addr(remote, src, sizeof(src));
     audit_put_head(&b, wall_ms, kind == EDGE_FLOW_OPENED ? "flow_open" : "flow_close");
     strbuf_fmt(&b, ",\"flow\":\"0x%016llx\",\"transport\":\"%s\"", (unsigned long long)flow_ref,
-               audit_transport_name(transport));
+               flow_transport_name(transport));
     audit_put_str(&b, "source", src, 128);
     if (reason)
         audit_put_str(&b, "reason", reason, 128);

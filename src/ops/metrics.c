@@ -88,9 +88,9 @@ int metrics_render(char *buf, size_t cap, const struct metrics_input *in)
                    (unsigned long long)in->reg->n[i]);
 
     out_family(&o, "sipedge_flows", "gauge", "Live flows per transport.");
-    strbuf_fmt(&o, "sipedge_flows{transport=\"udp\"} %u\n", (unsigned)in->flows_udp);
-    strbuf_fmt(&o, "sipedge_flows{transport=\"ws\"} %u\n", (unsigned)in->flows_ws);
-    strbuf_fmt(&o, "sipedge_flows{transport=\"wss\"} %u\n", (unsigned)in->flows_wss);
+    for (unsigned t = FLOW_UDP; t < FLOW_N_TRANSPORTS; t++)
+        strbuf_fmt(&o, "sipedge_flows{transport=\"%s\"} %u\n", flow_transport_name((uint8_t)t),
+                   (unsigned)in->flows[t]);
 
     out_family(&o, "sipedge_bans_active", "gauge", "Live bans.");
     strbuf_fmt(&o, "sipedge_bans_active %u\n", (unsigned)in->bans_active);

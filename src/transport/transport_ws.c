@@ -504,6 +504,12 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
          * idle wss client costs little more than its session. */
         if (user)
             SSL_CTX_set_mode((SSL_CTX *)user, SSL_MODE_RELEASE_BUFFERS);
+        if (user && in) {
+            /* Kept for certificate reloads (transport_ws_reload_cert). */
+            struct ws_listener *l = lws_get_vhost_user((struct lws_vhost *)in);
+            if (l)
+                l->ssl_ctx = user;
+        }
         return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return ws_filter(ws_of(wsi), wsi, pss);

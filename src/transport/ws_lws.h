@@ -93,6 +93,7 @@ struct ws_listener {
     uint8_t transport; /* FLOW_WS / FLOW_WSS */
     uint8_t index;     /* index in cfg->listen_ws or cfg->listen_wss */
     bool is_polling;
+    void *ssl_ctx; /* wss: the vhost's SSL_CTX (lws owns it) */
     char name[24];
 };
 

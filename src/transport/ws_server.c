@@ -19,12 +19,37 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include "sipedge/flow_table.h"
 #include "sipedge/log.h"
 #include "transport/reuseport_steer.h"
 
 static void ws_maybe_finish(struct transport_ws *t);
 static void on_stop_timer(uv_timer_t *h);
+
+/* ---- certificates --------------------------------------------------------------------- */
+
+int transport_ws_reload_cert(struct transport_ws *t)
+{
+    for (unsigned i = 0; i < t->n_lst; i++) {
+        SSL_CTX *ctx = t->lst[i].ssl_ctx;
+        if (!ctx)
+            continue;
+        /* SSL_new copies the context's certificate, so sessions already made keep theirs. */
+        if (SSL_CTX_use_certificate_chain_file(ctx, t->cfg->tls_cert) != 1 ||
+            SSL_CTX_use_PrivateKey_file(ctx, t->cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            char why[160];
+            ERR_error_string_n(ERR_get_error(), why, sizeof(why));
+            ERR_clear_error();
+            log_error("wss %s: certificate reload failed: %s", t->lst[i].addr->text, why);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
 
 /* ---- listening ---------------------------------------------------------------------- */
 

@@ -39,6 +39,8 @@
 #include "sipedge/log.h"
 #include "sipedge/registrar.h"
 #include "sipedge/transport_udp.h"
+#include "sipedge/tls_server.h"
+#include "sipedge/transport_stream.h"
 #include "sipedge/transport_ws.h"
 #ifdef SIPEDGE_WITH_NFT
 #include "nft/ban_nft.h"
@@ -59,6 +61,7 @@ struct control {
     struct tx_out reg_tx;
     struct config_addr trusted[WORKERS_MAX];
     struct ban_backend *ban_be;
+    struct tls_server *tls; /* TLS listeners' certificate context, shared by the workers */
     struct audit *audit;
     struct ctl_sock *ctl;
     struct admin_http *http;
@@ -90,6 +93,7 @@ unsigned control_n_workers(const struct control *c) { return c->n; }
 struct worker *control_worker(struct control *c, unsigned i) { return &c->w[i]; }
 struct ban_backend *control_ban_backend(struct control *c) { return c->ban_be; }
 bool control_has_audit(const struct control *c) { return c->audit != NULL; }
+struct tls_server *control_tls(struct control *c) { return c->tls; }
 bool control_handoff_open(const struct control *c)
 {
     return atomic_load_explicit(&c->is_handoff_open, memory_order_acquire);
@@ -227,11 +231,13 @@ static void on_http_snapshot(void *ctx, struct metrics_input *in)
                 c->sum_lat.count[b] += l->count[b];
             c->sum_lat.n += l->n;
             c->sum_lat.sum_s += l->sum_s;
-            uint32_t u = 0, ws = 0, wss = 0;
-            edge_flow_counts(w->edge, &u, &ws, &wss);
-            in->flows_udp += u;
-            in->flows_ws += ws;
-            in->flows_wss += wss;
+            uint32_t fc[FLOW_N_TRANSPORTS];
+            edge_flow_counts(w->edge, fc);
+            uint32_t n_flows = 0;
+            for (unsigned t = 0; t < FLOW_N_TRANSPORTS; t++) {
+                in->flows[t] += fc[t];
+                n_flows += fc[t];
+            }
             guard_stats_add(&c->sum_guard, guard_stats(w->guard));
             in->bans_active += ban_stats(guard_bans(w->guard))->n_active;
             for (unsigned k = 0; k < METRICS_REG_N; k++)
@@ -245,7 +251,7 @@ static void on_http_snapshot(void *ctx, struct metrics_input *in)
                 .rx_core = es->rx_core,
                 .handed_in = hin.delivered,
                 .outbox_dropped = hout.dropped_full,
-                .flows = u + ws + wss,
+                .flows = n_flows,
             };
         }
         in->n_workers = c->n;
@@ -278,7 +284,8 @@ static void log_stats(struct control *c)
         log_info("stats edge %s", buf);
         struct transport_udp_stats us = {0};
         const struct transport_ws *ws[WORKERS_MAX];
-        unsigned n_ws = 0;
+        const struct transport_stream *st[WORKERS_MAX];
+        unsigned n_ws = 0, n_st = 0;
         struct guard_stats gs = {0};
         for (unsigned i = 0; i < c->n; i++) {
             const struct transport_udp_stats *s = transport_udp_stats(c->w[i].udp);
@@ -289,6 +296,8 @@ static void log_stats(struct control *c)
             us.tx_dropped += s->tx_dropped;
             if (c->w[i].ws)
                 ws[n_ws++] = c->w[i].ws;
+            if (c->w[i].stream)
+                st[n_st++] = c->w[i].stream;
             guard_stats_add(&gs, guard_stats(c->w[i].guard));
         }
         log_info("stats udp rx_datagrams=%llu rx_syscalls=%llu tx_datagrams=%llu "
@@ -299,6 +308,10 @@ static void log_stats(struct control *c)
         if (n_ws) {
             transport_ws_stats_format_sum(ws, n_ws, buf, sizeof(buf));
             log_info("stats ws %s", buf);
+        }
+        if (n_st) {
+            transport_stream_stats_format_sum(st, n_st, buf, sizeof(buf));
+            log_info("stats stream %s", buf);
         }
         size_t n = 0;
 #define GUARD_STATS_PRINT(name)                                                                    \
@@ -339,6 +352,37 @@ static void keep_restart_only(const struct policy *cur, struct policy *next)
 }
 
 /*
+ * The certificate and key again from their files (TLS and wss), for connections from now
+ * on; established ones keep theirs. A pair that does not load or does not match keeps the
+ * current one, and the log says why.
+ */
+static void control_reload_tls(struct control *c)
+{
+    const struct config *cfg = c->cfg;
+    if (cfg->n_listen_tls + cfg->n_listen_wss == 0)
+        return;
+    char err[CONFIG_ERR_MAX];
+    struct tls_server *next;
+    if (tls_server_new(&next, cfg, c->tls, err, sizeof(err)) < 0) {
+        log_error("certificate reload refused, keeping the current certificate: %s", err);
+        return;
+    }
+    int rc = 0;
+    control_isolate(c);
+    for (unsigned i = 0; i < c->n; i++)
+        rc |= worker_apply_tls(&c->w[i], c->tls ? next : NULL);
+    control_release(c);
+    if (c->tls) {
+        tls_server_unref(c->tls);
+        c->tls = next;
+    } else {
+        tls_server_unref(next);
+    }
+    if (rc == 0)
+        log_info("certificate reloaded from %s", cfg->tls_cert);
+}
+
+/*
  * SIGHUP and POST /api/reload: reopen the audit log (logrotate moved it), then reload the
  * policy into every worker, isolated. A policy that does not load, or that a guard refuses,
  * leaves every worker as it was (a worker already changed gets the old policy back).
@@ -355,6 +399,7 @@ static int control_reload(struct control *c, char *err, size_t cap)
             log_error("audit log %s: cannot reopen, still writing to the old file: %s",
                       c->cfg->audit_path, strerror(-rc));
     }
+    control_reload_tls(c);
     struct policy pol;
     if (policy_load_dir(&pol, c->cfg->policy_dir, err, cap) < 0) {
         log_error("policy reload refused, keeping the current policy: %s", err);
@@ -722,6 +767,8 @@ static void log_ready(struct control *c, const struct worker_opts *opts)
         {"udp", c->cfg->listen_udp, c->cfg->n_listen_udp},
         {"ws", c->cfg->listen_ws, c->cfg->n_listen_ws},
         {"wss", c->cfg->listen_wss, c->cfg->n_listen_wss},
+        {"tcp", c->cfg->listen_tcp, c->cfg->n_listen_tcp},
+        {"tls", c->cfg->listen_tls, c->cfg->n_listen_tls},
     };
     for (unsigned k = 0; opts->run_edge && k < sizeof(kinds) / sizeof(kinds[0]); k++) {
         for (unsigned i = 0; i < kinds[k].count && n < sizeof(listen_txt); i++) {
@@ -804,6 +851,14 @@ int worker_run(const struct worker_opts *opts)
                 goto out_close;
             }
         }
+        if (c->cfg->n_listen_tls) {
+            char err[CONFIG_ERR_MAX];
+            rc = tls_server_new(&c->tls, c->cfg, NULL, err, sizeof(err));
+            if (rc < 0) {
+                log_error("TLS: %s", err);
+                goto out_close;
+            }
+        }
         rc = start_workers(c);
         if (rc < 0)
             goto out_close;
@@ -863,6 +918,8 @@ out:
     if (c->stop_deadline.loop)
         uv_close((uv_handle_t *)&c->stop_deadline, on_closed_handle);
     audit_free(c->audit);
+    if (c->tls)
+        tls_server_unref(c->tls);
     registrar_free(c->reg);
     if (c->ban_be)
         ban_backend_close(c->ban_be, clear_ptr, &c->ban_be);

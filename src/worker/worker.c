@@ -19,6 +19,7 @@
 #include "sipedge/guard.h"
 #include "sipedge/log.h"
 #include "sipedge/transport_udp.h"
+#include "sipedge/transport_stream.h"
 #include "sipedge/transport_ws.h"
 #include "worker/edge_persist.h"
 #include "worker/loop_offload.h"
@@ -26,11 +27,13 @@
 
 struct control *worker_control(struct worker *w) { return w->ctl; }
 
-/* ---- output: one struct tx_out over the UDP and WebSocket transports ------------------ */
+/* ---- output: one struct tx_out over the UDP, WebSocket and stream transports ----------- */
 
 static char *tx_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
 {
     struct worker *w = ctx;
+    if (d->conn & TX_CONN_STREAM)
+        return w->stream ? transport_stream_tx_reserve(w->stream, d, cap) : NULL;
     if (d->conn)
         return w->ws ? transport_ws_tx_reserve(w->ws, d, cap) : NULL;
     return transport_udp_tx_reserve(w->udp, d, cap);
@@ -39,6 +42,8 @@ static char *tx_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
 static int tx_commit(void *ctx, const struct tx_dest *d, size_t len)
 {
     struct worker *w = ctx;
+    if (d->conn & TX_CONN_STREAM)
+        return w->stream ? transport_stream_tx_commit(w->stream, d, len) : -ENOENT;
     if (d->conn)
         return w->ws ? transport_ws_tx_commit(w->ws, d, len) : -ENOENT;
     return transport_udp_tx_commit(w->udp, d, len);
@@ -46,7 +51,7 @@ static int tx_commit(void *ctx, const struct tx_dest *d, size_t len)
 
 /* ---- transports → edge ---------------------------------------------------------------- */
 
-static int on_ws_open(void *ctx, uint64_t conn, uint8_t transport, uint8_t listener,
+static int on_conn_open(void *ctx, uint64_t conn, uint8_t transport, uint8_t listener,
                       const struct sockaddr *remote, const char *peer_id, uint64_t *ref)
 {
     struct worker *w = ctx;
@@ -54,21 +59,21 @@ static int on_ws_open(void *ctx, uint64_t conn, uint8_t transport, uint8_t liste
                           ref);
 }
 
-static void on_ws_message(void *ctx, uint64_t conn, uint64_t ref, const char *buf, size_t len)
+static void on_conn_message(void *ctx, uint64_t conn, uint64_t ref, const char *buf, size_t len)
 {
     struct worker *w = ctx;
     (void)conn;
     edge_rx_flow(w->edge, ref, buf, len, uv_now(&w->loop));
 }
 
-static void on_ws_alive(void *ctx, uint64_t conn, uint64_t ref)
+static void on_conn_alive(void *ctx, uint64_t conn, uint64_t ref)
 {
     struct worker *w = ctx;
     (void)conn;
     edge_flow_alive(w->edge, ref, uv_now(&w->loop));
 }
 
-static void on_ws_close(void *ctx, uint64_t conn, uint64_t ref)
+static void on_conn_close(void *ctx, uint64_t conn, uint64_t ref)
 {
     struct worker *w = ctx;
     (void)conn;
@@ -76,11 +81,12 @@ static void on_ws_close(void *ctx, uint64_t conn, uint64_t ref)
         edge_flow_closed(w->edge, ref, uv_now(&w->loop));
 }
 
-static const struct transport_conn_cbs ws_cbs = {
-    .on_open = on_ws_open,
-    .on_message = on_ws_message,
-    .on_alive = on_ws_alive,
-    .on_close = on_ws_close,
+/* WebSocket, TCP and TLS connections: the same events, the same edge calls. */
+static const struct transport_conn_cbs conn_cbs = {
+    .on_open = on_conn_open,
+    .on_message = on_conn_message,
+    .on_alive = on_conn_alive,
+    .on_close = on_conn_close,
 };
 
 static void on_datagram(void *ctx, uint8_t sock, const char *buf, size_t len,
@@ -234,6 +240,17 @@ int worker_apply_policy(struct worker *w, const struct policy *process_pol, char
     edge_set_policy(w->edge, &w->pol);
     if (w->ws)
         transport_ws_set_policy(w->ws, &w->pol);
+    if (w->stream)
+        transport_stream_set_policy(w->stream, &w->pol);
+    return 0;
+}
+
+int worker_apply_tls(struct worker *w, struct tls_server *tls)
+{
+    if (w->stream && tls)
+        transport_stream_set_tls(w->stream, tls);
+    if (w->ws)
+        return transport_ws_reload_cert(w->ws);
     return 0;
 }
 
@@ -255,6 +272,10 @@ void worker_log_stats(struct worker *w, const char *prefix)
     if (w->ws) {
         transport_ws_stats_format(w->ws, buf, sizeof(buf));
         log_info("%sstats ws %s", prefix, buf);
+    }
+    if (w->stream) {
+        transport_stream_stats_format(w->stream, buf, sizeof(buf));
+        log_info("%sstats stream %s", prefix, buf);
     }
 }
 
@@ -285,6 +306,8 @@ static void worker_stop(struct worker *w)
     uv_close((uv_handle_t *)&w->tick, on_closed_handle);
     if (w->ws)
         transport_ws_close(w->ws, clear_ptr, &w->ws);
+    if (w->stream)
+        transport_stream_close(w->stream, clear_ptr, &w->stream);
     transport_udp_close(w->udp, clear_ptr, &w->udp);
     handoff_close(&w->inbox, NULL);
 }
@@ -432,7 +455,17 @@ static int worker_start(struct worker *w)
     if (w->cfg.n_listen_ws + w->cfg.n_listen_wss > 0) {
         struct transport_ws_opts wo = {
             .loop = &w->loop, .cfg = &w->cfg, .policy = &w->pol, .group = n};
-        rc = transport_ws_new(&w->ws, &wo, &ws_cbs, w);
+        rc = transport_ws_new(&w->ws, &wo, &conn_cbs, w);
+        if (rc < 0)
+            return rc;
+    }
+    if (w->cfg.n_listen_tcp + w->cfg.n_listen_tls > 0) {
+        struct transport_stream_opts so = {.loop = &w->loop,
+                                           .cfg = &w->cfg,
+                                           .policy = &w->pol,
+                                           .tls = control_tls(c),
+                                           .group = n};
+        rc = transport_stream_new(&w->stream, &so, &conn_cbs, w);
         if (rc < 0)
             return rc;
     }
@@ -480,6 +513,8 @@ void worker_thread_main(void *arg)
         /* Close what was opened; the process stops. */
         if (w->ws)
             transport_ws_close(w->ws, clear_ptr, &w->ws);
+        if (w->stream)
+            transport_stream_close(w->stream, clear_ptr, &w->stream);
         if (w->udp)
             transport_udp_close(w->udp, clear_ptr, &w->udp);
         if (w->inbox.loop)

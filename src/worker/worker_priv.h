@@ -90,6 +90,7 @@ struct worker {
     char state_dir[CONFIG_PATH_MAX + 16];
     struct transport_udp *udp;
     struct transport_ws *ws;
+    struct transport_stream *stream;
     struct edge *edge;
     struct guard *guard;
     struct ban_backend *ban_be; /* relays to the control thread's backend */
@@ -111,6 +112,8 @@ unsigned control_n_workers(const struct control *c);
 struct worker *control_worker(struct control *c, unsigned i);
 struct ban_backend *control_ban_backend(struct control *c);
 bool control_has_audit(const struct control *c);
+/* The process's TLS server context for TLS listeners (NULL without them). */
+struct tls_server *control_tls(struct control *c);
 /* Any worker thread: another worker's inbox may be written now. */
 bool control_handoff_open(const struct control *c);
 /* Worker thread: the worker's start finished (w->start_rc says how). */
@@ -130,6 +133,9 @@ void worker_send(struct worker *w, const struct inbox_msg *m);
 /* Control thread, isolated: applies a new policy to the worker; 0 or -EINVAL. */
 int worker_apply_policy(struct worker *w, const struct policy *process_pol, char *err,
                         size_t cap);
+/* Control thread, isolated: the certificate context for connections accepted from now
+ * on (TLS listeners) and the certificate files re-read (wss). Returns 0 or -errno. */
+int worker_apply_tls(struct worker *w, struct tls_server *tls);
 /* Control thread, isolated: the worker's counters, for the stats line and /metrics. */
 void worker_log_stats(struct worker *w, const char *prefix);
 /* The worker's share of the process policy. */

@@ -130,7 +130,7 @@ static void setup(void)
         abort();
     struct sockaddr_in ws = {.sin_family = AF_INET, .sin_port = htons(40000)};
     ws.sin_addr.s_addr = htonl(0xc0000201);
-    if (edge_flow_open(g_edge, FLOW_WS, 0, (struct sockaddr *)&ws, 1, g_now, &g_ws_ref) < 0)
+    if (edge_flow_open(g_edge, FLOW_WS, 0, (struct sockaddr *)&ws, NULL, 1, g_now, &g_ws_ref) < 0)
         abort();
     /* The flow's real token, from the Path of a REGISTER relayed over it. */
     static const char reg[] = "REGISTER sip:example.com SIP/2.0\r\n"

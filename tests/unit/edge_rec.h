@@ -29,6 +29,7 @@ struct sent {
     uint8_t sock; /* listener index, or SENT_CONN */
     struct sockaddr_storage dst;
     uint64_t conn; /* SENT_CONN only */
+    bool is_core_stream; /* to dst over a core stream connection (tx_dest_core_stream) */
     size_t len;
     char buf[TX_CAP + 1];
 };
@@ -75,7 +76,8 @@ static inline int out_commit(void *ctx, const struct tx_dest *d, size_t len)
     struct sent *s = sent_record(tx_buf, len);
     if (!s)
         return -1;
-    if (d->conn) {
+    s->is_core_stream = d->conn == TX_CONN_CORE;
+    if (d->conn && !s->is_core_stream) {
         s->sock = SENT_CONN;
         s->conn = d->conn;
         return 0;

@@ -538,7 +538,7 @@ static void test_alias_dead_flow_gets_430_and_its_aliases_are_deregistered(void 
     char alias1[512], alias2[512];
 
     struct sockaddr_in ws = v4("192.0.2.30", 50000);
-    assert_int_equal(edge_flow_open(fx->e, FLOW_WS, 0, (const struct sockaddr *)&ws, 77, 0, &ref),
+    assert_int_equal(edge_flow_open(fx->e, FLOW_WS, 0, (const struct sockaddr *)&ws, NULL, 77, 0, &ref),
                      0);
     /* Authenticated: only what the user's own credentials registered is asserted away. */
     size_t len = fmt_register(1, CONTACT_LINES, AUTH_LINE);

@@ -25,8 +25,8 @@ static void test_metrics_render_has_help_type_and_values(void **state)
     gs.drop_banned = 4;
     reg.n[METRICS_REG_OK] = 5;
     reg.n[METRICS_REG_REJECTED] = 2;
-    struct metrics_input in = {.edge = &es, .guard = &gs, .reg = &reg, .flows_udp = 7,
-                               .flows_wss = 1, .bans_active = 2, .is_registrar_up = true};
+    struct metrics_input in = {.edge = &es, .guard = &gs, .reg = &reg, .flows = {[FLOW_UDP] = 7, [FLOW_WSS] = 1},
+                               .bans_active = 2, .is_registrar_up = true};
     int n = metrics_render(out, sizeof(out), &in);
     assert_true(n > 0);
     assert_int_equal(strlen(out), (size_t)n);
