@@ -187,6 +187,12 @@ log "sipedge RSS ${rss0} kB before, ${rss1} kB after $BIGN x 1 MiB header blocks
     fail "sipedge's RSS grew by $((rss1 - rss0)) kB for $BIGN unterminated header blocks (buffered?)"
 s4=$(stream_stats)
 grew "$s3" "$s4" close_too_big $BIGN
+# The reassembly buffers never held more than the cap (64 KiB) and a read chunk each.
+bmax=$(sval "$s4" rx_buffered_max)
+has_stat "$s4" rx_buffered_max && [ "$bmax" -le $((BIGN * 2 * 65536)) ] ||
+    fail "receive buffers peaked at $bmax bytes for $BIGN header blocks, expected <= $((BIGN * 2 * 65536))"
+[ "$(sval "$s4" rx_buffered_bytes)" = 0 ] ||
+    fail "stream_rx_buffered_bytes=$(sval "$s4" rx_buffered_bytes) with no message in flight"
 sipedge_alive || fail "sipedge died under 1 MiB header blocks"
 others_fine big
 
@@ -194,11 +200,12 @@ others_fine big
 expect_ok hello hello-stall --src "$BAD" --dst "$PUB:$TLS_PORT" --timeout $((HS_TO + 10))
 secs_in hello "$(awk -v t=$HS_TO 'BEGIN { print t - 0.5 }')" $((HS_TO + 2))
 s5=$(stream_stats)
-grew "$s4" "$s5" close_handshake_timeout 1
+grew "$s4" "$s5" close_tls_handshake_timeout 1
 expect_ok plain plain-tls --src "$BAD" --dst "$PUB:$TLS_PORT" --domain "$PUB" --timeout 5
 secs_in plain 0 2
 s6=$(stream_stats)
-grew "$s5" "$s6" close_tls_error 1
+# Plain text is a failed handshake (close_tls_error counts record errors after one).
+grew "$s5" "$s6" tls_handshake_errors 1
 others_fine tls
 
 # ---- 500 connections at once from one address ------------------------------------------------
@@ -218,9 +225,9 @@ closed=$(sed -n 's/^FLOOD .* closed=\([0-9]*\) .*/\1/p' "$IT_TMP/flood.out")
 [ "$closed" = $((FLOODN - MAXC)) ] || fail "flood: $closed connections closed, expected $((FLOODN - MAXC))"
 s7=$(stream_stats)
 has_stat "$s7" refused_conns_per_ip || fail "no counter refused_conns_per_ip: $s7"
-has_stat "$s7" refused_rate || fail "no counter refused_rate: $s7"
+has_stat "$s7" refused_conn_rate || fail "no counter refused_conn_rate: $s7"
 d_cap=$(($(sval "$s7" refused_conns_per_ip) - $(sval "$s6" refused_conns_per_ip)))
-d_rate=$(($(sval "$s7" refused_rate) - $(sval "$s6" refused_rate)))
+d_rate=$(($(sval "$s7" refused_conn_rate) - $(sval "$s6" refused_conn_rate)))
 log "flood refused: $d_cap over max_connections_per_ip, $d_rate over the accept rate"
 [ "$d_cap" -ge 1 ] || fail "no connection of the flood was counted as over max_connections_per_ip"
 [ $((d_cap + d_rate)) -ge $((FLOODN - MAXC)) ] ||
@@ -237,8 +244,8 @@ rmax=$(awk -v s="$rsecs" -v r=$CPS 'BEGIN { printf "%d\n", 2 * r + r * (s + 1) }
 [ "$rpong" -ge $((CPS)) ] || fail "rate: only $rpong connections served, expected >= $CPS"
 [ "$rclosed" -ge 1 ] || fail "rate: no connection refused over the accept rate"
 s8=$(stream_stats)
-d_rate=$(($(sval "$s8" refused_rate) - $(sval "$s7" refused_rate)))
-[ "$d_rate" -ge "$rclosed" ] || fail "rate: $rclosed connections closed, $d_rate counted as refused_rate"
+d_rate=$(($(sval "$s8" refused_conn_rate) - $(sval "$s7" refused_conn_rate)))
+[ "$d_rate" -ge "$rclosed" ] || fail "rate: $rclosed connections closed, $d_rate counted as refused_conn_rate"
 others_fine rate
 
 # ---- the end: the good client was never disturbed ----------------------------------------------
