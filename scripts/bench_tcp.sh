@@ -17,7 +17,8 @@
 #   env: TCP_CONNS (10000) TLS_CONNS (5000): capped by RLIMIT_NOFILE - 1000 (the client
 #        and sipedge each need a descriptor per connection) and at 20000;
 #        HOLD (5 s), TIME (5 s, s_time), REGS (20000 REGISTERs per cpu run), RATE (2000/s),
-#        SETUP_MAX (120 s to set up the held connections), BENCH_KEEP=1 keeps the work dir.
+#        SETUP_MAX (120 s to set up the held connections), WORKERS (1: sipedge --workers),
+#        SIPEDGE_BIN (BUILD_DIR/sipedge), BENCH_KEEP=1 keeps the work dir.
 # Loopback only; every client is bounded in count and by `timeout`; every process is
 # stopped by PID.
 set -uo pipefail
@@ -40,6 +41,7 @@ TIME=${TIME:-5}
 REGS=${REGS:-20000}
 RATE=${RATE:-2000}
 SETUP_MAX=${SETUP_MAX:-120}
+WORKERS=${WORKERS:-1}
 
 for c in python3 openssl sipp timeout; do
     command -v "$c" >/dev/null || { echo "bench_tcp: missing $c" >&2; exit 1; }
@@ -84,7 +86,7 @@ cpu_ticks() {
 # registrar without users: open); sets EPID, ELOG.
 start_edge() {
     ELOG=$WORK/sipedge-$1.log
-    "$SIPEDGE_BIN" --listen-udp "$PUB:5060" --listen-tcp "$PUB:5060" --listen-tls "$PUB:5061" \
+    "$SIPEDGE_BIN" --workers "$WORKERS" --listen-udp "$PUB:5060" --listen-tcp "$PUB:5060" --listen-tls "$PUB:5061" \
         --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" --core "$CORE:5070" \
         --registrar-listen "$REG:5080" --policy "$WORK/policy" --log-level info >"$ELOG" 2>&1 &
     EPID=$!
@@ -200,7 +202,7 @@ cpu_run tcp
 
 # ---- table ------------------------------------------------------------------------------------------
 target() { awk -v v="$1" -v t="$2" 'BEGIN { if (v == "-") print "n/a"; else if (v + 0 < t) print "ok"; else print "MISSED" }'; }
-printf '\nbench_tcp (%s, RLIMIT_NOFILE %s)\n' "$(date -u +%FT%TZ)" "$NOFILE"
+printf '\nbench_tcp (%s, %s, workers %s, RLIMIT_NOFILE %s)\n' "$(date -u +%FT%TZ)" "$SIPEDGE_BIN" "$WORKERS" "$NOFILE"
 printf '%-44s %14s %14s %10s\n' figure tcp tls "tls/tcp"
 printf '%-44s %14s %14s\n' "idle connections held (registered)" "${R[tcp.reg]:-0}/${R[tcp.n]:-0}" "${R[tls.reg]:-0}/${R[tls.n]:-0}"
 printf '%-44s %14s %14s\n' "setup time (s)" "${R[tcp.setup]:--}" "${R[tls.setup]:--}"
