@@ -280,7 +280,7 @@ def case_register(args):
         while time.time() < end:
             if args.rst_when and os.path.exists(args.rst_when):
                 rst_close(s)
-                out("CLOSED rst")
+                out(f"CLOSED rst {int(time.time() * 1000)}")
                 result("register", True, f"{args.user} registered, closed with RST")
             if next_ping and time.time() >= next_ping:
                 ping("hold")
