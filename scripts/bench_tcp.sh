@@ -169,6 +169,7 @@ for mode in new reuse reuse12; do
     n=$(sed -n 's/^\([0-9]*\) connections in [0-9.]*s;.*/\1/p' "$WORK/s_time-$mode.out" | head -n 1)
     marks=$(grep -vE ' |^$' "$WORK/s_time-$mode.out" | tr -d '\n')
     reused=$(printf '%s' "$marks" | tr -cd r | wc -c)
+    [ "$reused" -gt "${n:-0}" ] && reused=${n:-0} # the session-fetching first connection
     R[hs.$mode]=$(awk -v n="${n:-0}" -v a="$t0" -v b="$t1" 'BEGIN { if (n > 0) printf "%.0f", n / (b - a); else print "-" }')
     R[hs.$mode.reused]="$reused/${n:-0}"
 done
