@@ -51,7 +51,7 @@ JOBS=$jobs scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DSIPEDGE_SANITI
 # under TSan with real peers: a ThreadSanitizer report in sipedge's log fails the test.
 step "integration tests with workers under TSan in build-tsan"
 (cd build-tsan && TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:suppressions=$root/tests/tsan.supp} ctest \
-    -R "^(integration\.t_workers|integration_w2\.(${TSAN_INTEGRATION:-t_register_embedded|t_ops_admin|t_reload|t_sipload|t_ws_jssip|t_guard_nft|t_edge_restart}))\$" \
+    -R "^(integration\.t_workers|integration_w2\.(${TSAN_INTEGRATION:-t_register_embedded|t_ops_admin|t_reload|t_sipload|t_ws_jssip|t_guard_nft|t_edge_restart|t_core_tcp|t_stream_tls_certs|t_stream_sipp}))\$" \
     --output-on-failure --no-tests=error -j"${CTEST_PARALLEL:-2}" --timeout 900)
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then

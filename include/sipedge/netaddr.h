@@ -18,6 +18,9 @@
 /* True when a and b are the same family, address and port (other families: false). */
 bool netaddr_eq(const struct sockaddr *a, const struct sockaddr *b);
 
+/* True when a and b are the same family and address, whatever their ports. */
+bool netaddr_ip_eq(const struct sockaddr *a, const struct sockaddr *b);
+
 /* Size of the sockaddr for its family (sockaddr_in / sockaddr_in6), 0 for others. */
 socklen_t netaddr_len(const struct sockaddr *sa);
 

@@ -36,6 +36,15 @@ struct transport_stream_opts {
                                   * every worker; the transport takes a reference) */
     unsigned group;              /* > 1: listen sockets join SO_REUSEPORT groups of this
                                   * many members (one per worker), steered by source */
+    /*
+     * The core side over TCP (RFC 3261 §18.1.1, §18.2.2). With on_core set, the transport
+     * also listens for TCP on cfg->core, where only the core peers (cfg->registrar,
+     * registrar_backups, core_peers) may connect (any other source is closed at once),
+     * and takes tx_dest_core_stream messages: over an open connection to or from that
+     * peer, or over one it opens. Messages on core connections go to on_core with the
+     * peer's configured address (a peer's own connections come from ephemeral ports).
+     */
+    void (*on_core)(void *ctx, const char *buf, size_t len, const struct sockaddr *peer);
 };
 
 /* Starts listening on every TCP and TLS address of cfg. Returns 0 or a negative errno
@@ -45,7 +54,8 @@ int transport_stream_new(struct transport_stream **out, const struct transport_s
 
 /*
  * The output contract (struct tx_out, ctx is the struct transport_stream) for d->conn.
- * reserve lends TX_MSG_MAX bytes, or NULL when the connection is gone or closing. commit
+ * reserve lends TX_MSG_MAX bytes, or NULL when the connection is gone or closing (for
+ * TX_CONN_CORE: when no connection to the peer is open and none can be opened). commit
  * sends the first len bytes (or queues what the socket does not take now) and returns
  * 0, -ENOENT when the connection is gone, -ENOBUFS when its queue would go over the
  * policy cap (the connection is then closed as too slow), or -ENOMEM.

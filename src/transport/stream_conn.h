@@ -38,6 +38,7 @@ typedef struct ssl_st SSL;
 #define STREAM_LINGER_MS 2000          /* flush + drain before a close that answered something */
 #define STREAM_DEFAULT_MAX_CONNS 65536 /* slot table bound when policy max_flows is 0 */
 #define STREAM_PEER_ID_MAX 256
+#define STREAM_CORE_MAX 16 /* core connections (to and from the core peers) */
 
 struct transport_stream;
 
@@ -78,6 +79,10 @@ struct stream_conn {
     bool is_gone;             /* uv_close started; freed in its callback */
     bool is_read_wants_write; /* TLS: SSL_read asked for writability */
     bool is_write_wants_read; /* TLS: SSL_write asked for readability */
+    bool is_core;             /* to or from a core peer: remote is the peer's configured
+                                 address; no owner events, no first-message deadline */
+    bool is_connecting;       /* core, outbound: connect() in progress (is_handshake_done
+                                 is false, so what is sent is queued) */
     union ws_addr remote;
 };
 
@@ -105,8 +110,11 @@ struct transport_stream {
     void *ctx;
     struct tls_server *tls;
     unsigned group;
+    void (*on_core)(void *ctx, const char *buf, size_t len, const struct sockaddr *peer);
+    struct stream_conn *core[STREAM_CORE_MAX]; /* live core connections */
+    unsigned n_core;
 
-    struct stream_listener lst[2 * CONFIG_MAX_LISTEN];
+    struct stream_listener lst[2 * CONFIG_MAX_LISTEN + 1]; /* tcp, tls, then the core */
     unsigned n_lst;
     uv_timer_t tick;
     unsigned n_handles_open;
@@ -120,7 +128,6 @@ struct transport_stream {
     struct ws_ip_table ipt;
     char *rx_scratch; /* STREAM_RX_PAD + STREAM_RX_SCRATCH */
     char *tx_scratch; /* TX_MSG_MAX: the one open reservation */
-    bool is_reserved;
     bool is_accept_paused;
     bool is_closing;
     void (*close_cb)(void *ctx);
@@ -152,7 +159,27 @@ void stream_conn_crlf_expire(struct stream_conn *c);
  * (over the queue cap: c is closed as too slow), -ENOMEM or -EPIPE (c is closed). */
 int stream_conn_send(struct stream_conn *c, const char *buf, size_t len);
 
+/* Core connections: marks c open without an owner (no on_open / on_close). */
+void stream_conn_open_core(struct stream_conn *c);
+
+/* ---- stream_core.c ---- */
+
+/* Listens on cfg->core for TCP from the core peers. Returns 0 or -errno. */
+int stream_core_listen(struct transport_stream *t, struct stream_listener *l);
+/* An open core connection to or from the peer at addr, or a new outbound one; NULL when
+ * none can be had (counted). */
+struct stream_conn *stream_core_get(struct transport_stream *t, const struct sockaddr *addr);
+/* An outbound core connection became writable: connected, or failed (closed). */
+void stream_core_connected(struct stream_conn *c);
+/* c leaves the core list. */
+void stream_core_forget(struct stream_conn *c);
+
 /* ---- transport_stream.c ---- */
+
+/* Allocates a slot for c (its id). Returns 0, -ENOSPC or -ENOMEM. */
+int stream_slot_alloc(struct transport_stream *t, struct stream_conn *c);
+/* Socket options of every connection (keepalive, user timeout, no delay). */
+void stream_sockopts(int fd);
 
 /* Frees c's slot and per-IP count (its id goes stale at once). */
 void stream_conn_release(struct stream_conn *c);

@@ -55,7 +55,13 @@
     X(close_shutdown)              /* transport_stream_close */                                    \
     X(close_by_peer)               /* EOF or TLS close_notify */                                   \
     X(close_reset)                 /* read or write error (reset, timeout) */                      \
-    X(close_tls_error)             /* TLS record error after the handshake */
+    X(close_tls_error)             /* TLS record error after the handshake */                      \
+    X(core_accepted)               /* core peers' connections to the core address */              \
+    X(core_refused_not_peer)       /* a connection to the core address from anyone else */        \
+    X(core_connects)               /* connections opened to a core peer */                         \
+    X(core_connect_errors)         /* ... that failed or timed out (what was queued is lost) */    \
+    X(core_unavailable)            /* a message for a core peer with no connection to be had */   \
+    X(core_rx_messages)
 
 struct transport_stream_stats {
 #define TRANSPORT_STREAM_STATS_FIELD(name) uint64_t name;

@@ -37,7 +37,9 @@ static void conn_poll_update(struct stream_conn *c)
     if (c->is_gone)
         return;
     int ev;
-    if (!c->is_handshake_done)
+    if (c->is_connecting)
+        ev = UV_WRITABLE;
+    else if (!c->is_handshake_done)
         ev = c->is_read_wants_write ? UV_WRITABLE : UV_READABLE;
     else if (c->is_lingering && !c->is_wr_shut)
         ev = UV_WRITABLE | (c->is_write_wants_read ? UV_READABLE : 0);
@@ -375,18 +377,25 @@ static void conn_process(struct stream_conn *c, char *data, size_t n)
         case STREAM_FRAME_PING:
             /* RFC 5626 §4.4.1: answer a CRLFCRLF ping with a CRLF pong at once. */
             t->st.keepalive_rx++;
-            t->cbs.on_alive(t->ctx, c->id, c->ref);
+            if (!c->is_core)
+                t->cbs.on_alive(t->ctx, c->id, c->ref);
             if (!c->is_closing && stream_conn_send(c, "\r\n", 2) == 0)
                 t->st.keepalive_tx++;
             break;
         case STREAM_FRAME_PONG:
             t->st.pongs_rx++;
-            t->cbs.on_alive(t->ctx, c->id, c->ref);
+            if (!c->is_core)
+                t->cbs.on_alive(t->ctx, c->id, c->ref);
             break;
         case STREAM_FRAME_MSG:
             t->st.rx_messages++;
             c->has_message = true;
-            t->cbs.on_message(t->ctx, c->id, c->ref, buf + off, r.len);
+            if (c->is_core) {
+                t->st.core_rx_messages++;
+                t->on_core(t->ctx, buf + off, r.len, &c->remote.sa);
+            } else {
+                t->cbs.on_message(t->ctx, c->id, c->ref, buf + off, r.len);
+            }
             break;
         default:
             conn_frame_error(c, &r);
@@ -551,10 +560,24 @@ static void conn_handshake(struct stream_conn *c)
     stream_conn_close(c, &t->st.tls_handshake_errors, false);
 }
 
+void stream_conn_open_core(struct stream_conn *c)
+{
+    c->is_handshake_done = true;
+    c->has_message = true; /* no first-message deadline: a peer's link may idle */
+    c->open_ms = stream_now_ms(c->t);
+}
+
 void stream_conn_start(struct stream_conn *c)
 {
     struct transport_stream *t = c->t;
     c->last_rx_ms = c->accept_ms = stream_now_ms(t);
+    if (c->is_core) {
+        /* Outbound: writable once connected (stream_core_connected). */
+        if (!c->is_connecting)
+            stream_conn_open_core(c);
+        conn_poll_update(c);
+        return;
+    }
     if (!c->is_tls) {
         c->is_handshake_done = true;
         conn_open(c);
@@ -580,6 +603,13 @@ static void on_conn_io(uv_poll_t *h, int status, int events)
         return;
     if (status < 0) {
         stream_conn_close(c, &t->st.close_reset, false);
+        return;
+    }
+    if (c->is_connecting) {
+        stream_core_connected(c);
+        if (!c->is_gone && !c->is_closing && c->out_len && conn_flush(c) < 0)
+            return;
+        conn_poll_update(c);
         return;
     }
     if (!c->is_handshake_done) {

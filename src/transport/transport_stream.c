@@ -63,7 +63,7 @@ static struct stream_conn *stream_lookup(const struct transport_stream *t, uint6
     return c;
 }
 
-static int stream_slot_alloc(struct transport_stream *t, struct stream_conn *c)
+int stream_slot_alloc(struct transport_stream *t, struct stream_conn *c)
 {
     uint32_t slot;
     if (t->n_slots_used >= t->max_slots)
@@ -111,6 +111,8 @@ void stream_conn_release(struct stream_conn *c)
         t->ipt.ips[c->ip - 1].n_conns--;
         c->ip = 0;
     }
+    if (c->is_core)
+        stream_core_forget(c);
     if (c->is_open) {
         t->n_live--;
         t->st.conns_open--;
@@ -151,7 +153,7 @@ static void stream_accept_resume(struct transport_stream *t)
 
 /* Dead peers are found by the kernel: keepalive probes after 60 s of silence, and
  * unacknowledged data gives up after 60 s (RFC 5626 §4.4 leaves the choice to us). */
-static void stream_sockopts(int fd)
+void stream_sockopts(int fd)
 {
     int one = 1, idle = 60, intvl = 10, cnt = 3;
     unsigned user_timeout_ms = 60000;
@@ -310,8 +312,9 @@ static void stream_tick_conn(struct transport_stream *t, struct stream_conn *c, 
     if (!c->is_handshake_done) {
         if (p->stream_tls_handshake_timeout_s &&
             now - c->accept_ms >= p->stream_tls_handshake_timeout_s * 1000u) {
-            counter = &t->st.close_tls_handshake_timeout;
-            why = "TLS handshake timeout";
+            counter = c->is_connecting ? &t->st.core_connect_errors
+                                       : &t->st.close_tls_handshake_timeout;
+            why = c->is_connecting ? "connect timeout" : "TLS handshake timeout";
         }
     } else if (c->n_crlf && now - c->msg_ms >= STREAM_TICK_MS) {
         stream_conn_crlf_expire(c);
@@ -379,7 +382,7 @@ int transport_stream_new(struct transport_stream **out, const struct transport_s
     int rc = 0;
     if (!opts || !opts->loop || !cfg || !opts->policy || !cbs || !cbs->on_open ||
         !cbs->on_message || !cbs->on_alive || !cbs->on_close ||
-        cfg->n_listen_tcp + cfg->n_listen_tls == 0)
+        (cfg->n_listen_tcp + cfg->n_listen_tls == 0 && !opts->on_core))
         return -EINVAL;
     if (cfg->n_listen_tls && !opts->tls) {
         log_error("stream: tls listener configured without a certificate context");
@@ -393,10 +396,11 @@ int transport_stream_new(struct transport_stream **out, const struct transport_s
     t->cbs = *cbs;
     t->ctx = ctx;
     t->group = opts->group;
+    t->on_core = opts->on_core;
     t->tls = tls_server_ref(opts->tls);
     stream_apply_policy(t, opts->policy);
     t->max_slots = opts->policy->max_flows ? opts->policy->max_flows : STREAM_DEFAULT_MAX_CONNS;
-    for (unsigned i = 0; i < 2 * CONFIG_MAX_LISTEN; i++)
+    for (unsigned i = 0; i < 2 * CONFIG_MAX_LISTEN + 1; i++)
         t->lst[i].fd = -1;
     t->rx_scratch = malloc(STREAM_RX_PAD + STREAM_RX_SCRATCH);
     t->tx_scratch = malloc(TX_MSG_MAX);
@@ -425,6 +429,14 @@ int transport_stream_new(struct transport_stream **out, const struct transport_s
                 goto fail;
             }
             log_info("stream: listening on %s %s", k ? "tls" : "tcp", l->addr->text);
+        }
+    }
+    if (t->on_core) {
+        struct stream_listener *l = &t->lst[t->n_lst++];
+        rc = stream_core_listen(t, l);
+        if (rc < 0) {
+            log_error("stream: cannot listen on core tcp %s: %s", cfg->core.text, strerror(-rc));
+            goto fail;
         }
     }
     uv_timer_start(&t->tick, on_tick, STREAM_TICK_MS, STREAM_TICK_MS);
@@ -461,14 +473,21 @@ void transport_stream_set_tls(struct transport_stream *t, struct tls_server *tls
 
 /* ---- output contract ---------------------------------------------------------------- */
 
+/* The connection d names: its own id, or the one to or from a core peer. */
+static struct stream_conn *stream_dest(struct transport_stream *t, const struct tx_dest *d)
+{
+    if (d->conn == TX_CONN_CORE)
+        return t->on_core && d->addr ? stream_core_get(t, d->addr) : NULL;
+    return stream_lookup(t, d->conn);
+}
+
 char *transport_stream_tx_reserve(void *ctx, const struct tx_dest *d, size_t *cap)
 {
     struct transport_stream *t = ctx;
-    if (!stream_lookup(t, d->conn)) {
+    if (!stream_dest(t, d)) {
         t->st.tx_no_conn++;
         return NULL;
     }
-    t->is_reserved = true;
     *cap = TX_MSG_MAX;
     return t->tx_scratch;
 }
@@ -476,8 +495,7 @@ char *transport_stream_tx_reserve(void *ctx, const struct tx_dest *d, size_t *ca
 int transport_stream_tx_commit(void *ctx, const struct tx_dest *d, size_t len)
 {
     struct transport_stream *t = ctx;
-    t->is_reserved = false;
-    struct stream_conn *c = stream_lookup(t, d->conn);
+    struct stream_conn *c = stream_dest(t, d);
     if (!c) {
         t->st.tx_no_conn++;
         return -ENOENT;

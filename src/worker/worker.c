@@ -89,6 +89,13 @@ static const struct transport_conn_cbs conn_cbs = {
     .on_close = on_conn_close,
 };
 
+/* A message from a core peer over TCP. */
+static void on_core_stream(void *ctx, const char *buf, size_t len, const struct sockaddr *peer)
+{
+    struct worker *w = ctx;
+    edge_rx_core(w->edge, buf, len, peer, uv_now(&w->loop));
+}
+
 static void on_datagram(void *ctx, uint8_t sock, const char *buf, size_t len,
                         const struct sockaddr *src)
 {
@@ -459,16 +466,18 @@ static int worker_start(struct worker *w)
         if (rc < 0)
             return rc;
     }
-    if (w->cfg.n_listen_tcp + w->cfg.n_listen_tls > 0) {
-        struct transport_stream_opts so = {.loop = &w->loop,
-                                           .cfg = &w->cfg,
-                                           .policy = &w->pol,
-                                           .tls = control_tls(c),
-                                           .group = n};
-        rc = transport_stream_new(&w->stream, &so, &conn_cbs, w);
-        if (rc < 0)
-            return rc;
-    }
+    /* Always: besides the public TCP and TLS listeners, it carries the core side's TCP
+     * (large requests to the registrar, and the registrar's requests over TCP to the core
+     * address). */
+    struct transport_stream_opts so = {.loop = &w->loop,
+                                       .cfg = &w->cfg,
+                                       .policy = &w->pol,
+                                       .tls = control_tls(c),
+                                       .group = n,
+                                       .on_core = on_core_stream};
+    rc = transport_stream_new(&w->stream, &so, &conn_cbs, w);
+    if (rc < 0)
+        return rc;
     uv_timer_init(&w->loop, &w->tick);
     w->tick.data = w;
     uv_timer_start(&w->tick, on_tick, 250, 250);

@@ -268,6 +268,7 @@ start_kamailio() {
     local args=(-DD -E -f "$cfg" -l "udp:$addr:$port" -Y "$dir/run" -w "$dir"
         -m "${KAM_SHM_MB:-64}" -M 8 -n "${KAM_CHILDREN:-2}" -a no
         -A "CTL_SOCK=\"$KAM_CTL\"")
+    [ "${KAM_TCP:-0}" = 1 ] && args+=(-l "tcp:$addr:$port")
     local d
     for d in "$@"; do args+=(-A "$d"); done
     log "kamailio ${args[*]}"

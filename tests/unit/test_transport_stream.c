@@ -51,6 +51,8 @@ enum rec_mode {
     REC_REPLY = 0,   /* answer every message with a 200 */
     REC_REPLY_CLOSE, /* answer, then transport_stream_close_conn */
     REC_FLOOD,       /* answer with large messages until the queue cap refuses one */
+    REC_BULK,        /* answer with BULK_N messages of BULK_LEN bytes, each its own letter */
+    REC_REFUSE,      /* on_open refuses (flow table full) */
 };
 
 struct rec {
@@ -66,6 +68,9 @@ struct rec {
     bool is_ref_wrong;
 };
 
+#define BULK_N 200 /* 12 MB: more than loopback's socket buffers hold */
+#define BULK_LEN 60000
+
 static int on_open(void *ctx, uint64_t conn, uint8_t transport, uint8_t listener,
                    const struct sockaddr *remote, const char *peer_id, uint64_t *ref)
 {
@@ -80,7 +85,7 @@ static int on_open(void *ctx, uint64_t conn, uint8_t transport, uint8_t listener
         snprintf(r->peer_id, sizeof(r->peer_id), "%s", peer_id);
     }
     *ref = conn ^ 0x5a5a;
-    return 0;
+    return r->mode == REC_REFUSE ? -ENOSPC : 0;
 }
 
 static void on_message(void *ctx, uint64_t conn, uint64_t ref, const char *buf, size_t len)
@@ -93,6 +98,22 @@ static void on_message(void *ctx, uint64_t conn, uint64_t ref, const char *buf, 
         r->n_bad_message++;
     size_t cap;
     struct tx_dest d = tx_dest_conn(conn);
+    if (r->mode == REC_BULK) {
+        for (int i = 0; i < BULK_N; i++) {
+            char *out = transport_stream_tx_reserve(r->t, &d, &cap);
+            if (!out) {
+                r->flood_rc = -ENOENT;
+                return;
+            }
+            memset(out, 'a' + i % 26, BULK_LEN);
+            int rc = transport_stream_tx_commit(r->t, &d, BULK_LEN);
+            if (rc < 0) {
+                r->flood_rc = rc;
+                return;
+            }
+        }
+        return;
+    }
     if (r->mode == REC_FLOOD) {
         /* The client reads nothing: the kernel's buffers fill, then the queue. */
         for (int i = 0; i < 1000; i++) {
@@ -230,6 +251,7 @@ struct harness {
     struct rec rec;
     struct client *cl;
     struct transport_stream_stats st; /* at the end, before the close */
+    char stats[4096], stats_sum[4096];
     unsigned want_closes;
     bool is_closed;
     bool is_timed_out;
@@ -249,6 +271,9 @@ static void harness_stop(struct harness *h)
     uv_close((uv_handle_t *)&h->check, NULL);
     uv_close((uv_handle_t *)&h->deadline, NULL);
     h->st = *transport_stream_stats(h->rec.t);
+    transport_stream_stats_format(h->rec.t, h->stats, sizeof(h->stats));
+    const struct transport_stream *two[2] = {h->rec.t, h->rec.t};
+    transport_stream_stats_format_sum(two, 2, h->stats_sum, sizeof(h->stats_sum));
     transport_stream_close(h->rec.t, on_transport_closed, h);
 }
 
@@ -385,6 +410,10 @@ static void test_transport_stream_tcp_messages_keepalive_and_close(void **state)
     assert_int_equal(h.st.close_by_peer, 1);
     assert_int_equal(h.st.conns_open, 0);
     assert_int_equal(h.st.rx_buffered_bytes, 0);
+    assert_non_null(strstr(h.stats, "stream_accepted=1 "));
+    assert_non_null(strstr(h.stats, " stream_rx_messages=3 "));
+    assert_non_null(strstr(h.stats_sum, " stream_rx_messages=6 "));
+    assert_non_null(strstr(h.stats_sum, " stream_keepalive_tx=2 "));
 }
 
 static void client_crlf(struct client *cl)
@@ -505,6 +534,27 @@ static void test_transport_stream_connection_slots_are_bounded(void **state)
     assert_int_equal(h.rec.n_open, 1);
     assert_int_equal(h.rec.n_close, 1);
     assert_int_equal(h.st.refused_conn_table_full, 1);
+}
+
+static void client_refused(struct client *cl)
+{
+    int fd = client_connect(cl);
+    if (fd < 0)
+        return;
+    expect_eof(cl, fd);
+    close(fd);
+}
+
+static void test_transport_stream_owner_refusal_closes_without_on_close(void **state)
+{
+    (void)state;
+    struct harness h;
+    struct client cl = {.run = client_refused};
+    harness_run_mode(&h, &cfg_tcp, &pol, NULL, &cl, 0, REC_REFUSE);
+    assert_int_equal(h.rec.n_open, 1);
+    assert_int_equal(h.rec.n_close, 0);
+    assert_int_equal(h.st.refused_by_owner, 1);
+    assert_int_equal(h.st.conns_open, 0);
 }
 
 static void client_first_message_timeout(struct client *cl)
@@ -804,6 +854,96 @@ static void test_transport_stream_tls_with_client_certificate(void **state)
     assert_int_equal(h.st.tls_handshake_errors, 1);
 }
 
+/* Reads BULK_N * BULK_LEN bytes slowly and checks every one: what the socket did not
+ * take went through the queue, in order, TLS writes retried from the moved queue. */
+static void client_bulk_check(struct client *cl, SSL *s, int fd)
+{
+    static char buf[16384];
+    size_t total = (size_t)BULK_N * BULK_LEN, got = 0;
+    usleep(200 * 1000);
+    while (got < total) {
+        size_t want = total - got < sizeof(buf) ? total - got : sizeof(buf);
+        int n = s ? SSL_read(s, buf, (int)want) : (int)recv(fd, buf, want, 0);
+        if (n <= 0) {
+            CLIENT_FAIL(cl, "bulk: read failed after %zu bytes", got);
+            return;
+        }
+        for (int i = 0; i < n; i++) {
+            if (buf[i] != 'a' + (char)(((got + (size_t)i) / BULK_LEN) % 26)) {
+                CLIENT_FAIL(cl, "bulk: wrong byte at %zu", got + (size_t)i);
+                return;
+            }
+        }
+        got += (size_t)n;
+    }
+}
+
+static void client_bulk_tcp(struct client *cl)
+{
+    int fd = client_connect(cl);
+    if (fd < 0)
+        return;
+    send_all(cl, fd, REG, strlen(REG));
+    client_bulk_check(cl, NULL, fd);
+    close(fd);
+}
+
+static void client_bulk_tls(struct client *cl)
+{
+    int fd = client_connect(cl);
+    if (fd < 0)
+        return;
+    SSL *s = SSL_new(cl->ssl_ctx);
+    SSL_set_fd(s, fd);
+    if (SSL_connect(s) != 1) {
+        CLIENT_FAIL(cl, "SSL_connect failed");
+    } else {
+        SSL_write(s, REG, (int)strlen(REG));
+        client_bulk_check(cl, s, fd);
+    }
+    SSL_free(s);
+    close(fd);
+}
+
+static void test_transport_stream_queued_output_arrives_whole(void **state)
+{
+    (void)state;
+    make_cert();
+    struct config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    set_addr(&cfg.listen_tcp[0]);
+    cfg.n_listen_tcp = 1;
+    set_addr(&cfg.listen_tls[0]);
+    cfg.n_listen_tls = 1;
+    snprintf(cfg.tls_cert, sizeof(cfg.tls_cert), "%s", tls_cert);
+    snprintf(cfg.tls_key, sizeof(cfg.tls_key), "%s", tls_key);
+    char err[256];
+    struct tls_server *tls = NULL;
+    assert_int_equal(tls_server_new(&tls, &cfg, NULL, err, sizeof(err)), 0);
+    struct policy p = pol;
+    p.stream_out_queue_max_bytes = 32 * 1024 * 1024;
+
+    struct harness h;
+    struct client cl = {.run = client_bulk_tcp};
+    harness_run_mode(&h, &cfg, &p, tls, &cl, 1, REC_BULK);
+    assert_int_equal(h.rec.flood_rc, 0);
+    assert_true(h.st.tx_queued > 0);
+    assert_int_equal(h.st.tx_messages, BULK_N);
+
+    /* TLS alone: the harness connects to listener 0. */
+    struct client cl2 = {.run = client_bulk_tls};
+    cl2.ssl_ctx = SSL_CTX_new(TLS_client_method());
+    struct config cfg_tls = cfg;
+    cfg_tls.n_listen_tcp = 0;
+    harness_run_mode(&h, &cfg_tls, &p, tls, &cl2, 1, REC_BULK);
+    SSL_CTX_free(cl2.ssl_ctx);
+    tls_server_unref(tls);
+    remove_cert();
+    assert_int_equal(h.rec.flood_rc, 0);
+    assert_true(h.st.tx_queued > 0);
+    assert_int_equal(h.st.tx_messages, BULK_N);
+}
+
 static void test_transport_stream_tls_handshake_timeout(void **state)
 {
     (void)state;
@@ -1006,6 +1146,7 @@ int main(void)
         cmocka_unit_test(test_transport_stream_missing_content_length_gets_400_then_eof),
         cmocka_unit_test(test_transport_stream_per_ip_cap_closes_the_third),
         cmocka_unit_test(test_transport_stream_connection_slots_are_bounded),
+        cmocka_unit_test(test_transport_stream_owner_refusal_closes_without_on_close),
         cmocka_unit_test(test_transport_stream_first_message_timeout),
         cmocka_unit_test(test_transport_stream_message_timeout),
         cmocka_unit_test(test_transport_stream_idle_timeout),
@@ -1014,6 +1155,7 @@ int main(void)
         cmocka_unit_test(test_transport_stream_slow_reader_is_closed),
         cmocka_unit_test(test_transport_stream_tls_with_client_certificate),
         cmocka_unit_test(test_transport_stream_tls_handshake_timeout),
+        cmocka_unit_test(test_transport_stream_queued_output_arrives_whole),
         cmocka_unit_test(test_tls_server_reports_a_missing_file),
         cmocka_unit_test(test_transport_stream_idle_connections_are_small),
         cmocka_unit_test(test_transport_stream_conn_is_small),
