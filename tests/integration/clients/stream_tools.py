@@ -168,7 +168,7 @@ def case_register(args):
         # find it again on the other side.
         line = b"a=x-pad:" + b"0123456789abcdef" * 4 + b"\r\n"
         body = b"v=0\r\no=- 1 1 IN IP4 " + lhost.encode() + b"\r\ns=stream-test\r\n"
-        while len(body) + len(line) <= args.body_bytes - 2:
+        while len(body) + len(line) <= args.body_bytes - 8:
             body += line
         body += b"a=" + b"z" * (args.body_bytes - len(body) - 4) + b"\r\n"
         assert len(body) == args.body_bytes
