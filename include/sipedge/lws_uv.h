@@ -11,6 +11,7 @@
 #define SIPEDGE_LWS_UV_H
 
 #include <stdbool.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "sipedge/config.h"
@@ -26,6 +27,17 @@ struct lws_context;
  */
 int lws_uv_listen(const struct config_addr *a, int backlog, bool is_reuseport, uv_loop_t *loop,
                   uv_poll_t *poll, uv_poll_cb on_readable);
+
+/*
+ * Accepts up to max connections waiting on listen socket fd (non-blocking, close-on-exec)
+ * and hands each to one(ctx, fd, peer, peer_len), which owns the fd from then on.
+ * Returns 0 when the backlog is empty or max were taken, or the errno (EMFILE, ENFILE,
+ * ENOBUFS, ENOMEM) on which the caller should stop polling fd for a while instead of
+ * spinning on a readable listen socket.
+ */
+int lws_uv_accept_batch(int fd, unsigned max,
+                        void (*one)(void *ctx, int fd, const struct sockaddr *peer, socklen_t len),
+                        void *ctx);
 
 struct lws_uv_teardown {
     struct lws_context *ctx;

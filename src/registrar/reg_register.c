@@ -256,11 +256,17 @@ static size_t register_load(struct registrar *r, const char *aor, uint64_t now_m
 
 static bool binding_matches(const struct location_binding *b, const struct contact_plan *p)
 {
-    /* RFC 5626 §6: with +sip.instance the binding is (instance, reg-id); otherwise the
-     * Contact URI names it (compared without case, a simplification of §19.1.4). */
-    if (p->instance.len > 0 || b->instance[0])
+    /* RFC 5626 §6: with +sip.instance the binding is (instance, reg-id). */
+    if (p->instance.len > 0)
         return slice_eq(p->instance, slice_make(b->instance, strlen(b->instance))) &&
                p->has_reg_id == b->has_reg_id && (!p->has_reg_id || p->reg_id == b->reg_id);
+    /* Without it the Contact URI names the binding (RFC 3261 §10.3; compared without
+     * case, a simplification of §19.1.4). A binding registered with an instance is
+     * named so only by a removal: the de-REGISTER of an edge that kept the URI alone (a
+     * dead flow), or a client that unregisters without its instance. A refresh without
+     * the instance is another binding and never strips one of its instance. */
+    if (b->instance[0] && p->expires_s != 0)
+        return false;
     return slice_case_eq_str(p->uri, b->contact);
 }
 

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE
 #include "sipedge/lws_uv.h"
 
 #include <errno.h>
@@ -37,6 +38,26 @@ bool lws_uv_teardown_step(struct lws_uv_teardown *td, uv_loop_t *loop, unsigned 
         lws_context_destroy(td->ctx);
     td->ctx = NULL;
     return true;
+}
+
+int lws_uv_accept_batch(int fd, unsigned max,
+                        void (*one)(void *ctx, int fd, const struct sockaddr *peer, socklen_t len),
+                        void *ctx)
+{
+    for (unsigned n = 0; n < max; n++) {
+        struct sockaddr_storage peer;
+        socklen_t sl = sizeof(peer);
+        int cfd = accept4(fd, (struct sockaddr *)&peer, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                return errno;
+            return 0;
+        }
+        one(ctx, cfd, (const struct sockaddr *)&peer, sl);
+    }
+    return 0;
 }
 
 int lws_uv_listen(const struct config_addr *a, int backlog, bool is_reuseport, uv_loop_t *loop,

@@ -19,6 +19,7 @@
 #include <uv.h>
 
 #include "sipedge/config.h"
+#include "sipedge/conn_ids.h"
 #include "stream_internal.h"
 #include "transport_ws_internal.h" /* per-IP admission table, union ws_addr */
 
@@ -86,11 +87,6 @@ struct stream_conn {
     union ws_addr remote;
 };
 
-struct stream_slot {
-    struct stream_conn *c;
-    uint32_t gen;       /* 31 bits, never 0 */
-    uint32_t next_free; /* slot + 1 */
-};
 
 struct stream_listener {
     uv_poll_t poll;
@@ -119,10 +115,7 @@ struct transport_stream {
     uv_timer_t tick;
     unsigned n_handles_open;
 
-    struct stream_slot *slots;
-    uint32_t n_slots, cap_slots, max_slots;
-    uint32_t free_head;    /* slot + 1 */
-    uint32_t n_slots_used; /* connections in the table, open or not yet */
+    struct conn_ids ids; /* every connection, open or not yet; bound: policy max_flows */
     uint32_t n_live;       /* open connections (owner knows them) */
 
     struct ws_ip_table ipt;
@@ -164,6 +157,8 @@ void stream_conn_open_core(struct stream_conn *c);
 
 /* ---- stream_core.c ---- */
 
+/* One accepted connection on the core listener (ctx: the listener). */
+void stream_core_accepted(void *ctx, int fd, const struct sockaddr *peer, socklen_t len);
 /* Listens on cfg->core for TCP from the core peers. Returns 0 or -errno. */
 int stream_core_listen(struct transport_stream *t, struct stream_listener *l);
 /* An open core connection to or from the peer at addr, or a new outbound one; NULL when
@@ -176,6 +171,8 @@ void stream_core_forget(struct stream_conn *c);
 
 /* ---- transport_stream.c ---- */
 
+/* A listener is readable: accept what waits (core listeners: stream_core_accepted). */
+void stream_on_accept(uv_poll_t *h, int status, int events);
 /* Allocates a slot for c (its id). Returns 0, -ENOSPC or -ENOMEM. */
 int stream_slot_alloc(struct transport_stream *t, struct stream_conn *c);
 /* Socket options of every connection (keepalive, user timeout, no delay). */

@@ -92,35 +92,26 @@ static struct stream_conn *core_conn_new(struct transport_stream *t, int fd,
     return c;
 }
 
-static void on_core_accept(uv_poll_t *h, int status, int events)
+void stream_core_accepted(void *ctx, int fd, const struct sockaddr *peer, socklen_t len)
 {
-    struct stream_listener *l = container_of(h, struct stream_listener, poll);
+    struct stream_listener *l = ctx;
     struct transport_stream *t = l->t;
-    (void)events;
-    if (status < 0 || t->is_closing)
+    (void)len;
+    const struct config_addr *p = core_peer_of(t, peer);
+    if (!p || t->n_core >= STREAM_CORE_MAX) {
+        char abuf[LOG_ADDR_MAX];
+        t->st.core_refused_not_peer++;
+        log_debug("stream: core tcp connection from %s refused: %s",
+                  log_fmt_addr(peer, abuf, sizeof(abuf)),
+                  p ? "too many core connections" : "not a core peer");
+        close(fd);
         return;
-    for (int n = 0; n < STREAM_ACCEPT_BATCH; n++) {
-        union ws_addr peer;
-        socklen_t sl = sizeof(peer);
-        int fd = accept4(l->fd, &peer.sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        const struct config_addr *p = core_peer_of(t, &peer.sa);
-        if (!p || t->n_core >= STREAM_CORE_MAX) {
-            char abuf[LOG_ADDR_MAX];
-            t->st.core_refused_not_peer++;
-            log_debug("stream: core tcp connection from %s refused: %s",
-                      log_fmt_addr(&peer.sa, abuf, sizeof(abuf)),
-                      p ? "too many core connections" : "not a core peer");
-            close(fd);
-            continue;
-        }
-        struct stream_conn *c = core_conn_new(t, fd, p);
-        if (!c)
-            continue;
-        t->st.core_accepted++;
-        stream_conn_start(c);
     }
+    struct stream_conn *c = core_conn_new(t, fd, p);
+    if (!c)
+        return;
+    t->st.core_accepted++;
+    stream_conn_start(c);
 }
 
 int stream_core_listen(struct transport_stream *t, struct stream_listener *l)
@@ -129,8 +120,8 @@ int stream_core_listen(struct transport_stream *t, struct stream_listener *l)
     l->transport = 0;
     l->addr = &t->cfg->core;
     /* Each worker has its own core port: no group, no steering. */
-    int fd = lws_uv_listen(l->addr, STREAM_LISTEN_BACKLOG, false, t->loop, &l->poll,
-                           on_core_accept);
+    int fd =
+        lws_uv_listen(l->addr, STREAM_LISTEN_BACKLOG, false, t->loop, &l->poll, stream_on_accept);
     if (fd < 0)
         return fd;
     l->fd = fd;

@@ -43,21 +43,10 @@ static void on_tick_closed(uv_handle_t *h);
 
 /* ---- connection table --------------------------------------------------------------- */
 
-static uint64_t stream_conn_id(uint32_t slot, uint32_t gen)
-{
-    return TX_CONN_STREAM | ((uint64_t)gen << 32) | slot;
-}
-
 /* The open connection conn names, or NULL (gone, closing, or not ours). */
 static struct stream_conn *stream_lookup(const struct transport_stream *t, uint64_t conn)
 {
-    if (!(conn & TX_CONN_STREAM))
-        return NULL;
-    uint32_t slot = (uint32_t)conn;
-    uint32_t gen = (uint32_t)(conn >> 32) & STREAM_GEN_MASK;
-    if (slot >= t->n_slots || t->slots[slot].gen != gen)
-        return NULL;
-    struct stream_conn *c = t->slots[slot].c;
+    struct stream_conn *c = conn_ids_get(&t->ids, conn);
     if (!c || c->is_closing || !c->is_open)
         return NULL;
     return c;
@@ -65,48 +54,14 @@ static struct stream_conn *stream_lookup(const struct transport_stream *t, uint6
 
 int stream_slot_alloc(struct transport_stream *t, struct stream_conn *c)
 {
-    uint32_t slot;
-    if (t->n_slots_used >= t->max_slots)
-        return -ENOSPC;
-    if (t->free_head) {
-        slot = t->free_head - 1;
-        t->free_head = t->slots[slot].next_free;
-    } else {
-        if (t->n_slots >= t->max_slots)
-            return -ENOSPC;
-        if (t->n_slots == t->cap_slots) {
-            uint32_t cap = t->cap_slots ? t->cap_slots * 2 : 256;
-            if (cap > t->max_slots)
-                cap = t->max_slots;
-            struct stream_slot *s = realloc(t->slots, (size_t)cap * sizeof(*s));
-            if (!s)
-                return -ENOMEM;
-            t->slots = s;
-            t->cap_slots = cap;
-        }
-        slot = t->n_slots++;
-        t->slots[slot].gen = 1;
-    }
-    t->slots[slot].c = c;
-    t->slots[slot].next_free = 0;
-    t->n_slots_used++;
-    c->id = stream_conn_id(slot, t->slots[slot].gen);
-    return 0;
+    return conn_ids_alloc(&t->ids, c, &c->id);
 }
 
 void stream_conn_release(struct stream_conn *c)
 {
     struct transport_stream *t = c->t;
-    if (c->id) {
-        uint32_t slot = (uint32_t)c->id;
-        t->slots[slot].c = NULL;
-        t->slots[slot].gen = (t->slots[slot].gen + 1) & STREAM_GEN_MASK;
-        if (t->slots[slot].gen == 0)
-            t->slots[slot].gen = 1; /* id 0 is never valid */
-        t->slots[slot].next_free = t->free_head;
-        t->free_head = slot + 1;
-        t->n_slots_used--;
-    }
+    if (c->id)
+        conn_ids_free(&t->ids, c->id);
     if (c->ip) {
         t->ipt.ips[c->ip - 1].n_conns--;
         c->ip = 0;
@@ -127,8 +82,6 @@ void stream_handle_closed(struct transport_stream *t)
 
 /* ---- accepting ---------------------------------------------------------------------- */
 
-static void on_accept(uv_poll_t *h, int status, int events);
-
 static void stream_accept_pause(struct transport_stream *t)
 {
     for (unsigned i = 0; i < t->n_lst; i++) {
@@ -145,7 +98,7 @@ static void stream_accept_resume(struct transport_stream *t)
     t->is_accept_paused = false;
     for (unsigned i = 0; i < t->n_lst; i++) {
         if (!t->lst[i].is_polling && t->lst[i].fd >= 0) {
-            uv_poll_start(&t->lst[i].poll, UV_READABLE, on_accept);
+            uv_poll_start(&t->lst[i].poll, UV_READABLE, stream_on_accept);
             t->lst[i].is_polling = true;
         }
     }
@@ -231,7 +184,7 @@ static void stream_accept_one(struct stream_listener *l, int fd, const union ws_
         else
             t->st.refused_no_memory++;
         log_debug("stream %s: connection refused: %u connection slots in use",
-                  log_fmt_addr(&peer->sa, abuf, sizeof(abuf)), t->max_slots);
+                  log_fmt_addr(&peer->sa, abuf, sizeof(abuf)), t->ids.max);
         free(c);
         close(fd);
         return;
@@ -251,38 +204,34 @@ static void stream_accept_one(struct stream_listener *l, int fd, const union ws_
     stream_conn_start(c);
 }
 
-static void on_accept(uv_poll_t *h, int status, int events)
+static void stream_accepted(void *ctx, int fd, const struct sockaddr *peer, socklen_t len)
+{
+    struct stream_listener *l = ctx;
+    l->t->st.accepted++;
+    stream_accept_one(l, fd, (const union ws_addr *)peer, len);
+}
+
+void stream_on_accept(uv_poll_t *h, int status, int events)
 {
     struct stream_listener *l = container_of(h, struct stream_listener, poll);
     struct transport_stream *t = l->t;
     (void)events;
     if (status < 0 || t->is_closing)
         return;
-    for (int n = 0; n < STREAM_ACCEPT_BATCH; n++) {
-        union ws_addr peer;
-        socklen_t sl = sizeof(peer);
-        int fd = accept4(l->fd, &peer.sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors: stop accepting until the next tick instead of
-                 * spinning on a readable listen socket. */
-                t->st.accept_errors++;
-                log_warn("stream %s: accept: %s; pausing accepts for %d ms", l->addr->text,
-                         strerror(errno), STREAM_TICK_MS);
-                stream_accept_pause(t);
-            }
-            return;
-        }
-        t->st.accepted++;
-        stream_accept_one(l, fd, &peer, sl);
+    int err = lws_uv_accept_batch(l->fd, STREAM_ACCEPT_BATCH,
+                                  l->transport ? stream_accepted : stream_core_accepted, l);
+    if (err) {
+        t->st.accept_errors++;
+        log_warn("stream %s: accept: %s; pausing accepts for %d ms", l->addr->text, strerror(err),
+                 STREAM_TICK_MS);
+        stream_accept_pause(t);
     }
 }
 
 static int stream_listen(struct transport_stream *t, struct stream_listener *l)
 {
-    int fd = lws_uv_listen(l->addr, STREAM_LISTEN_BACKLOG, true, t->loop, &l->poll, on_accept);
+    int fd =
+        lws_uv_listen(l->addr, STREAM_LISTEN_BACKLOG, true, t->loop, &l->poll, stream_on_accept);
     if (fd < 0)
         return fd;
     /* Owned by the transport from here: an error below is closed with the rest. */
@@ -312,8 +261,8 @@ static void stream_tick_conn(struct transport_stream *t, struct stream_conn *c, 
     if (!c->is_handshake_done) {
         if (p->stream_tls_handshake_timeout_s &&
             now - c->accept_ms >= p->stream_tls_handshake_timeout_s * 1000u) {
-            counter = c->is_connecting ? &t->st.core_connect_errors
-                                       : &t->st.close_tls_handshake_timeout;
+            counter =
+                c->is_connecting ? &t->st.core_connect_errors : &t->st.close_tls_handshake_timeout;
             why = c->is_connecting ? "connect timeout" : "TLS handshake timeout";
         }
     } else if (c->n_crlf && now - c->msg_ms >= STREAM_TICK_MS) {
@@ -347,8 +296,8 @@ static void on_tick(uv_timer_t *h)
     if (t->is_accept_paused)
         stream_accept_resume(t);
     ws_ip_sweep(&t->ipt, t->pol.stream_conns_per_ip_per_s, uv_now(t->loop));
-    for (uint32_t i = 0; i < t->n_slots; i++) {
-        struct stream_conn *c = t->slots[i].c;
+    for (uint32_t i = 0; i < t->ids.n; i++) {
+        struct stream_conn *c = conn_ids_at(&t->ids, i);
         if (c)
             stream_tick_conn(t, c, now);
     }
@@ -369,7 +318,7 @@ static void stream_free(struct transport_stream *t)
 {
     tls_server_unref(t->tls);
     ws_ip_table_free(&t->ipt);
-    free(t->slots);
+    conn_ids_fini(&t->ids);
     free(t->rx_scratch);
     free(t->tx_scratch);
     free(t);
@@ -399,7 +348,9 @@ int transport_stream_new(struct transport_stream **out, const struct transport_s
     t->on_core = opts->on_core;
     t->tls = tls_server_ref(opts->tls);
     stream_apply_policy(t, opts->policy);
-    t->max_slots = opts->policy->max_flows ? opts->policy->max_flows : STREAM_DEFAULT_MAX_CONNS;
+    conn_ids_init(&t->ids,
+                  opts->policy->max_flows ? opts->policy->max_flows : STREAM_DEFAULT_MAX_CONNS,
+                  TX_CONN_STREAM, STREAM_GEN_MASK);
     for (unsigned i = 0; i < 2 * CONFIG_MAX_LISTEN + 1; i++)
         t->lst[i].fd = -1;
     t->rx_scratch = malloc(STREAM_RX_PAD + STREAM_RX_SCRATCH);
@@ -461,7 +412,7 @@ void transport_stream_set_policy(struct transport_stream *t, const struct policy
 {
     stream_apply_policy(t, policy);
     /* A lower bound refuses new connections until enough have gone; none is cut. */
-    t->max_slots = policy->max_flows ? policy->max_flows : STREAM_DEFAULT_MAX_CONNS;
+    t->ids.max = policy->max_flows ? policy->max_flows : STREAM_DEFAULT_MAX_CONNS;
 }
 
 void transport_stream_set_tls(struct transport_stream *t, struct tls_server *tls)
@@ -621,8 +572,8 @@ void transport_stream_close(struct transport_stream *t, void (*cb)(void *ctx), v
     }
     uv_timer_stop(&t->tick);
     uv_close((uv_handle_t *)&t->tick, on_tick_closed);
-    for (uint32_t s = 0; s < t->n_slots; s++) {
-        struct stream_conn *c = t->slots[s].c;
+    for (uint32_t s = 0; s < t->ids.n; s++) {
+        struct stream_conn *c = conn_ids_at(&t->ids, s);
         if (c && !c->is_gone)
             stream_conn_close(c, c->is_closing ? NULL : &t->st.close_shutdown, false);
     }

@@ -33,60 +33,24 @@
 
 /* ---- ids ---------------------------------------------------------------------------- */
 
-static uint64_t ws_conn_id(uint32_t slot, uint32_t gen)
-{
-    return ((uint64_t)gen << 32) | slot;
-}
-
 static struct ws_pss *ws_lookup(const struct transport_ws *t, uint64_t conn)
 {
-    uint32_t slot = (uint32_t)conn;
-    uint32_t gen = (uint32_t)(conn >> 32);
-    if (slot >= t->n_slots || t->slots[slot].gen != gen)
-        return NULL;
-    return t->slots[slot].pss;
+    return conn_ids_get(&t->ids, conn);
 }
 
 static int ws_slot_alloc(struct transport_ws *t, struct ws_pss *pss, uint64_t *conn)
 {
-    uint32_t slot;
-    if (t->free_head) {
-        slot = t->free_head - 1;
-        t->free_head = t->slots[slot].next_free;
-    } else {
-        if (t->n_slots >= t->max_slots)
-            return -ENOSPC;
-        if (t->n_slots == t->cap_slots) {
-            uint32_t cap = t->cap_slots ? t->cap_slots * 2 : 256;
-            if (cap > t->max_slots)
-                cap = t->max_slots;
-            struct ws_slot *s = realloc(t->slots, (size_t)cap * sizeof(*s));
-            if (!s)
-                return -ENOMEM;
-            t->slots = s;
-            t->cap_slots = cap;
-        }
-        slot = t->n_slots++;
-        t->slots[slot].gen = 1;
-    }
-    t->slots[slot].pss = pss;
-    t->slots[slot].next_free = 0;
-    pss->slot = slot + 1;
-    t->n_live++;
-    *conn = ws_conn_id(slot, t->slots[slot].gen);
+    int rc = conn_ids_alloc(&t->ids, pss, &pss->id);
+    if (rc < 0)
+        return rc;
+    *conn = pss->id;
     return 0;
 }
 
 static void ws_slot_free(struct transport_ws *t, struct ws_pss *pss)
 {
-    uint32_t slot = pss->slot - 1;
-    t->slots[slot].pss = NULL;
-    if (++t->slots[slot].gen == 0)
-        t->slots[slot].gen = 1; /* id 0 is never valid */
-    t->slots[slot].next_free = t->free_head;
-    t->free_head = slot + 1;
-    pss->slot = 0;
-    t->n_live--;
+    conn_ids_free(&t->ids, pss->id);
+    pss->id = 0;
 }
 
 static void ws_peer(struct lws *wsi, union ws_addr *out)
@@ -251,7 +215,7 @@ static void ws_established(struct transport_ws *t, struct lws *wsi, struct ws_ps
     if (rc < 0) {
         t->st.refused_conn_table_full++;
         log_warn("ws %s: connection refused: connection table full (%u)",
-                 log_fmt_addr(&pss->remote.sa, abuf, sizeof(abuf)), t->max_slots);
+                 log_fmt_addr(&pss->remote.sa, abuf, sizeof(abuf)), t->ids.max);
         ws_schedule_close(pss, WS_CLOSE_TRY_AGAIN);
         return;
     }
@@ -270,17 +234,11 @@ static void ws_established(struct transport_ws *t, struct lws *wsi, struct ws_ps
     pss->open_ms = pss->last_rx_ms = ws_now_ms(t);
 }
 
-static uint64_t ws_conn_of(const struct transport_ws *t, const struct ws_pss *pss)
-{
-    uint32_t slot = pss->slot - 1;
-    return ws_conn_id(slot, t->slots[slot].gen);
-}
-
 /* One complete message (RFC 7118 §5: one SIP message per WebSocket message). */
 static void ws_deliver(struct transport_ws *t, struct ws_pss *pss, const char *buf, size_t len,
                        bool is_binary)
 {
-    uint64_t conn = ws_conn_of(t, pss);
+    uint64_t conn = pss->id;
     /* RFC 5626 §4.4.1 CRLF keepalive as RFC 7118 carries it: "\r\n\r\n" is a ping and is
      * answered with "\r\n" at once; a lone "\r\n" is a pong. Neither is a SIP message. */
     if ((len == 4 && !memcmp(buf, "\r\n\r\n", 4)) || (len == 2 && !memcmp(buf, "\r\n", 2))) {
@@ -321,7 +279,7 @@ static void ws_seen(const struct transport_ws *t, struct ws_pss *pss)
 static int ws_receive(struct transport_ws *t, struct lws *wsi, struct ws_pss *pss,
                       const char *in, size_t len)
 {
-    if (!pss->slot || pss->is_closing)
+    if (!pss->id || pss->is_closing)
         return 0;
     /* Client traffic (SIP or RFC 5626 CRLF keepalives) proves the connection as well as a
      * pong would: only connections that are really idle get pinged, and a pong delayed by
@@ -468,8 +426,8 @@ static int ws_writeable(struct transport_ws *t, struct lws *wsi, struct ws_pss *
 
 static void ws_closed(struct transport_ws *t, struct ws_pss *pss)
 {
-    if (pss->slot) {
-        uint64_t conn = ws_conn_of(t, pss);
+    if (pss->id) {
+        uint64_t conn = pss->id;
         if (pss->is_peer_closed)
             t->st.close_by_peer++;
         else if (!pss->is_closing)
@@ -487,7 +445,7 @@ static void ws_closed(struct transport_ws *t, struct ws_pss *pss)
     }
     ws_out_free(t, pss);
     ws_rx_free(t, pss);
-    if (t->is_closing && t->n_live == 0 && !t->is_lws_destroyed)
+    if (t->is_closing && t->ids.n_used == 0 && !t->is_lws_destroyed)
         ws_finish_soon(t);
 }
 
@@ -525,10 +483,10 @@ static int on_lws(struct lws *wsi, enum lws_callback_reasons reason, void *user,
         /* The answer to our Ping (ws_tick_conn), or an unsolicited one (RFC 6455 §5.5.3
          * allows it as a heartbeat): either way the peer is alive. */
         t = ws_of(wsi);
-        if (pss && pss->slot && !pss->is_closing) {
+        if (pss && pss->id && !pss->is_closing) {
             t->st.pongs_rx++;
             ws_seen(t, pss);
-            t->cbs.on_alive(t->ctx, ws_conn_of(t, pss), pss->ref);
+            t->cbs.on_alive(t->ctx, pss->id, pss->ref);
         }
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
@@ -677,5 +635,5 @@ void transport_ws_stats_format(const struct transport_ws *t, char *buf, size_t c
 
 uint32_t transport_ws_n_conns(const struct transport_ws *t)
 {
-    return t->n_live;
+    return t->ids.n_used;
 }

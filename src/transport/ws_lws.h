@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "sipedge/config.h"
+#include "sipedge/conn_ids.h"
 #include "sipedge/lws_uv.h"
 #include "transport_ws_internal.h"
 #include "ws_out.h"
@@ -53,7 +54,7 @@
 struct ws_pss {
     struct lws *wsi;
     uint64_t ref;        /* owner's value from on_open */
-    uint32_t slot;       /* slot + 1 while in the slot table, 0 otherwise */
+    uint64_t id;         /* connection id (conn_ids) while in the table, 0 otherwise */
     uint32_t ip;         /* ip entry + 1 while counted in n_conns, 0 otherwise */
     bool is_established; /* CLOSED also fires for refused handshakes (notes §1) */
     bool is_in_msg;      /* between the first and the final chunk of a message */
@@ -78,11 +79,6 @@ struct ws_pss {
     union ws_addr remote;
 };
 
-struct ws_slot {
-    struct ws_pss *pss; /* NULL when free */
-    uint32_t gen;
-    uint32_t next_free; /* slot + 1, 0 ends the free list */
-};
 
 struct ws_listener {
     uv_poll_t poll;
@@ -115,12 +111,7 @@ struct transport_ws {
     struct ws_origin origins[CONFIG_MAX_ORIGINS];
     unsigned n_origins;
 
-    struct ws_slot *slots;
-    uint32_t n_slots;   /* slots ever handed out (high-water mark) */
-    uint32_t cap_slots; /* allocated */
-    uint32_t max_slots; /* bound */
-    uint32_t free_head; /* slot + 1 */
-    uint32_t n_live;
+    struct conn_ids ids; /* established connections; bound: policy max_flows */
 
     struct ws_ip_table ipt; /* per-IP admission (ws_admission.c) */
 

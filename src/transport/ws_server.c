@@ -77,6 +77,37 @@ static void ws_accept_resume(struct transport_ws *t)
     }
 }
 
+static void ws_accept_one(void *ctx, int fd, const struct sockaddr *peer, socklen_t len)
+{
+    struct ws_listener *l = ctx;
+    struct transport_ws *t = l->t;
+    (void)len;
+    t->st.accepted++;
+    uint32_t rate = t->pol.ws_handshakes_per_ip_per_s;
+    if (rate) {
+        union ws_ip_key k;
+        uint64_t now = uv_now(t->loop);
+        ws_ip_key(t, peer, &k);
+        struct ws_ip *e = ws_ip_get(&t->ipt, &k, rate, now);
+        if (!e) {
+            t->st.refused_ip_table_full++;
+            close(fd);
+            return;
+        }
+        if (!ws_ip_allow_handshake(e, rate, now)) {
+            char abuf[LOG_ADDR_MAX];
+            t->st.refused_handshake_rate++;
+            log_debug("ws %s: connection refused: handshake rate over %u/s",
+                      log_fmt_addr(peer, abuf, sizeof(abuf)), t->pol.ws_handshakes_per_ip_per_s);
+            close(fd);
+            return;
+        }
+    }
+    /* On failure lws closes the fd itself (lws-adopt.h). */
+    if (!lws_adopt_socket_vhost(l->vh, fd))
+        t->st.adopt_errors++;
+}
+
 static void on_accept(uv_poll_t *h, int status, int events)
 {
     struct ws_listener *l = container_of(h, struct ws_listener, poll);
@@ -84,48 +115,12 @@ static void on_accept(uv_poll_t *h, int status, int events)
     (void)events;
     if (status < 0 || t->is_closing)
         return;
-    for (int n = 0; n < WS_ACCEPT_BATCH; n++) {
-        union ws_addr peer;
-        socklen_t sl = sizeof(peer);
-        int fd = accept4(l->fd, &peer.sa, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors: stop accepting until the next tick instead of
-                 * spinning on a readable listen socket. */
-                t->st.accept_errors++;
-                log_warn("ws %s: accept: %s; pausing accepts for %d ms", l->addr->text,
-                         strerror(errno), WS_TICK_MS);
-                ws_accept_pause(t);
-            }
-            return;
-        }
-        t->st.accepted++;
-        uint32_t rate = t->pol.ws_handshakes_per_ip_per_s;
-        if (rate) {
-            union ws_ip_key k;
-            uint64_t now = uv_now(t->loop);
-            ws_ip_key(t, &peer.sa, &k);
-            struct ws_ip *e = ws_ip_get(&t->ipt, &k, rate, now);
-            if (!e) {
-                t->st.refused_ip_table_full++;
-                close(fd);
-                continue;
-            }
-            if (!ws_ip_allow_handshake(e, rate, now)) {
-                char abuf[LOG_ADDR_MAX];
-                t->st.refused_handshake_rate++;
-                log_debug("ws %s: connection refused: handshake rate over %u/s",
-                          log_fmt_addr(&peer.sa, abuf, sizeof(abuf)),
-                          t->pol.ws_handshakes_per_ip_per_s);
-                close(fd);
-                continue;
-            }
-        }
-        /* On failure lws closes the fd itself (lws-adopt.h). */
-        if (!lws_adopt_socket_vhost(l->vh, fd))
-            t->st.adopt_errors++;
+    int err = lws_uv_accept_batch(l->fd, WS_ACCEPT_BATCH, ws_accept_one, l);
+    if (err) {
+        t->st.accept_errors++;
+        log_warn("ws %s: accept: %s; pausing accepts for %d ms", l->addr->text, strerror(err),
+                 WS_TICK_MS);
+        ws_accept_pause(t);
     }
 }
 
@@ -312,8 +307,8 @@ static void on_tick(uv_timer_t *h)
     ws_ip_sweep(&t->ipt, t->pol.ws_handshakes_per_ip_per_s, uv_now(t->loop));
     if (t->is_closing)
         return;
-    for (uint32_t i = 0; i < t->n_slots; i++) {
-        struct ws_pss *pss = t->slots[i].pss;
+    for (uint32_t i = 0; i < t->ids.n; i++) {
+        struct ws_pss *pss = conn_ids_at(&t->ids, i);
         if (pss)
             ws_tick_conn(t, pss, now);
     }
@@ -355,7 +350,9 @@ int transport_ws_new(struct transport_ws **out, const struct transport_ws_opts *
     ws_arena_init(&t->arena, LWS_PRE);
     t->group = opts->group;
     ws_apply_policy(t, opts->policy);
-    t->max_slots = opts->policy->max_flows ? opts->policy->max_flows : WS_DEFAULT_MAX_CONNS;
+    /* Generations in 31 bits: a WebSocket id never has TX_CONN_STREAM set. */
+    conn_ids_init(&t->ids, opts->policy->max_flows ? opts->policy->max_flows : WS_DEFAULT_MAX_CONNS,
+                  0, 0x7fffffffu);
     for (unsigned i = 0; i < 2 * CONFIG_MAX_LISTEN; i++)
         t->lst[i].fd = -1;
 
@@ -483,7 +480,7 @@ static void ws_maybe_finish(struct transport_ws *t)
     void (*cb)(void *) = t->close_cb;
     void *ctx = t->close_ctx;
     ws_arena_destroy(&t->arena);
-    free(t->slots);
+    conn_ids_fini(&t->ids);
     ws_ip_table_free(&t->ipt);
     free(t);
     if (cb)
@@ -544,11 +541,11 @@ void transport_ws_close(struct transport_ws *t, void (*cb)(void *ctx), void *ctx
         uv_close((uv_handle_t *)&l->poll, on_listener_closed);
     }
     /* RFC 6455 §7.4.1: 1001, the server is going away. */
-    for (uint32_t s = 0; s < t->n_slots; s++) {
-        if (t->slots[s].pss) {
+    for (uint32_t s = 0; s < t->ids.n; s++) {
+        if (conn_ids_at(&t->ids, s)) {
             t->st.close_shutdown++;
-            ws_schedule_close(t->slots[s].pss, WS_CLOSE_GOING_AWAY);
+            ws_schedule_close(conn_ids_at(&t->ids, s), WS_CLOSE_GOING_AWAY);
         }
     }
-    uv_timer_start(&t->stop_timer, on_stop_timer, t->n_live ? WS_SHUTDOWN_GRACE_MS : 0, 0);
+    uv_timer_start(&t->stop_timer, on_stop_timer, t->ids.n_used ? WS_SHUTDOWN_GRACE_MS : 0, 0);
 }

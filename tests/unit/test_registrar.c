@@ -588,6 +588,30 @@ static void test_registrar_trusted_pai_dereg_accepted(void **state)
     assert_int_equal(st.trusted_dereg, 1);
 }
 
+/* A binding registered with +sip.instance (an outbound client) is removed by a
+ * de-REGISTER that names only its Contact URI, as the edge sends for a dead flow; a
+ * refresh of the bare URI does not take it over. */
+static void test_registrar_instance_binding_removed_by_bare_uri(void **state)
+{
+    struct fx *f = *state;
+    const char *inst = "Contact: <sip:alice@192.0.2.10:5060;transport=tls>"
+                       ";+sip.instance=\"<urn:uuid:00000000-0000-0000-0000-00000000000a>\"\n";
+    assert_int_equal(reg_auth(f, T0, "MD5", "alice", "alice", "alicepw", 1, inst), 200);
+    assert_int_equal(registrar_n_bindings(f->r), 1);
+    reg(f, T0 + 1000, "alice", "x", 9,
+        "P-Asserted-Identity: <sip:alice@example.com>\n"
+        "Contact: <sip:alice@192.0.2.10:5060;transport=tls>;expires=0\n");
+    assert_int_equal(fx_status(f), 200);
+    assert_int_equal(registrar_n_bindings(f->r), 0);
+
+    /* A refresh of the bare URI is another binding: the outbound one keeps its instance. */
+    assert_int_equal(reg_auth(f, T0 + 2000, "MD5", "alice", "alice", "alicepw", 3, inst), 200);
+    assert_int_equal(reg_auth(f, T0 + 3000, "MD5", "alice", "alice", "alicepw", 5,
+                              "Contact: <sip:alice@192.0.2.10:5060;transport=tls>\n"),
+                     200);
+    assert_int_equal(registrar_n_bindings(f->r), 2);
+}
+
 /* ---- contact processing (no auth) ------------------------------------------------- */
 
 static void test_registrar_short_expires_gets_423(void **state)
@@ -1310,6 +1334,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_registrar_expired_nonce_answers_stale, setup_auth,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_registrar_unknown_user_or_other_aor_forbidden,
+                                        setup_auth, teardown),
+        cmocka_unit_test_setup_teardown(test_registrar_instance_binding_removed_by_bare_uri,
                                         setup_auth, teardown),
         cmocka_unit_test_setup_teardown(test_registrar_trusted_pai_dereg_accepted, setup_auth,
                                         teardown),
