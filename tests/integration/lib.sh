@@ -294,11 +294,12 @@ kam_ul_dump() { kamcmd -s "$KAM_CTL" ul.dump; }
 STATS_RE() { printf 'Z [a-z]+ +stats %s ' "$1"; }
 WORKER_STATS_RE() { printf 'Z [a-z]+ +worker %s stats %s ' "$1" "$2"; }
 
-# edge_stats: SIGUSR1 to sipedge, wait (up to 5 s) for the new "stats edge" line (the sum
-# over the workers), print it.
-edge_stats() {
+# fresh_stats KIND: SIGUSR1 to sipedge, wait (up to 5 s) for a new "stats KIND" line (the
+# sum over the workers), print it. edge_stats, stream_stats: the edge's and the stream
+# transport's.
+fresh_stats() {
     local before n re
-    re=$(STATS_RE edge)
+    re=$(STATS_RE "$1")
     before=$(grep -cE "$re" "$SIPEDGE_LOG")
     kill -USR1 "$SIPEDGE_PID" 2>/dev/null || return 1
     for ((n = 0; n < 100; n++)); do
@@ -307,6 +308,8 @@ edge_stats() {
     done
     grep -E "$re" "$SIPEDGE_LOG" | tail -n 1
 }
+edge_stats() { fresh_stats edge; }
+stream_stats() { fresh_stats stream; }
 
 # last_stats KIND: the latest "stats KIND" line (the sum), without asking for a new one.
 # last_worker_stats I KIND: the latest "worker I stats KIND" line.
@@ -321,10 +324,13 @@ edge_stat() { stat_of "$(edge_stats)" "$1"; }
 
 # kam_bound_count CORE FIRST COUNT: how many of the AoRs FIRST..FIRST+COUNT-1 Kamailio
 # holds with a live contact whose Path names sipedge's core address CORE (port 5070, or
-# the port of any worker: core_port_re).
+# the port of any worker: core_port_re). One ul.lookup per AoR: kamcmd cannot return a
+# ul.dump of 1,000 bindings with long Paths ("reply too big").
 kam_bound_count() {
-    timeout 10 kamcmd -s "$KAM_CTL" ul.dump >"$IT_TMP/ul.dump" 2>&1 || { echo 0; return; }
-    python3 - "$IT_TMP/ul.dump" "$1" "$2" "$3" "$(core_port_re)" <<'PY'
+    local u
+    for ((u = $2; u < $2 + $3; u++)); do echo "ul.lookup location $u@any"; done |
+        timeout 30 kamcmd -s "$KAM_CTL" >"$IT_TMP/ul.lookup" 2>&1
+    python3 - "$IT_TMP/ul.lookup" "$1" "$2" "$3" "$(core_port_re)" <<'PY'
 import re, sys
 text, core, first, count = open(sys.argv[1]).read(), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 ports = sys.argv[5]

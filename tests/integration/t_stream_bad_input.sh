@@ -57,17 +57,6 @@ stream:
 
 # ---- stream counters --------------------------------------------------------------------
 # stream_stats: a fresh "stats stream" line (the sum over the workers), without its prefix.
-stream_stats() {
-    local n i re
-    re=$(STATS_RE stream)
-    n=$(grep -cE "$re" "$SIPEDGE_LOG")
-    kill -USR1 "$SIPEDGE_PID" 2>/dev/null || return 1
-    for ((i = 0; i < 100; i++)); do
-        [ "$(grep -cE "$re" "$SIPEDGE_LOG")" -gt "$n" ] && break
-        sleep 0.05
-    done
-    grep -E "$re" "$SIPEDGE_LOG" | tail -n 1 | sed 's/.*stats stream //'
-}
 # sval LINE NAME: NAME (or stream_NAME) in a stats line; 0 when absent.
 sval() {
     local v

@@ -31,17 +31,6 @@ HOLD_MS=40000
 SIPP_TIMEOUT=150
 
 # ---- stream counters (the "stats stream" line, the sum over the workers) ----------------
-stream_stats() {
-    local n i re
-    re=$(STATS_RE stream)
-    n=$(grep -cE "$re" "$SIPEDGE_LOG")
-    kill -USR1 "$SIPEDGE_PID" 2>/dev/null || return 1
-    for ((i = 0; i < 100; i++)); do
-        [ "$(grep -cE "$re" "$SIPEDGE_LOG")" -gt "$n" ] && break
-        sleep 0.05
-    done
-    grep -E "$re" "$SIPEDGE_LOG" | tail -n 1 | sed 's/.*stats stream //'
-}
 # stream_stat NAME: NAME (or stream_NAME) from the latest stats stream line.
 stream_stat() {
     grep -E "$(STATS_RE stream)" "$SIPEDGE_LOG" | tail -n 1 | tr ' ' '\n' |
@@ -49,32 +38,8 @@ stream_stat() {
 }
 
 # bound_count FIRST COUNT: how many of the AoRs FIRST..FIRST+COUNT-1 Kamailio holds with
-# a live contact whose Path names sipedge's core address (lib.sh kam_bound_count, with
-# one ul.lookup per AoR: kamcmd cannot take a ul.dump of 1,000 bindings).
-bound_count() {
-    local u
-    for ((u = $1; u < $1 + $2; u++)); do echo "ul.lookup location $u@any"; done |
-        timeout 30 kamcmd -s "$KAM_CTL" >"$IT_TMP/ul.lookup" 2>&1
-    python3 - "$IT_TMP/ul.lookup" "$CORE" "$1" "$2" "$(core_port_re)" <<'PY'
-import re, sys
-text, core, first, count, ports = open(sys.argv[1]).read(), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-want = {str(u) for u in range(first, first + count)}
-cur, exp, ok = None, None, set()
-for line in text.splitlines():
-    m = re.search(r'\bAoR: (\S+)', line)
-    if m:
-        cur, exp = m.group(1), None
-        continue
-    m = re.search(r'\bExpires: (\S+)', line)
-    if m:
-        exp = m.group(1)
-    m = re.search(r'\bPath: (.*)', line)
-    if m and cur in want and exp and exp.lstrip('-').isdigit() and int(exp) > 0 \
-            and re.search(r'@' + re.escape(core) + r':' + ports + r';[^>]*lr', m.group(1)):
-        ok.add(cur)
-print(len(ok))
-PY
-}
+# a live contact whose Path names sipedge's core address (lib.sh kam_bound_count).
+bound_count() { kam_bound_count "$CORE" "$1" "$2"; }
 
 # Kamailio on UDP and TCP (sipedge sends REGISTERs over udp_max_bytes to the core over
 # TCP), logging each request's transport, Content-Length, body length and body MD5.

@@ -106,20 +106,8 @@ stream_invite_error() {
     stream_finals "$tag" | tr '\n' ' '
 }
 
-# stream_stats: SIGUSR1 to sipedge, wait (up to 5 s) for the new "stats stream" line
-# (the sum over the workers), print it. stream_stat NAME: one counter (stream_NAME) of
-# a fresh line.
-stream_stats() {
-    local before n re
-    re=$(STATS_RE stream)
-    before=$(grep -cE "$re" "$SIPEDGE_LOG")
-    kill -USR1 "$SIPEDGE_PID" 2>/dev/null || return 1
-    for ((n = 0; n < 100; n++)); do
-        [ "$(grep -cE "$re" "$SIPEDGE_LOG")" -gt "$before" ] && break
-        sleep 0.05
-    done
-    grep -E "$re" "$SIPEDGE_LOG" | tail -n 1
-}
+# stream_stat NAME: one counter (stream_NAME) of a fresh "stats stream" line (lib.sh
+# stream_stats).
 stream_stat() { stat_of "$(stream_stats)" "stream_$1"; }
 
 # stream_reply_ms TAG CODE: when sipp[TAG] received its first CODE reply, in ms since the
