@@ -49,8 +49,10 @@ JOBS=$jobs scripts/build.sh build-tsan -DCMAKE_BUILD_TYPE=Debug -DSIPEDGE_SANITI
 
 # The threads of one process (control thread, two and three workers, handoffs, isolation)
 # under TSan with real peers: a ThreadSanitizer report in sipedge's log fails the test.
+# Start-up under TSan takes seconds (every table sipedge allocates at start gets its shadow
+# memory), more with two tests at once: readiness may take up to 30 s here.
 step "integration tests with workers under TSan in build-tsan"
-(cd build-tsan && TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:suppressions=$root/tests/tsan.supp} ctest \
+(cd build-tsan && SIPEDGE_READY_SECONDS=${SIPEDGE_READY_SECONDS:-30} TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:suppressions=$root/tests/tsan.supp} ctest \
     -R "^(integration\.t_workers|integration_w2\.(${TSAN_INTEGRATION:-t_register_embedded|t_ops_admin|t_reload|t_sipload|t_ws_jssip|t_guard_nft|t_edge_restart|t_core_tcp|t_stream_tls_certs|t_stream_sipp}))\$" \
     --output-on-failure --no-tests=error -j"${CTEST_PARALLEL:-2}" --timeout 900)
 
