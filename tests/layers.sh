@@ -27,7 +27,7 @@ exceptions=(
 # Layer of a public header (include/sipedge/<name>.h), into $layer_of.
 header_layer() {
   case "$1" in
-    slice | log | netaddr | siphash | statefile | cidr | config_addr | transport | keytab | ratelim | strbuf | jsonl | wallclock | mpsc | conn_ids) layer_of=base ;;
+    slice | log | netaddr | siphash | statefile | cidr | config_addr | transport | keytab | ratelim | strbuf | jsonl | wallclock | mpsc | conn_ids | stats_text) layer_of=base ;;
     sip_msg | sip_hdr | sip_check | sip_build | sip_reply | sip_edit) layer_of=sip ;;
     config) layer_of=config ;;
     guard | ban | events) layer_of=guard ;;

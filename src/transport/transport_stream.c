@@ -31,6 +31,7 @@
 
 #include "sipedge/flow_table.h"
 #include "sipedge/log.h"
+#include "sipedge/stats_text.h"
 #include "sipedge/lws_uv.h"
 #include "sipedge/tls_server.h"
 #include "transport/reuseport_steer.h"
@@ -502,21 +503,17 @@ int transport_stream_local_addr(const struct transport_stream *t, unsigned i,
 void transport_stream_stats_format_sum(const struct transport_stream *const *ts, unsigned n_ts,
                                        char *buf, size_t cap)
 {
-    size_t off = 0;
-    if (!cap)
-        return;
-    buf[0] = '\0';
-#define STREAM_STATS_FMT(name)                                                                     \
-    if (off < cap) {                                                                               \
-        unsigned long long v_ = 0;                                                                 \
-        for (unsigned i_ = 0; i_ < n_ts; i_++)                                                     \
-            v_ += ts[i_]->st.name;                                                                 \
-        int n_ = snprintf(buf + off, cap - off, "%sstream_" #name "=%llu", off ? " " : "", v_);    \
-        if (n_ > 0)                                                                                \
-            off += (size_t)n_;                                                                     \
-    }
-    TRANSPORT_STREAM_STATS(STREAM_STATS_FMT)
-#undef STREAM_STATS_FMT
+#define STREAM_STATS_NAME(name) #name,
+    static const char *const names[] = {TRANSPORT_STREAM_STATS(STREAM_STATS_NAME)};
+#undef STREAM_STATS_NAME
+    const uint64_t *srcs[64]; /* a process runs at most 64 workers */
+    unsigned n = n_ts < 64 ? n_ts : 64;
+    for (unsigned i = 0; i < n; i++)
+        srcs[i] = (const uint64_t *)&ts[i]->st;
+    _Static_assert(sizeof(struct transport_stream_stats) == sizeof(names) / sizeof(names[0]) *
+                                                               sizeof(uint64_t),
+                   "stream counters are uint64_t fields named by TRANSPORT_STREAM_STATS");
+    stats_text_sum(buf, cap, "stream_", names, sizeof(names) / sizeof(names[0]), srcs, n);
 }
 
 void transport_stream_stats_format(const struct transport_stream *t, char *buf, size_t cap)

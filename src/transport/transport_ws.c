@@ -30,6 +30,7 @@
 #include <openssl/ssl.h>
 
 #include "sipedge/log.h"
+#include "sipedge/stats_text.h"
 
 /* ---- ids ---------------------------------------------------------------------------- */
 
@@ -611,21 +612,17 @@ const struct transport_ws_stats *transport_ws_stats(const struct transport_ws *t
 void transport_ws_stats_format_sum(const struct transport_ws *const *ts, unsigned n_ts, char *buf,
                                    size_t cap)
 {
-    size_t off = 0;
-    if (!cap)
-        return;
-    buf[0] = '\0';
-#define WS_STATS_FMT(name)                                                                         \
-    if (off < cap) {                                                                               \
-        unsigned long long v_ = 0;                                                                 \
-        for (unsigned i_ = 0; i_ < n_ts; i_++)                                                     \
-            v_ += ts[i_]->st.name;                                                                 \
-        int n_ = snprintf(buf + off, cap - off, "%sws_" #name "=%llu", off ? " " : "", v_);       \
-        if (n_ > 0)                                                                                \
-            off += (size_t)n_;                                                                     \
-    }
-    TRANSPORT_WS_STATS(WS_STATS_FMT)
-#undef WS_STATS_FMT
+#define WS_STATS_NAME(name) #name,
+    static const char *const names[] = {TRANSPORT_WS_STATS(WS_STATS_NAME)};
+#undef WS_STATS_NAME
+    const uint64_t *srcs[64]; /* a process runs at most 64 workers */
+    unsigned n = n_ts < 64 ? n_ts : 64;
+    for (unsigned i = 0; i < n; i++)
+        srcs[i] = (const uint64_t *)&ts[i]->st;
+    _Static_assert(sizeof(struct transport_ws_stats) ==
+                       sizeof(names) / sizeof(names[0]) * sizeof(uint64_t),
+                   "ws counters are uint64_t fields named by TRANSPORT_WS_STATS");
+    stats_text_sum(buf, cap, "ws_", names, sizeof(names) / sizeof(names[0]), srcs, n);
 }
 
 void transport_ws_stats_format(const struct transport_ws *t, char *buf, size_t cap)
