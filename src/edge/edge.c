@@ -65,6 +65,8 @@ int edge_new(struct edge **out, const struct edge_opts *opts)
     e->listeners[FLOW_WSS] = (struct edge_listeners){c->listen_wss, c->n_listen_wss, "WSS"};
     e->listeners[FLOW_TCP] = (struct edge_listeners){c->listen_tcp, c->n_listen_tcp, "TCP"};
     e->listeners[FLOW_TLS] = (struct edge_listeners){c->listen_tls, c->n_listen_tls, "TLS"};
+    /* Our Via and Path name the core address; the flags and parameters around them. */
+    e->relay_grows = 2 * strlen(c->core.text) + 160;
     e->ups[e->n_ups++].addr = &e->cfg->registrar;
     for (unsigned i = 0; i < e->cfg->n_registrar_backups && e->n_ups < EDGE_MAX_UPSTREAMS; i++)
         e->ups[e->n_ups++].addr = &e->cfg->registrar_backups[i];

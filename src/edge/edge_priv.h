@@ -121,6 +121,7 @@ struct edge {
     struct guard *guard;
     struct tx_out out;
     struct edge_listeners listeners[EDGE_N_TRANSPORTS]; /* by enum flow_transport */
+    size_t relay_grows; /* the most a relayed request grows, besides the token twice */
     struct edge_stats st;
     struct edge_latency lat;
     struct edge_hooks hooks;

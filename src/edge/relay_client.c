@@ -383,9 +383,8 @@ void relay_client_request(struct edge *e, struct rx *rx, const struct sip_msg *m
      * Path with the token twice, the flags); a message a little under the bound may
      * take TCP, none over it takes UDP. The embedded registrar speaks UDP only, on this
      * host: it always gets datagrams. */
-    size_t grows = 2 * (strlen(e->cfg->core.text) + f->token_len) + 160;
-    bool is_stream =
-        e->cfg->has_external_registrar && m->len + grows > e->pol.upstream_udp_max_bytes;
+    bool is_stream = e->cfg->has_external_registrar &&
+                     m->len + e->relay_grows + 2u * f->token_len > e->pol.upstream_udp_max_bytes;
     struct tx_dest d =
         is_stream ? tx_dest_core_stream(EDGE_SOCK_CORE, up) : tx_dest_udp(EDGE_SOCK_CORE, up);
     struct sip_build b;
